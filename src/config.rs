@@ -1,0 +1,550 @@
+//! The TOML configuration: parsed once into typed, validated values.
+//!
+//! Unknown keys are errors (a misspelt `ofline = false` must not silently leave offline
+//! acceptance on). Every problem found is reported at once, each naming its key, so an
+//! installer fixes a file in one pass.
+
+use crate::duration;
+use regex::Regex;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where `--config` falls back to when neither the flag nor `$REDEEMD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/redeemd/redeemd.toml";
+
+pub const DEFAULT_CARD_BASE_URL: &str = "https://api.weixin.qq.com";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative paths inside it were resolved against its folder.
+    pub source: PathBuf,
+    pub database: PathBuf,
+    pub till: String,
+    pub scanners: Vec<ScannerConfig>,
+    pub wechat: Option<WechatConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub retry: RetryConfig,
+    pub offline: OfflineConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScannerKind {
+    /// RS-232 or USB-CDC: a tty device.
+    Serial,
+    /// Lines on the process's standard input: `redeemd demo`, and piping codes in by hand.
+    Stdin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Odd,
+    Even,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    None,
+    Software,
+    Hardware,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ScannerKind,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default = "default_parity")]
+    pub parity: Parity,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default = "default_flow")]
+    pub flow_control: FlowControl,
+    /// Strip a leading AIM symbology identifier (`]Q1`, `]E0`, ...) and record it.
+    #[serde(default)]
+    pub aim_ids: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatConfig {
+    pub appid: String,
+    pub secret_file: PathBuf,
+    #[serde(default = "default_card_base_url")]
+    pub base_url: String,
+    /// A central token service (GET, answering `{"access_token","expires_in"}`); without it
+    /// the daemon uses `POST /cgi-bin/stable_token`, which never knocks out other tills' tokens.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Upper bound for one HTTP exchange with WeChat.
+    #[serde(default = "default_request_timeout", deserialize_with = "duration::de")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Card,
+    Coupon,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Card => "card",
+            Api::Coupon => "coupon",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Api> {
+        match s {
+            "card" => Some(Api::Card),
+            "coupon" => Some(Api::Coupon),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    pattern: String,
+    api: Api,
+    #[serde(default)]
+    card_id: Option<String>,
+    #[serde(default = "yes")]
+    offline: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The pattern as written, for messages.
+    pub pattern: String,
+    /// The pattern anchored to the whole code.
+    pub regex: Regex,
+    pub api: Api,
+    pub card_id: Option<String>,
+    /// May scans on this route be accepted while WeChat is unreachable (and `[offline]
+    /// accept` allows it)?
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_base_delay", deserialize_with = "duration::de")]
+    pub base_delay: Duration,
+    #[serde(default = "default_max_delay", deserialize_with = "duration::de")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            base_delay: default_base_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// Off unless the merchant opts in: an offline acceptance is a risk the merchant takes.
+    #[serde(default)]
+    pub accept: bool,
+    #[serde(default = "default_online_wait", deserialize_with = "duration::de")]
+    pub online_wait: Duration,
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+    #[serde(default = "default_max_age", deserialize_with = "duration::de")]
+    pub max_age: Duration,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self {
+            accept: false,
+            online_wait: default_online_wait(),
+            max_pending: default_max_pending(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: PathBuf,
+    till: String,
+    #[serde(default)]
+    scanner: Vec<ScannerConfig>,
+    #[serde(default)]
+    wechat: Option<WechatConfig>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
+    retry: RetryConfig,
+    #[serde(default)]
+    offline: OfflineConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_baud() -> u32 {
+    9600
+}
+fn default_parity() -> Parity {
+    Parity::None
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_flow() -> FlowControl {
+    FlowControl::None
+}
+fn default_card_base_url() -> String {
+    DEFAULT_CARD_BASE_URL.to_string()
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_base_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_online_wait() -> Duration {
+    Duration::from_millis(1500)
+}
+fn default_max_pending() -> u32 {
+    500
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+
+/// Everything wrong with a config file, each line naming its key.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}:", self.path.display())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let err = |problems| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(vec![toml_error(&e)]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut problems = Vec::new();
+
+        if raw.till.trim().is_empty() {
+            problems.push("till: must name this till (e.g. \"store12-till3\")".into());
+        }
+        if raw.scanner.is_empty() {
+            problems.push("scanner: at least one [[scanner]] is needed".into());
+        }
+        let mut names = HashSet::new();
+        let mut scanners = raw.scanner;
+        for (i, s) in scanners.iter_mut().enumerate() {
+            let key = format!("scanner[{i}]");
+            if s.name.trim().is_empty() {
+                problems.push(format!("{key}.name: must not be empty"));
+            } else if s.name == "keyed" {
+                problems.push(format!(
+                    "{key}.name: \"keyed\" is reserved for codes typed in by hand"
+                ));
+            } else if !names.insert(s.name.clone()) {
+                problems.push(format!("{key}.name: {:?} is used twice", s.name));
+            }
+            match s.kind {
+                ScannerKind::Serial => match &s.path {
+                    None => problems.push(format!("{key}.path: a serial scanner needs a path")),
+                    Some(p) => s.path = Some(resolve(base, p)),
+                },
+                ScannerKind::Stdin => {
+                    if s.path.is_some() {
+                        problems.push(format!("{key}.path: a stdin scanner has no path"));
+                    }
+                }
+            }
+            if !(5..=8).contains(&s.data_bits) {
+                problems.push(format!("{key}.data_bits: must be 5, 6, 7 or 8"));
+            }
+            if !(1..=2).contains(&s.stop_bits) {
+                problems.push(format!("{key}.stop_bits: must be 1 or 2"));
+            }
+            if s.baud == 0 {
+                problems.push(format!("{key}.baud: must be a positive rate such as 9600"));
+            }
+        }
+
+        let mut wechat = raw.wechat;
+        if let Some(w) = wechat.as_mut() {
+            if w.appid.trim().is_empty() {
+                problems.push("wechat.appid: must not be empty".into());
+            }
+            w.secret_file = resolve(base, &w.secret_file);
+            if let Err(p) = check_url(&w.base_url) {
+                problems.push(format!("wechat.base_url: {p}"));
+            }
+            if let Some(t) = &w.token_url
+                && let Err(p) = check_url(t)
+            {
+                problems.push(format!("wechat.token_url: {p}"));
+            }
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.route.into_iter().enumerate() {
+            let key = format!("route[{i}]");
+            match r.api {
+                Api::Card if wechat.is_none() => problems.push(format!(
+                    "{key}.api: \"card\" needs a [wechat] section with appid and secret_file"
+                )),
+                Api::Coupon => problems.push(format!(
+                    "{key}.api: \"coupon\" (WeChat Pay merchant coupons) is not supported by this version"
+                )),
+                Api::Card => {}
+            }
+            match Regex::new(&format!("^(?:{})$", r.pattern)) {
+                Ok(regex) => routes.push(RouteConfig {
+                    pattern: r.pattern,
+                    regex,
+                    api: r.api,
+                    card_id: r.card_id,
+                    offline: r.offline,
+                }),
+                Err(e) => problems.push(format!("{key}.pattern: not a valid regex: {e}")),
+            }
+        }
+        if routes.is_empty() && problems.is_empty() {
+            problems
+                .push("route: at least one [[route]] is needed, or every code is refused".into());
+        }
+
+        if raw.retry.base_delay.is_zero() {
+            problems.push("retry.base_delay: must be more than 0".into());
+        }
+        if raw.retry.max_delay < raw.retry.base_delay {
+            problems.push("retry.max_delay: must not be less than retry.base_delay".into());
+        }
+        if raw.offline.online_wait.is_zero() {
+            problems.push("offline.online_wait: must be more than 0".into());
+        }
+
+        if !problems.is_empty() {
+            return Err(err(problems));
+        }
+        Ok(Config {
+            source: path.to_path_buf(),
+            database: resolve(base, &raw.database),
+            till: raw.till,
+            scanners,
+            wechat,
+            routes,
+            retry: raw.retry,
+            offline: raw.offline,
+        })
+    }
+}
+
+/// toml's messages already name the key and quote the line; keep the line number up front.
+fn toml_error(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().to_string()
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `https://` anywhere; `http://` only to this machine (a simulator, or a local relay).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url:?}: http:// is only accepted for loopback hosts; use https://"
+                ))
+            }
+        }
+        other => Err(format!("{url:?}: scheme {other:?} is not supported")),
+    }
+}
+
+/// Reads a secret (an AppSecret, a key) from a file the daemon alone may read.
+///
+/// Refused when group or others have any access: a secret readable by every account on a
+/// shared till is not a secret.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: permissions {:04o} let other users read it; run: chmod 600 {}",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let secret = text.trim().to_string();
+    if secret.is_empty() {
+        return Err(format!("{}: the file is empty", path.display()));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+database = "redeemd.db"
+till = "store12-till3"
+
+[[scanner]]
+name = "front"
+type = "serial"
+path = "/dev/ttyACM0"
+
+[wechat]
+appid = "wx123"
+secret_file = "appsecret"
+
+[[route]]
+pattern = "[0-9]{12}"
+api = "card"
+"#;
+
+    #[test]
+    fn parses_and_resolves_relative_paths() {
+        let c = Config::parse(GOOD, Path::new("/etc/redeemd/redeemd.toml")).unwrap();
+        assert_eq!(c.database, PathBuf::from("/etc/redeemd/redeemd.db"));
+        assert_eq!(
+            c.wechat.as_ref().unwrap().secret_file,
+            PathBuf::from("/etc/redeemd/appsecret")
+        );
+        assert_eq!(c.scanners[0].baud, 9600);
+        assert!(c.routes[0].regex.is_match("123456789012"));
+        assert!(!c.routes[0].regex.is_match("1234567890123"), "anchored");
+        assert!(!c.offline.accept);
+        assert_eq!(c.offline.online_wait, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("[offline]", "") + "\n[offline]\nofline = true\n";
+        let e = Config::parse(&text, Path::new("x.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("ofline"), "{msg}");
+        assert!(msg.contains("line"), "{msg}");
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let text = GOOD
+            .replace("[0-9]{12}", "[0-9")
+            .replace("store12-till3", "")
+            .replace(
+                "appid = \"wx123\"",
+                "appid = \"wx\"\nbase_url = \"http://api.example.com\"",
+            );
+        let e = Config::parse(&text, Path::new("x.toml")).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(all.contains("route[0].pattern"), "{all}");
+        assert!(all.contains("till:"), "{all}");
+        assert!(all.contains("wechat.base_url"), "{all}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let text = GOOD.to_string() + "\n[retry]\nbase_delay = \"soon\"\n";
+        let msg = Config::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("base_delay") || msg.contains("retry"), "{msg}");
+        assert!(msg.contains("soon"), "{msg}");
+    }
+
+    #[test]
+    fn http_only_for_loopback() {
+        assert!(check_url("http://127.0.0.1:9000").is_ok());
+        assert!(check_url("http://localhost:9000").is_ok());
+        assert!(check_url("http://[::1]:9000").is_ok());
+        assert!(check_url("https://api.weixin.qq.com").is_ok());
+        assert!(check_url("http://10.0.0.1").is_err());
+        assert!(check_url("ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn secret_file_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, "topsecret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret_file(&p).unwrap_err();
+        assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
+        assert!(!e.contains("topsecret"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&p).unwrap(), "topsecret");
+    }
+}

@@ -1,0 +1,200 @@
+//! Wiring: the ledger, the dispatcher, the scanner sources and the intake, started together
+//! and stopped in order.
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, read_secret_file};
+use crate::ledger::{Ledger, LedgerError, OpenError};
+use crate::outcome::Bus;
+use crate::redeem::Ctx;
+use crate::redeem::dispatcher::Dispatcher;
+use crate::redeem::intake::Intake;
+use crate::scanner::{self, SourceEvent};
+use crate::wechat::card::CardApi;
+use crate::wechat::token::{TokenManager, TokenSource};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration cannot work (exit code 78, EX_CONFIG).
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot start the HTTP client: {0}")]
+    Http(String),
+}
+
+pub struct Daemon {
+    config: Arc<Config>,
+    ledger: Ledger,
+    clock: SharedClock,
+    bus: Bus,
+    card: Option<Arc<CardApi>>,
+    /// Stop once every scanner source has ended (the demo's standard input closing).
+    pub exit_when_sources_end: bool,
+}
+
+pub const USER_AGENT: &str = concat!("redeemd/", env!("CARGO_PKG_VERSION"));
+
+impl Daemon {
+    /// Checks what must be right before anything starts, and opens the ledger.
+    pub fn new(config: Config) -> Result<Daemon, DaemonError> {
+        let card = match &config.wechat {
+            None => None,
+            Some(w) => {
+                // Fail now on an unreadable or loose secret file; it is re-read at every
+                // token fetch so a fix needs no restart.
+                read_secret_file(&w.secret_file)
+                    .map_err(|e| DaemonError::Config(format!("wechat.secret_file: {e}")))?;
+                let http = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .connect_timeout(Duration::from_secs(3).min(w.request_timeout))
+                    .timeout(w.request_timeout)
+                    .build()
+                    .map_err(|e| DaemonError::Http(e.to_string()))?;
+                let base = w.base_url.trim_end_matches('/');
+                let source = match &w.token_url {
+                    Some(url) => TokenSource::Central { url: url.clone() },
+                    None => TokenSource::Stable {
+                        url: format!("{base}/cgi-bin/stable_token"),
+                    },
+                };
+                let tokens = Arc::new(TokenManager::new(
+                    http.clone(),
+                    source,
+                    w.appid.clone(),
+                    w.secret_file.clone(),
+                ));
+                Some(Arc::new(CardApi::new(http, base, tokens)))
+            }
+        };
+        let ledger = Ledger::open(&config.database)?;
+        Ok(Daemon {
+            config: Arc::new(config),
+            ledger,
+            clock: Arc::new(SystemClock),
+            bus: Bus::new(),
+            card,
+            exit_when_sources_end: false,
+        })
+    }
+
+    pub fn bus(&self) -> Bus {
+        self.bus.clone()
+    }
+
+    /// Runs until `shutdown` resolves (or, with `exit_when_sources_end`, the sources end).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        let config = self.config.clone();
+        let wake = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctx = Ctx {
+            ledger: self.ledger.clone(),
+            clock: self.clock.clone(),
+            retry: config.retry.clone(),
+        };
+        let dispatcher = Dispatcher {
+            ctx,
+            card: self.card.clone(),
+            max_age: config.offline.max_age,
+            wake: wake.clone(),
+            bus: self.bus.clone(),
+        };
+        let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
+
+        let (ev_tx, mut ev_rx) = mpsc::channel(256);
+        let mut sources = scanner::spawn_all(&config.scanners, ev_tx, self.clock.clone(), stop_rx);
+        let intake = Intake {
+            ledger: self.ledger.clone(),
+            clock: self.clock.clone(),
+            config: config.clone(),
+            wake,
+            bus: self.bus.clone(),
+        };
+        let mut answers = JoinSet::new();
+        let mut live_sources = config.scanners.len();
+        tracing::info!(
+            event = "ready",
+            till = %config.till,
+            database = %config.database.display(),
+            scanners = config.scanners.len(),
+            "redeemd ready"
+        );
+
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                ev = ev_rx.recv() => match ev {
+                    Some(SourceEvent::Scan(scan)) => {
+                        // Recorded here, in arrival order; answered concurrently.
+                        let pending = intake.record(scan).await;
+                        let intake = intake.clone();
+                        let bus = self.bus.clone();
+                        let till = config.till.clone();
+                        answers.spawn(async move {
+                            let outcome = intake.answer(pending).await;
+                            outcome.log(&till);
+                            let _ = bus.outcomes.send(outcome);
+                        });
+                    }
+                    Some(SourceEvent::Ended { scanner }) => {
+                        tracing::info!(event = "scanner_ended", scanner = %scanner, "scanner input ended");
+                        live_sources = live_sources.saturating_sub(1);
+                        if self.exit_when_sources_end && live_sources == 0 {
+                            break;
+                        }
+                    }
+                    Some(SourceEvent::Connected { .. } | SourceEvent::Disconnected { .. }) => {}
+                    None => break,
+                },
+                Some(_) = answers.join_next(), if !answers.is_empty() => {}
+            }
+        }
+
+        tracing::info!(
+            event = "stopping",
+            "stopping: scanners closed, finishing calls in flight"
+        );
+        let _ = stop_tx.send(true);
+        sources.abort_all();
+        let wait_answers = async { while answers.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(
+            config.offline.online_wait + Duration::from_secs(1),
+            wait_answers,
+        )
+        .await;
+        let result = match dispatcher.await {
+            Ok(r) => r.map_err(DaemonError::from),
+            Err(e) => {
+                tracing::error!(event = "dispatcher_failed", error = %e, "dispatcher task failed");
+                Ok(())
+            }
+        };
+        tracing::info!(event = "stopped", "redeemd stopped");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action (terminate) still applies.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

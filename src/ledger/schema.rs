@@ -1,0 +1,176 @@
+//! Opening the ledger: pragmas and versioned migrations.
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::Path;
+use std::time::Duration;
+
+/// Each entry moves the schema from version `i` to `i + 1` (`PRAGMA user_version`).
+/// Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE redemptions (
+    id              INTEGER PRIMARY KEY,
+    -- The full code for routed codes (it is what WeChat needs); masked for local refusals
+    -- (payment codes, junk), which are never sent anywhere.
+    code            TEXT NOT NULL,
+    api             TEXT CHECK (api IN ('card', 'coupon')),
+    route           INTEGER,
+    card_id         TEXT,
+    aim_id          TEXT,
+    state           TEXT NOT NULL
+                    CHECK (state IN ('queued', 'redeemed', 'rejected', 'cancelled', 'review')),
+    reason          TEXT,
+    -- The answer the till got for the first scan.
+    till_outcome    TEXT,
+    -- A redeeming call was sent and its answer has not arrived: ask before acting again.
+    unconfirmed     INTEGER NOT NULL DEFAULT 0,
+    scans           INTEGER NOT NULL DEFAULT 1,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    scanner         TEXT NOT NULL,
+    till            TEXT NOT NULL,
+    scanned_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    redeemed_at     INTEGER,
+    next_attempt_at INTEGER,
+    openid          TEXT,
+    -- How an unknown outcome was resolved, or a manager's note.
+    note            TEXT
+);
+-- One row per code: this index is what makes a second redemption of a code impossible.
+CREATE UNIQUE INDEX redemptions_code ON redemptions(code) WHERE api IS NOT NULL;
+CREATE INDEX redemptions_work ON redemptions(state, next_attempt_at);
+CREATE INDEX redemptions_scanned ON redemptions(scanned_at);
+
+-- Every read of every code.
+CREATE TABLE scans (
+    id              INTEGER PRIMARY KEY,
+    redemption_id   INTEGER NOT NULL REFERENCES redemptions(id),
+    scanner         TEXT NOT NULL,
+    aim_id          TEXT,
+    scanned_at      INTEGER NOT NULL,
+    till_outcome    TEXT
+);
+CREATE INDEX scans_redemption ON scans(redemption_id);
+
+-- Every API call: the audit trail. A row with started_at and no ended_at is a call whose
+-- answer never came.
+CREATE TABLE attempts (
+    id              INTEGER PRIMARY KEY,
+    redemption_id   INTEGER NOT NULL REFERENCES redemptions(id),
+    call            TEXT NOT NULL,
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    http_status     INTEGER,
+    errcode         INTEGER,
+    outcome         TEXT,
+    detail          TEXT
+);
+CREATE INDEX attempts_redemption ON attempts(redemption_id);
+"#];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the ledger {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the ledger's folder {path}: {source}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the ledger {path} has schema version {found}, newer than this redeemd understands ({SCHEMA_VERSION}); upgrade redeemd"
+    )]
+    TooNew { path: String, found: i64 },
+}
+
+/// Opens (creating if needed) the ledger for writing, with the durability pragmas, and
+/// brings its schema up to date.
+pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
+    let p = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let wrap = |source| OpenError::Sqlite {
+        path: p.clone(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(wrap)?;
+    configure(&conn).map_err(wrap)?;
+    // WAL: readers (`redeemd log`, backups) never block the writer. FULL: a commit is on disk
+    // before the till is told anything.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(wrap)?;
+    migrate(&mut conn).map_err(|e| match e {
+        MigrateError::Sqlite(source) => OpenError::Sqlite {
+            path: p.clone(),
+            source,
+        },
+        MigrateError::TooNew(found) => OpenError::TooNew {
+            path: p.clone(),
+            found,
+        },
+    })?;
+    Ok(conn)
+}
+
+/// Opens the ledger read-only, for reports while the daemon runs.
+pub fn open_ro(path: &Path) -> Result<Connection, OpenError> {
+    let p = path.display().to_string();
+    let wrap = |source| OpenError::Sqlite {
+        path: p.clone(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(wrap)?;
+    configure(&conn).map_err(wrap)?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(wrap)?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::TooNew { path: p, found });
+    }
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+enum MigrateError {
+    Sqlite(rusqlite::Error),
+    TooNew(i64),
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(MigrateError::Sqlite)?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(MigrateError::Sqlite)?;
+    if found > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew(found));
+    }
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(sql).map_err(MigrateError::Sqlite)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(MigrateError::Sqlite)?;
+    tx.commit().map_err(MigrateError::Sqlite)
+}

@@ -1,0 +1,626 @@
+//! Every SQL statement of the crate: the ledger's operations as plain functions over a
+//! connection. Each write is one `IMMEDIATE` transaction, so it either happened entirely or
+//! not at all when the process dies.
+
+use crate::clock::Millis;
+use crate::config::Api;
+use crate::redeem::backoff;
+use crate::redeem::state::{self, Schedule, Settle, Snapshot, State, TillOutcome};
+use crate::route::Routed;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::time::Duration;
+
+pub type Result<T> = rusqlite::Result<T>;
+
+/// One redemption: a code and everything known about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub id: i64,
+    pub code: String,
+    pub api: Option<&'static str>,
+    pub route: Option<i64>,
+    pub card_id: Option<String>,
+    pub aim_id: Option<String>,
+    pub state: State,
+    pub reason: Option<String>,
+    pub till_outcome: Option<TillOutcome>,
+    pub unconfirmed: bool,
+    pub scans: i64,
+    pub attempts: i64,
+    pub scanner: String,
+    pub till: String,
+    pub scanned_at: Millis,
+    pub updated_at: Millis,
+    pub redeemed_at: Option<Millis>,
+    pub next_attempt_at: Option<Millis>,
+    pub openid: Option<String>,
+    pub note: Option<String>,
+}
+
+impl Row {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            state: self.state,
+            unconfirmed: self.unconfirmed,
+            accepted_offline: self.till_outcome == Some(TillOutcome::AcceptedOffline),
+        }
+    }
+
+    pub fn api(&self) -> Option<Api> {
+        self.api.and_then(Api::parse)
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for TillOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
+    unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at, \
+    next_attempt_at, openid, note";
+
+fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} {value:?}").into(),
+    )
+}
+
+fn read_row(r: &rusqlite::Row) -> Result<Row> {
+    let api: Option<String> = r.get(2)?;
+    let api = match api.as_deref() {
+        None => None,
+        Some(a) => Some(
+            Api::parse(a)
+                .ok_or_else(|| bad_value(2, "api", a))?
+                .as_str(),
+        ),
+    };
+    let state: String = r.get(6)?;
+    let till: Option<String> = r.get(8)?;
+    Ok(Row {
+        id: r.get(0)?,
+        code: r.get(1)?,
+        api,
+        route: r.get(3)?,
+        card_id: r.get(4)?,
+        aim_id: r.get(5)?,
+        state: State::parse(&state).ok_or_else(|| bad_value(6, "state", &state))?,
+        reason: r.get(7)?,
+        till_outcome: match till {
+            None => None,
+            Some(t) => Some(TillOutcome::parse(&t).ok_or_else(|| bad_value(8, "outcome", &t))?),
+        },
+        unconfirmed: r.get(9)?,
+        scans: r.get(10)?,
+        attempts: r.get(11)?,
+        scanner: r.get(12)?,
+        till: r.get(13)?,
+        scanned_at: r.get(14)?,
+        updated_at: r.get(15)?,
+        redeemed_at: r.get(16)?,
+        next_attempt_at: r.get(17)?,
+        openid: r.get(18)?,
+        note: r.get(19)?,
+    })
+}
+
+fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"),
+        [id],
+        read_row,
+    )
+    .optional()
+}
+
+fn get_in(tx: &Transaction, id: i64) -> Result<Row> {
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"),
+        [id],
+        read_row,
+    )
+}
+
+/// A scan that routed to an API.
+#[derive(Debug, Clone)]
+pub struct NewScan<'a> {
+    pub code: &'a str,
+    pub routed: &'a Routed,
+    pub scanner: &'a str,
+    pub till: &'a str,
+    pub aim_id: Option<&'a str>,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub row: Row,
+    pub scan_id: i64,
+    /// The code was already in the ledger: this scan is a duplicate.
+    pub known: bool,
+}
+
+/// Records a scan of a routed code: a new row, or one more read of a known one.
+pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
+    let tx = immediate(conn)?;
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM redemptions WHERE code = ?1 AND api IS NOT NULL",
+            [s.code],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let (id, known) = match existing {
+        Some(id) => {
+            tx.execute(
+                "UPDATE redemptions SET scans = scans + 1 WHERE id = ?1",
+                [id],
+            )?;
+            (id, true)
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
+                 scanned_at, updated_at, next_attempt_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8)",
+                params![
+                    s.code,
+                    s.routed.api.as_str(),
+                    s.routed.route as i64,
+                    s.routed.card_id,
+                    s.aim_id,
+                    s.scanner,
+                    s.till,
+                    s.at
+                ],
+            )?;
+            (tx.last_insert_rowid(), false)
+        }
+    };
+    let scan_id = insert_scan(&tx, id, s.scanner, s.aim_id, s.at)?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok(Recorded {
+        row,
+        scan_id,
+        known,
+    })
+}
+
+fn insert_scan(
+    tx: &Transaction,
+    id: i64,
+    scanner: &str,
+    aim_id: Option<&str>,
+    at: Millis,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO scans (redemption_id, scanner, aim_id, scanned_at) VALUES (?1, ?2, ?3, ?4)",
+        params![id, scanner, aim_id, at],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Records a scan refused locally (payment code, junk, no route). `shown_code` must
+/// already be masked: these codes are never stored in full.
+pub struct Refusal<'a> {
+    pub shown_code: &'a str,
+    pub reason: &'a str,
+    pub scanner: &'a str,
+    pub till: &'a str,
+    pub aim_id: Option<&'a str>,
+    pub at: Millis,
+}
+
+pub fn record_refusal(conn: &mut Connection, r: &Refusal) -> Result<Row> {
+    let tx = immediate(conn)?;
+    tx.execute(
+        "INSERT INTO redemptions (code, api, aim_id, state, reason, till_outcome, scanner, till, \
+         scanned_at, updated_at) VALUES (?1, NULL, ?2, 'rejected', ?3, 'rejected', ?4, ?5, ?6, ?6)",
+        params![r.shown_code, r.aim_id, r.reason, r.scanner, r.till, r.at],
+    )?;
+    let id = tx.last_insert_rowid();
+    let scan_id = insert_scan(&tx, id, r.scanner, r.aim_id, r.at)?;
+    tx.execute(
+        "UPDATE scans SET till_outcome = 'rejected' WHERE id = ?1",
+        [scan_id],
+    )?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok(row)
+}
+
+/// Notes the answer a scan got (and, for the code's first scan, the row's till outcome).
+pub fn note_till_outcome(
+    conn: &mut Connection,
+    id: i64,
+    scan_id: i64,
+    outcome: TillOutcome,
+) -> Result<()> {
+    let tx = immediate(conn)?;
+    tx.execute(
+        "UPDATE scans SET till_outcome = ?2 WHERE id = ?1",
+        params![scan_id, outcome.as_str()],
+    )?;
+    if outcome != TillOutcome::Duplicate {
+        tx.execute(
+            "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
+            params![id, outcome.as_str()],
+        )?;
+    }
+    tx.commit()
+}
+
+/// How a settled row answers a till that is still waiting for it.
+pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
+    match state {
+        State::Queued => None,
+        State::Redeemed => Some(TillOutcome::Redeemed),
+        State::Rejected | State::Review => Some(TillOutcome::Rejected),
+        State::Cancelled => Some(TillOutcome::RefusedOffline),
+    }
+}
+
+/// The till's answer for a new code that WeChat did not settle within `online_wait`,
+/// decided atomically against the dispatcher: if the row settled meanwhile, that answer wins.
+pub fn decide_offline(
+    conn: &mut Connection,
+    id: i64,
+    scan_id: i64,
+    offline_allowed: bool,
+    max_pending: u32,
+    at: Millis,
+) -> Result<(TillOutcome, Row)> {
+    let tx = immediate(conn)?;
+    let row = get_in(&tx, id)?;
+    let outcome = match till_outcome_of(row.state) {
+        Some(settled) => settled,
+        None => {
+            let pending: i64 = tx.query_row(
+                "SELECT count(*) FROM redemptions WHERE state = 'queued' AND id != ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            if offline_allowed && pending < i64::from(max_pending) {
+                TillOutcome::AcceptedOffline
+            } else {
+                let reason = if offline_allowed {
+                    format!(
+                        "refused at the till: WeChat did not answer and {pending} redemptions already await confirmation (offline.max_pending)"
+                    )
+                } else {
+                    "refused at the till: WeChat did not answer in time and this code may not be accepted offline".to_string()
+                };
+                tx.execute(
+                    "UPDATE redemptions SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, reason, at],
+                )?;
+                TillOutcome::RefusedOffline
+            }
+        }
+    };
+    tx.execute(
+        "UPDATE scans SET till_outcome = ?2 WHERE id = ?1",
+        params![scan_id, outcome.as_str()],
+    )?;
+    tx.execute(
+        "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
+        params![id, outcome.as_str()],
+    )?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok((outcome, row))
+}
+
+/// Rows due for work, oldest scan first: queued ones, and cancelled ones whose outcome is
+/// unknown (to be queried, never redeemed).
+pub fn due(
+    conn: &Connection,
+    now: Millis,
+    limit: usize,
+    exclude: &HashSet<i64>,
+    apis: &[Api],
+) -> Result<Vec<Row>> {
+    if limit == 0 || apis.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM redemptions \
+         WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
+         AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    // Over-fetch by the excluded count so rows already in flight do not starve the rest.
+    let fetch = (limit + exclude.len()) as i64;
+    let rows = stmt.query_map(params![now, fetch], read_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let r = r?;
+        if exclude.contains(&r.id) || !r.api().is_some_and(|a| apis.contains(&a)) {
+            continue;
+        }
+        out.push(r);
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The earliest `next_attempt_at` later than `now` among rows that still need work. Rows
+/// due already are either being worked on or waiting for a free slot; both end in a wake-up.
+pub fn next_due_after(conn: &Connection, apis: &[Api], now: Millis) -> Result<Option<Millis>> {
+    let mut best: Option<Millis> = None;
+    for api in apis {
+        let t: Option<Millis> = conn.query_row(
+            "SELECT min(next_attempt_at) FROM redemptions \
+             WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
+             AND api = ?1 AND next_attempt_at > ?2",
+            params![api.as_str(), now],
+            |r| r.get(0),
+        )?;
+        best = match (best, t) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(best)
+}
+
+/// Records that a call is about to be sent. For a redeeming call (`consume`, `use`) the
+/// row must still be `queued`, and is marked `unconfirmed` in the same commit: this is the
+/// intent that survives a crash. Returns `None` when the row may no longer be redeemed
+/// (the till refused it meanwhile).
+pub fn begin_call(
+    conn: &mut Connection,
+    id: i64,
+    call: &str,
+    redeeming: bool,
+    at: Millis,
+) -> Result<Option<i64>> {
+    let tx = immediate(conn)?;
+    if redeeming {
+        let n = tx.execute(
+            "UPDATE redemptions SET unconfirmed = 1, updated_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            params![id, at],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+    }
+    tx.execute(
+        "INSERT INTO attempts (redemption_id, call, started_at) VALUES (?1, ?2, ?3)",
+        params![id, call, at],
+    )?;
+    let attempt = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Some(attempt))
+}
+
+/// What came back from one call, for the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallRecord {
+    pub http_status: Option<u16>,
+    pub errcode: Option<i64>,
+    /// `ok`, `refused`, `retry`, `unknown`, ...
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+pub fn end_call(conn: &mut Connection, attempt: i64, rec: &CallRecord, at: Millis) -> Result<()> {
+    conn.execute(
+        "UPDATE attempts SET ended_at = ?2, http_status = ?3, errcode = ?4, outcome = ?5, detail = ?6 \
+         WHERE id = ?1",
+        params![
+            attempt,
+            at,
+            rec.http_status,
+            rec.errcode,
+            rec.outcome,
+            rec.detail
+        ],
+    )?;
+    Ok(())
+}
+
+/// The retry schedule's settings and the random draw for this change.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub base: Duration,
+    pub max: Duration,
+    /// In `[0, 1)`.
+    pub jitter: f64,
+}
+
+/// Applies what a try found out (through the pure state machine) and schedules the next.
+pub fn apply(
+    conn: &mut Connection,
+    id: i64,
+    settle: &Settle,
+    openid: Option<&str>,
+    retry: Retry,
+    at: Millis,
+) -> Result<(Row, bool)> {
+    let tx = immediate(conn)?;
+    let row = get_in(&tx, id)?;
+    let change = state::settle(row.snapshot(), settle);
+    let tried = !matches!(settle, Settle::NotRedeemed);
+    let attempts = row.attempts + i64::from(tried);
+    let next = match change.schedule {
+        Schedule::Never => None,
+        Schedule::Now => Some(at),
+        Schedule::Backoff | Schedule::Throttled => {
+            let d = backoff::delay(
+                u32::try_from(attempts).unwrap_or(u32::MAX),
+                retry.base,
+                retry.max,
+                change.schedule == Schedule::Throttled,
+                retry.jitter,
+            );
+            Some(at + d.as_millis() as i64)
+        }
+    };
+    let note = match settle {
+        Settle::Redeemed { note: Some(n) } => Some(n.as_str()),
+        _ => None,
+    };
+    let changed = change.state != row.state;
+    tx.execute(
+        "UPDATE redemptions SET state = ?2, unconfirmed = ?3, reason = coalesce(?4, reason), \
+         attempts = ?5, next_attempt_at = ?6, updated_at = ?7, \
+         redeemed_at = CASE WHEN ?8 THEN ?7 ELSE redeemed_at END, \
+         openid = coalesce(?9, openid), note = coalesce(?10, note) WHERE id = ?1",
+        params![
+            id,
+            change.state.as_str(),
+            change.unconfirmed,
+            change.reason,
+            attempts,
+            next,
+            at,
+            change.redeemed,
+            openid,
+            note
+        ],
+    )?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok((row, changed))
+}
+
+/// Moves rows unsettled for longer than `max_age` to review. Returns the rows moved.
+pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec<Row>> {
+    let tx = immediate(conn)?;
+    let cutoff = now - max_age_ms;
+    let old: Vec<Row> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {COLUMNS} FROM redemptions \
+             WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
+             AND scanned_at < ?1 ORDER BY id"
+        ))?;
+        stmt.query_map([cutoff], read_row)?
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut moved = Vec::new();
+    for row in old {
+        if let Some(change) = state::expire(row.snapshot()) {
+            tx.execute(
+                "UPDATE redemptions SET state = ?2, reason = ?3, next_attempt_at = NULL, updated_at = ?4 \
+                 WHERE id = ?1",
+                params![row.id, change.state.as_str(), change.reason, now],
+            )?;
+            moved.push(get_in(&tx, row.id)?);
+        }
+    }
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// When the oldest unsettled row will pass `max_age`.
+pub fn next_expiry_at(conn: &Connection, max_age_ms: i64) -> Result<Option<Millis>> {
+    let oldest: Option<Millis> = conn.query_row(
+        "SELECT min(scanned_at) FROM redemptions \
+         WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(oldest.map(|t| t + max_age_ms))
+}
+
+/// WeChat answered again after failures: make every waiting row of that API due now, so
+/// the backlog drains at once and in scan order instead of each waiting out its backoff.
+pub fn fast_forward(conn: &mut Connection, api: Api, now: Millis) -> Result<usize> {
+    conn.execute(
+        "UPDATE redemptions SET next_attempt_at = ?1 \
+         WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
+         AND api = ?2 AND next_attempt_at > ?1",
+        params![now, api.as_str()],
+    )
+}
+
+pub fn pending_count(conn: &Connection) -> Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM redemptions WHERE state = 'queued'",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Filters for the redemption log.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub state: Option<State>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// Matches the end of the code.
+    pub code_suffix: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM redemptions \
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR scanned_at >= ?2) \
+         AND (?3 IS NULL OR scanned_at < ?3) \
+         AND (?4 IS NULL OR substr(code, -length(?4)) = ?4) \
+         ORDER BY id LIMIT ?5"
+    ))?;
+    let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
+    stmt.query_map(
+        params![
+            f.state.map(State::as_str),
+            f.since,
+            f.until,
+            f.code_suffix,
+            limit
+        ],
+        read_row,
+    )?
+    .collect()
+}
+
+/// One API call of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    pub call: String,
+    pub started_at: Millis,
+    pub ended_at: Option<Millis>,
+    pub http_status: Option<i64>,
+    pub errcode: Option<i64>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+pub fn attempts_of(conn: &Connection, id: i64) -> Result<Vec<Attempt>> {
+    let mut stmt = conn.prepare(
+        "SELECT call, started_at, ended_at, http_status, errcode, outcome, detail \
+         FROM attempts WHERE redemption_id = ?1 ORDER BY id",
+    )?;
+    stmt.query_map([id], |r| {
+        Ok(Attempt {
+            call: r.get(0)?,
+            started_at: r.get(1)?,
+            ended_at: r.get(2)?,
+            http_status: r.get(3)?,
+            errcode: r.get(4)?,
+            outcome: r.get(5)?,
+            detail: r.get(6)?,
+        })
+    })?
+    .collect()
+}

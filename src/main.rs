@@ -1,0 +1,216 @@
+//! The `redeemd` command: parses the command line, loads the config, and hands over to the
+//! library. Exit codes: 0 ok, 1 runtime failure, 78 (EX_CONFIG) configuration problem.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use redeemd::config::{Config, DEFAULT_CONFIG_PATH};
+use redeemd::daemon::{Daemon, DaemonError, termination_signal};
+use redeemd::ledger::store::Filter;
+use redeemd::redeem::state::State;
+use redeemd::{ledger, report};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "redeemd",
+    version,
+    about = "Redeems WeChat coupon codes read from barcode scanners, exactly once, through outages"
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(long, env = "REDEEMD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run(ConfigArg),
+    /// Print the redemption log (works while the daemon runs).
+    Log {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only rows in this state: queued, redeemed, rejected, cancelled, review.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only rows scanned at or after: RFC 3339, a date, "today", or a duration ago ("2h").
+        #[arg(long)]
+        since: Option<String>,
+        /// Only rows scanned before (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Try redeemd against a built-in simulated WeChat, typing codes as the scanner.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let demo = matches!(cli.command, Command::Demo);
+    init_logging(cli.log_format, if demo { "warn" } else { "info" });
+    match cli.command {
+        Command::Run(c) => run(c.config),
+        Command::Demo => block_on(async { redeemd::demo::run().await }),
+        Command::Log {
+            config,
+            json,
+            state,
+            since,
+            until,
+            limit,
+        } => log(config.config, json, state, since, until, limit),
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("redeemd: {e}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+fn block_on(fut: impl Future<Output = Result<(), DaemonError>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redeemd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(DaemonError::Config(e)) => {
+            eprintln!("redeemd: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("redeemd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    block_on(async move {
+        let daemon = Daemon::new(config)?;
+        daemon.run(termination_signal()).await
+    })
+}
+
+fn log(
+    path: PathBuf,
+    json: bool,
+    state: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let usage = |msg: String| {
+        eprintln!("redeemd log: {msg}");
+        ExitCode::from(2)
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let state = match state.as_deref().map(|s| (s, State::parse(s))) {
+        None => None,
+        Some((_, Some(s))) => Some(s),
+        Some((s, None)) => {
+            return usage(format!(
+                "--state {s:?}: use queued, redeemed, rejected, cancelled or review"
+            ));
+        }
+    };
+    let mut filter = Filter {
+        state,
+        limit,
+        ..Filter::default()
+    };
+    for (arg, slot, name) in [
+        (since, &mut filter.since, "--since"),
+        (until, &mut filter.until, "--until"),
+    ] {
+        if let Some(t) = arg {
+            match report::parse_when(&t, now) {
+                Ok(ms) => *slot = Some(ms),
+                Err(e) => return usage(format!("{name}: {e}")),
+            }
+        }
+    }
+    if !config.database.exists() {
+        eprintln!(
+            "redeemd log: no ledger at {} yet (the daemon creates it on its first start)",
+            config.database.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let entries = match ledger::open_ro(&config.database)
+        .map_err(|e| e.to_string())
+        .and_then(|c| report::load(&c, &filter).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("redeemd log: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        report::write_json(&mut out, &entries)
+    } else {
+        report::write_table(&mut out, &entries)
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`redeemd log | head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("redeemd log: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What the till is told about each scan, and the internal channels that carry it.
+
+use crate::clock::{self, Millis};
+use crate::ledger::Row;
+use crate::mask::mask;
+use crate::redeem::state::{State, TillOutcome};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// The answer to one scan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The ledger row; `None` only when the scan could not be recorded at all.
+    pub id: Option<i64>,
+    /// The full code for routed codes; masked for local refusals (payment codes, junk).
+    pub code: String,
+    pub outcome: TillOutcome,
+    pub state: Option<State>,
+    pub reason: Option<String>,
+    pub api: Option<&'static str>,
+    pub scanner: String,
+    pub scanned_at: String,
+    /// Milliseconds from the scan to this answer.
+    pub latency_ms: i64,
+}
+
+impl Outcome {
+    pub fn from_row(
+        row: &Row,
+        outcome: TillOutcome,
+        scanner: &str,
+        scanned_at: Millis,
+        now: Millis,
+    ) -> Self {
+        Self {
+            id: Some(row.id),
+            code: row.code.clone(),
+            outcome,
+            state: Some(row.state),
+            reason: row.reason.clone(),
+            api: row.api,
+            scanner: scanner.to_string(),
+            scanned_at: clock::rfc3339(scanned_at),
+            latency_ms: now - scanned_at,
+        }
+    }
+
+    /// Writes the one log line every outcome gets. Codes are masked here, always.
+    pub fn log(&self, till: &str) {
+        tracing::info!(
+            event = "outcome",
+            id = self.id,
+            code = %mask(&self.code),
+            outcome = %self.outcome,
+            state = self.state.map(State::as_str),
+            reason = self.reason.as_deref(),
+            api = self.api,
+            scanner = %self.scanner,
+            till,
+            latency_ms = self.latency_ms,
+            "scan answered"
+        );
+    }
+}
+
+/// Logs a row's state change made after the till was answered (a backlog item redeemed,
+/// an offline acceptance refused by WeChat, ...).
+pub fn log_settled(row: &Row) {
+    tracing::info!(
+        event = "settled",
+        id = row.id,
+        code = %mask(&row.code),
+        state = %row.state,
+        reason = row.reason.as_deref(),
+        api = row.api,
+        attempts = row.attempts,
+        till = %row.till,
+        "redemption settled"
+    );
+}
+
+/// The daemon's internal broadcast channels.
+#[derive(Clone)]
+pub struct Bus {
+    /// Every answer given to a scan.
+    pub outcomes: broadcast::Sender<Outcome>,
+    /// Every row whose state the dispatcher changed.
+    pub settled: broadcast::Sender<Row>,
+}
+
+impl Bus {
+    pub fn new() -> Self {
+        Self {
+            outcomes: broadcast::channel(1024).0,
+            settled: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,290 @@
+//! One try at redeeming a card code: what to ask WeChat, in which order, and what each
+//! answer means. The order is the documented one — `code/get` (check), then `code/consume`
+//! — plus the resolution step: a row whose last consume went unanswered is *asked about*
+//! (`code/get` without `check_consume`) before anything else is sent.
+
+use crate::ledger::store::{self, CallRecord};
+use crate::ledger::{LedgerError, Row};
+use crate::redeem::Ctx;
+use crate::redeem::state::{Settle, State};
+use crate::wechat::card::{Answer, CardApi};
+use crate::wechat::errors::{
+    ALREADY_REDEEMED_ELSEWHERE, CardClass, card_status_reason, classify_card,
+};
+use crate::wechat::token::TokenError;
+use std::time::Duration;
+
+pub const RESOLVED_BY_GET: &str = "confirmed by code/get after a consume whose answer was lost";
+
+/// How a try ended.
+#[derive(Debug)]
+pub enum TryEnd {
+    /// The result was written to the ledger.
+    Applied {
+        row: Box<Row>,
+        /// The row's state changed.
+        changed: bool,
+        /// WeChat answered normally (not down, not throttling): the API is healthy.
+        healthy: bool,
+    },
+    /// The API cannot be used for a while (token misconfigured or throttled locally); the
+    /// row is left as it was.
+    Pause { retry_in: Duration, reason: String },
+    /// The row may no longer be redeemed (the till refused it meanwhile); nothing was sent.
+    Dropped,
+}
+
+/// What a failed answer means.
+enum Failure {
+    Settle(Settle),
+    Pause(Duration, String),
+}
+
+fn failure<T>(answer: Answer<T>, redeeming: bool) -> Failure {
+    let retry = |reason: String, throttled| Failure::Settle(Settle::Retry { reason, throttled });
+    match answer {
+        Answer::Ok { .. } => retry("unexpected success".into(), false),
+        Answer::Errcode {
+            errcode, errmsg, ..
+        } => match classify_card(errcode) {
+            CardClass::Ok => retry("unexpected errcode 0".into(), false),
+            CardClass::Consumed => Failure::Settle(Settle::Refused {
+                reason: ALREADY_REDEEMED_ELSEWHERE.into(),
+            }),
+            CardClass::Refused(reason) => Failure::Settle(Settle::Refused {
+                reason: reason.into(),
+            }),
+            CardClass::RefreshToken => retry(
+                format!("WeChat rejected a freshly refreshed access token ({errcode})"),
+                false,
+            ),
+            CardClass::Throttled => retry(format!("WeChat rate limit ({errcode})"), true),
+            CardClass::Busy => retry("WeChat system busy (-1)".into(), true),
+            CardClass::Unrecognised => {
+                tracing::warn!(event = "unrecognised_errcode", errcode, errmsg = %errmsg, "WeChat answered an errcode this version does not know; will retry");
+                retry(
+                    format!("unexpected WeChat errcode {errcode}: {errmsg}"),
+                    true,
+                )
+            }
+        },
+        Answer::NotSent(detail) => retry(detail, false),
+        Answer::Lost { detail, .. } if redeeming => {
+            Failure::Settle(Settle::Unknown { reason: detail })
+        }
+        Answer::Lost { detail, .. } => retry(detail, false),
+        Answer::NoToken(TokenError::Misconfigured { reason, retry_in }) => {
+            Failure::Pause(retry_in, reason)
+        }
+        Answer::NoToken(e @ TokenError::Throttled { retry_in }) => {
+            Failure::Pause(retry_in, e.to_string())
+        }
+        Answer::NoToken(TokenError::Unavailable(detail)) => retry(detail, false),
+    }
+}
+
+/// Is this answer WeChat working normally?
+fn healthy<T>(answer: &Answer<T>) -> bool {
+    match answer {
+        Answer::Ok { .. } => true,
+        Answer::Errcode { errcode, .. } => !matches!(
+            classify_card(*errcode),
+            CardClass::Throttled | CardClass::Busy | CardClass::Unrecognised
+        ),
+        _ => false,
+    }
+}
+
+fn record<T>(answer: &Answer<T>) -> CallRecord {
+    match answer {
+        Answer::Ok { status, .. } => CallRecord {
+            http_status: Some(*status),
+            errcode: Some(0),
+            outcome: "ok".into(),
+            detail: None,
+        },
+        Answer::Errcode {
+            status,
+            errcode,
+            errmsg,
+        } => CallRecord {
+            http_status: Some(*status),
+            errcode: Some(*errcode),
+            outcome: "errcode".into(),
+            detail: Some(errmsg.clone()),
+        },
+        Answer::NotSent(d) => CallRecord {
+            outcome: "not_sent".into(),
+            detail: Some(d.clone()),
+            ..CallRecord::default()
+        },
+        Answer::Lost { status, detail } => CallRecord {
+            http_status: *status,
+            outcome: "unknown".into(),
+            detail: Some(detail.clone()),
+            ..CallRecord::default()
+        },
+        Answer::NoToken(e) => CallRecord {
+            outcome: "not_sent".into(),
+            detail: Some(e.to_string()),
+            ..CallRecord::default()
+        },
+    }
+}
+
+pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
+    if row.unconfirmed || row.state == State::Cancelled {
+        return resolve(ctx, api, row).await;
+    }
+    let answer = logged(ctx, &row, "code/get", false, || {
+        api.get(&row.code, row.card_id.as_deref(), true)
+    })
+    .await?;
+    let Some(answer) = answer else {
+        return Ok(TryEnd::Dropped);
+    };
+    let is_healthy = healthy(&answer);
+    match answer {
+        Answer::Ok { reply, .. } => {
+            let status = reply.user_card_status.as_deref().unwrap_or("NORMAL");
+            if reply.can_consume.unwrap_or(status == "NORMAL") {
+                consume(ctx, api, row).await
+            } else {
+                let settle = Settle::Refused {
+                    reason: card_status_reason(status).into(),
+                };
+                finish(ctx, &row, settle, reply.openid, true).await
+            }
+        }
+        other => match failure(other, false) {
+            Failure::Settle(s) => finish(ctx, &row, s, None, is_healthy).await,
+            Failure::Pause(retry_in, reason) => Ok(TryEnd::Pause { retry_in, reason }),
+        },
+    }
+}
+
+/// The last consume's answer was lost (or the till refused the row while one was in flight):
+/// ask WeChat what became of the code. Never consumes a cancelled row.
+async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
+    let answer = logged(ctx, &row, "code/get", false, || {
+        api.get(&row.code, row.card_id.as_deref(), false)
+    })
+    .await?;
+    let Some(answer) = answer else {
+        return Ok(TryEnd::Dropped);
+    };
+    let is_healthy = healthy(&answer);
+    let (settle, openid) = match answer {
+        Answer::Ok { reply, .. } => {
+            let settle = match reply.user_card_status.as_deref() {
+                Some("CONSUMED") if row.unconfirmed => Settle::Redeemed {
+                    note: Some(RESOLVED_BY_GET.into()),
+                },
+                Some("NORMAL") | None => Settle::NotRedeemed,
+                Some(other) => Settle::Refused {
+                    reason: card_status_reason(other).into(),
+                },
+            };
+            (settle, reply.openid)
+        }
+        // Some deployments answer 40099 even without check_consume.
+        Answer::Errcode { errcode: 40099, .. } if row.unconfirmed => (
+            Settle::Redeemed {
+                note: Some(RESOLVED_BY_GET.into()),
+            },
+            None,
+        ),
+        other => match failure(other, false) {
+            Failure::Settle(s) => (s, None),
+            Failure::Pause(retry_in, reason) => return Ok(TryEnd::Pause { retry_in, reason }),
+        },
+    };
+    let proceed = settle == Settle::NotRedeemed;
+    let end = finish(ctx, &row, settle, openid, is_healthy).await?;
+    match end {
+        TryEnd::Applied { row, .. } if proceed && row.state == State::Queued => {
+            consume(ctx, api, *row).await
+        }
+        other => Ok(other),
+    }
+}
+
+async fn consume(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
+    let answer = logged(ctx, &row, "code/consume", true, || {
+        api.consume(&row.code, row.card_id.as_deref())
+    })
+    .await?;
+    let Some(answer) = answer else {
+        return Ok(TryEnd::Dropped);
+    };
+    let is_healthy = healthy(&answer);
+    match answer {
+        Answer::Ok { reply, .. } => {
+            finish(
+                ctx,
+                &row,
+                Settle::Redeemed { note: None },
+                reply.openid,
+                true,
+            )
+            .await
+        }
+        other => match failure(other, true) {
+            Failure::Settle(s) => finish(ctx, &row, s, None, is_healthy).await,
+            Failure::Pause(retry_in, reason) => Ok(TryEnd::Pause { retry_in, reason }),
+        },
+    }
+}
+
+/// Records the call as started (for a redeeming call: marks the row unconfirmed, in the same
+/// commit, before anything is sent), makes it, and records its end. `None`: the row may no
+/// longer be redeemed, nothing was sent.
+async fn logged<T, F, Fut>(
+    ctx: &Ctx,
+    row: &Row,
+    call: &'static str,
+    redeeming: bool,
+    send: F,
+) -> Result<Option<Answer<T>>, LedgerError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Answer<T>>,
+{
+    let id = row.id;
+    let at = ctx.clock.now_ms();
+    let Some(attempt) = ctx
+        .ledger
+        .call(move |c| store::begin_call(c, id, call, redeeming, at))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let answer = send().await;
+    let rec = record(&answer);
+    let at = ctx.clock.now_ms();
+    ctx.ledger
+        .call(move |c| store::end_call(c, attempt, &rec, at))
+        .await?;
+    Ok(Some(answer))
+}
+
+async fn finish(
+    ctx: &Ctx,
+    row: &Row,
+    settle: Settle,
+    openid: Option<String>,
+    healthy: bool,
+) -> Result<TryEnd, LedgerError> {
+    let id = row.id;
+    let at = ctx.clock.now_ms();
+    let retry = ctx.retry_draw();
+    let (row, changed) = ctx
+        .ledger
+        .call(move |c| store::apply(c, id, &settle, openid.as_deref(), retry, at))
+        .await?;
+    Ok(TryEnd::Applied {
+        row: Box::new(row),
+        changed,
+        healthy,
+    })
+}

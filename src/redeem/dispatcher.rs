@@ -1,0 +1,252 @@
+//! The dispatcher: picks due rows from the ledger, oldest first, and runs a bounded number
+//! of tries at once. It keeps nothing that matters in memory: which rows are due, and when,
+//! is in the ledger; after a restart it simply starts again from there.
+
+use crate::clock::Millis;
+use crate::config::Api;
+use crate::ledger::store;
+use crate::ledger::{LedgerError, Row};
+use crate::outcome::{Bus, log_settled};
+use crate::redeem::Ctx;
+use crate::redeem::card::{TryEnd, try_card};
+use crate::wechat::card::CardApi;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Tries in flight at once. Fixed for now; adaptive (AIMD) concurrency is a later step.
+pub const CONCURRENCY: usize = 4;
+/// How long shutdown waits for calls in flight before abandoning them (their rows stay
+/// unconfirmed and are resolved after the restart).
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Sleep at most this long even with nothing due, as a backstop against a missed wake-up.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+pub struct Dispatcher {
+    pub ctx: Ctx,
+    pub card: Option<Arc<CardApi>>,
+    pub max_age: Duration,
+    /// Poked on every new scan.
+    pub wake: Arc<Notify>,
+    pub bus: Bus,
+}
+
+struct ApiHealth {
+    /// Until when, and why, the API is paused.
+    paused: Option<(Instant, String)>,
+    /// The last try did not get a healthy answer.
+    failing: bool,
+}
+
+impl Dispatcher {
+    fn apis(&self) -> Vec<Api> {
+        let mut v = Vec::new();
+        if self.card.is_some() {
+            v.push(Api::Card);
+        }
+        v
+    }
+
+    /// Runs until `shutdown` turns true, then lets tries in flight finish (bounded).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LedgerError> {
+        let mut tasks: JoinSet<(i64, Api, Result<TryEnd, LedgerError>)> = JoinSet::new();
+        let mut in_flight: HashSet<i64> = HashSet::new();
+        let mut health: HashMap<Api, ApiHealth> = self
+            .apis()
+            .into_iter()
+            .map(|a| {
+                (
+                    a,
+                    ApiHealth {
+                        paused: None,
+                        failing: false,
+                    },
+                )
+            })
+            .collect();
+        let max_age_ms = self.max_age.as_millis() as i64;
+        tracing::info!(event = "dispatcher_started", "dispatcher running");
+
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = self.ctx.clock.now_ms();
+            for row in self
+                .ctx
+                .ledger
+                .call(move |c| store::expire(c, now, max_age_ms))
+                .await?
+            {
+                self.publish(row);
+            }
+
+            let active: Vec<Api> = health
+                .iter_mut()
+                .filter_map(|(api, h)| {
+                    if h.paused
+                        .as_ref()
+                        .is_some_and(|(until, _)| Instant::now() >= *until)
+                    {
+                        tracing::info!(
+                            event = "api_resumed",
+                            api = api.as_str(),
+                            "resuming dispatch"
+                        );
+                        h.paused = None;
+                    }
+                    h.paused.is_none().then_some(*api)
+                })
+                .collect();
+            let free = CONCURRENCY.saturating_sub(tasks.len());
+            let exclude = in_flight.clone();
+            let apis = active.clone();
+            let due = self
+                .ctx
+                .ledger
+                .call(move |c| store::due(c, now, free, &exclude, &apis))
+                .await?;
+            for row in due {
+                in_flight.insert(row.id);
+                let Some(api) = row.api() else { continue };
+                let ctx = self.ctx.clone();
+                let card = self.card.clone();
+                tasks.spawn(async move {
+                    let id = row.id;
+                    let end = match (api, card) {
+                        (Api::Card, Some(card)) => try_card(&ctx, &card, row).await,
+                        _ => Ok(TryEnd::Dropped),
+                    };
+                    (id, api, end)
+                });
+            }
+
+            let wake_at = self.next_wake(now, &active, &health, max_age_ms).await?;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                Some(joined) = tasks.join_next() => {
+                    match joined {
+                        Ok((id, api, end)) => {
+                            in_flight.remove(&id);
+                            self.after_try(api, end?, &mut health).await?;
+                        }
+                        Err(e) => {
+                            // A panicked try: its row stays as the ledger has it and is picked
+                            // up again; forget every id so none is stuck as "in flight".
+                            tracing::error!(event = "try_panicked", error = %e, "a redemption try failed");
+                            in_flight.retain(|_| false);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+
+        tracing::info!(
+            event = "dispatcher_draining",
+            in_flight = tasks.len(),
+            "letting calls in flight finish"
+        );
+        let drain = async {
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((_, api, Ok(end))) = joined {
+                    let _ = self.after_try(api, end, &mut health).await;
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
+            tracing::warn!(
+                event = "drain_timeout",
+                "calls still in flight after the drain deadline; their outcome is resolved at the next start"
+            );
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+
+    /// The earliest of: a row coming due, a row passing max_age, a pause ending.
+    async fn next_wake(
+        &self,
+        now: Millis,
+        active: &[Api],
+        health: &HashMap<Api, ApiHealth>,
+        max_age_ms: i64,
+    ) -> Result<Instant, LedgerError> {
+        let apis = active.to_vec();
+        let (due, expiry) = self
+            .ctx
+            .ledger
+            .call(move |c| {
+                Ok((
+                    store::next_due_after(c, &apis, now)?,
+                    store::next_expiry_at(c, max_age_ms)?,
+                ))
+            })
+            .await?;
+        let base = Instant::now();
+        let mut at = base + MAX_IDLE;
+        for t in [due, expiry].into_iter().flatten() {
+            at = at.min(base + Duration::from_millis((t - now).max(0) as u64));
+        }
+        for h in health.values() {
+            if let Some((until, _)) = &h.paused {
+                at = at.min(*until);
+            }
+        }
+        Ok(at)
+    }
+
+    async fn after_try(
+        &self,
+        api: Api,
+        end: TryEnd,
+        health: &mut HashMap<Api, ApiHealth>,
+    ) -> Result<(), LedgerError> {
+        let Some(h) = health.get_mut(&api) else {
+            return Ok(());
+        };
+        match end {
+            TryEnd::Applied {
+                row,
+                changed,
+                healthy,
+            } => {
+                if changed {
+                    self.publish(*row);
+                }
+                if healthy && h.failing {
+                    let now = self.ctx.clock.now_ms();
+                    let n = self
+                        .ctx
+                        .ledger
+                        .call(move |c| store::fast_forward(c, api, now))
+                        .await?;
+                    tracing::info!(
+                        event = "api_reachable",
+                        api = api.as_str(),
+                        backlog = n,
+                        "WeChat answers again; draining the backlog"
+                    );
+                }
+                h.failing = !healthy;
+            }
+            TryEnd::Pause { retry_in, reason } => {
+                if h.paused.is_none() {
+                    tracing::error!(event = "api_paused", api = api.as_str(), retry_in_s = retry_in.as_secs(), reason = %reason, "dispatch paused; scans stay queued");
+                }
+                h.paused = Some((Instant::now() + retry_in, reason));
+            }
+            TryEnd::Dropped => {}
+        }
+        Ok(())
+    }
+
+    fn publish(&self, row: Row) {
+        log_settled(&row);
+        let _ = self.bus.settled.send(row);
+    }
+}

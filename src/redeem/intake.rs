@@ -1,0 +1,263 @@
+//! From a scanner's frame to the till's answer.
+//!
+//! Two steps, so that scan order is kept while answers overlap: [`Intake::record`] commits the
+//! scan (called in arrival order; nothing is acknowledged before this commit), and
+//! [`Intake::answer`] waits up to `online_wait` for WeChat, then decides the offline answer.
+
+use crate::clock::{Millis, SharedClock};
+use crate::config::Config;
+use crate::ledger::store::{self, NewScan, Refusal};
+use crate::ledger::{Ledger, Row};
+use crate::mask::{mask, mask_raw};
+use crate::outcome::{Bus, Outcome};
+use crate::redeem::state::{State, TillOutcome};
+use crate::route::{self, Decision};
+use crate::scanner::frame::Frame;
+use std::sync::Arc;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+
+/// One complete read from a scanner.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub scanner: Arc<str>,
+    pub frame: Frame,
+    /// When the read completed.
+    pub at: Millis,
+}
+
+pub const CANNOT_RECORD: &str = "cannot record";
+
+#[derive(Clone)]
+pub struct Intake {
+    pub ledger: Ledger,
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+    /// Pokes the dispatcher when a new code is queued.
+    pub wake: Arc<Notify>,
+    pub bus: Bus,
+}
+
+/// A recorded scan whose answer may still depend on WeChat.
+pub enum Pending {
+    Answered(Outcome),
+    Waiting {
+        row: Box<Row>,
+        scan_id: i64,
+        scan: Scan,
+        offline_allowed: bool,
+        settled: broadcast::Receiver<Row>,
+        started: Instant,
+    },
+}
+
+impl Intake {
+    /// Commits the scan to the ledger. Call in arrival order.
+    pub async fn record(&self, scan: Scan) -> Pending {
+        let code = match &scan.frame {
+            Frame::Unreadable { raw, reason } => {
+                return self
+                    .refuse(&scan, mask_raw(raw), reason.clone(), None)
+                    .await;
+            }
+            Frame::Code { code, .. } => code.clone(),
+        };
+        let aim_id = match &scan.frame {
+            Frame::Code { aim_id, .. } => aim_id.clone(),
+            Frame::Unreadable { .. } => None,
+        };
+        let routed = match route::route(&code, &self.config.routes) {
+            Decision::Refuse(reason) => {
+                return self.refuse(&scan, mask(&code), reason.into(), aim_id).await;
+            }
+            Decision::Route(r) => r,
+        };
+        // Subscribe before the row exists, so its settlement cannot slip past us.
+        let settled = self.bus.settled.subscribe();
+        let till = self.config.till.clone();
+        let scanner = scan.scanner.to_string();
+        let at = scan.at;
+        let r = routed.clone();
+        let recorded = self
+            .ledger
+            .call(move |c| {
+                store::record_scan(
+                    c,
+                    &NewScan {
+                        code: &code,
+                        routed: &r,
+                        scanner: &scanner,
+                        till: &till,
+                        aim_id: aim_id.as_deref(),
+                        at,
+                    },
+                )
+            })
+            .await;
+        let recorded = match recorded {
+            Ok(r) => r,
+            Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
+        };
+        if recorded.known {
+            let row = recorded.row;
+            let scan_id = recorded.scan_id;
+            let id = row.id;
+            let _ = self
+                .ledger
+                .call(move |c| store::note_till_outcome(c, id, scan_id, TillOutcome::Duplicate))
+                .await;
+            let mut out = self.outcome(&row, TillOutcome::Duplicate, &scan);
+            out.reason = Some(duplicate_reason(&row));
+            return Pending::Answered(out);
+        }
+        self.wake.notify_one();
+        Pending::Waiting {
+            row: Box::new(recorded.row),
+            scan_id: recorded.scan_id,
+            offline_allowed: self.config.offline.accept && routed.offline,
+            scan,
+            settled,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for WeChat up to `online_wait`, then answers.
+    pub async fn answer(&self, pending: Pending) -> Outcome {
+        let (row, scan_id, scan, offline_allowed, mut settled, started) = match pending {
+            Pending::Answered(o) => return o,
+            Pending::Waiting {
+                row,
+                scan_id,
+                scan,
+                offline_allowed,
+                settled,
+                started,
+            } => (row, scan_id, scan, offline_allowed, settled, started),
+        };
+        let id = row.id;
+        let deadline = started + self.config.offline.online_wait;
+        let early = loop {
+            tokio::select! {
+                got = settled.recv() => match got {
+                    Ok(r) if r.id == id && r.state != State::Queued => break Some(r),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(Some(r)) = self.ledger.call(move |c| store::get(c, id)).await
+                            && r.state != State::Queued
+                        {
+                            break Some(r);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break None,
+                },
+                _ = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        if let Some(r) = early
+            && let Some(outcome) = store::till_outcome_of(r.state)
+        {
+            let _ = self
+                .ledger
+                .call(move |c| store::note_till_outcome(c, id, scan_id, outcome))
+                .await;
+            return self.outcome(&r, outcome, &scan);
+        }
+        let max_pending = self.config.offline.max_pending;
+        let at = self.clock.now_ms();
+        match self
+            .ledger
+            .call(move |c| store::decide_offline(c, id, scan_id, offline_allowed, max_pending, at))
+            .await
+        {
+            Ok((outcome, row)) => self.outcome(&row, outcome, &scan),
+            Err(e) => self.unrecorded(&scan, &e.to_string()),
+        }
+    }
+
+    /// Records a local refusal (the code is already masked) and answers `rejected`.
+    async fn refuse(
+        &self,
+        scan: &Scan,
+        shown_code: String,
+        reason: String,
+        aim_id: Option<String>,
+    ) -> Pending {
+        let till = self.config.till.clone();
+        let scanner = scan.scanner.to_string();
+        let at = scan.at;
+        let shown = shown_code.clone();
+        let why = reason.clone();
+        let res = self
+            .ledger
+            .call(move |c| {
+                store::record_refusal(
+                    c,
+                    &Refusal {
+                        shown_code: &shown,
+                        reason: &why,
+                        scanner: &scanner,
+                        till: &till,
+                        aim_id: aim_id.as_deref(),
+                        at,
+                    },
+                )
+            })
+            .await;
+        Pending::Answered(match res {
+            Ok(row) => self.outcome(&row, TillOutcome::Rejected, scan),
+            // Nothing to lose here: it was going to be refused anyway; the answer says so.
+            Err(e) => Outcome {
+                id: None,
+                code: shown_code,
+                outcome: TillOutcome::Rejected,
+                state: Some(State::Rejected),
+                reason: Some(format!("{reason} ({CANNOT_RECORD}: {e})")),
+                api: None,
+                scanner: scan.scanner.to_string(),
+                scanned_at: crate::clock::rfc3339(scan.at),
+                latency_ms: self.clock.now_ms() - scan.at,
+            },
+        })
+    }
+
+    /// The ledger could not record the scan: never accept what is not recorded.
+    fn unrecorded(&self, scan: &Scan, error: &str) -> Outcome {
+        tracing::error!(event = "cannot_record", scanner = %scan.scanner, error, "the ledger refused a write; the scan is refused");
+        let code = match &scan.frame {
+            Frame::Code { code, .. } => mask(code),
+            Frame::Unreadable { raw, .. } => mask_raw(raw),
+        };
+        Outcome {
+            id: None,
+            code,
+            outcome: TillOutcome::RefusedOffline,
+            state: None,
+            reason: Some(format!("{CANNOT_RECORD}: {error}")),
+            api: None,
+            scanner: scan.scanner.to_string(),
+            scanned_at: crate::clock::rfc3339(scan.at),
+            latency_ms: self.clock.now_ms() - scan.at,
+        }
+    }
+
+    fn outcome(&self, row: &Row, outcome: TillOutcome, scan: &Scan) -> Outcome {
+        Outcome::from_row(row, outcome, &scan.scanner, scan.at, self.clock.now_ms())
+    }
+}
+
+/// What a cashier is told about a code that was scanned before.
+pub fn duplicate_reason(row: &Row) -> String {
+    let when = crate::clock::rfc3339(row.scanned_at);
+    match row.state {
+        State::Redeemed => format!("already redeemed here (first scanned {when})"),
+        State::Queued => format!("already accepted here, awaiting WeChat (first scanned {when})"),
+        State::Rejected => format!(
+            "already scanned here and rejected: {}",
+            row.reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        State::Cancelled => format!("already scanned here and refused (first scanned {when})"),
+        State::Review => {
+            format!("already scanned here; waiting for a manager's review (first scanned {when})")
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The redemption state machine. Pure: a row's state plus what just happened → its new state.
+//!
+//! ```text
+//!            scan ─► queued ──WeChat ok──────────► redeemed
+//!                      │ ├──WeChat refused──────► rejected   (review, if the till had
+//!                      │ │                                    accepted it offline)
+//!                      │ ├──till: refused_offline ► cancelled ──late success──► review
+//!                      │ └──older than max_age──► review
+//!                      └─ retry / unknown: stays queued, next_attempt_at moves
+//! ```
+//! `unconfirmed` is the "persist intent" flag: set in the same commit that records a consume
+//! (or use) as started, before the request leaves; cleared only by an answer. While it is
+//! set, the next try must first find out what happened (card: `code/get`; coupon: repeat with
+//! the same `use_request_no`) instead of consuming again.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Recorded, not yet confirmed by WeChat.
+    Queued,
+    /// WeChat confirmed the redemption.
+    Redeemed,
+    /// WeChat or the router said no; the reason is kept.
+    Rejected,
+    /// The till refused it while WeChat was unreachable: it must never be sent.
+    Cancelled,
+    /// Needs a person.
+    Review,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [
+        State::Queued,
+        State::Redeemed,
+        State::Rejected,
+        State::Cancelled,
+        State::Review,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Redeemed => "redeemed",
+            State::Rejected => "rejected",
+            State::Cancelled => "cancelled",
+            State::Review => "review",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer a scan gets at the till.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TillOutcome {
+    Redeemed,
+    Rejected,
+    Duplicate,
+    AcceptedOffline,
+    RefusedOffline,
+}
+
+impl TillOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TillOutcome::Redeemed => "redeemed",
+            TillOutcome::Rejected => "rejected",
+            TillOutcome::Duplicate => "duplicate",
+            TillOutcome::AcceptedOffline => "accepted_offline",
+            TillOutcome::RefusedOffline => "refused_offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TillOutcome> {
+        [
+            TillOutcome::Redeemed,
+            TillOutcome::Rejected,
+            TillOutcome::Duplicate,
+            TillOutcome::AcceptedOffline,
+            TillOutcome::RefusedOffline,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for TillOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the state machine needs to know about a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: State,
+    /// A redeeming call was sent and its answer never arrived.
+    pub unconfirmed: bool,
+    /// The till told the cashier `accepted_offline`.
+    pub accepted_offline: bool,
+}
+
+/// What one try at a row found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// WeChat confirmed the code is redeemed by us: by the consume/use answer itself, or by a
+    /// query after our own unconfirmed attempt (`note` says which).
+    Redeemed { note: Option<String> },
+    /// WeChat refused for good (used elsewhere, expired, unknown code, ...).
+    Refused { reason: String },
+    /// A query showed our unconfirmed attempt did not redeem the code.
+    NotRedeemed,
+    /// Nothing was redeemed and it is worth trying again (transport error before sending,
+    /// system busy, rate limit, token trouble).
+    Retry { reason: String, throttled: bool },
+    /// A redeeming call was sent and its answer lost: we do not know.
+    Unknown { reason: String },
+    /// Cannot be settled automatically (e.g. "already used" after our own unconfirmed attempt).
+    NeedsReview { reason: String },
+}
+
+/// When the row should be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Not again: the row is settled.
+    Never,
+    /// Right away (the next try continues the work).
+    Now,
+    /// After the ordinary backoff.
+    Backoff,
+    /// After a longer backoff: WeChat asked us to slow down.
+    Throttled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub state: State,
+    pub unconfirmed: bool,
+    /// New reason, when it changes.
+    pub reason: Option<String>,
+    pub schedule: Schedule,
+    /// Set `redeemed_at` now.
+    pub redeemed: bool,
+}
+
+pub const REDEEMED_AFTER_REFUSAL: &str = "redeemed after the till refused it";
+
+/// Applies what a try found out. Rows that are already settled (`redeemed`, `rejected`,
+/// `review`) are never changed by an API answer: the first settled answer wins, and a person
+/// owns `review`.
+pub fn settle(s: Snapshot, r: &Settle) -> Change {
+    let keep = |schedule| Change {
+        state: s.state,
+        unconfirmed: s.unconfirmed,
+        reason: None,
+        schedule,
+        redeemed: false,
+    };
+    match s.state {
+        State::Redeemed | State::Rejected | State::Review => return keep(Schedule::Never),
+        State::Queued | State::Cancelled => {}
+    }
+    let cancelled = s.state == State::Cancelled;
+    match r {
+        Settle::Redeemed { .. } if cancelled => Change {
+            state: State::Review,
+            unconfirmed: false,
+            reason: Some(REDEEMED_AFTER_REFUSAL.into()),
+            schedule: Schedule::Never,
+            redeemed: true,
+        },
+        Settle::Redeemed { .. } => Change {
+            state: State::Redeemed,
+            unconfirmed: false,
+            reason: None,
+            schedule: Schedule::Never,
+            redeemed: true,
+        },
+        // The till refused it and WeChat did not redeem it: settled as cancelled.
+        Settle::Refused { .. } | Settle::NotRedeemed if cancelled => Change {
+            state: State::Cancelled,
+            unconfirmed: false,
+            reason: None,
+            schedule: Schedule::Never,
+            redeemed: false,
+        },
+        Settle::Refused { reason } if s.accepted_offline => Change {
+            state: State::Review,
+            unconfirmed: false,
+            reason: Some(format!(
+                "accepted offline, then refused by WeChat: {reason}"
+            )),
+            schedule: Schedule::Never,
+            redeemed: false,
+        },
+        Settle::Refused { reason } => Change {
+            state: State::Rejected,
+            unconfirmed: false,
+            reason: Some(reason.clone()),
+            schedule: Schedule::Never,
+            redeemed: false,
+        },
+        Settle::NotRedeemed => Change {
+            state: State::Queued,
+            unconfirmed: false,
+            reason: None,
+            schedule: Schedule::Now,
+            redeemed: false,
+        },
+        Settle::Retry { reason, throttled } => Change {
+            reason: Some(reason.clone()),
+            ..keep(if *throttled {
+                Schedule::Throttled
+            } else {
+                Schedule::Backoff
+            })
+        },
+        Settle::Unknown { reason } => Change {
+            state: s.state,
+            unconfirmed: true,
+            reason: Some(reason.clone()),
+            schedule: Schedule::Backoff,
+            redeemed: false,
+        },
+        Settle::NeedsReview { reason } => Change {
+            state: State::Review,
+            unconfirmed: false,
+            reason: Some(reason.clone()),
+            schedule: Schedule::Never,
+            redeemed: false,
+        },
+    }
+}
+
+/// Rows the dispatcher still works on: queued ones, and cancelled ones whose last attempt's
+/// outcome is unknown (they are only ever *queried*, never redeemed).
+pub fn needs_work(s: Snapshot) -> bool {
+    s.state == State::Queued || (s.state == State::Cancelled && s.unconfirmed)
+}
+
+/// A row past `max_age` that is still not settled goes to a person.
+pub fn expire(s: Snapshot) -> Option<Change> {
+    let reason = match (s.state, s.unconfirmed) {
+        (State::Queued, _) => "not confirmed by WeChat within offline.max_age",
+        (State::Cancelled, true) => {
+            "refused at the till, and whether WeChat redeemed it is unknown"
+        }
+        _ => return None,
+    };
+    Some(Change {
+        state: State::Review,
+        unconfirmed: s.unconfirmed,
+        reason: Some(reason.into()),
+        schedule: Schedule::Never,
+        redeemed: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(state: State, unconfirmed: bool, accepted_offline: bool) -> Snapshot {
+        Snapshot {
+            state,
+            unconfirmed,
+            accepted_offline,
+        }
+    }
+
+    #[test]
+    fn queued_redeemed() {
+        let c = settle(
+            snap(State::Queued, true, false),
+            &Settle::Redeemed { note: None },
+        );
+        assert_eq!(c.state, State::Redeemed);
+        assert!(!c.unconfirmed && c.redeemed && c.schedule == Schedule::Never);
+    }
+
+    #[test]
+    fn refusal_after_offline_acceptance_needs_review() {
+        let r = Settle::Refused {
+            reason: "code expired".into(),
+        };
+        let c = settle(snap(State::Queued, false, true), &r);
+        assert_eq!(c.state, State::Review);
+        assert!(c.reason.unwrap().contains("code expired"));
+        let c = settle(snap(State::Queued, false, false), &r);
+        assert_eq!(c.state, State::Rejected);
+        assert_eq!(c.reason.as_deref(), Some("code expired"));
+    }
+
+    #[test]
+    fn cancelled_rows_late_success_goes_to_review() {
+        let c = settle(
+            snap(State::Cancelled, true, false),
+            &Settle::Redeemed { note: None },
+        );
+        assert_eq!(c.state, State::Review);
+        assert_eq!(c.reason.as_deref(), Some(REDEEMED_AFTER_REFUSAL));
+        assert!(c.redeemed);
+        let c = settle(snap(State::Cancelled, true, false), &Settle::NotRedeemed);
+        assert_eq!(
+            (c.state, c.unconfirmed, c.schedule),
+            (State::Cancelled, false, Schedule::Never)
+        );
+    }
+
+    #[test]
+    fn unknown_keeps_the_row_and_marks_it_unconfirmed() {
+        let c = settle(
+            snap(State::Queued, false, false),
+            &Settle::Unknown {
+                reason: "timeout".into(),
+            },
+        );
+        assert_eq!(
+            (c.state, c.unconfirmed, c.schedule),
+            (State::Queued, true, Schedule::Backoff)
+        );
+        let c = settle(snap(State::Queued, true, false), &Settle::NotRedeemed);
+        assert_eq!(
+            (c.state, c.unconfirmed, c.schedule),
+            (State::Queued, false, Schedule::Now)
+        );
+    }
+
+    #[test]
+    fn retry_keeps_unconfirmed_and_throttles() {
+        let c = settle(
+            snap(State::Queued, true, false),
+            &Settle::Retry {
+                reason: "busy".into(),
+                throttled: true,
+            },
+        );
+        assert_eq!(
+            (c.state, c.unconfirmed, c.schedule),
+            (State::Queued, true, Schedule::Throttled)
+        );
+    }
+
+    #[test]
+    fn settled_rows_never_change() {
+        for st in [State::Redeemed, State::Rejected, State::Review] {
+            for r in [
+                Settle::Redeemed { note: None },
+                Settle::Refused { reason: "x".into() },
+                Settle::Unknown { reason: "x".into() },
+                Settle::NotRedeemed,
+            ] {
+                let c = settle(snap(st, false, false), &r);
+                assert_eq!(c.state, st);
+                assert_eq!(c.schedule, Schedule::Never);
+                assert!(!c.redeemed);
+            }
+        }
+    }
+
+    #[test]
+    fn expiry() {
+        assert_eq!(
+            expire(snap(State::Queued, false, true)).unwrap().state,
+            State::Review
+        );
+        assert_eq!(
+            expire(snap(State::Cancelled, true, false)).unwrap().state,
+            State::Review
+        );
+        assert!(expire(snap(State::Cancelled, false, false)).is_none());
+        assert!(expire(snap(State::Redeemed, false, false)).is_none());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(
+            TillOutcome::parse("accepted_offline"),
+            Some(TillOutcome::AcceptedOffline)
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The redemption log as people and programs read it: `redeemd log`.
+
+use crate::clock::{self, Millis};
+use crate::ledger::Row;
+use crate::ledger::store::{self, Filter};
+use chrono::{Local, NaiveDate, TimeZone};
+use serde::Serialize;
+use std::io::Write;
+
+/// One row of `redeemd log --json` (and, later, of the HTTP API).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    pub id: i64,
+    pub code: String,
+    pub api: Option<&'static str>,
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub scans: i64,
+    pub scanner: String,
+    pub till: String,
+    pub scanned_at: String,
+    pub updated_at: String,
+    pub redeemed_at: Option<String>,
+    pub till_outcome: Option<&'static str>,
+    pub card_id: Option<String>,
+    pub aim_id: Option<String>,
+    /// A redeeming call is out whose answer has not come back.
+    pub unconfirmed: bool,
+    pub note: Option<String>,
+}
+
+impl From<&Row> for LogEntry {
+    fn from(r: &Row) -> Self {
+        LogEntry {
+            id: r.id,
+            code: r.code.clone(),
+            api: r.api,
+            state: r.state.as_str(),
+            reason: r.reason.clone(),
+            attempts: r.attempts,
+            scans: r.scans,
+            scanner: r.scanner.clone(),
+            till: r.till.clone(),
+            scanned_at: clock::rfc3339(r.scanned_at),
+            updated_at: clock::rfc3339(r.updated_at),
+            redeemed_at: r.redeemed_at.map(clock::rfc3339),
+            till_outcome: r.till_outcome.map(|o| o.as_str()),
+            card_id: r.card_id.clone(),
+            aim_id: r.aim_id.clone(),
+            unconfirmed: r.unconfirmed,
+            note: r.note.clone(),
+        }
+    }
+}
+
+/// A point in time for `--since`/`--until`: RFC 3339, a local date (`2026-11-22`), `today`,
+/// or a duration ago (`90m`, `2h`, `7d`).
+pub fn parse_when(text: &str, now: Millis) -> Result<Millis, String> {
+    let t = text.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.timestamp_millis());
+    }
+    let date = if t == "today" {
+        Some(Local::now().date_naive())
+    } else {
+        NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()
+    };
+    if let Some(d) = date {
+        let midnight = d.and_hms_opt(0, 0, 0).ok_or("invalid date")?;
+        return Local
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|dt| dt.timestamp_millis())
+            .ok_or_else(|| format!("{t:?} does not exist in the local time zone"));
+    }
+    match crate::duration::parse(t) {
+        Ok(d) => Ok(now - d.as_millis() as i64),
+        Err(_) => Err(format!(
+            "{t:?} is not a time: use RFC 3339 (2026-11-22T09:00:00+08:00), a date (2026-11-22), \"today\", or a duration ago (2h)"
+        )),
+    }
+}
+
+pub fn load(conn: &rusqlite::Connection, filter: &Filter) -> rusqlite::Result<Vec<LogEntry>> {
+    Ok(store::list(conn, filter)?
+        .iter()
+        .map(LogEntry::from)
+        .collect())
+}
+
+pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
+    for e in entries {
+        serde_json::to_writer(&mut *out, e)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+pub fn write_table(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>6}  {:<29}  {:<9}  {:<6}  {:<32}  {:>5}  {:>5}  REASON",
+        "ID", "SCANNED", "STATE", "API", "CODE", "SCANS", "TRIES"
+    )?;
+    for e in entries {
+        writeln!(
+            out,
+            "{:>6}  {:<29}  {:<9}  {:<6}  {:<32}  {:>5}  {:>5}  {}",
+            e.id,
+            e.scanned_at,
+            e.state,
+            e.api.unwrap_or("-"),
+            e.code,
+            e.scans,
+            e.attempts,
+            e.reason.as_deref().unwrap_or("")
+        )?;
+    }
+    writeln!(out, "{} rows", entries.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_formats() {
+        let now = 1_000_000_000_000;
+        assert_eq!(parse_when("2h", now).unwrap(), now - 7_200_000);
+        assert_eq!(
+            parse_when("2026-11-22T09:00:00+08:00", now).unwrap(),
+            chrono::DateTime::parse_from_rfc3339("2026-11-22T01:00:00Z")
+                .unwrap()
+                .timestamp_millis()
+        );
+        assert!(parse_when("2026-11-22", now).is_ok());
+        assert!(parse_when("today", now).is_ok());
+        assert!(
+            parse_when("yesterday-ish", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+}

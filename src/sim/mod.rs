@@ -1,0 +1,11 @@
+//! Simulated WeChat servers over real HTTP on loopback, for `redeemd demo` and the tests.
+//!
+//! They behave like the documented APIs (tokens, errcodes, a ledger of consumed codes) and
+//! inject the faults a till meets in the field. Nothing in a normal configuration can reach
+//! them: they exist only inside a process that started one.
+
+pub mod card;
+pub mod http;
+
+pub use card::{CardSim, SimCode};
+pub use http::SimServer;

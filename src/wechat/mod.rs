@@ -1,0 +1,5 @@
+//! Clients for the WeChat APIs: transport, tokens and the one place errcodes are classified.
+
+pub mod card;
+pub mod errors;
+pub mod token;
