@@ -93,7 +93,10 @@ impl Daemon {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         let config = self.config.clone();
         let wake = Arc::new(Notify::new());
+        // Two stop signals, so scanners stop first and the dispatcher keeps answering the
+        // scans already read before it drains.
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_sources_tx, stop_sources_rx) = watch::channel(false);
         let ctx = Ctx {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),
@@ -109,7 +112,7 @@ impl Daemon {
         let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
 
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
-        let mut sources = scanner::spawn_all(&config.scanners, ev_tx, self.clock.clone(), stop_rx);
+        let mut sources = scanner::spawn_all(&config.scanners, ev_tx, self.clock.clone(), stop_sources_rx);
         let intake = Intake {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),
@@ -162,14 +165,17 @@ impl Daemon {
             event = "stopping",
             "stopping: scanners closed, finishing calls in flight"
         );
-        let _ = stop_tx.send(true);
+        let _ = stop_sources_tx.send(true);
         sources.abort_all();
+        // Scans already read get their answer (each waits at most online_wait), then the
+        // dispatcher stops and drains.
         let wait_answers = async { while answers.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(
             config.offline.online_wait + Duration::from_secs(1),
             wait_answers,
         )
         .await;
+        let _ = stop_tx.send(true);
         let result = match dispatcher.await {
             Ok(r) => r.map_err(DaemonError::from),
             Err(e) => {
