@@ -63,6 +63,13 @@ pub struct CardCalls {
     pub decrypt: u32,
 }
 
+/// Calls that named one code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodeCalls {
+    pub get: u32,
+    pub consume: u32,
+}
+
 /// Faults to inject. Counters apply to the next N card calls (get/consume/decrypt).
 #[derive(Debug, Clone, Default)]
 pub struct CardFaults {
@@ -76,8 +83,10 @@ pub struct CardFaults {
     pub drop_after_consume: u32,
     /// Every consume commits and then its answer is lost, until switched off.
     pub always_drop_after_consume: bool,
-    /// Answer every call this much later (after any state change).
+    /// Answer every card call this much later (after any state change).
     pub latency: Duration,
+    /// Answer consumes this much later still (the consume has already committed).
+    pub consume_latency: Duration,
     /// Token endpoints answer 40164 (caller IP not whitelisted).
     pub ip_blocked: bool,
     /// Answer card calls with a body that is not JSON (a proxy's error page).
@@ -96,6 +105,7 @@ struct State {
     minted: u64,
     consumed: Vec<Consumption>,
     calls: CardCalls,
+    per_code: HashMap<String, CodeCalls>,
     faults: CardFaults,
 }
 
@@ -147,6 +157,7 @@ impl CardSim {
                 minted: 0,
                 consumed: Vec::new(),
                 calls: CardCalls::default(),
+                per_code: HashMap::new(),
                 faults: CardFaults::default(),
             }),
         })
@@ -191,6 +202,11 @@ impl CardSim {
 
     pub fn calls(&self) -> CardCalls {
         self.lock().calls.clone()
+    }
+
+    /// The get and consume calls that reached the simulator for `code`.
+    pub fn calls_for(&self, code: &str) -> CodeCalls {
+        self.lock().per_code.get(code).copied().unwrap_or_default()
     }
 
     pub fn faults(&self) -> CardFaults {
@@ -274,7 +290,12 @@ impl CardSim {
 
     fn handle_code(&self, verb: &str, req: &SimRequest) -> Reply {
         let mut st = self.lock();
-        let delay = st.faults.latency;
+        let delay = st.faults.latency
+            + if verb == "consume" {
+                st.faults.consume_latency
+            } else {
+                Duration::ZERO
+            };
         match verb {
             "get" => st.calls.get += 1,
             "consume" => st.calls.consume += 1,
@@ -324,6 +345,12 @@ impl CardSim {
             );
         }
         let code = body.code.unwrap_or_default();
+        let per_code = st.per_code.entry(code.clone()).or_default();
+        if verb == "get" {
+            per_code.get += 1;
+        } else {
+            per_code.consume += 1;
+        }
         let Some(card) = st.codes.get(&code).cloned() else {
             return answer(err(40056, "invalid serial code"), delay);
         };

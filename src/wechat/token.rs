@@ -15,15 +15,13 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// At most this many token fetches in any rolling minute, whatever happens: a wrong secret
-/// or a server that keeps revoking tokens must not burn the daily quota (2000 calls).
+/// At most this many token fetches that reach WeChat in any rolling minute, whatever happens:
+/// a wrong secret or a server that keeps revoking tokens must not burn the daily quota (2000
+/// calls). Fetches that never connect cost no quota and are paced by the rows' own backoff.
 pub const MAX_FETCHES_PER_MINUTE: usize = 4;
 /// After WeChat says the configuration is wrong, wait this long before asking again (the
 /// secret file is re-read each time, so fixing it needs no restart).
 pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(60);
-/// After a failed fetch, callers queued behind it get the same error for this long instead of
-/// each trying again.
-const FAILURE_HOLD: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -54,8 +52,18 @@ struct Token {
 #[derive(Default)]
 struct State {
     current: Option<Token>,
+    /// When recent fetches that reached WeChat were made.
     fetches: VecDeque<Instant>,
-    failing: Option<(Instant, TokenError)>,
+    /// The last failure: when it happened, until when it holds for everyone, and what it was.
+    /// Callers that were already waiting when it happened share it (single flight), and a
+    /// misconfiguration holds for everyone for [`MISCONFIGURED_PAUSE`].
+    failure: Option<Failure>,
+}
+
+struct Failure {
+    at: Instant,
+    holds_until: Instant,
+    error: TokenError,
 }
 
 pub struct TokenManager {
@@ -97,6 +105,7 @@ impl TokenManager {
 
     /// A valid token, fetching one if needed.
     pub async fn get(&self) -> Result<String, TokenError> {
+        let arrived = Instant::now();
         let mut st = self.state.lock().await;
         let now = Instant::now();
         if let Some(t) = &st.current
@@ -104,11 +113,14 @@ impl TokenManager {
         {
             return Ok(t.value.clone());
         }
-        if let Some((until, err)) = &st.failing {
-            if now < *until {
-                return Err(with_retry_in(err, *until - now));
+        if let Some(f) = &st.failure {
+            if f.at >= arrived || now < f.holds_until {
+                return Err(with_retry_in(
+                    &f.error,
+                    f.holds_until.saturating_duration_since(now),
+                ));
             }
-            st.failing = None;
+            st.failure = None;
         }
         while st
             .fetches
@@ -122,8 +134,11 @@ impl TokenManager {
             let retry_in = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
             return Err(TokenError::Throttled { retry_in });
         }
-        st.fetches.push_back(now);
-        match self.fetch().await {
+        let (result, reached) = self.fetch().await;
+        if reached {
+            st.fetches.push_back(now);
+        }
+        match result {
             Ok((value, expires_in)) => {
                 // Refresh a little before WeChat would: stable_token promises ≥ 300 s.
                 let margin =
@@ -140,12 +155,17 @@ impl TokenManager {
                 Ok(value)
             }
             Err(e) => {
+                let at = Instant::now();
                 let hold = match &e {
                     TokenError::Misconfigured { .. } => MISCONFIGURED_PAUSE,
-                    _ => FAILURE_HOLD,
+                    _ => Duration::ZERO,
                 };
                 tracing::error!(event = "token_failed", error = %e, "cannot get an access token");
-                st.failing = Some((Instant::now() + hold, e.clone()));
+                st.failure = Some(Failure {
+                    at,
+                    holds_until: at + hold,
+                    error: e.clone(),
+                });
                 Err(with_retry_in(&e, hold))
             }
         }
@@ -167,7 +187,16 @@ impl TokenManager {
         }
     }
 
-    async fn fetch(&self) -> Result<(String, Duration), TokenError> {
+    /// Fetches a token; also says whether the request reached the token server (and so may
+    /// have cost quota).
+    async fn fetch(&self) -> (Result<(String, Duration), TokenError>, bool) {
+        match self.request().await {
+            Ok((status, body)) => (parse_token_reply(status, &body), true),
+            Err(e) => (Err(e), false),
+        }
+    }
+
+    async fn request(&self) -> Result<(reqwest::StatusCode, bytes::Bytes), TokenError> {
         let request = match &self.source {
             TokenSource::Stable { url } => {
                 let secret = read_secret_file(&self.secret_file).map_err(|reason| {
@@ -194,25 +223,32 @@ impl TokenManager {
             .bytes()
             .await
             .map_err(|e| TokenError::Unavailable(describe_transport(&e)))?;
-        let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
-            TokenError::Unavailable(format!("HTTP {status}: reply is not token JSON: {e}"))
-        })?;
-        if let Some(code) = reply.errcode.filter(|c| *c != 0) {
-            let msg = reply.errmsg.unwrap_or_default();
-            return Err(match classify_token(code) {
-                TokenClass::Misconfigured(reason) => TokenError::Misconfigured {
-                    reason: reason.to_string(),
-                    retry_in: MISCONFIGURED_PAUSE,
-                },
-                TokenClass::Transient => TokenError::Unavailable(format!("errcode {code}: {msg}")),
-            });
-        }
-        match (reply.access_token, reply.expires_in) {
-            (Some(t), Some(e)) if !t.is_empty() && e > 0 => Ok((t, Duration::from_secs(e))),
-            _ => Err(TokenError::Unavailable(format!(
-                "HTTP {status}: reply has no access_token/expires_in"
-            ))),
-        }
+        Ok((status, body))
+    }
+}
+
+fn parse_token_reply(
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<(String, Duration), TokenError> {
+    let reply: TokenReply = serde_json::from_slice(body).map_err(|e| {
+        TokenError::Unavailable(format!("HTTP {status}: reply is not token JSON: {e}"))
+    })?;
+    if let Some(code) = reply.errcode.filter(|c| *c != 0) {
+        let msg = reply.errmsg.unwrap_or_default();
+        return Err(match classify_token(code) {
+            TokenClass::Misconfigured(reason) => TokenError::Misconfigured {
+                reason: reason.to_string(),
+                retry_in: MISCONFIGURED_PAUSE,
+            },
+            TokenClass::Transient => TokenError::Unavailable(format!("errcode {code}: {msg}")),
+        });
+    }
+    match (reply.access_token, reply.expires_in) {
+        (Some(t), Some(e)) if !t.is_empty() && e > 0 => Ok((t, Duration::from_secs(e))),
+        _ => Err(TokenError::Unavailable(format!(
+            "HTTP {status}: reply has no access_token/expires_in"
+        ))),
     }
 }
 

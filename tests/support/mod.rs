@@ -1,0 +1,426 @@
+//! Test doubles and harness: the simulated WeChat (the crate's own `redeemd::sim`, run on a
+//! runtime of its own so tests stay plain synchronous code), pseudo-terminal scanners, and
+//! the real `redeemd` binary with its JSON log parsed into events.
+#![allow(dead_code)]
+
+use redeemd::sim::{CardSim, SimCode, SimServer};
+use serde_json::Value;
+use serialport::{SerialPort, TTYPort};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const APPID: &str = "wx_test_appid";
+pub const SECRET: &str = "test-app-secret-0123456789";
+pub const CARD_ID: &str = "pTESTcardid";
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The simulated card API on its own runtime.
+pub struct Sim {
+    pub card: Arc<CardSim>,
+    server: SimServer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let card = CardSim::new(APPID, SECRET);
+        let server = rt.block_on(card.start()).expect("start sim");
+        Sim { card, server, rt }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.rt
+            .block_on(self.server.set_down(down))
+            .expect("sim up/down");
+    }
+
+    /// Registers codes as valid, unused cards.
+    pub fn add_codes<S: AsRef<str>>(&self, codes: &[S]) {
+        for c in codes {
+            self.card.add_code(c.as_ref(), SimCode::normal(CARD_ID));
+        }
+    }
+}
+
+/// A pseudo-terminal standing in for a serial scanner. The daemon opens the slave side by
+/// path; the test writes what the scanner would send into the master side.
+pub struct Pty {
+    master: Mutex<TTYPort>,
+    /// Held open so the pty lives while the daemon reopens it.
+    _slave: TTYPort,
+    pub path: String,
+}
+
+impl Pty {
+    pub fn new() -> Pty {
+        let (master, slave) = TTYPort::pair().expect("openpty");
+        let path = slave.name().expect("pty name");
+        Pty {
+            master: Mutex::new(master),
+            _slave: slave,
+            path,
+        }
+    }
+
+    /// Sends a code as a scanner configured with a CR LF suffix would.
+    pub fn scan(&self, code: &str) {
+        self.write_raw(format!("{code}\r\n").as_bytes());
+    }
+
+    pub fn write_raw(&self, bytes: &[u8]) {
+        let mut m = self.master.lock().unwrap();
+        m.write_all(bytes).expect("write to pty");
+        m.flush().expect("flush pty");
+    }
+}
+
+/// Settings a test varies; `render` makes the TOML.
+#[derive(Clone)]
+pub struct Setup {
+    pub accept_offline: bool,
+    pub route_offline: bool,
+    pub online_wait: &'static str,
+    pub max_pending: u32,
+    pub max_age: &'static str,
+    pub base_delay: &'static str,
+    pub max_delay: &'static str,
+    pub request_timeout: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            accept_offline: true,
+            route_offline: true,
+            online_wait: "400ms",
+            max_pending: 500,
+            max_age: "72h",
+            base_delay: "50ms",
+            max_delay: "300ms",
+            request_timeout: "2s",
+        }
+    }
+}
+
+/// A till: its folder, config, scanner and simulated WeChat.
+pub struct Till {
+    pub dir: tempfile::TempDir,
+    pub sim: Sim,
+    pub pty: Pty,
+    pub config: PathBuf,
+    pub setup: Setup,
+}
+
+impl Till {
+    pub fn new(setup: Setup) -> Till {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Sim::start();
+        let pty = Pty::new();
+        let secret = dir.path().join("appsecret");
+        std::fs::write(&secret, SECRET).expect("secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let config = dir.path().join("redeemd.toml");
+        let till = Till {
+            dir,
+            sim,
+            pty,
+            config,
+            setup,
+        };
+        till.write_config();
+        till
+    }
+
+    pub fn write_config(&self) {
+        let s = &self.setup;
+        let text = format!(
+            r#"database = "ledger/redeemd.db"
+till = "store1-till1"
+
+[[scanner]]
+name = "front"
+type = "serial"
+path = "{pty}"
+baud = 9600
+
+[wechat]
+appid = "{APPID}"
+secret_file = "appsecret"
+base_url = "{url}"
+request_timeout = "{timeout}"
+
+[[route]]
+pattern = "[0-9]{{12}}"
+api = "card"
+offline = {route_offline}
+
+[retry]
+base_delay = "{base}"
+max_delay = "{max}"
+
+[offline]
+accept = {accept}
+online_wait = "{wait}"
+max_pending = {max_pending}
+max_age = "{max_age}"
+"#,
+            pty = self.pty.path,
+            url = self.sim.url(),
+            timeout = s.request_timeout,
+            route_offline = s.route_offline,
+            base = s.base_delay,
+            max = s.max_delay,
+            accept = s.accept_offline,
+            wait = s.online_wait,
+            max_pending = s.max_pending,
+            max_age = s.max_age,
+        );
+        std::fs::write(&self.config, text).expect("config");
+    }
+
+    /// Starts the daemon and waits until its scanner is open.
+    pub fn start(&self) -> Daemon {
+        let d = Daemon::spawn(&self.config);
+        d.wait_event(|e| e["event"] == "scanner_connected");
+        d
+    }
+
+    /// `redeemd log --json`, parsed.
+    pub fn log(&self) -> Vec<Value> {
+        let out = Command::new(bin())
+            .args(["log", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("redeemd log");
+        assert!(
+            out.status.success(),
+            "redeemd log failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+            .collect()
+    }
+
+    pub fn row_state(&self, code: &str) -> Option<String> {
+        self.log()
+            .into_iter()
+            .find(|r| r["code"] == code)
+            .and_then(|r| r["state"].as_str().map(String::from))
+    }
+
+    pub fn row(&self, code: &str) -> Value {
+        self.log()
+            .into_iter()
+            .find(|r| r["code"] == code)
+            .unwrap_or_else(|| panic!("no ledger row for {code}"))
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_redeemd")
+}
+
+/// The last four characters, as the daemon's logs show a code.
+pub fn masked(code: &str) -> String {
+    let n = code.chars().count();
+    "*".repeat(n - 4) + &code[code.len() - 4..]
+}
+
+struct Events {
+    lines: Mutex<(Vec<Value>, Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+/// The real `redeemd run` binary, with its JSON log on stderr parsed into events.
+pub struct Daemon {
+    child: Child,
+    events: Arc<Events>,
+}
+
+impl Daemon {
+    pub fn spawn(config: &Path) -> Daemon {
+        let mut child = Command::new(bin())
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn redeemd");
+        let stderr = child.stderr.take().expect("stderr");
+        let events = Arc::new(Events {
+            lines: Mutex::new((Vec::new(), Vec::new(), false)),
+            changed: Condvar::new(),
+        });
+        let ev = events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut g = ev.lines.lock().unwrap();
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    g.0.push(v);
+                }
+                g.1.push(line);
+                ev.changed.notify_all();
+            }
+            ev.lines.lock().unwrap().2 = true;
+            ev.changed.notify_all();
+        });
+        Daemon { child, events }
+    }
+
+    /// Waits for the first event matching `pred` (searching everything logged so far).
+    pub fn wait_event(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_events(1, pred).remove(0)
+    }
+
+    /// Waits until `n` events match `pred`; returns them.
+    pub fn wait_events(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.try_wait_events(n, WAIT, pred).unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {n} matching events; log:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    pub fn try_wait_events(
+        &self,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Vec<Value>> {
+        let deadline = Instant::now() + within;
+        let mut g = self.events.lines.lock().unwrap();
+        loop {
+            let found: Vec<Value> = g.0.iter().filter(|e| pred(e)).cloned().collect();
+            if found.len() >= n {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if now >= deadline || g.2 {
+                return None;
+            }
+            g = self
+                .events
+                .changed
+                .wait_timeout(g, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Waits for the till's answer to a scan of `code`.
+    pub fn outcome(&self, code: &str) -> Value {
+        let m = masked(code);
+        self.wait_event(|e| e["event"] == "outcome" && e["code"] == m.as_str())
+    }
+
+    /// Waits until the row of `code` settles in `state` (after the till was answered).
+    pub fn settled(&self, code: &str, state: &str) -> Value {
+        let m = masked(code);
+        self.wait_event(|e| {
+            e["event"] == "settled" && e["code"] == m.as_str() && e["state"] == state
+        })
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lines.lock().unwrap().0.clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.events.lines.lock().unwrap().1.join("\n")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(mut self) -> String {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+        self.wait_closed();
+        self.stderr()
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        self.wait_closed();
+        (status, self.stderr())
+    }
+
+    fn wait_closed(&self) {
+        let mut g = self.events.lines.lock().unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !g.2 && Instant::now() < deadline {
+            g = self
+                .events
+                .changed
+                .wait_timeout(g, Duration::from_millis(200))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small deterministic PRNG for the chaos tests (seed printed, so a failure replays).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Distinct 12-digit codes whose last four digits differ across prefixes (< 100) and
+/// indexes (< 100): the daemon's logs show only the last four.
+pub fn codes(prefix: u32, n: usize) -> Vec<String> {
+    assert!(prefix < 100 && n <= 100);
+    (0..n)
+        .map(|i| format!("{prefix:04}{:04}{:04}", 7000 + i, prefix * 100 + i as u32))
+        .collect()
+}
