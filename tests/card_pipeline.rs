@@ -476,3 +476,67 @@ fn sigterm_stops_cleanly() {
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("\"event\":\"stopped\""));
 }
+
+#[test]
+fn busy_rate_limits_and_garbage_replies_are_retried_until_redeemed_once() {
+    let till = Till::new(Setup::default());
+    let codes = codes(10, 3);
+    till.sim.add_codes(&codes);
+    till.sim.card.set_faults(CardFaults {
+        busy: 2,
+        quota: 1,
+        frequency: 1,
+        garbage: 2,
+        ..CardFaults::default()
+    });
+    let d = till.start();
+    for c in &codes {
+        till.pty.scan(c);
+    }
+    for c in &codes {
+        if till.row_state(c).as_deref() != Some("redeemed") {
+            d.settled(c, "redeemed");
+        }
+        assert_eq!(till.sim.card.consumed_count(c), 1);
+    }
+    let f = till.sim.card.faults();
+    assert_eq!(
+        (f.busy, f.quota, f.frequency, f.garbage),
+        (0, 0, 0, 0),
+        "every fault was hit"
+    );
+    assert_eq!(till.sim.card.calls().consume_of_consumed, 0);
+    d.kill9();
+}
+
+#[test]
+fn a_scanner_that_disappears_is_reopened_through_its_symlink() {
+    let mut till = Till::new(Setup::default());
+    let link = till.dir.path().join("scanner");
+    std::os::unix::fs::symlink(&till.pty.path, &link).unwrap();
+    till.pty.path = link.display().to_string();
+    till.write_config();
+    let codes = codes(11, 2);
+    till.sim.add_codes(&codes);
+    let d = till.start();
+    till.pty.scan(&codes[0]);
+    assert_eq!(outcome_of(&d.outcome(&codes[0])), "redeemed");
+
+    // Unplug: both ends of the pty go away; plug in a "new device" behind the same link.
+    let old = std::mem::replace(&mut till.pty, Pty::new());
+    drop(old);
+    d.wait_event(|e| e["event"] == "scanner_disconnected");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&till.pty.path, &link).unwrap();
+    d.wait_events(2, |e| e["event"] == "scanner_connected");
+    till.pty.scan(&codes[1]);
+    assert_eq!(outcome_of(&d.outcome(&codes[1])), "redeemed");
+    // Reopen attempts back off (0.5 s doubling to 5 s): a handful, not a busy loop.
+    let tries = d
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "scanner_unavailable")
+        .count();
+    assert!(tries <= 3, "{tries} logged reopen failures");
+    d.kill9();
+}

@@ -69,3 +69,6 @@ impl Ledger {
             .map_err(Into::into)
     }
 }
+
+#[cfg(test)]
+mod model_tests;

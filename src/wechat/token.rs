@@ -285,3 +285,118 @@ pub fn describe_transport(e: &reqwest::Error) -> String {
         format!("{kind}: {detail}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::CardSim;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        sim: Arc<CardSim>,
+        _server: crate::sim::SimServer,
+        tokens: Arc<TokenManager>,
+    }
+
+    async fn fixture(secret_in_file: &str) -> Fixture {
+        let sim = CardSim::new("wxA", "right");
+        let server = sim.start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, secret_in_file).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tokens = Arc::new(TokenManager::new(
+            reqwest::Client::new(),
+            TokenSource::Stable {
+                url: format!("{}/cgi-bin/stable_token", server.url()),
+            },
+            "wxA".into(),
+            secret,
+        ));
+        Fixture {
+            _dir: dir,
+            sim,
+            _server: server,
+            tokens,
+        }
+    }
+
+    #[tokio::test]
+    async fn many_waiters_share_one_fetch() {
+        let f = fixture("right").await;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let t = f.tokens.clone();
+            set.spawn(async move { t.get().await });
+        }
+        let mut seen = std::collections::HashSet::new();
+        while let Some(r) = set.join_next().await {
+            seen.insert(r.unwrap().unwrap());
+        }
+        assert_eq!(seen.len(), 1);
+        assert_eq!(f.sim.calls().stable_token, 1);
+    }
+
+    #[tokio::test]
+    async fn revocations_cannot_cause_a_storm() {
+        let f = fixture("right").await;
+        let mut throttled = false;
+        for _ in 0..10 {
+            match f.tokens.get().await {
+                Ok(t) => f.tokens.invalidate(&t).await,
+                Err(TokenError::Throttled { retry_in }) => {
+                    assert!(retry_in <= Duration::from_secs(60));
+                    throttled = true;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(throttled);
+        assert_eq!(f.sim.calls().stable_token as usize, MAX_FETCHES_PER_MINUTE);
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_is_asked_once_then_held() {
+        let f = fixture("wrong").await;
+        for _ in 0..5 {
+            match f.tokens.get().await {
+                Err(TokenError::Misconfigured { reason, retry_in }) => {
+                    assert!(reason.contains("40125"), "{reason}");
+                    assert!(retry_in <= MISCONFIGURED_PAUSE);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(f.sim.calls().stable_token, 1);
+    }
+
+    #[tokio::test]
+    async fn ip_not_whitelisted_is_a_misconfiguration() {
+        let f = fixture("right").await;
+        f.sim.update_faults(|x| x.ip_blocked = true);
+        let e = f.tokens.get().await.unwrap_err();
+        assert!(
+            matches!(&e, TokenError::Misconfigured { reason, .. } if reason.contains("40164")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn decrypt_through_the_card_api() {
+        let f = fixture("right").await;
+        let base = f._server.url();
+        let api =
+            crate::wechat::card::CardApi::new(reqwest::Client::new(), &base, f.tokens.clone());
+        let enc = f.sim.encrypt("751234212312");
+        match api.decrypt(&enc).await {
+            crate::wechat::card::Answer::Ok { reply, .. } => assert_eq!(reply.code, "751234212312"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            api.decrypt("bogus").await,
+            crate::wechat::card::Answer::Errcode { errcode: 40075, .. }
+        ));
+    }
+}

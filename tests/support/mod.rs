@@ -3,10 +3,13 @@
 //! the real `redeemd` binary with its JSON log parsed into events.
 #![allow(dead_code)]
 
+use nix::fcntl::OFlag;
+use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::termios;
 use redeemd::sim::{CardSim, SimCode, SimServer};
 use serde_json::Value;
-use serialport::{SerialPort, TTYPort};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -59,17 +62,32 @@ impl Sim {
 
 /// A pseudo-terminal standing in for a serial scanner. The daemon opens the slave side by
 /// path; the test writes what the scanner would send into the master side.
+///
+/// Both ends are close-on-exec: a daemon spawned by a test must not inherit a master, or
+/// closing the test's end would never look like an unplugged scanner.
 pub struct Pty {
-    master: Mutex<TTYPort>,
+    master: Mutex<PtyMaster>,
     /// Held open so the pty lives while the daemon reopens it.
-    _slave: TTYPort,
+    _slave: std::fs::File,
     pub path: String,
 }
 
 impl Pty {
     pub fn new() -> Pty {
-        let (master, slave) = TTYPort::pair().expect("openpty");
-        let path = slave.name().expect("pty name");
+        let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let master = posix_openpt(flags).expect("posix_openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let path = ptsname_r(&master).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc_flags(OFlag::O_NOCTTY | OFlag::O_CLOEXEC))
+            .open(&path)
+            .expect("open pty slave");
+        let mut t = termios::tcgetattr(&slave).expect("tcgetattr");
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&slave, termios::SetArg::TCSANOW, &t).expect("tcsetattr");
         Pty {
             master: Mutex::new(master),
             _slave: slave,
@@ -87,6 +105,10 @@ impl Pty {
         m.write_all(bytes).expect("write to pty");
         m.flush().expect("flush pty");
     }
+}
+
+fn libc_flags(f: OFlag) -> i32 {
+    f.bits()
 }
 
 /// Settings a test varies; `render` makes the TOML.

@@ -1,0 +1,283 @@
+//! The ledger against an in-memory model (vector's disk-buffer idea): random sequences of
+//! operations, including closing and reopening the database, must leave the SQLite ledger
+//! agreeing with a model written straight from the rules.
+
+use super::schema::open_rw;
+use super::store::{self, NewScan, Refusal, Retry};
+use crate::config::Api;
+use crate::redeem::state::{Settle, State, TillOutcome};
+use crate::route::Routed;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Redeemed,
+    Refused,
+    NotRedeemed,
+    Retry,
+    Unknown,
+    Review,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Scan(u8),
+    Refuse,
+    DecideOffline(u8, bool),
+    BeginConsume(u8),
+    Settle(u8, Kind),
+    ExpireAll,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let code = 0u8..5;
+    let kind = prop_oneof![
+        Just(Kind::Redeemed),
+        Just(Kind::Refused),
+        Just(Kind::NotRedeemed),
+        Just(Kind::Retry),
+        Just(Kind::Unknown),
+        Just(Kind::Review),
+    ];
+    prop_oneof![
+        4 => code.clone().prop_map(Op::Scan),
+        1 => Just(Op::Refuse),
+        2 => (code.clone(), any::<bool>()).prop_map(|(c, a)| Op::DecideOffline(c, a)),
+        3 => code.clone().prop_map(Op::BeginConsume),
+        4 => (code, kind).prop_map(|(c, k)| Op::Settle(c, k)),
+        1 => Just(Op::ExpireAll),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Model {
+    state: State,
+    unconfirmed: bool,
+    accepted_offline: bool,
+    scans: i64,
+    /// WeChat confirmed a redemption at some point (redeemed_at is set).
+    redeemed: bool,
+}
+
+fn settle_for(k: Kind) -> Settle {
+    match k {
+        Kind::Redeemed => Settle::Redeemed { note: None },
+        Kind::Refused => Settle::Refused {
+            reason: "no".into(),
+        },
+        Kind::NotRedeemed => Settle::NotRedeemed,
+        Kind::Retry => Settle::Retry {
+            reason: "later".into(),
+            throttled: false,
+        },
+        Kind::Unknown => Settle::Unknown {
+            reason: "lost".into(),
+        },
+        Kind::Review => Settle::NeedsReview {
+            reason: "person".into(),
+        },
+    }
+}
+
+/// The rules, restated independently of `redeem::state`.
+fn model_settle(m: &mut Model, k: Kind) {
+    use State::*;
+    if matches!(m.state, Redeemed | Rejected | Review) {
+        return;
+    }
+    let cancelled = m.state == Cancelled;
+    match k {
+        Kind::Redeemed => {
+            m.state = if cancelled { Review } else { Redeemed };
+            m.unconfirmed = false;
+            m.redeemed = true;
+        }
+        Kind::Refused => {
+            m.state = if cancelled {
+                Cancelled
+            } else if m.accepted_offline {
+                Review
+            } else {
+                Rejected
+            };
+            m.unconfirmed = false;
+        }
+        Kind::NotRedeemed => m.unconfirmed = false,
+        Kind::Retry => {}
+        Kind::Unknown => m.unconfirmed = true,
+        Kind::Review => {
+            m.state = Review;
+            m.unconfirmed = false;
+        }
+    }
+}
+
+fn code(i: u8) -> String {
+    format!("88880000{i:04}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn ledger_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut conn = open_rw(&path).unwrap();
+        let mut model: BTreeMap<String, (i64, Model)> = BTreeMap::new();
+        let mut refusals = 0i64;
+        let routed = Routed { route: 0, api: Api::Card, card_id: None, offline: true };
+        let retry = Retry { base: Duration::from_millis(10), max: Duration::from_millis(100), jitter: 0.5 };
+        let mut at = 1_000_000i64;
+        for op in ops {
+            at += 1000;
+            match op {
+                Op::Scan(i) => {
+                    let c = code(i);
+                    let rec = store::record_scan(&mut conn, &NewScan { code: &c, routed: &routed, scanner: "s", till: "t", aim_id: None, at }).unwrap();
+                    match model.get_mut(&c) {
+                        Some((id, m)) => {
+                            prop_assert!(rec.known);
+                            prop_assert_eq!(rec.row.id, *id);
+                            m.scans += 1;
+                        }
+                        None => {
+                            prop_assert!(!rec.known);
+                            model.insert(c, (rec.row.id, Model { state: State::Queued, unconfirmed: false, accepted_offline: false, scans: 1, redeemed: false }));
+                        }
+                    }
+                }
+                Op::Refuse => {
+                    store::record_refusal(&mut conn, &Refusal { shown_code: "****1234", reason: "payment code, not a coupon", scanner: "s", till: "t", aim_id: None, at }).unwrap();
+                    refusals += 1;
+                }
+                Op::DecideOffline(i, allowed) => {
+                    let Some((id, m)) = model.get_mut(&code(i)) else { continue };
+                    let scan_id: i64 = conn.query_row("SELECT max(id) FROM scans WHERE redemption_id = ?1", [*id], |r| r.get(0)).unwrap();
+                    let (outcome, _) = store::decide_offline(&mut conn, *id, scan_id, allowed, 10_000, at).unwrap();
+                    let expected = match m.state {
+                        State::Queued if allowed => { m.accepted_offline = true; TillOutcome::AcceptedOffline }
+                        State::Queued => { m.state = State::Cancelled; TillOutcome::RefusedOffline }
+                        State::Redeemed => TillOutcome::Redeemed,
+                        State::Rejected | State::Review => TillOutcome::Rejected,
+                        State::Cancelled => TillOutcome::RefusedOffline,
+                    };
+                    prop_assert_eq!(outcome, expected);
+                }
+                Op::BeginConsume(i) => {
+                    let Some((id, m)) = model.get_mut(&code(i)) else { continue };
+                    let got = store::begin_call(&mut conn, *id, "code/consume", true, at).unwrap();
+                    prop_assert_eq!(got.is_some(), m.state == State::Queued, "only queued rows may be redeemed");
+                    if got.is_some() { m.unconfirmed = true; }
+                }
+                Op::Settle(i, k) => {
+                    let Some((id, m)) = model.get_mut(&code(i)) else { continue };
+                    let before = m.state;
+                    store::apply(&mut conn, *id, &settle_for(k), None, retry, at).unwrap();
+                    model_settle(m, k);
+                    if before == State::Cancelled {
+                        prop_assert!(m.state != State::Redeemed, "a cancelled row never counts as redeemed");
+                    }
+                }
+                Op::ExpireAll => {
+                    store::expire(&mut conn, at + 1, 0).unwrap();
+                    for (_, m) in model.values_mut() {
+                        if m.state == State::Queued || (m.state == State::Cancelled && m.unconfirmed) {
+                            m.state = State::Review;
+                        }
+                    }
+                }
+                Op::Reopen => {
+                    drop(conn);
+                    conn = open_rw(&path).unwrap();
+                }
+            }
+            // Compare every row.
+            for (c, (id, m)) in &model {
+                let row = store::get(&conn, *id).unwrap().unwrap();
+                prop_assert_eq!(&row.code, c);
+                prop_assert_eq!(row.state, m.state, "state of {}", c);
+                prop_assert_eq!(row.unconfirmed, m.unconfirmed, "unconfirmed of {}", c);
+                prop_assert_eq!(row.scans, m.scans);
+                prop_assert_eq!(row.redeemed_at.is_some(), m.redeemed);
+            }
+            let all = store::list(&conn, &store::Filter::default()).unwrap();
+            prop_assert_eq!(all.len() as i64, model.len() as i64 + refusals);
+            // Work queue: exactly the rows that need work, in scan order.
+            let due = store::due(&conn, i64::MAX, 100, &HashSet::new(), &[Api::Card]).unwrap();
+            let due_ids: Vec<i64> = due.iter().map(|r| r.id).collect();
+            let mut want: Vec<i64> = model.values()
+                .filter(|(_, m)| m.state == State::Queued || (m.state == State::Cancelled && m.unconfirmed))
+                .map(|(id, _)| *id)
+                .collect();
+            want.sort();
+            prop_assert_eq!(due_ids, want);
+        }
+    }
+}
+
+#[test]
+fn due_is_in_scan_order_and_skips_rows_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
+    let routed = Routed {
+        route: 0,
+        api: Api::Card,
+        card_id: None,
+        offline: true,
+    };
+    let mut ids = Vec::new();
+    for i in 0..6u8 {
+        let c = code(i);
+        let r = store::record_scan(
+            &mut conn,
+            &NewScan {
+                code: &c,
+                routed: &routed,
+                scanner: "s",
+                till: "t",
+                aim_id: None,
+                at: 100 + i64::from(i),
+            },
+        )
+        .unwrap();
+        ids.push(r.row.id);
+    }
+    let in_flight: HashSet<i64> = [ids[0], ids[2]].into();
+    let due = store::due(&conn, 1_000, 3, &in_flight, &[Api::Card]).unwrap();
+    let got: Vec<i64> = due.iter().map(|r| r.id).collect();
+    assert_eq!(got, vec![ids[1], ids[3], ids[4]]);
+    assert!(
+        store::due(&conn, 1_000, 3, &in_flight, &[Api::Coupon])
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let conn = open_rw(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let e = open_rw(&path).unwrap_err().to_string();
+    assert!(e.contains("newer"), "{e}");
+}
+
+#[test]
+fn wal_and_full_sync_are_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_rw(&dir.path().join("l.db")).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    let sync: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(sync, 2, "FULL");
+}
