@@ -428,11 +428,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Reads a secret (an AppSecret, a key) from a file the daemon alone may read.
-///
-/// Refused when group or others have any access: a secret readable by every account on a
-/// shared till is not a secret.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
+/// Reads a file holding a secret (an AppSecret, a private key), refusing one that group or
+/// others may access.
+pub fn read_private_file(path: &Path) -> Result<Vec<u8>, String> {
     let meta =
         std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let mode = meta.permissions().mode();
@@ -444,8 +442,17 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+/// Reads a secret (an AppSecret) from a file the daemon alone may read.
+///
+/// Refused when group or others have any access: a secret readable by every account on a
+/// shared till is not a secret.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let bytes = read_private_file(path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{}: the secret is not UTF-8 text", path.display()))?;
     let secret = text.trim().to_string();
     if secret.is_empty() {
         return Err(format!("{}: the file is empty", path.display()));

@@ -2,4 +2,5 @@
 
 pub mod card;
 pub mod errors;
+pub mod pay_sign;
 pub mod token;
