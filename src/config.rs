@@ -17,6 +17,8 @@ use std::time::Duration;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/redeemd/redeemd.toml";
 
 pub const DEFAULT_CARD_BASE_URL: &str = "https://api.weixin.qq.com";
+pub const DEFAULT_PAY_BASE_URL: &str = "https://api.mch.weixin.qq.com";
+pub const DEFAULT_PAY_BACKUP_URL: &str = "https://api2.mch.weixin.qq.com";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -26,6 +28,7 @@ pub struct Config {
     pub till: String,
     pub scanners: Vec<ScannerConfig>,
     pub wechat: Option<WechatConfig>,
+    pub wechat_pay: Option<WechatPayConfig>,
     pub routes: Vec<RouteConfig>,
     pub retry: RetryConfig,
     pub offline: OfflineConfig,
@@ -95,6 +98,34 @@ pub struct WechatConfig {
     pub request_timeout: Duration,
 }
 
+/// WeChat Pay API v3, for merchant coupons (商家券).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatPayConfig {
+    pub mchid: String,
+    /// Bound to the mchid; sent with every use.
+    pub appid: String,
+    /// The merchant API certificate's serial number.
+    pub serial_no: String,
+    /// The merchant API private key (PKCS#8 PEM); must not be readable by group/others.
+    pub private_key_file: PathBuf,
+    /// The WeChat Pay public key's id (`PUB_KEY_ID_...`) and file (SPKI PEM).
+    #[serde(default)]
+    pub public_key_id: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Older merchants' platform certificates, picked by serial.
+    #[serde(default)]
+    pub platform_cert_files: Vec<PathBuf>,
+    #[serde(default = "default_pay_base_url")]
+    pub base_url: String,
+    /// Used when the primary host is unreachable.
+    #[serde(default = "default_pay_backup_url")]
+    pub backup_url: String,
+    #[serde(default = "default_request_timeout", deserialize_with = "duration::de")]
+    pub request_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Api {
@@ -125,6 +156,8 @@ struct RawRoute {
     api: Api,
     #[serde(default)]
     card_id: Option<String>,
+    #[serde(default)]
+    stock_id: Option<String>,
     #[serde(default = "yes")]
     offline: bool,
 }
@@ -137,6 +170,8 @@ pub struct RouteConfig {
     pub regex: Regex,
     pub api: Api,
     pub card_id: Option<String>,
+    /// Sent as `stock_id` with a merchant coupon's use request.
+    pub stock_id: Option<String>,
     /// May scans on this route be accepted while WeChat is unreachable (and `[offline]
     /// accept` allows it)?
     pub offline: bool,
@@ -195,6 +230,8 @@ struct RawConfig {
     #[serde(default)]
     wechat: Option<WechatConfig>,
     #[serde(default)]
+    wechat_pay: Option<WechatPayConfig>,
+    #[serde(default)]
     route: Vec<RawRoute>,
     #[serde(default)]
     retry: RetryConfig,
@@ -222,6 +259,12 @@ fn default_flow() -> FlowControl {
 }
 fn default_card_base_url() -> String {
     DEFAULT_CARD_BASE_URL.to_string()
+}
+fn default_pay_base_url() -> String {
+    DEFAULT_PAY_BASE_URL.to_string()
+}
+fn default_pay_backup_url() -> String {
+    DEFAULT_PAY_BACKUP_URL.to_string()
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
@@ -337,6 +380,11 @@ impl Config {
             }
         }
 
+        let mut wechat_pay = raw.wechat_pay;
+        if let Some(p) = wechat_pay.as_mut() {
+            check_wechat_pay(p, base, &mut problems);
+        }
+
         let mut routes = Vec::new();
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = format!("route[{i}]");
@@ -344,10 +392,22 @@ impl Config {
                 Api::Card if wechat.is_none() => problems.push(format!(
                     "{key}.api: \"card\" needs a [wechat] section with appid and secret_file"
                 )),
-                Api::Coupon => problems.push(format!(
-                    "{key}.api: \"coupon\" (WeChat Pay merchant coupons) is not supported by this version"
+                Api::Coupon if wechat_pay.is_none() => problems.push(format!(
+                    "{key}.api: \"coupon\" needs a [wechat_pay] section (mchid, keys, ...)"
                 )),
-                Api::Card => {}
+                _ => {}
+            }
+            if r.api == Api::Card && r.stock_id.is_some() {
+                problems.push(format!("{key}.stock_id: only for api = \"coupon\""));
+            }
+            if r.api == Api::Coupon && r.card_id.is_some() {
+                problems.push(format!("{key}.card_id: only for api = \"card\""));
+            }
+            if r.stock_id
+                .as_ref()
+                .is_some_and(|s| s.is_empty() || s.len() > 20)
+            {
+                problems.push(format!("{key}.stock_id: must be 1 to 20 characters"));
             }
             match Regex::new(&format!("^(?:{})$", r.pattern)) {
                 Ok(regex) => routes.push(RouteConfig {
@@ -355,6 +415,7 @@ impl Config {
                     regex,
                     api: r.api,
                     card_id: r.card_id,
+                    stock_id: r.stock_id,
                     offline: r.offline,
                 }),
                 Err(e) => problems.push(format!("{key}.pattern: not a valid regex: {e}")),
@@ -384,10 +445,50 @@ impl Config {
             till: raw.till,
             scanners,
             wechat,
+            wechat_pay,
             routes,
             retry: raw.retry,
             offline: raw.offline,
         })
+    }
+}
+
+fn check_wechat_pay(p: &mut WechatPayConfig, base: &Path, problems: &mut Vec<String>) {
+    if p.mchid.is_empty() || !p.mchid.bytes().all(|b| b.is_ascii_digit()) {
+        problems.push("wechat_pay.mchid: must be the merchant number (digits)".into());
+    }
+    if p.appid.trim().is_empty() {
+        problems.push("wechat_pay.appid: must not be empty".into());
+    }
+    if p.serial_no.is_empty() || !p.serial_no.bytes().all(|b| b.is_ascii_hexdigit()) {
+        problems.push(
+            "wechat_pay.serial_no: must be the merchant API certificate's serial (hex)".into(),
+        );
+    }
+    p.private_key_file = resolve(base, &p.private_key_file);
+    p.public_key_file = p.public_key_file.as_ref().map(|f| resolve(base, f));
+    for f in &mut p.platform_cert_files {
+        *f = resolve(base, f);
+    }
+    match (&p.public_key_id, &p.public_key_file) {
+        (Some(id), Some(_)) if !id.starts_with("PUB_KEY_ID_") => problems.push(
+            "wechat_pay.public_key_id: WeChat Pay public key ids start with PUB_KEY_ID_".into(),
+        ),
+        (Some(_), None) => problems.push(
+            "wechat_pay.public_key_file: needed with public_key_id".into(),
+        ),
+        (None, Some(_)) => problems.push(
+            "wechat_pay.public_key_id: needed with public_key_file".into(),
+        ),
+        (None, None) if p.platform_cert_files.is_empty() => problems.push(
+            "wechat_pay.public_key_file: a WeChat Pay public key (or platform_cert_files) is needed to verify responses".into(),
+        ),
+        _ => {}
+    }
+    for (k, url) in [("base_url", &p.base_url), ("backup_url", &p.backup_url)] {
+        if let Err(e) = check_url(url) {
+            problems.push(format!("wechat_pay.{k}: {e}"));
+        }
     }
 }
 

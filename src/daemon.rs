@@ -2,7 +2,7 @@
 //! and stopped in order.
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, read_secret_file};
+use crate::config::{Config, WechatConfig, WechatPayConfig, read_secret_file};
 use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::outcome::Bus;
 use crate::redeem::Ctx;
@@ -10,6 +10,8 @@ use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::Intake;
 use crate::scanner::{self, SourceEvent};
 use crate::wechat::card::CardApi;
+use crate::wechat::pay::{PayApi, PayApiParts};
+use crate::wechat::pay_sign::{MerchantAuth, Signer, Verifier, read_public_file};
 use crate::wechat::token::{TokenManager, TokenSource};
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub struct Daemon {
     clock: SharedClock,
     bus: Bus,
     card: Option<Arc<CardApi>>,
+    coupon: Option<Arc<PayApi>>,
     /// Stop once every scanner source has ended (the demo's standard input closing).
     pub exit_when_sources_end: bool,
 }
@@ -45,42 +48,21 @@ pub const USER_AGENT: &str = concat!("redeemd/", env!("CARGO_PKG_VERSION"));
 impl Daemon {
     /// Checks what must be right before anything starts, and opens the ledger.
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let card = match &config.wechat {
-            None => None,
-            Some(w) => {
-                // Fail now on an unreadable or loose secret file; it is re-read at every
-                // token fetch so a fix needs no restart.
-                read_secret_file(&w.secret_file)
-                    .map_err(|e| DaemonError::Config(format!("wechat.secret_file: {e}")))?;
-                let http = reqwest::Client::builder()
-                    .user_agent(USER_AGENT)
-                    .connect_timeout(Duration::from_secs(3).min(w.request_timeout))
-                    .timeout(w.request_timeout)
-                    .build()
-                    .map_err(|e| DaemonError::Http(e.to_string()))?;
-                let base = w.base_url.trim_end_matches('/');
-                let source = match &w.token_url {
-                    Some(url) => TokenSource::Central { url: url.clone() },
-                    None => TokenSource::Stable {
-                        url: format!("{base}/cgi-bin/stable_token"),
-                    },
-                };
-                let tokens = Arc::new(TokenManager::new(
-                    http.clone(),
-                    source,
-                    w.appid.clone(),
-                    w.secret_file.clone(),
-                ));
-                Some(Arc::new(CardApi::new(http, base, tokens)))
-            }
-        };
+        let clock: SharedClock = Arc::new(SystemClock);
+        let card = config.wechat.as_ref().map(build_card).transpose()?;
+        let coupon = config
+            .wechat_pay
+            .as_ref()
+            .map(|p| build_pay(p, clock.clone()))
+            .transpose()?;
         let ledger = Ledger::open(&config.database)?;
         Ok(Daemon {
             config: Arc::new(config),
             ledger,
-            clock: Arc::new(SystemClock),
+            clock,
             bus: Bus::new(),
             card,
+            coupon,
             exit_when_sources_end: false,
         })
     }
@@ -105,6 +87,7 @@ impl Daemon {
         let dispatcher = Dispatcher {
             ctx,
             card: self.card.clone(),
+            coupon: self.coupon.clone(),
             max_age: config.offline.max_age,
             wake: wake.clone(),
             bus: self.bus.clone(),
@@ -187,6 +170,72 @@ impl Daemon {
         tracing::info!(event = "stopped", "redeemd stopped");
         result
     }
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, DaemonError> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(3).min(timeout))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| DaemonError::Http(e.to_string()))
+}
+
+fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
+    // Fail now on an unreadable or loose secret file; it is re-read at every token fetch, so
+    // a fix needs no restart.
+    read_secret_file(&w.secret_file)
+        .map_err(|e| DaemonError::Config(format!("wechat.secret_file: {e}")))?;
+    let http = http_client(w.request_timeout)?;
+    let base = w.base_url.trim_end_matches('/');
+    let source = match &w.token_url {
+        Some(url) => TokenSource::Central { url: url.clone() },
+        None => TokenSource::Stable {
+            url: format!("{base}/cgi-bin/stable_token"),
+        },
+    };
+    let tokens = Arc::new(TokenManager::new(
+        http.clone(),
+        source,
+        w.appid.clone(),
+        w.secret_file.clone(),
+    ));
+    Ok(Arc::new(CardApi::new(http, base, tokens)))
+}
+
+/// Loads and checks the WeChat Pay keys: a key that is loose, unparsable or the wrong size
+/// stops the start, naming the file and why.
+pub fn build_pay(p: &WechatPayConfig, clock: SharedClock) -> Result<Arc<PayApi>, DaemonError> {
+    let config = |key: &str, e: String| DaemonError::Config(format!("wechat_pay.{key}: {e}"));
+    let signer =
+        Signer::from_file(&p.private_key_file).map_err(|e| config("private_key_file", e))?;
+    let mut verifier = Verifier::default();
+    if let (Some(id), Some(file)) = (&p.public_key_id, &p.public_key_file) {
+        let pem = read_public_file(file).map_err(|e| config("public_key_file", e))?;
+        verifier
+            .add_public_key_pem(id, &pem)
+            .map_err(|e| config("public_key_file", format!("{}: {e}", file.display())))?;
+    }
+    for file in &p.platform_cert_files {
+        let pem = read_public_file(file).map_err(|e| config("platform_cert_files", e))?;
+        verifier
+            .add_certificate_pem(&pem)
+            .map_err(|e| config("platform_cert_files", format!("{}: {e}", file.display())))?;
+    }
+    Ok(Arc::new(PayApi::new(PayApiParts {
+        http: http_client(p.request_timeout)?,
+        appid: p.appid.clone(),
+        auth: MerchantAuth {
+            mchid: p.mchid.clone(),
+            serial_no: p.serial_no.clone(),
+            signer,
+        },
+        verifier,
+        public_key_id: p.public_key_id.clone(),
+        primary: p.base_url.clone(),
+        backup: p.backup_url.clone(),
+        clock,
+    })))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -28,6 +28,9 @@ pub struct LogEntry {
     /// A redeeming call is out whose answer has not come back.
     pub unconfirmed: bool,
     pub note: Option<String>,
+    pub stock_id: Option<String>,
+    pub use_request_no: Option<String>,
+    pub wechatpay_use_time: Option<String>,
 }
 
 impl From<&Row> for LogEntry {
@@ -50,6 +53,9 @@ impl From<&Row> for LogEntry {
             aim_id: r.aim_id.clone(),
             unconfirmed: r.unconfirmed,
             note: r.note.clone(),
+            stock_id: r.stock_id.clone(),
+            use_request_no: r.use_request_no.clone(),
+            wechatpay_use_time: r.wechatpay_use_time.clone(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub struct Routed {
     pub route: usize,
     pub api: Api,
     pub card_id: Option<String>,
+    pub stock_id: Option<String>,
     pub offline: bool,
 }
 
@@ -50,6 +51,7 @@ pub fn route(code: &str, routes: &[RouteConfig]) -> Decision {
                 route: i,
                 api: r.api,
                 card_id: r.card_id.clone(),
+                stock_id: r.stock_id.clone(),
                 offline: r.offline,
             })
         })
@@ -66,6 +68,7 @@ mod tests {
             regex: Regex::new(&format!("^(?:{pattern})$")).unwrap(),
             api: Api::Card,
             card_id: card_id.map(Into::into),
+            stock_id: None,
             offline: true,
         }
     }

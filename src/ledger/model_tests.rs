@@ -129,7 +129,7 @@ proptest! {
         let mut conn = open_rw(&path).unwrap();
         let mut model: BTreeMap<String, (i64, Model)> = BTreeMap::new();
         let mut refusals = 0i64;
-        let routed = Routed { route: 0, api: Api::Card, card_id: None, offline: true };
+        let routed = Routed { route: 0, api: Api::Card, card_id: None, stock_id: None, offline: true };
         let retry = Retry { base: Duration::from_millis(10), max: Duration::from_millis(100), jitter: 0.5 };
         let mut at = 1_000_000i64;
         for op in ops {
@@ -137,7 +137,7 @@ proptest! {
             match op {
                 Op::Scan(i) => {
                     let c = code(i);
-                    let rec = store::record_scan(&mut conn, &NewScan { code: &c, routed: &routed, scanner: "s", till: "t", aim_id: None, at }).unwrap();
+                    let rec = store::record_scan(&mut conn, &NewScan { code: &c, routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None }).unwrap();
                     match model.get_mut(&c) {
                         Some((id, m)) => {
                             prop_assert!(rec.known);
@@ -176,7 +176,7 @@ proptest! {
                 Op::Settle(i, k) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
                     let before = m.state;
-                    store::apply(&mut conn, *id, &settle_for(k), None, retry, at).unwrap();
+                    store::apply(&mut conn, *id, &settle_for(k), &store::Confirmation::default(), retry, at).unwrap();
                     model_settle(m, k);
                     if before == State::Cancelled {
                         prop_assert!(m.state != State::Redeemed, "a cancelled row never counts as redeemed");
@@ -227,6 +227,7 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
         route: 0,
         api: Api::Card,
         card_id: None,
+        stock_id: None,
         offline: true,
     };
     let mut ids = Vec::new();
@@ -241,6 +242,8 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
                 till: "t",
                 aim_id: None,
                 at: 100 + i64::from(i),
+                use_request_no: None,
+                use_time: None,
             },
         )
         .unwrap();

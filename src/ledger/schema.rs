@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// Each entry moves the schema from version `i` to `i + 1` (`PRAGMA user_version`).
 /// Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE redemptions (
     id              INTEGER PRIMARY KEY,
     -- The full code for routed codes (it is what WeChat needs); masked for local refusals
@@ -65,7 +66,18 @@ CREATE TABLE attempts (
     detail          TEXT
 );
 CREATE INDEX attempts_redemption ON attempts(redemption_id);
-"#];
+"#,
+    // 2: WeChat Pay merchant coupons. `use_request_no` is fixed when the row is created, before any
+    // attempt, and reused by every retry: WeChat Pay's idempotency key.
+    r#"
+ALTER TABLE redemptions ADD COLUMN stock_id TEXT;
+ALTER TABLE redemptions ADD COLUMN use_request_no TEXT;
+ALTER TABLE redemptions ADD COLUMN use_time TEXT;
+ALTER TABLE redemptions ADD COLUMN wechatpay_use_time TEXT;
+CREATE UNIQUE INDEX redemptions_use_request_no ON redemptions(use_request_no)
+    WHERE use_request_no IS NOT NULL;
+"#,
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 

@@ -37,6 +37,11 @@ pub struct Row {
     pub next_attempt_at: Option<Millis>,
     pub openid: Option<String>,
     pub note: Option<String>,
+    pub stock_id: Option<String>,
+    pub use_request_no: Option<String>,
+    /// The scan's moment, RFC 3339 with offset, as sent to WeChat Pay.
+    pub use_time: Option<String>,
+    pub wechatpay_use_time: Option<String>,
 }
 
 impl Row {
@@ -67,7 +72,7 @@ impl Serialize for TillOutcome {
 
 const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
     unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at, \
-    next_attempt_at, openid, note";
+    next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time";
 
 fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -113,6 +118,10 @@ fn read_row(r: &rusqlite::Row) -> Result<Row> {
         next_attempt_at: r.get(17)?,
         openid: r.get(18)?,
         note: r.get(19)?,
+        stock_id: r.get(20)?,
+        use_request_no: r.get(21)?,
+        use_time: r.get(22)?,
+        wechatpay_use_time: r.get(23)?,
     })
 }
 
@@ -146,6 +155,9 @@ pub struct NewScan<'a> {
     pub till: &'a str,
     pub aim_id: Option<&'a str>,
     pub at: Millis,
+    /// For merchant coupons: the idempotency key and use time, fixed now.
+    pub use_request_no: Option<&'a str>,
+    pub use_time: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,8 +189,8 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
         None => {
             tx.execute(
                 "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
-                 scanned_at, updated_at, next_attempt_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8)",
+                 scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11)",
                 params![
                     s.code,
                     s.routed.api.as_str(),
@@ -187,7 +199,10 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
                     s.aim_id,
                     s.scanner,
                     s.till,
-                    s.at
+                    s.at,
+                    s.routed.stock_id,
+                    s.use_request_no,
+                    s.use_time
                 ],
             )?;
             (tx.last_insert_rowid(), false)
@@ -447,12 +462,19 @@ pub struct Retry {
     pub jitter: f64,
 }
 
+/// What WeChat told us about a redeemed code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    pub openid: Option<String>,
+    pub wechatpay_use_time: Option<String>,
+}
+
 /// Applies what a try found out (through the pure state machine) and schedules the next.
 pub fn apply(
     conn: &mut Connection,
     id: i64,
     settle: &Settle,
-    openid: Option<&str>,
+    info: &Confirmation,
     retry: Retry,
     at: Millis,
 ) -> Result<(Row, bool)> {
@@ -484,7 +506,8 @@ pub fn apply(
         "UPDATE redemptions SET state = ?2, unconfirmed = ?3, reason = coalesce(?4, reason), \
          attempts = ?5, next_attempt_at = ?6, updated_at = ?7, \
          redeemed_at = CASE WHEN ?8 THEN ?7 ELSE redeemed_at END, \
-         openid = coalesce(?9, openid), note = coalesce(?10, note) WHERE id = ?1",
+         openid = coalesce(?9, openid), note = coalesce(?10, note), \
+         wechatpay_use_time = coalesce(?11, wechatpay_use_time) WHERE id = ?1",
         params![
             id,
             change.state.as_str(),
@@ -494,8 +517,9 @@ pub fn apply(
             next,
             at,
             change.redeemed,
-            openid,
-            note
+            info.openid,
+            note,
+            info.wechatpay_use_time
         ],
     )?;
     let row = get_in(&tx, id)?;

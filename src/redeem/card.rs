@@ -3,9 +3,10 @@
 //! — plus the resolution step: a row whose last consume went unanswered is *asked about*
 //! (`code/get` without `check_consume`) before anything else is sent.
 
-use crate::ledger::store::{self, CallRecord};
+use crate::ledger::store::{CallRecord, Confirmation};
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
+use crate::redeem::attempt::{TryEnd, finish, logged};
 use crate::redeem::state::{Settle, State};
 use crate::wechat::card::{Answer, CardApi};
 use crate::wechat::errors::{
@@ -15,24 +16,6 @@ use crate::wechat::token::TokenError;
 use std::time::Duration;
 
 pub const RESOLVED_BY_GET: &str = "confirmed by code/get after a consume whose answer was lost";
-
-/// How a try ended.
-#[derive(Debug)]
-pub enum TryEnd {
-    /// The result was written to the ledger.
-    Applied {
-        row: Box<Row>,
-        /// The row's state changed.
-        changed: bool,
-        /// WeChat answered normally (not down, not throttling): the API is healthy.
-        healthy: bool,
-    },
-    /// The API cannot be used for a while (token misconfigured or throttled locally); the
-    /// row is left as it was.
-    Pause { retry_in: Duration, reason: String },
-    /// The row may no longer be redeemed (the till refused it meanwhile); nothing was sent.
-    Dropped,
-}
 
 /// What a failed answer means.
 enum Failure {
@@ -136,7 +119,7 @@ pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, Ledg
     if row.unconfirmed || row.state == State::Cancelled {
         return resolve(ctx, api, row).await;
     }
-    let answer = logged(ctx, &row, "code/get", false, || {
+    let answer = logged(ctx, &row, "code/get", false, record, || {
         api.get(&row.code, row.card_id.as_deref(), true)
     })
     .await?;
@@ -153,11 +136,11 @@ pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, Ledg
                 let settle = Settle::Refused {
                     reason: card_status_reason(status).into(),
                 };
-                finish(ctx, &row, settle, reply.openid, true).await
+                finish(ctx, &row, settle, openid(reply.openid), true).await
             }
         }
         other => match failure(other, false) {
-            Failure::Settle(s) => finish(ctx, &row, s, None, is_healthy).await,
+            Failure::Settle(s) => finish(ctx, &row, s, Confirmation::default(), is_healthy).await,
             Failure::Pause(retry_in, reason) => Ok(TryEnd::Pause { retry_in, reason }),
         },
     }
@@ -166,7 +149,7 @@ pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, Ledg
 /// The last consume's answer was lost (or the till refused the row while one was in flight):
 /// ask WeChat what became of the code. Never consumes a cancelled row.
 async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
-    let answer = logged(ctx, &row, "code/get", false, || {
+    let answer = logged(ctx, &row, "code/get", false, record, || {
         api.get(&row.code, row.card_id.as_deref(), false)
     })
     .await?;
@@ -174,7 +157,7 @@ async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
         return Ok(TryEnd::Dropped);
     };
     let is_healthy = healthy(&answer);
-    let (settle, openid) = match answer {
+    let (settle, reply_openid) = match answer {
         Answer::Ok { reply, .. } => {
             let settle = match reply.user_card_status.as_deref() {
                 Some("CONSUMED") if row.unconfirmed => Settle::Redeemed {
@@ -200,7 +183,7 @@ async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
         },
     };
     let proceed = settle == Settle::NotRedeemed;
-    let end = finish(ctx, &row, settle, openid, is_healthy).await?;
+    let end = finish(ctx, &row, settle, openid(reply_openid), is_healthy).await?;
     match end {
         TryEnd::Applied { row, .. } if proceed && row.state == State::Queued => {
             consume(ctx, api, *row).await
@@ -210,7 +193,7 @@ async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
 }
 
 async fn consume(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
-    let answer = logged(ctx, &row, "code/consume", true, || {
+    let answer = logged(ctx, &row, "code/consume", true, record, || {
         api.consume(&row.code, row.card_id.as_deref())
     })
     .await?;
@@ -224,67 +207,21 @@ async fn consume(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
                 ctx,
                 &row,
                 Settle::Redeemed { note: None },
-                reply.openid,
+                openid(reply.openid),
                 true,
             )
             .await
         }
         other => match failure(other, true) {
-            Failure::Settle(s) => finish(ctx, &row, s, None, is_healthy).await,
+            Failure::Settle(s) => finish(ctx, &row, s, Confirmation::default(), is_healthy).await,
             Failure::Pause(retry_in, reason) => Ok(TryEnd::Pause { retry_in, reason }),
         },
     }
 }
 
-/// Records the call as started (for a redeeming call: marks the row unconfirmed, in the same
-/// commit, before anything is sent), makes it, and records its end. `None`: the row may no
-/// longer be redeemed, nothing was sent.
-async fn logged<T, F, Fut>(
-    ctx: &Ctx,
-    row: &Row,
-    call: &'static str,
-    redeeming: bool,
-    send: F,
-) -> Result<Option<Answer<T>>, LedgerError>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Answer<T>>,
-{
-    let id = row.id;
-    let at = ctx.clock.now_ms();
-    let Some(attempt) = ctx
-        .ledger
-        .call(move |c| store::begin_call(c, id, call, redeeming, at))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let answer = send().await;
-    let rec = record(&answer);
-    let at = ctx.clock.now_ms();
-    ctx.ledger
-        .call(move |c| store::end_call(c, attempt, &rec, at))
-        .await?;
-    Ok(Some(answer))
-}
-
-async fn finish(
-    ctx: &Ctx,
-    row: &Row,
-    settle: Settle,
-    openid: Option<String>,
-    healthy: bool,
-) -> Result<TryEnd, LedgerError> {
-    let id = row.id;
-    let at = ctx.clock.now_ms();
-    let retry = ctx.retry_draw();
-    let (row, changed) = ctx
-        .ledger
-        .call(move |c| store::apply(c, id, &settle, openid.as_deref(), retry, at))
-        .await?;
-    Ok(TryEnd::Applied {
-        row: Box::new(row),
-        changed,
-        healthy,
-    })
+fn openid(openid: Option<String>) -> Confirmation {
+    Confirmation {
+        openid,
+        wechatpay_use_time: None,
+    }
 }

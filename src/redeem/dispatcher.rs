@@ -8,8 +8,11 @@ use crate::ledger::store;
 use crate::ledger::{LedgerError, Row};
 use crate::outcome::{Bus, log_settled};
 use crate::redeem::Ctx;
-use crate::redeem::card::{TryEnd, try_card};
+use crate::redeem::attempt::TryEnd;
+use crate::redeem::card::try_card;
+use crate::redeem::coupon::try_coupon;
 use crate::wechat::card::CardApi;
+use crate::wechat::pay::PayApi;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,7 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 pub struct Dispatcher {
     pub ctx: Ctx,
     pub card: Option<Arc<CardApi>>,
+    pub coupon: Option<Arc<PayApi>>,
     pub max_age: Duration,
     /// Poked on every new scan.
     pub wake: Arc<Notify>,
@@ -46,6 +50,9 @@ impl Dispatcher {
         let mut v = Vec::new();
         if self.card.is_some() {
             v.push(Api::Card);
+        }
+        if self.coupon.is_some() {
+            v.push(Api::Coupon);
         }
         v
     }
@@ -114,10 +121,12 @@ impl Dispatcher {
                 let Some(api) = row.api() else { continue };
                 let ctx = self.ctx.clone();
                 let card = self.card.clone();
+                let coupon = self.coupon.clone();
                 tasks.spawn(async move {
                     let id = row.id;
-                    let end = match (api, card) {
-                        (Api::Card, Some(card)) => try_card(&ctx, &card, row).await,
+                    let end = match (api, card, coupon) {
+                        (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
+                        (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
                         _ => Ok(TryEnd::Dropped),
                     };
                     (id, api, end)

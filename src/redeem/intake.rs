@@ -5,11 +5,12 @@
 //! [`Intake::answer`] waits up to `online_wait` for WeChat, then decides the offline answer.
 
 use crate::clock::{Millis, SharedClock};
-use crate::config::Config;
+use crate::config::{Api, Config};
 use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Ledger, Row};
 use crate::mask::{mask, mask_raw};
 use crate::outcome::{Bus, Outcome};
+use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::state::{State, TillOutcome};
 use crate::route::{self, Decision};
 use crate::scanner::frame::Frame;
@@ -78,6 +79,13 @@ impl Intake {
         let scanner = scan.scanner.to_string();
         let at = scan.at;
         let r = routed.clone();
+        let (use_request_no, use_time) = match routed.api {
+            Api::Coupon => (
+                Some(new_use_request_no(&till, at)),
+                Some(crate::clock::rfc3339_seconds(at)),
+            ),
+            Api::Card => (None, None),
+        };
         let recorded = self
             .ledger
             .call(move |c| {
@@ -90,6 +98,8 @@ impl Intake {
                         till: &till,
                         aim_id: aim_id.as_deref(),
                         at,
+                        use_request_no: use_request_no.as_deref(),
+                        use_time: use_time.as_deref(),
                     },
                 )
             })

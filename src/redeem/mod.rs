@@ -1,8 +1,10 @@
 //! Turning recorded scans into redemptions: the pure state machine and backoff, the
 //! per-API flows, the scan intake and the dispatcher that drives them.
 
+pub mod attempt;
 pub mod backoff;
 pub mod card;
+pub mod coupon;
 pub mod dispatcher;
 pub mod intake;
 pub mod state;

@@ -6,6 +6,8 @@
 
 pub mod card;
 pub mod http;
+pub mod pay;
 
 pub use card::{CardSim, SimCode};
 pub use http::SimServer;
+pub use pay::{PayIdentity, PaySim};

@@ -2,5 +2,6 @@
 
 pub mod card;
 pub mod errors;
+pub mod pay;
 pub mod pay_sign;
 pub mod token;

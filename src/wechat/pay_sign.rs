@@ -55,7 +55,11 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Signer, String> {
-        let key = RsaKeyPair::from_pkcs8(der).map_err(|e| format!("not an RSA PKCS#8 key: {e}"))?;
+        let key = RsaKeyPair::from_pkcs8(der).map_err(|e| match e.description_() {
+            "TooSmall" => "an RSA key under 2048 bits; WeChat Pay needs 2048 to 4096".to_string(),
+            "TooLarge" => "an RSA key over 8192 bits; WeChat Pay needs 2048 to 4096".to_string(),
+            other => format!("not an RSA PKCS#8 key: {other}"),
+        })?;
         let bits = key.public_modulus_len() * 8;
         if !(2048..=4096).contains(&bits) {
             return Err(format!(

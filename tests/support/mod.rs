@@ -6,7 +6,8 @@
 use nix::fcntl::OFlag;
 use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::termios;
-use redeemd::sim::{CardSim, SimCode, SimServer};
+use redeemd::sim::pay::{generate_key, pem};
+use redeemd::sim::{CardSim, PayIdentity, PaySim, SimCode, SimServer};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,14 +20,27 @@ use std::time::{Duration, Instant};
 pub const APPID: &str = "wx_test_appid";
 pub const SECRET: &str = "test-app-secret-0123456789";
 pub const CARD_ID: &str = "pTESTcardid";
+pub const MCHID: &str = "1900000109";
+pub const PAY_APPID: &str = "wx_test_pay_appid";
+pub const MERCHANT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+pub const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
+pub const STOCK_ID: &str = "1212";
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The simulated card API on its own runtime.
+/// The simulated WeChat Pay API: one simulator behind a primary and a backup host.
+pub struct PayParts {
+    pub sim: Arc<PaySim>,
+    pub primary: SimServer,
+    pub backup: SimServer,
+}
+
+/// The simulated card API (and, for coupon tests, WeChat Pay) on its own runtime.
 pub struct Sim {
     pub card: Arc<CardSim>,
     server: SimServer,
+    pub pay: Option<PayParts>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -39,7 +53,51 @@ impl Sim {
             .expect("runtime");
         let card = CardSim::new(APPID, SECRET);
         let server = rt.block_on(card.start()).expect("start sim");
-        Sim { card, server, rt }
+        Sim {
+            card,
+            server,
+            pay: None,
+            rt,
+        }
+    }
+
+    /// Adds a WeChat Pay simulator; writes the merchant key (0600) and the WeChat Pay
+    /// public key into `dir`.
+    pub fn start_pay(&mut self, dir: &Path) {
+        let (merchant, der) = generate_key().expect("merchant key");
+        let key = dir.join("apiclient_key.pem");
+        std::fs::write(&key, pem("PRIVATE KEY", &der)).expect("key file");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let sim = PaySim::new(
+            PayIdentity {
+                mchid: MCHID.into(),
+                appid: PAY_APPID.into(),
+                merchant_serial: MERCHANT_SERIAL.into(),
+                public_key_id: PUB_KEY_ID.into(),
+            },
+            merchant.public_spki_der().expect("spki"),
+        )
+        .expect("pay sim");
+        std::fs::write(dir.join("pub_key.pem"), sim.public_key_pem()).expect("pub key");
+        let primary = self.rt.block_on(sim.start()).expect("primary");
+        let backup = self.rt.block_on(sim.start()).expect("backup");
+        self.pay = Some(PayParts {
+            sim,
+            primary,
+            backup,
+        });
+    }
+
+    pub fn pay(&self) -> &Arc<PaySim> {
+        &self.pay.as_ref().expect("a coupon till").sim
+    }
+
+    pub fn set_pay_down(&self, primary: bool, down: bool) {
+        let p = self.pay.as_ref().expect("a coupon till");
+        let server = if primary { &p.primary } else { &p.backup };
+        self.rt
+            .block_on(server.set_down(down))
+            .expect("pay up/down");
     }
 
     pub fn url(&self) -> String {
@@ -150,8 +208,20 @@ pub struct Till {
 
 impl Till {
     pub fn new(setup: Setup) -> Till {
+        Self::build(setup, false)
+    }
+
+    /// A till that also redeems merchant coupons (`BF...` codes, stock 1212).
+    pub fn with_coupons(setup: Setup) -> Till {
+        Self::build(setup, true)
+    }
+
+    fn build(setup: Setup, coupons: bool) -> Till {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sim = Sim::start();
+        let mut sim = Sim::start();
+        if coupons {
+            sim.start_pay(dir.path());
+        }
         let pty = Pty::new();
         let secret = dir.path().join("appsecret");
         std::fs::write(&secret, SECRET).expect("secret");
@@ -212,6 +282,35 @@ max_age = "{max_age}"
             max_pending = s.max_pending,
             max_age = s.max_age,
         );
+        let text = match &self.sim.pay {
+            None => text,
+            Some(p) => {
+                text + &format!(
+                    r#"
+[wechat_pay]
+mchid = "{MCHID}"
+appid = "{PAY_APPID}"
+serial_no = "{MERCHANT_SERIAL}"
+private_key_file = "apiclient_key.pem"
+public_key_id = "{PUB_KEY_ID}"
+public_key_file = "pub_key.pem"
+base_url = "{primary}"
+backup_url = "{backup}"
+request_timeout = "{timeout}"
+
+[[route]]
+pattern = "BF[0-9A-Z]{{8,30}}"
+api = "coupon"
+stock_id = "{STOCK_ID}"
+offline = {route_offline}
+"#,
+                    primary = p.primary.url(),
+                    backup = p.backup.url(),
+                    timeout = s.request_timeout,
+                    route_offline = s.route_offline,
+                )
+            }
+        };
         std::fs::write(&self.config, text).expect("config");
     }
 
