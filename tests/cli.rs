@@ -143,7 +143,7 @@ fn demo_redeems_codes_typed_on_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"123456789001\n123456789001\n123456789010\n")
+        .write_all(b"123456789001\n123456789001\n123456789010\nBF0000000001\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -156,4 +156,5 @@ fn demo_redeems_codes_typed_on_stdin() {
     assert!(text.contains("redeemed: 123456789001"), "{text}");
     assert!(text.contains("duplicate: 123456789001"), "{text}");
     assert!(text.contains("already redeemed elsewhere"), "{text}");
+    assert!(text.contains("redeemed: BF0000000001"), "{text}");
 }
