@@ -306,3 +306,29 @@ fn bad_merchant_keys_stop_the_start_naming_the_file() {
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("public_key_file"), "{err}");
 }
+
+#[test]
+fn a_wrong_merchant_serial_is_refused_by_the_server_and_pauses_coupons() {
+    let till = Till::with_coupons(Setup::default());
+    let text = std::fs::read_to_string(&till.config)
+        .unwrap()
+        .replace(MERCHANT_SERIAL, "0123456789ABCDEF");
+    std::fs::write(&till.config, text).unwrap();
+    let code = coupons(8, 1).remove(0);
+    let pay = till.sim.pay();
+    pay.add_coupon(&code, STOCK_ID);
+    let d = till.start();
+    till.pty.scan(&code);
+    assert_eq!(outcome_of(&d.outcome(&code)), "accepted_offline");
+    let paused = d.wait_event(|e| e["event"] == "api_paused");
+    assert!(
+        paused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("wechat_pay.serial_no"),
+        "{paused}"
+    );
+    assert!(pay.calls().sign_errors >= 1);
+    assert_eq!(pay.used_count(&code), 0);
+    d.kill9();
+}
