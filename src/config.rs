@@ -34,11 +34,15 @@ pub struct Config {
     pub offline: OfflineConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScannerKind {
     /// RS-232 or USB-CDC: a tty device.
     Serial,
+    /// A keyboard-wedge scanner: `/dev/input/eventN` (or a FIFO/file of `input_event`s).
+    Keyboard,
+    /// A USB HID Point-of-Sale scanner: `/dev/hidrawN` (or a FIFO/file of 64-byte reports).
+    Hidpos,
     /// Lines on the process's standard input: `redeemd demo`, and piping codes in by hand.
     Stdin,
 }
@@ -80,6 +84,31 @@ pub struct ScannerConfig {
     /// Strip a leading AIM symbology identifier (`]Q1`, `]E0`, ...) and record it.
     #[serde(default)]
     pub aim_ids: bool,
+    /// Keyboard: the layout the scanner types in.
+    #[serde(default)]
+    pub layout: Option<String>,
+    /// Keyboard: take the device exclusively (EVIOCGRAB), so scans do not also reach the
+    /// till's desktop or console.
+    #[serde(default = "yes")]
+    pub grab: bool,
+    /// HID-POS: the input report id carrying scan data.
+    #[serde(default)]
+    pub report_id: Option<u8>,
+    /// Serial: bytes written back to the scanner on a good outcome (a beep/LED command).
+    #[serde(default)]
+    pub good_read: Option<String>,
+    /// Serial: bytes written back on a rejected or refused outcome.
+    #[serde(default)]
+    pub bad_read: Option<String>,
+}
+
+impl ScannerConfig {
+    pub fn layout(&self) -> crate::scanner::keyboard::Layout {
+        self.layout
+            .as_deref()
+            .and_then(crate::scanner::keyboard::Layout::parse)
+            .unwrap_or(crate::scanner::keyboard::Layout::Us)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,16 +371,53 @@ impl Config {
             } else if !names.insert(s.name.clone()) {
                 problems.push(format!("{key}.name: {:?} is used twice", s.name));
             }
-            match s.kind {
-                ScannerKind::Serial => match &s.path {
-                    None => problems.push(format!("{key}.path: a serial scanner needs a path")),
-                    Some(p) => s.path = Some(resolve(base, p)),
-                },
-                ScannerKind::Stdin => {
-                    if s.path.is_some() {
-                        problems.push(format!("{key}.path: a stdin scanner has no path"));
-                    }
+            match (&s.kind, &s.path) {
+                (ScannerKind::Stdin, Some(_)) => {
+                    problems.push(format!("{key}.path: a stdin scanner has no path"))
                 }
+                (ScannerKind::Stdin, None) => {}
+                (_, None) => problems.push(format!("{key}.path: this scanner type needs a path")),
+                (_, Some(p)) => s.path = Some(resolve(base, p)),
+            }
+            let only = |field: &str, set: bool, kind: ScannerKind, problems: &mut Vec<String>| {
+                if set && s.kind != kind {
+                    problems.push(format!(
+                        "{key}.{field}: only for type = \"{}\"",
+                        format!("{kind:?}").to_lowercase()
+                    ));
+                }
+            };
+            only(
+                "layout",
+                s.layout.is_some(),
+                ScannerKind::Keyboard,
+                &mut problems,
+            );
+            only(
+                "report_id",
+                s.report_id.is_some(),
+                ScannerKind::Hidpos,
+                &mut problems,
+            );
+            only(
+                "good_read",
+                s.good_read.is_some(),
+                ScannerKind::Serial,
+                &mut problems,
+            );
+            only(
+                "bad_read",
+                s.bad_read.is_some(),
+                ScannerKind::Serial,
+                &mut problems,
+            );
+            if let Some(l) = &s.layout
+                && crate::scanner::keyboard::Layout::parse(l).is_none()
+            {
+                problems.push(format!(
+                    "{key}.layout: {l:?} is not a known layout ({})",
+                    crate::scanner::keyboard::Layout::NAMES
+                ));
             }
             if !(5..=8).contains(&s.data_bits) {
                 problems.push(format!("{key}.data_bits: must be 5, 6, 7 or 8"));

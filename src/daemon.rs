@@ -95,8 +95,13 @@ impl Daemon {
         let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
 
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
-        let mut sources =
-            scanner::spawn_all(&config.scanners, ev_tx, self.clock.clone(), stop_sources_rx);
+        let mut sources = scanner::spawn_all(
+            &config.scanners,
+            ev_tx,
+            self.clock.clone(),
+            stop_sources_rx,
+            &self.bus.outcomes,
+        );
         let intake = Intake {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),

@@ -3,15 +3,23 @@
 //! failing source never stops the others.
 
 pub mod frame;
-pub mod serial;
+pub mod hidpos;
+pub mod keyboard;
+pub mod port;
+pub mod source;
 pub mod stdin;
 
 use crate::clock::SharedClock;
 use crate::config::{ScannerConfig, ScannerKind};
+use crate::outcome::Outcome;
 use crate::redeem::intake::Scan;
+use frame::Framer;
+use hidpos::HidPosDecoder;
+use keyboard::KeyboardDecoder;
+use source::{HidPosSource, SourceIo};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 /// What sources tell the daemon.
@@ -41,19 +49,45 @@ pub fn spawn_all(
     events: mpsc::Sender<SourceEvent>,
     clock: SharedClock,
     shutdown: watch::Receiver<bool>,
+    outcomes: &broadcast::Sender<Outcome>,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for s in scanners {
         let cfg = s.clone();
-        let events = events.clone();
-        let clock = clock.clone();
-        let shutdown = shutdown.clone();
+        let io = SourceIo {
+            events: events.clone(),
+            clock: clock.clone(),
+            shutdown: shutdown.clone(),
+            outcomes: outcomes.subscribe(),
+        };
         match s.kind {
             ScannerKind::Serial => {
-                set.spawn(serial::run(cfg, events, clock, shutdown));
+                let framer = Box::new(Framer::new(s.aim_ids));
+                set.spawn(source::run(cfg, framer, port::open_serial, io));
+            }
+            ScannerKind::Keyboard => {
+                let decoder = Box::new(KeyboardDecoder::new(s.layout()));
+                set.spawn(source::run(
+                    cfg,
+                    decoder,
+                    |p, c| port::open_device(p, c.grab),
+                    io,
+                ));
+            }
+            ScannerKind::Hidpos => {
+                let decoder = Box::new(HidPosSource {
+                    decoder: HidPosDecoder::new(s.report_id.unwrap_or(hidpos::DEFAULT_REPORT_ID)),
+                    per_read: false,
+                });
+                set.spawn(source::run(
+                    cfg,
+                    decoder,
+                    |p, _| port::open_device(p, false),
+                    io,
+                ));
             }
             ScannerKind::Stdin => {
-                set.spawn(stdin::run(cfg, events, clock, shutdown));
+                set.spawn(stdin::run(cfg, io.events, io.clock, io.shutdown));
             }
         }
     }
