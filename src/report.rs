@@ -25,6 +25,8 @@ pub struct LogEntry {
     pub till_outcome: Option<&'static str>,
     pub card_id: Option<String>,
     pub aim_id: Option<String>,
+    /// The barcode type, from the AIM id (QR Code, EAN-13/UPC, Code 128, ...).
+    pub symbology: Option<&'static str>,
     /// A redeeming call is out whose answer has not come back.
     pub unconfirmed: bool,
     pub note: Option<String>,
@@ -51,6 +53,7 @@ impl From<&Row> for LogEntry {
             till_outcome: r.till_outcome.map(|o| o.as_str()),
             card_id: r.card_id.clone(),
             aim_id: r.aim_id.clone(),
+            symbology: r.aim_id.as_deref().map(crate::scanner::hidpos::symbology),
             unconfirmed: r.unconfirmed,
             note: r.note.clone(),
             stock_id: r.stock_id.clone(),

@@ -16,9 +16,13 @@ static ALIPAY_PAYMENT_CODE: LazyLock<Regex> =
 
 pub const REFUSED_PAYMENT_CODE: &str = "payment code, not a coupon";
 pub const REFUSED_NO_ROUTE: &str = "not a code this till accepts";
+pub const REFUSED_EMPTY_CAPTURE: &str = "the route found no code inside the scan";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
+    /// The code to redeem: the scan itself, or the route pattern's first capture group
+    /// (QR codes often carry a URL with the code inside).
+    pub code: String,
     /// Index of the matching `[[route]]`.
     pub route: usize,
     pub api: Api,
@@ -38,24 +42,32 @@ pub fn is_payment_code(code: &str) -> bool {
     WECHAT_PAYMENT_CODE.is_match(code) || ALIPAY_PAYMENT_CODE.is_match(code)
 }
 
-pub fn route(code: &str, routes: &[RouteConfig]) -> Decision {
-    if is_payment_code(code) {
+pub fn route(scan: &str, routes: &[RouteConfig]) -> Decision {
+    if is_payment_code(scan) {
         return Decision::Refuse(REFUSED_PAYMENT_CODE);
     }
-    routes
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.regex.is_match(code))
-        .map(|(i, r)| {
-            Decision::Route(Routed {
-                route: i,
-                api: r.api,
-                card_id: r.card_id.clone(),
-                stock_id: r.stock_id.clone(),
-                offline: r.offline,
-            })
-        })
-        .unwrap_or(Decision::Refuse(REFUSED_NO_ROUTE))
+    for (i, r) in routes.iter().enumerate() {
+        let Some(caps) = r.regex.captures(scan) else {
+            continue;
+        };
+        let code = caps.get(1).map_or(scan, |m| m.as_str());
+        if code.is_empty() {
+            return Decision::Refuse(REFUSED_EMPTY_CAPTURE);
+        }
+        // A payment code wrapped in something a route unwraps is still a payment code.
+        if is_payment_code(code) {
+            return Decision::Refuse(REFUSED_PAYMENT_CODE);
+        }
+        return Decision::Route(Routed {
+            code: code.to_string(),
+            route: i,
+            api: r.api,
+            card_id: r.card_id.clone(),
+            stock_id: r.stock_id.clone(),
+            offline: r.offline,
+        });
+    }
+    Decision::Refuse(REFUSED_NO_ROUTE)
 }
 
 #[cfg(test)]
@@ -92,6 +104,22 @@ mod tests {
             route("161234567890123456", &routes),
             Decision::Route(_)
         ));
+    }
+
+    #[test]
+    fn a_capture_group_extracts_the_code() {
+        let routes = vec![r(r"https://wx\.example/c\?code=([0-9]{12})(?:&.*)?", None)];
+        match route("https://wx.example/c?code=123456789012&from=qr", &routes) {
+            Decision::Route(x) => assert_eq!(x.code, "123456789012"),
+            other => panic!("{other:?}"),
+        }
+        let wrapped = vec![r(r"PAY:([0-9]+)", None)];
+        assert_eq!(
+            route("PAY:134567890123456789", &wrapped),
+            Decision::Refuse(REFUSED_PAYMENT_CODE)
+        );
+        let empty = vec![r(r"X([0-9]*)", None)];
+        assert_eq!(route("X", &empty), Decision::Refuse(REFUSED_EMPTY_CAPTURE));
     }
 
     #[test]

@@ -129,7 +129,7 @@ proptest! {
         let mut conn = open_rw(&path).unwrap();
         let mut model: BTreeMap<String, (i64, Model)> = BTreeMap::new();
         let mut refusals = 0i64;
-        let routed = Routed { route: 0, api: Api::Card, card_id: None, stock_id: None, offline: true };
+        let routed = Routed { code: String::new(), route: 0, api: Api::Card, card_id: None, stock_id: None, offline: true };
         let retry = Retry { base: Duration::from_millis(10), max: Duration::from_millis(100), jitter: 0.5 };
         let mut at = 1_000_000i64;
         for op in ops {
@@ -224,6 +224,7 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
     let routed = Routed {
+        code: String::new(),
         route: 0,
         api: Api::Card,
         card_id: None,

@@ -73,6 +73,7 @@ impl Intake {
             }
             Decision::Route(r) => r,
         };
+        let code = routed.code.clone();
         // Subscribe before the row exists, so its settlement cannot slip past us.
         let settled = self.bus.settled.subscribe();
         let till = self.config.till.clone();

@@ -163,6 +163,75 @@ impl Pty {
         m.write_all(bytes).expect("write to pty");
         m.flush().expect("flush pty");
     }
+
+    /// Reads what the daemon wrote back to the scanner, waiting up to `within` for `n` bytes.
+    pub fn read_back(&self, n: usize, within: Duration) -> Vec<u8> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + within;
+        let mut m = self.master.lock().unwrap();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let ready = {
+                let mut fds = [PollFd::new(m.as_fd(), PollFlags::POLLIN)];
+                let ms = PollTimeout::try_from(left.as_millis().min(10_000) as i32)
+                    .unwrap_or(PollTimeout::NONE);
+                poll(&mut fds, ms).unwrap_or(0)
+            };
+            if ready > 0 {
+                let mut buf = [0u8; 64];
+                let k = m.read(&mut buf).unwrap_or(0);
+                out.extend_from_slice(&buf[..k]);
+            }
+        }
+        out
+    }
+}
+
+/// A FIFO standing in for an input or hidraw device: the daemon opens it to read; the test
+/// opens the write end once the daemon has connected. Closing the writer looks like an
+/// unplugged device.
+pub struct Fifo {
+    pub path: PathBuf,
+    writer: Mutex<Option<std::fs::File>>,
+}
+
+impl Fifo {
+    pub fn new(dir: &Path, name: &str) -> Fifo {
+        let path = dir.join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        Fifo {
+            path,
+            writer: Mutex::new(None),
+        }
+    }
+
+    /// Writes bytes, opening the write end first if needed (the daemon must be reading).
+    pub fn write(&self, bytes: &[u8]) {
+        let mut w = self.writer.lock().unwrap();
+        if w.is_none() {
+            *w = Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .expect("open FIFO for writing"),
+            );
+        }
+        let f = w.as_mut().unwrap();
+        f.write_all(bytes).expect("write FIFO");
+        f.flush().expect("flush FIFO");
+    }
+
+    /// Closes the write end: the reader sees end-of-file, like an unplugged device.
+    pub fn unplug(&self) {
+        self.writer.lock().unwrap().take();
+    }
 }
 
 fn libc_flags(f: OFlag) -> i32 {
@@ -180,6 +249,8 @@ pub struct Setup {
     pub base_delay: &'static str,
     pub max_delay: &'static str,
     pub request_timeout: &'static str,
+    /// Raw TOML appended to the config (more scanners, more routes).
+    pub extra_toml: String,
 }
 
 impl Default for Setup {
@@ -193,6 +264,7 @@ impl Default for Setup {
             base_delay: "50ms",
             max_delay: "300ms",
             request_timeout: "2s",
+            extra_toml: String::new(),
         }
     }
 }
@@ -282,6 +354,7 @@ max_age = "{max_age}"
             max_pending = s.max_pending,
             max_age = s.max_age,
         );
+        let text = text + "\n" + &s.extra_toml + "\n";
         let text = match &self.sim.pay {
             None => text,
             Some(p) => {
@@ -461,6 +534,15 @@ impl Daemon {
         self.wait_event(|e| {
             e["event"] == "settled" && e["code"] == m.as_str() && e["state"] == state
         })
+    }
+
+    /// User + system CPU time the daemon has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
     pub fn events(&self) -> Vec<Value> {
