@@ -30,7 +30,7 @@ impl Port {
             Port::Serial(s) => AsyncReadExt::read(s, buf).await,
             Port::Polled { fd, .. } => loop {
                 let mut guard = fd.readable().await?;
-                match guard.try_io(|inner| (&*inner.get_ref()).read(buf)) {
+                match guard.try_io(|inner| inner.get_ref().read(buf)) {
                     Ok(result) => return result,
                     Err(_would_block) => continue,
                 }
