@@ -41,14 +41,16 @@ fn keyboard_wedge_streams_through_a_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let us = Fifo::new(dir.path(), "kbd-us");
     let de = Fifo::new(dir.path(), "kbd-de");
-    let mut setup = Setup::default();
-    setup.extra_toml = scanner_block(
-        "wedge",
-        "keyboard",
-        &us.path,
-        "layout = \"us\"\ngrab = true",
-    ) + &scanner_block("wedge-de", "keyboard", &de.path, "layout = \"de\"")
-        + "[[route]]\npattern = \"Z[0-9]{11}\"\napi = \"card\"\n";
+    let setup = Setup {
+        extra_toml: scanner_block(
+            "wedge",
+            "keyboard",
+            &us.path,
+            "layout = \"us\"\ngrab = true",
+        ) + &scanner_block("wedge-de", "keyboard", &de.path, "layout = \"de\"")
+            + "[[route]]\npattern = \"Z[0-9]{11}\"\napi = \"card\"\n",
+        ..Setup::default()
+    };
     let till = Till::new(setup);
     let plain = codes(30, 4);
     let z = "Z12345678930";
@@ -174,9 +176,7 @@ fn hid_pos_reports_through_a_fifo() {
 
 #[test]
 fn serial_scanner_gets_good_and_bad_read_bytes() {
-    let mut setup = Setup::default();
-    setup.extra_toml = String::new();
-    let till = Till::new(setup);
+    let till = Till::new(Setup::default());
     let text = std::fs::read_to_string(&till.config).unwrap().replace(
         "baud = 9600\n",
         "baud = 9600\ngood_read = \"\\u0007\"\nbad_read = \"\\u0015\\u0015\"\n",
@@ -220,8 +220,10 @@ fn a_regular_file_of_events_is_replayed_once() {
     let mut data = bytes(&us_keystrokes(&c[0]));
     data.extend(bytes(&us_keystrokes(&c[1])));
     std::fs::write(&file, data).unwrap();
-    let mut setup = Setup::default();
-    setup.extra_toml = scanner_block("replay", "keyboard", &file, "");
+    let setup = Setup {
+        extra_toml: scanner_block("replay", "keyboard", &file, ""),
+        ..Setup::default()
+    };
     let till = Till::new(setup);
     till.sim.add_codes(&c);
     let d = till.start();
