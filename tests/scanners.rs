@@ -133,10 +133,12 @@ fn keyboard_wedge_streams_through_a_fifo() {
 fn hid_pos_reports_through_a_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let hid = Fifo::new(dir.path(), "hidraw");
-    let mut setup = Setup::default();
     // QR codes carry a URL; the route's capture group is the code.
-    setup.extra_toml = scanner_block("kiosk", "hidpos", &hid.path, "report_id = 2")
-        + "[[route]]\npattern = 'https://wx\\.example/c\\?code=([0-9]{12})(?:&.*)?'\napi = \"card\"\n";
+    let setup = Setup {
+        extra_toml: scanner_block("kiosk", "hidpos", &hid.path, "report_id = 2")
+            + "[[route]]\npattern = 'https://wx\\.example/c\\?code=([0-9]{12})(?:&.*)?'\napi = \"card\"\n",
+        ..Setup::default()
+    };
     let till = Till::new(setup);
     let c = codes(31, 4);
     till.sim.add_codes(&c);
