@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
 pub mod duration;
 pub mod ledger;
 pub mod mask;

@@ -65,6 +65,15 @@ enum Command {
     },
     /// Try redeemd against a built-in simulated WeChat, typing codes as the scanner.
     Demo,
+    /// List candidate scanners (serial, keyboard-wedge, HID-POS) as ready-to-paste [[scanner]] blocks.
+    Devices {
+        /// Read sysfs from here instead of /sys (for tests).
+        #[arg(long, hide = true, default_value = "/sys")]
+        sys_root: PathBuf,
+        /// Read device nodes from here instead of /dev (for tests).
+        #[arg(long, hide = true, default_value = "/dev")]
+        dev_root: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +83,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(c) => run(c.config),
         Command::Demo => block_on(async { redeemd::demo::run().await }),
+        Command::Devices { sys_root, dev_root } => {
+            let roots = redeemd::devices::Roots {
+                sys: sys_root,
+                dev: dev_root,
+            };
+            print!("{}", redeemd::devices::render(&redeemd::devices::discover(&roots)));
+            ExitCode::SUCCESS
+        }
         Command::Log {
             config,
             json,

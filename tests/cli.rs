@@ -158,3 +158,74 @@ fn demo_redeems_codes_typed_on_stdin() {
     assert!(text.contains("already redeemed elsewhere"), "{text}");
     assert!(text.contains("redeemed: BF0000000001"), "{text}");
 }
+
+#[test]
+fn devices_lists_ready_to_paste_scanner_blocks() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let sys = t.path().join("sys");
+    let dev = t.path().join("dev");
+    let mk = |p: &std::path::Path| std::fs::create_dir_all(p).unwrap();
+    let write = |p: std::path::PathBuf, s: &[u8]| std::fs::write(p, s).unwrap();
+
+    // A USB-CDC scanner: /sys/devices/.../usb1/1-1 (ids) /1-1:1.0/tty/ttyACM0.
+    let usb = sys.join("devices/pci0000:00/usb1/1-1");
+    let tty_dev = usb.join("1-1:1.0");
+    mk(&tty_dev);
+    write(usb.join("idVendor"), b"0c2e\n");
+    write(usb.join("idProduct"), b"0b61\n");
+    write(usb.join("manufacturer"), b"Honeywell\n");
+    write(usb.join("product"), b"Voyager 1450g\n");
+    write(usb.join("serial"), b"17151B5E44\n");
+    mk(&sys.join("class/tty/ttyACM0"));
+    symlink(&tty_dev, sys.join("class/tty/ttyACM0/device")).unwrap();
+    mk(&sys.join("class/tty/tty1")); // a virtual console: not listed
+    mk(&dev.join("serial/by-id"));
+    symlink(
+        "../../ttyACM0",
+        dev.join("serial/by-id/usb-Honeywell_Voyager_1450g_17151B5E44-if00"),
+    )
+    .unwrap();
+
+    // A keyboard-wedge scanner.
+    mk(&dev.join("input/by-id"));
+    symlink("../event5", dev.join("input/by-id/usb-Datalogic_Scanner-event-kbd")).unwrap();
+    mk(&sys.join("class/input/event5/device"));
+    write(sys.join("class/input/event5/device/name"), b"Datalogic Scanner\n");
+
+    // Two hidraw nodes: a HID-POS scanner and a mouse.
+    for (n, hid, desc) in [
+        ("hidraw0", "0003:05E0:1200.0001", &[0x06u8, 0x8C, 0x00, 0x09, 0x02][..]),
+        ("hidraw1", "0003:046D:C077.0002", &[0x05u8, 0x01, 0x09, 0x02][..]),
+    ] {
+        let hid_dir = sys.join("devices/pci0000:00/usb1/1-2").join(hid);
+        mk(&hid_dir);
+        write(hid_dir.join("report_descriptor"), desc);
+        mk(&sys.join("class/hidraw").join(n));
+        symlink(&hid_dir, sys.join("class/hidraw").join(n).join("device")).unwrap();
+    }
+
+    let out = Command::new(bin())
+        .args(["devices", "--sys-root"])
+        .arg(&sys)
+        .arg("--dev-root")
+        .arg(&dev)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("USB 0c2e:0b61, Honeywell, Voyager 1450g, serial 17151B5E44"), "{text}");
+    assert!(text.contains("usb-Honeywell_Voyager_1450g_17151B5E44-if00\""), "{text}");
+    assert!(text.contains("type = \"keyboard\""), "{text}");
+    assert!(text.contains("\"Datalogic Scanner\""), "{text}");
+    assert!(text.contains("type = \"hidpos\""), "{text}");
+    assert!(text.contains("USB 05e0:1200"), "{text}");
+    assert!(text.contains("hidraw1: USB 046d:c077 — hidraw, but"), "{text}");
+    assert!(!text.contains("tty1"), "{text}");
+    assert_eq!(text.matches("[[scanner]]").count(), 3, "{text}");
+    // Every block parses as a scanner in a config.
+    let cfg = format!(
+        "database = \"x.db\"\ntill = \"t\"\n{text}\n[wechat]\nappid = \"wx\"\nsecret_file = \"s\"\n[[route]]\npattern = \"1\"\napi = \"card\"\n"
+    );
+    redeemd::config::Config::parse(&cfg, std::path::Path::new("/x/redeemd.toml")).unwrap();
+}
