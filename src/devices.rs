@@ -26,7 +26,9 @@ pub enum Kind {
     Serial,
     Keyboard,
     /// A hidraw node; `pos` when its report descriptor declares usage page 0x8C.
-    Hidraw { pos: bool },
+    Hidraw {
+        pos: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +117,13 @@ fn keyboards(r: &Roots) -> Vec<Candidate> {
         .filter_map(|link| {
             let target = fs::read_link(&link).ok()?;
             let node_name = target.file_name()?.to_string_lossy().to_string();
-            let name = read_trim(&r.sys.join("class/input").join(&node_name).join("device/name"))
-                .unwrap_or_else(|| "keyboard".into());
+            let name = read_trim(
+                &r.sys
+                    .join("class/input")
+                    .join(&node_name)
+                    .join("device/name"),
+            )
+            .unwrap_or_else(|| "keyboard".into());
             Some(Candidate {
                 kind: Kind::Keyboard,
                 node: r.dev.join("input").join(&node_name),
@@ -211,7 +218,11 @@ pub fn render(cands: &[Candidate]) -> String {
             .unwrap_or_default();
         let path = c.stable.as_ref().unwrap_or(&c.node).display().to_string();
         let (header, kind, extra) = match c.kind {
-            Kind::Serial => ("serial scanner (RS-232 / USB-CDC)", "serial", "baud = 9600\n"),
+            Kind::Serial => (
+                "serial scanner (RS-232 / USB-CDC)",
+                "serial",
+                "baud = 9600\n",
+            ),
             Kind::Keyboard => (
                 "keyboard-wedge scanner (or a real keyboard: check the name)",
                 "keyboard",
@@ -248,10 +259,14 @@ mod tests {
     #[test]
     fn usage_page_detection() {
         // Usage Page (Bar Code Scanner) 0x8C as a 1-byte and a 2-byte item.
-        assert!(declares_pos_usage_page(&[0x05, 0x8C, 0x09, 0x02, 0xA1, 0x01]));
+        assert!(declares_pos_usage_page(&[
+            0x05, 0x8C, 0x09, 0x02, 0xA1, 0x01
+        ]));
         assert!(declares_pos_usage_page(&[0x06, 0x8C, 0x00, 0x09, 0x02]));
         // Keyboard (page 0x01 then 0x07).
-        assert!(!declares_pos_usage_page(&[0x05, 0x01, 0x09, 0x06, 0xA1, 0x01, 0x05, 0x07]));
+        assert!(!declares_pos_usage_page(&[
+            0x05, 0x01, 0x09, 0x06, 0xA1, 0x01, 0x05, 0x07
+        ]));
         // A data byte 0x8C that is not a usage page.
         assert!(!declares_pos_usage_page(&[0x09, 0x8C, 0x15, 0x00]));
         assert!(!declares_pos_usage_page(&[0x06]));

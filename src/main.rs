@@ -88,7 +88,10 @@ fn main() -> ExitCode {
                 sys: sys_root,
                 dev: dev_root,
             };
-            print!("{}", redeemd::devices::render(&redeemd::devices::discover(&roots)));
+            print!(
+                "{}",
+                redeemd::devices::render(&redeemd::devices::discover(&roots))
+            );
             ExitCode::SUCCESS
         }
         Command::Log {

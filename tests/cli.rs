@@ -189,14 +189,29 @@ fn devices_lists_ready_to_paste_scanner_blocks() {
 
     // A keyboard-wedge scanner.
     mk(&dev.join("input/by-id"));
-    symlink("../event5", dev.join("input/by-id/usb-Datalogic_Scanner-event-kbd")).unwrap();
+    symlink(
+        "../event5",
+        dev.join("input/by-id/usb-Datalogic_Scanner-event-kbd"),
+    )
+    .unwrap();
     mk(&sys.join("class/input/event5/device"));
-    write(sys.join("class/input/event5/device/name"), b"Datalogic Scanner\n");
+    write(
+        sys.join("class/input/event5/device/name"),
+        b"Datalogic Scanner\n",
+    );
 
     // Two hidraw nodes: a HID-POS scanner and a mouse.
     for (n, hid, desc) in [
-        ("hidraw0", "0003:05E0:1200.0001", &[0x06u8, 0x8C, 0x00, 0x09, 0x02][..]),
-        ("hidraw1", "0003:046D:C077.0002", &[0x05u8, 0x01, 0x09, 0x02][..]),
+        (
+            "hidraw0",
+            "0003:05E0:1200.0001",
+            &[0x06u8, 0x8C, 0x00, 0x09, 0x02][..],
+        ),
+        (
+            "hidraw1",
+            "0003:046D:C077.0002",
+            &[0x05u8, 0x01, 0x09, 0x02][..],
+        ),
     ] {
         let hid_dir = sys.join("devices/pci0000:00/usb1/1-2").join(hid);
         mk(&hid_dir);
@@ -214,13 +229,22 @@ fn devices_lists_ready_to_paste_scanner_blocks() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("USB 0c2e:0b61, Honeywell, Voyager 1450g, serial 17151B5E44"), "{text}");
-    assert!(text.contains("usb-Honeywell_Voyager_1450g_17151B5E44-if00\""), "{text}");
+    assert!(
+        text.contains("USB 0c2e:0b61, Honeywell, Voyager 1450g, serial 17151B5E44"),
+        "{text}"
+    );
+    assert!(
+        text.contains("usb-Honeywell_Voyager_1450g_17151B5E44-if00\""),
+        "{text}"
+    );
     assert!(text.contains("type = \"keyboard\""), "{text}");
     assert!(text.contains("\"Datalogic Scanner\""), "{text}");
     assert!(text.contains("type = \"hidpos\""), "{text}");
     assert!(text.contains("USB 05e0:1200"), "{text}");
-    assert!(text.contains("hidraw1: USB 046d:c077 — hidraw, but"), "{text}");
+    assert!(
+        text.contains("hidraw1: USB 046d:c077 — hidraw, but"),
+        "{text}"
+    );
     assert!(!text.contains("tty1"), "{text}");
     assert_eq!(text.matches("[[scanner]]").count(), 3, "{text}");
     // Every block parses as a scanner in a config.
