@@ -32,6 +32,80 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub retry: RetryConfig,
     pub offline: OfflineConfig,
+    pub http: HttpConfig,
+}
+
+/// Where the local HTTP API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// Loopback and unix sockets are reachable from this machine only.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Listen::Tcp(a) => a.ip().is_loopback(),
+            Listen::Unix(_) => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Language {
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+impl Language {
+    pub fn tag(self) -> &'static str {
+        match self {
+            Language::ZhCn => "zh-CN",
+            Language::En => "en",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_language")]
+    language: Language,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            token_file: None,
+            language: default_language(),
+        }
+    }
+}
+
+/// The local HTTP API (till, kiosk and manager pages).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: Listen,
+    /// Every request then needs `Authorization: Bearer <token>`; required off loopback.
+    pub token_file: Option<PathBuf>,
+    pub language: Language,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8737";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+fn default_language() -> Language {
+    Language::ZhCn
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -266,6 +340,8 @@ struct RawConfig {
     retry: RetryConfig,
     #[serde(default)]
     offline: OfflineConfig,
+    #[serde(default)]
+    http: RawHttp,
 }
 
 fn yes() -> bool {
@@ -502,10 +578,13 @@ impl Config {
             problems.push("offline.online_wait: must be more than 0".into());
         }
 
+        let http = check_http(raw.http, base, &mut problems);
+
         if !problems.is_empty() {
             return Err(err(problems));
         }
         Ok(Config {
+            http,
             source: path.to_path_buf(),
             database: resolve(base, &raw.database),
             till: raw.till,
@@ -516,6 +595,38 @@ impl Config {
             retry: raw.retry,
             offline: raw.offline,
         })
+    }
+}
+
+fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConfig {
+    let listen = match raw.listen.strip_prefix("unix:") {
+        Some(p) if !p.is_empty() => Listen::Unix(resolve(base, Path::new(p))),
+        Some(_) => {
+            problems.push("http.listen: \"unix:\" needs a socket path".into());
+            Listen::Unix(PathBuf::new())
+        }
+        None => match raw.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) => Listen::Tcp(a),
+            Err(_) => {
+                problems.push(format!(
+                    "http.listen: {:?} is neither IP:PORT nor unix:/path",
+                    raw.listen
+                ));
+                Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8737)))
+            }
+        },
+    };
+    let token_file = raw.token_file.map(|t| resolve(base, &t));
+    if !listen.is_local() && token_file.is_none() {
+        problems.push(
+            "http.token_file: required when http.listen is not a loopback address or a unix socket"
+                .into(),
+        );
+    }
+    HttpConfig {
+        listen,
+        token_file,
+        language: raw.language,
     }
 }
 

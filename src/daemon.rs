@@ -1,10 +1,12 @@
 //! Wiring: the ledger, the dispatcher, the scanner sources and the intake, started together
 //! and stopped in order.
 
+use crate::api::{self, ApiState, KeyedScan};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig, read_secret_file};
 use crate::ledger::{Ledger, LedgerError, OpenError};
-use crate::outcome::Bus;
+use crate::metrics::Metrics;
+use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::Ctx;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::Intake;
@@ -15,6 +17,7 @@ use crate::wechat::pay_sign::{MerchantAuth, Signer, Verifier, read_public_file};
 use crate::wechat::token::{TokenManager, TokenSource};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -39,6 +42,8 @@ pub struct Daemon {
     bus: Bus,
     card: Option<Arc<CardApi>>,
     coupon: Option<Arc<PayApi>>,
+    /// The HTTP API's bearer token, when one is configured.
+    api_token: Option<Arc<str>>,
     /// Stop once every scanner source has ended (the demo's standard input closing).
     pub exit_when_sources_end: bool,
 }
@@ -55,8 +60,17 @@ impl Daemon {
             .as_ref()
             .map(|p| build_pay(p, clock.clone()))
             .transpose()?;
+        let api_token = match &config.http.token_file {
+            None => None,
+            Some(f) => {
+                Some(Arc::<str>::from(read_secret_file(f).map_err(|e| {
+                    DaemonError::Config(format!("http.token_file: {e}"))
+                })?))
+            }
+        };
         let ledger = Ledger::open(&config.database)?;
         Ok(Daemon {
+            api_token,
             config: Arc::new(config),
             ledger,
             clock,
@@ -79,10 +93,12 @@ impl Daemon {
         // scans already read before it drains.
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stop_sources_tx, stop_sources_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
         let ctx = Ctx {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),
             retry: config.retry.clone(),
+            metrics: metrics.clone(),
         };
         let dispatcher = Dispatcher {
             ctx,
@@ -92,7 +108,35 @@ impl Daemon {
             wake: wake.clone(),
             bus: self.bus.clone(),
         };
-        let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
+        let dispatcher_alive = Arc::new(AtomicBool::new(true));
+        let alive = dispatcher_alive.clone();
+        let stop = stop_rx.clone();
+        let dispatcher = tokio::spawn(async move {
+            let result = dispatcher.run(stop).await;
+            alive.store(false, Ordering::SeqCst);
+            if let Err(e) = &result {
+                tracing::error!(event = "dispatcher_failed", error = %e, "the dispatcher stopped");
+            }
+            result
+        });
+
+        let (keyed_tx, mut keyed_rx) = mpsc::channel::<KeyedScan>(64);
+        let card = self.card.clone();
+        let api_state = ApiState {
+            ledger: self.ledger.clone(),
+            clock: self.clock.clone(),
+            bus: self.bus.clone(),
+            metrics: metrics.clone(),
+            keyed: keyed_tx,
+            token: self.api_token.clone(),
+            language: config.http.language,
+            online_wait: config.offline.online_wait,
+            dispatcher_alive,
+            token_refreshes: Arc::new(move || card.as_ref().map_or(0, |c| c.tokens().refreshes())),
+        };
+        let http = api::serve(&config.http, api_state, stop_rx.clone())
+            .await
+            .map_err(|e| DaemonError::Http(format!("http.listen: cannot listen: {e}")))?;
 
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let mut sources = scanner::spawn_all(
@@ -143,9 +187,28 @@ impl Daemon {
                             break;
                         }
                     }
-                    Some(SourceEvent::Connected { .. } | SourceEvent::Disconnected { .. }) => {}
+                    Some(SourceEvent::Connected { scanner, device }) => {
+                        metrics.set_scanner(&scanner, true);
+                        let _ = self.bus.scanners.send(ScannerStatus { scanner: scanner.to_string(), connected: true, detail: device });
+                    }
+                    Some(SourceEvent::Disconnected { scanner, reason }) => {
+                        metrics.set_scanner(&scanner, false);
+                        let _ = self.bus.scanners.send(ScannerStatus { scanner: scanner.to_string(), connected: false, detail: reason });
+                    }
                     None => break,
                 },
+                Some((scan, reply)) = keyed_rx.recv() => {
+                    let pending = intake.record(scan).await;
+                    let intake = intake.clone();
+                    let bus = self.bus.clone();
+                    let till = config.till.clone();
+                    answers.spawn(async move {
+                        let outcome = intake.answer(pending).await;
+                        outcome.log(&till);
+                        let _ = reply.send(outcome.clone());
+                        let _ = bus.outcomes.send(outcome);
+                    });
+                }
                 Some(_) = answers.join_next(), if !answers.is_empty() => {}
             }
         }
@@ -165,6 +228,7 @@ impl Daemon {
         )
         .await;
         let _ = stop_tx.send(true);
+        let _ = http.await;
         let result = match dispatcher.await {
             Ok(r) => r.map_err(DaemonError::from),
             Err(e) => {

@@ -1,6 +1,7 @@
 //! redeemd: reads coupon codes from barcode scanners and redeems them with WeChat exactly
 //! once, through outages. See README.md for the whole picture.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -9,6 +10,7 @@ pub mod devices;
 pub mod duration;
 pub mod ledger;
 pub mod mask;
+pub mod metrics;
 pub mod outcome;
 pub mod redeem;
 pub mod report;

@@ -79,6 +79,15 @@ pub fn log_settled(row: &Row) {
     );
 }
 
+/// A scanner's device was opened or lost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScannerStatus {
+    pub scanner: String,
+    pub connected: bool,
+    /// The device node when connected; why it went, when not.
+    pub detail: String,
+}
+
 /// The daemon's internal broadcast channels.
 #[derive(Clone)]
 pub struct Bus {
@@ -86,6 +95,8 @@ pub struct Bus {
     pub outcomes: broadcast::Sender<Outcome>,
     /// Every row whose state the dispatcher changed.
     pub settled: broadcast::Sender<Row>,
+    /// Scanners connecting and disconnecting.
+    pub scanners: broadcast::Sender<ScannerStatus>,
 }
 
 impl Bus {
@@ -93,6 +104,7 @@ impl Bus {
         Self {
             outcomes: broadcast::channel(1024).0,
             settled: broadcast::channel(1024).0,
+            scanners: broadcast::channel(64).0,
         }
     }
 }

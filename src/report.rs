@@ -33,6 +33,11 @@ pub struct LogEntry {
     pub stock_id: Option<String>,
     pub use_request_no: Option<String>,
     pub wechatpay_use_time: Option<String>,
+    /// Index of the `[[route]]` that matched.
+    pub route: Option<i64>,
+    pub resolved_at: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
 }
 
 impl From<&Row> for LogEntry {
@@ -59,6 +64,10 @@ impl From<&Row> for LogEntry {
             stock_id: r.stock_id.clone(),
             use_request_no: r.use_request_no.clone(),
             wechatpay_use_time: r.wechatpay_use_time.clone(),
+            route: r.route,
+            resolved_at: r.resolved_at.map(clock::rfc3339),
+            resolved_by: r.resolved_by.clone(),
+            resolution: r.resolution.clone(),
         }
     }
 }
@@ -101,6 +110,55 @@ pub fn load(conn: &rusqlite::Connection, filter: &Filter) -> rusqlite::Result<Ve
 pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
     for e in entries {
         serde_json::to_writer(&mut *out, e)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The columns of the CSV export, for reconciliation against WeChat's statements.
+pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution";
+
+fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
+    // Quote what needs it; neutralise spreadsheet formulas (=, +, -, @ at the start).
+    let risky = v.starts_with(['=', '+', '-', '@']);
+    if v.contains([',', '"', '\n', '\r']) || risky {
+        let body = v.replace('"', "\"\"");
+        write!(out, "\"{}{body}\"", if risky { "'" } else { "" })
+    } else {
+        out.write_all(v.as_bytes())
+    }
+}
+
+pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
+    writeln!(out, "{CSV_HEADER}")?;
+    for e in entries {
+        let fields: [String; 19] = [
+            e.id.to_string(),
+            e.code.clone(),
+            e.api.unwrap_or("").into(),
+            e.state.into(),
+            e.reason.clone().unwrap_or_default(),
+            e.scanned_at.clone(),
+            e.redeemed_at.clone().unwrap_or_default(),
+            e.attempts.to_string(),
+            e.scans.to_string(),
+            e.scanner.clone(),
+            e.till.clone(),
+            e.card_id.clone().unwrap_or_default(),
+            e.stock_id.clone().unwrap_or_default(),
+            e.use_request_no.clone().unwrap_or_default(),
+            e.wechatpay_use_time.clone().unwrap_or_default(),
+            e.till_outcome.unwrap_or("").into(),
+            e.resolved_at.clone().unwrap_or_default(),
+            e.resolved_by.clone().unwrap_or_default(),
+            e.resolution.clone().unwrap_or_default(),
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            csv_field(out, f)?;
+        }
         out.write_all(b"\n")?;
     }
     Ok(())

@@ -77,6 +77,12 @@ ALTER TABLE redemptions ADD COLUMN wechatpay_use_time TEXT;
 CREATE UNIQUE INDEX redemptions_use_request_no ON redemptions(use_request_no)
     WHERE use_request_no IS NOT NULL;
 "#,
+    // 3: a manager's resolution of a review item.
+    r#"
+ALTER TABLE redemptions ADD COLUMN resolved_at INTEGER;
+ALTER TABLE redemptions ADD COLUMN resolved_by TEXT;
+ALTER TABLE redemptions ADD COLUMN resolution TEXT;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

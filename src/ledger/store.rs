@@ -42,6 +42,10 @@ pub struct Row {
     /// The scan's moment, RFC 3339 with offset, as sent to WeChat Pay.
     pub use_time: Option<String>,
     pub wechatpay_use_time: Option<String>,
+    /// A manager closed this review item: when, who, and their note.
+    pub resolved_at: Option<Millis>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
 }
 
 impl Row {
@@ -72,7 +76,8 @@ impl Serialize for TillOutcome {
 
 const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
     unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at, \
-    next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time";
+    next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time, \
+    resolved_at, resolved_by, resolution";
 
 fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -122,6 +127,9 @@ fn read_row(r: &rusqlite::Row) -> Result<Row> {
         use_request_no: r.get(21)?,
         use_time: r.get(22)?,
         wechatpay_use_time: r.get(23)?,
+        resolved_at: r.get(24)?,
+        resolved_by: r.get(25)?,
+        resolution: r.get(26)?,
     })
 }
 
@@ -594,15 +602,25 @@ pub struct Filter {
     /// Matches the end of the code.
     pub code_suffix: Option<String>,
     pub limit: Option<usize>,
+    /// Newest first (the API) rather than oldest first (the CLI log, exports).
+    pub newest_first: bool,
+    /// Only review items no manager has resolved yet.
+    pub unresolved: bool,
 }
 
 pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    let unresolved = if f.unresolved {
+        "AND resolved_at IS NULL"
+    } else {
+        ""
+    };
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM redemptions \
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR scanned_at >= ?2) \
          AND (?3 IS NULL OR scanned_at < ?3) \
-         AND (?4 IS NULL OR substr(code, -length(?4)) = ?4) \
-         ORDER BY id LIMIT ?5"
+         AND (?4 IS NULL OR substr(code, -length(?4)) = ?4) {unresolved} \
+         ORDER BY id {order} LIMIT ?5"
     ))?;
     let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
     stmt.query_map(
@@ -616,6 +634,90 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
         read_row,
     )?
     .collect()
+}
+
+/// What a resolve request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Done(Box<Row>),
+    NotFound,
+    /// Only `review` rows can be resolved.
+    NotInReview(State),
+}
+
+/// A manager closes a review item, deciding it `redeemed` or `rejected` (by default: redeemed
+/// when WeChat confirmed a redemption, rejected otherwise). The note and who/when are kept.
+pub fn resolve(
+    conn: &mut Connection,
+    id: i64,
+    decision: Option<State>,
+    note: &str,
+    by: &str,
+    at: Millis,
+) -> Result<Resolved> {
+    let tx = immediate(conn)?;
+    let Some(row) = tx
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"),
+            [id],
+            read_row,
+        )
+        .optional()?
+    else {
+        return Ok(Resolved::NotFound);
+    };
+    if row.state != State::Review {
+        return Ok(Resolved::NotInReview(row.state));
+    }
+    let state = decision.unwrap_or(if row.redeemed_at.is_some() {
+        State::Redeemed
+    } else {
+        State::Rejected
+    });
+    tx.execute(
+        "UPDATE redemptions SET state = ?2, unconfirmed = 0, next_attempt_at = NULL, \
+         resolved_at = ?3, resolved_by = ?4, resolution = ?5, updated_at = ?3 WHERE id = ?1",
+        params![id, state.as_str(), at, by, note],
+    )?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok(Resolved::Done(Box::new(row)))
+}
+
+/// One group of [`counts`]: api, route index, state, rows.
+pub type Count = (Option<String>, Option<i64>, String, i64);
+
+/// Rows by api, route and state, for metrics and summaries.
+pub fn counts(
+    conn: &Connection,
+    since: Option<Millis>,
+    until: Option<Millis>,
+) -> Result<Vec<Count>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT api, route, state, count(*) FROM redemptions \
+         WHERE (?1 IS NULL OR scanned_at >= ?1) AND (?2 IS NULL OR scanned_at < ?2) \
+         GROUP BY api, route, state ORDER BY api, route, state",
+    )?;
+    stmt.query_map(params![since, until], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?
+    .collect()
+}
+
+/// The scan time of the oldest row still waiting for WeChat.
+pub fn oldest_pending(conn: &Connection) -> Result<Option<Millis>> {
+    conn.query_row(
+        "SELECT min(scanned_at) FROM redemptions WHERE state = 'queued'",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Proves the ledger takes writes (for health checks): an immediate transaction, rolled back.
+pub fn probe_writable(conn: &mut Connection) -> Result<()> {
+    let tx = immediate(conn)?;
+    tx.execute("UPDATE redemptions SET id = id WHERE 0", [])?;
+    tx.rollback()
 }
 
 /// One API call of the audit trail.

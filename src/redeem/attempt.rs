@@ -50,8 +50,16 @@ where
     else {
         return Ok(None);
     };
+    let started = std::time::Instant::now();
     let answer = send().await;
     let rec = record(&answer);
+    let api = if call.starts_with("code/") {
+        "card"
+    } else {
+        "coupon"
+    };
+    ctx.metrics
+        .observe_call(api, &rec.outcome, started.elapsed().as_secs_f64());
     let at = ctx.clock.now_ms();
     ctx.ledger
         .call(move |c| store::end_call(c, attempt, &rec, at))

@@ -20,6 +20,7 @@ pub struct Ctx {
     pub ledger: Ledger,
     pub clock: SharedClock,
     pub retry: RetryConfig,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {

@@ -64,6 +64,10 @@ impl CardApi {
         }
     }
 
+    pub fn tokens(&self) -> &TokenManager {
+        &self.tokens
+    }
+
     /// `code/get`. With `check_consume` an unusable code answers with an errcode (40099,
     /// 40127); without it, errcode 0 and its `user_card_status`.
     pub async fn get(

@@ -73,6 +73,7 @@ pub struct TokenManager {
     secret_file: PathBuf,
     /// Held across a fetch: concurrent callers queue here and reuse the one fetched token.
     state: Mutex<State>,
+    refreshes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -100,7 +101,13 @@ impl TokenManager {
             appid,
             secret_file,
             state: Mutex::new(State::default()),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Tokens fetched so far.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A valid token, fetching one if needed.
@@ -147,6 +154,8 @@ impl TokenManager {
                     value: value.clone(),
                     refresh_at: Instant::now() + expires_in.saturating_sub(margin),
                 });
+                self.refreshes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     event = "token_refreshed",
                     source = self.source_name(),

@@ -342,6 +342,9 @@ accept = {accept}
 online_wait = "{wait}"
 max_pending = {max_pending}
 max_age = "{max_age}"
+
+[http]
+listen = "127.0.0.1:0"
 "#,
             pty = self.pty.path,
             url = self.sim.url(),
@@ -520,6 +523,14 @@ impl Daemon {
                 .unwrap()
                 .0;
         }
+    }
+
+    /// The HTTP API's base URL (`http://127.0.0.1:PORT`).
+    pub fn http_url(&self) -> String {
+        self.wait_event(|e| e["event"] == "http_listening")["address"]
+            .as_str()
+            .expect("address")
+            .to_string()
     }
 
     /// Waits for the till's answer to a scan of `code`.

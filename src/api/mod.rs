@@ -1,0 +1,477 @@
+//! The local HTTP surface: keyed entry, live outcomes (SSE), the log, export, review,
+//! health, metrics, and the manager and kiosk pages.
+//!
+//! It is meant for the trusted POS application on the till. Writes refuse a browser request
+//! from another origin (a web page open on the till must not be able to redeem codes), and
+//! off loopback every request needs the bearer token.
+
+mod pages;
+
+use crate::clock::SharedClock;
+use crate::config::{HttpConfig, Language, Listen};
+use crate::ledger::store::{self, Filter, Resolved};
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::outcome::{Bus, Outcome};
+use crate::redeem::intake::Scan;
+use crate::redeem::state::State;
+use crate::report::{self, LogEntry};
+use crate::scanner::frame::classify_line;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxState};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// Request bodies are small JSON objects; anything bigger is refused (413).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// A code typed in at the till, on its way to the intake.
+pub type KeyedScan = (Scan, oneshot::Sender<Outcome>);
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub ledger: Ledger,
+    pub clock: SharedClock,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    /// Keyed entries go through the daemon's intake, in order with scanner reads.
+    pub keyed: mpsc::Sender<KeyedScan>,
+    pub token: Option<Arc<str>>,
+    pub language: Language,
+    pub online_wait: Duration,
+    /// False once the dispatcher has stopped.
+    pub dispatcher_alive: Arc<AtomicBool>,
+    /// Token refreshes so far (from the card API's token manager).
+    pub token_refreshes: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn ledger_error(e: LedgerError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/v1/scans", post(post_scan))
+        .route("/v1/events", get(events))
+        .route("/v1/redemptions", get(redemptions))
+        .route("/v1/redemptions/{id}/resolve", post(resolve))
+        .route("/v1/export.csv", get(export))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .route("/", get(pages::manager))
+        .route("/kiosk", get(pages::kiosk))
+        .route("/healthz", get(healthz))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Bearer token (when configured) and same-origin writes.
+async fn guard(AxState(st): AxState<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let from_header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // EventSource cannot set headers: the pages pass the token as ?token=.
+        let from_query = req.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        let given = from_header.map(str::to_string).or(from_query);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    if req.method() != Method::GET && !same_origin(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "cross-origin write refused: only the till's own pages and applications may write",
+        );
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A request without `Origin` comes from an application (curl, the POS); one with it must
+/// come from a page this daemon served.
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return !h
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|s| s == "cross-site");
+    };
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin == format!("http://{host}") || origin == format!("https://{host}")
+}
+
+#[derive(Deserialize)]
+struct ScanBody {
+    code: String,
+}
+
+async fn post_scan(
+    AxState(st): AxState<ApiState>,
+    body: Result<Json<ScanBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let scan = Scan {
+        scanner: "keyed".into(),
+        frame: classify_line(body.code.trim().as_bytes(), false),
+        at: st.clock.now_ms(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if st.keyed.send((scan, tx)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "redeemd is shutting down");
+    }
+    match tokio::time::timeout(st.online_wait + Duration::from_secs(10), rx).await {
+        Ok(Ok(o)) => Json(json!({
+            "id": o.id,
+            "code": o.code,
+            "outcome": o.outcome,
+            "state": o.state,
+            "reason": o.reason,
+            "api": o.api,
+            "scanned_at": o.scanned_at,
+        }))
+        .into_response(),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "no answer from the intake"),
+    }
+}
+
+async fn events(
+    AxState(st): AxState<ApiState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let outcomes = BroadcastStream::new(st.bus.outcomes.subscribe())
+        .filter_map(|o| o.ok())
+        .map(|o| Event::default().json_data(o));
+    let scanners = BroadcastStream::new(st.bus.scanners.subscribe())
+        .filter_map(|s| s.ok())
+        .map(|s| Event::default().event("scanner").json_data(s));
+    let settled = BroadcastStream::new(st.bus.settled.subscribe())
+        .filter_map(|r| r.ok())
+        .map(|r| {
+            Event::default()
+                .event("settled")
+                .json_data(LogEntry::from(&r))
+        });
+    // The current scanner states first, so a page opened later knows them too.
+    let now: Vec<_> = st
+        .metrics
+        .scanners()
+        .into_iter()
+        .map(|(scanner, connected)| {
+            Event::default().event("scanner").json_data(json!({
+                "scanner": scanner, "connected": connected, "detail": ""
+            }))
+        })
+        .collect();
+    let stream = tokio_stream::iter(now)
+        .chain(outcomes.merge(scanners).merge(settled))
+        .map(|e| Ok(e.unwrap_or_else(|_| Event::default().comment("unencodable event"))));
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    state: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    q: Option<String>,
+    limit: Option<usize>,
+}
+
+fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(State::parse(s).ok_or_else(|| {
+            bad(format!(
+                "state {s:?}: use queued, redeemed, rejected, cancelled or review"
+            ))
+        })?),
+    };
+    let when = |v: &Option<String>, name: &str| -> Result<Option<i64>, Response> {
+        match v.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(t) => report::parse_when(t, now)
+                .map(Some)
+                .map_err(|e| bad(format!("{name}: {e}"))),
+        }
+    };
+    let code_suffix = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if code_suffix.is_some_and(|s| s.len() > 64) {
+        return Err(bad("q: at most 64 characters".into()));
+    }
+    Ok(Filter {
+        state,
+        since: when(&q.since, "since")?,
+        until: when(&q.until, "until")?,
+        code_suffix: code_suffix.map(String::from),
+        limit: Some(q.limit.unwrap_or(100).min(1000)),
+        newest_first: true,
+        unresolved: false,
+    })
+}
+
+async fn redemptions(
+    AxState(st): AxState<ApiState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let filter = match filter_from(&q, st.clock.now_ms()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match st.ledger.call(move |c| report::load(c, &filter)).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => ledger_error(e),
+    }
+}
+
+async fn export(
+    AxState(st): AxState<ApiState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let mut filter = match filter_from(&q, st.clock.now_ms()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    filter.limit = None;
+    filter.newest_first = false;
+    match st.ledger.call(move |c| report::load(c, &filter)).await {
+        Ok(rows) => {
+            let mut out = Vec::new();
+            if let Err(e) = report::write_csv(&mut out, &rows) {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"redemptions.csv\"",
+                    ),
+                ],
+                out,
+            )
+                .into_response()
+        }
+        Err(e) => ledger_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResolveBody {
+    note: String,
+    /// "redeemed" or "rejected"; by default redeemed when WeChat confirmed a redemption.
+    #[serde(default)]
+    state: Option<String>,
+    /// Who resolves it (shown in the log); default "api".
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn resolve(
+    AxState(st): AxState<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ResolveBody>, JsonRejection>,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::NOT_FOUND, format!("no redemption {id:?}"));
+    };
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let note = body.note.trim().to_string();
+    if note.is_empty() || note.len() > 2000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "note: say what was decided (1 to 2000 characters)",
+        );
+    }
+    let decision = match body.state.as_deref() {
+        None => None,
+        Some("redeemed") => Some(State::Redeemed),
+        Some("rejected") => Some(State::Rejected),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?}: use redeemed or rejected"),
+            );
+        }
+    };
+    let by = body.by.unwrap_or_else(|| "api".into());
+    let at = st.clock.now_ms();
+    match st
+        .ledger
+        .call(move |c| store::resolve(c, id, decision, &note, &by, at))
+        .await
+    {
+        Ok(Resolved::Done(row)) => {
+            let _ = st.bus.settled.send((*row).clone());
+            Json(LogEntry::from(&*row)).into_response()
+        }
+        Ok(Resolved::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
+        Ok(Resolved::NotInReview(s)) => error(
+            StatusCode::CONFLICT,
+            format!("redemption {id} is {s}, not waiting for review"),
+        ),
+        Err(e) => ledger_error(e),
+    }
+}
+
+async fn healthz(AxState(st): AxState<ApiState>) -> Response {
+    let ledger = st.ledger.call(store::probe_writable).await;
+    let dispatcher = st.dispatcher_alive.load(Ordering::SeqCst);
+    let body = json!({
+        "ledger": ledger.as_ref().map(|_| "writable".to_string()).unwrap_or_else(|e| e.to_string()),
+        "dispatcher": if dispatcher { "running" } else { "stopped" },
+    });
+    if ledger.is_ok() && dispatcher {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(AxState(st): AxState<ApiState>) -> Response {
+    let now = st.clock.now_ms();
+    let counts = st
+        .ledger
+        .call(|c| {
+            Ok((
+                store::counts(c, None, None)?,
+                store::pending_count(c)?,
+                store::oldest_pending(c)?,
+            ))
+        })
+        .await;
+    let (counts, pending, oldest) = match counts {
+        Ok(x) => x,
+        Err(e) => return ledger_error(e),
+    };
+    let mut out = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP redeemd_redemptions_total Ledger rows by api and state."
+    );
+    let _ = writeln!(out, "# TYPE redeemd_redemptions_total gauge");
+    let mut by: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (api, _, state, n) in counts {
+        *by.entry((api.unwrap_or_else(|| "none".into()), state))
+            .or_default() += n;
+    }
+    for ((api, state), n) in by {
+        let _ = writeln!(
+            out,
+            "redeemd_redemptions_total{{api=\"{api}\",state=\"{state}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP redeemd_pending Redemptions waiting for WeChat."
+    );
+    let _ = writeln!(out, "# TYPE redeemd_pending gauge");
+    let _ = writeln!(out, "redeemd_pending {pending}");
+    let _ = writeln!(
+        out,
+        "# HELP redeemd_oldest_pending_age_seconds Age of the oldest redemption waiting for WeChat."
+    );
+    let _ = writeln!(out, "# TYPE redeemd_oldest_pending_age_seconds gauge");
+    let age = oldest
+        .map(|t| (now - t).max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let _ = writeln!(out, "redeemd_oldest_pending_age_seconds {age}");
+    st.metrics.render(&mut out, (st.token_refreshes)());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Binds the listener and serves until `stop` turns true.
+pub async fn serve(
+    http: &HttpConfig,
+    state: ApiState,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let app = router(state);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match &http.listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!(event = "http_listening", address = %format!("http://{local}"), "HTTP API listening");
+            Ok(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+            }))
+        }
+        Listen::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            // A socket left by a previous run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)?;
+            tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "HTTP API listening");
+            Ok(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+            }))
+        }
+    }
+}

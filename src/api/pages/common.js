@@ -1,0 +1,60 @@
+// Shared by the manager and kiosk pages: language, the bearer token, masking, the API.
+const LANG = document.documentElement.lang;
+const T = {
+  "zh-CN": {
+    redeemed: "核销成功", rejected: "无法核销", duplicate: "已使用", accepted_offline: "离线已接受",
+    refused_offline: "离线拒绝", unreadable: "无法识别", scan: "请扫码", queued: "待确认",
+    cancelled: "已取消", review: "待复核", pending: "待确认", connected: "已连接",
+    disconnected: "已断开", resolve: "处理", note: "备注", export: "导出 CSV", search: "搜索末位",
+    all: "全部", summary: "今日汇总", log: "核销记录", reviewq: "待复核", scanners: "扫码枪",
+    live: "实时", offline: "离线", route: "规则", total: "合计", detail: "详情",
+  },
+  "en": {
+    redeemed: "Redeemed", rejected: "Rejected", duplicate: "Already used", accepted_offline: "Accepted offline",
+    refused_offline: "Refused offline", unreadable: "Unreadable", scan: "Please scan", queued: "Pending",
+    cancelled: "Cancelled", review: "Review", pending: "Pending", connected: "connected",
+    disconnected: "disconnected", resolve: "Resolve", note: "Note", export: "Export CSV", search: "Last digits",
+    all: "All", summary: "Today", log: "Redemption log", reviewq: "Review queue", scanners: "Scanners",
+    live: "live", offline: "offline", route: "Route", total: "Total", detail: "Detail",
+  },
+}[LANG] || {};
+const t = (k) => T[k] || k;
+
+// A token given as #token=... is kept for this tab only.
+(function () {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) { sessionStorage.setItem("redeemd-token", decodeURIComponent(m[1])); history.replaceState(null, "", location.pathname); }
+})();
+const TOKEN = sessionStorage.getItem("redeemd-token");
+
+function api(path, opts = {}) {
+  const headers = Object.assign({ "Content-Type": "application/json" }, opts.headers || {});
+  if (TOKEN) headers["Authorization"] = "Bearer " + TOKEN;
+  return fetch(path, Object.assign({}, opts, { headers }));
+}
+
+function events(onOutcome, onScanner, onSettled, onState) {
+  const url = "/v1/events" + (TOKEN ? "?token=" + encodeURIComponent(TOKEN) : "");
+  const es = new EventSource(url);
+  es.onopen = () => onState && onState(true);
+  es.onerror = () => onState && onState(false);
+  es.onmessage = (e) => onOutcome && onOutcome(JSON.parse(e.data));
+  es.addEventListener("scanner", (e) => onScanner && onScanner(JSON.parse(e.data)));
+  es.addEventListener("settled", (e) => onSettled && onSettled(JSON.parse(e.data)));
+  return es;
+}
+
+function mask(code) {
+  if (!code) return "";
+  const c = Array.from(code);
+  return c.length <= 4 ? "*".repeat(c.length) : "*".repeat(c.length - 4) + c.slice(-4).join("");
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return e;
+}

@@ -1,0 +1,139 @@
+//! Counters the daemon keeps in memory for `/metrics` (Prometheus text format). Counts of
+//! redemptions come from the ledger itself at scrape time; only what the ledger does not
+//! record lives here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the API call latency histogram.
+pub const BUCKETS: [f64; 9] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (api, outcome) → latency histogram.
+    calls: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// scanner → connected.
+    scanners: Mutex<BTreeMap<String, bool>>,
+}
+
+impl Metrics {
+    pub fn observe_call(&self, api: &str, outcome: &str, seconds: f64) {
+        let Ok(mut calls) = self.calls.lock() else {
+            return;
+        };
+        let h = calls.entry((api.into(), outcome.into())).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    pub fn set_scanner(&self, scanner: &str, connected: bool) {
+        if let Ok(mut s) = self.scanners.lock() {
+            s.insert(scanner.into(), connected);
+        }
+    }
+
+    pub fn scanners(&self) -> BTreeMap<String, bool> {
+        self.scanners.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Writes the in-memory series.
+    pub fn render(&self, out: &mut String, token_refreshes: u64) {
+        let _ = writeln!(
+            out,
+            "# HELP redeemd_api_call_duration_seconds WeChat API call latency by api and outcome."
+        );
+        let _ = writeln!(out, "# TYPE redeemd_api_call_duration_seconds histogram");
+        if let Ok(calls) = self.calls.lock() {
+            for ((api, outcome), h) in calls.iter() {
+                let labels = format!("api=\"{api}\",outcome=\"{outcome}\"");
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "redeemd_api_call_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                        h.buckets[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "redeemd_api_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "redeemd_api_call_duration_seconds_sum{{{labels}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "redeemd_api_call_duration_seconds_count{{{labels}}} {}",
+                    h.count
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP redeemd_token_refreshes_total Access tokens fetched."
+        );
+        let _ = writeln!(out, "# TYPE redeemd_token_refreshes_total counter");
+        let _ = writeln!(out, "redeemd_token_refreshes_total {token_refreshes}");
+        let _ = writeln!(
+            out,
+            "# HELP redeemd_scanner_connected 1 while the scanner's device is open."
+        );
+        let _ = writeln!(out, "# TYPE redeemd_scanner_connected gauge");
+        for (name, up) in self.scanners() {
+            let _ = writeln!(
+                out,
+                "redeemd_scanner_connected{{scanner=\"{}\"}} {}",
+                escape_label(&name),
+                u8::from(up)
+            );
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_call("card", "ok", 0.03);
+        m.observe_call("card", "ok", 3.0);
+        m.set_scanner("front", true);
+        let mut s = String::new();
+        m.render(&mut s, 2);
+        assert!(s.contains(
+            "redeemd_api_call_duration_seconds_bucket{api=\"card\",outcome=\"ok\",le=\"0.05\"} 1"
+        ));
+        assert!(s.contains(
+            "redeemd_api_call_duration_seconds_bucket{api=\"card\",outcome=\"ok\",le=\"5\"} 2"
+        ));
+        assert!(
+            s.contains("redeemd_api_call_duration_seconds_count{api=\"card\",outcome=\"ok\"} 2")
+        );
+        assert!(s.contains("redeemd_token_refreshes_total 2"));
+        assert!(s.contains("redeemd_scanner_connected{scanner=\"front\"} 1"));
+    }
+}
