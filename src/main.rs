@@ -65,6 +65,43 @@ enum Command {
     },
     /// Try redeemd against a built-in simulated WeChat, typing codes as the scanner.
     Demo,
+    /// List the redemptions waiting for a manager's review.
+    Review {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a review item, with a note saying what was decided.
+    Resolve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The redemption's id (from `redeemd review`).
+        id: i64,
+        #[arg(long)]
+        note: String,
+        /// redeemed or rejected (default: redeemed if WeChat confirmed a redemption).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// The redemption log as CSV, for reconciliation against WeChat's statements.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// A day's counts by state and by route.
+    Summary {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The day (YYYY-MM-DD, local time); default today.
+        #[arg(long)]
+        day: Option<String>,
+    },
     /// List candidate scanners (serial, keyboard-wedge, HID-POS) as ready-to-paste [[scanner]] blocks.
     Devices {
         /// Read sysfs from here instead of /sys (for tests).
@@ -102,6 +139,19 @@ fn main() -> ExitCode {
             until,
             limit,
         } => log(config.config, json, state, since, until, limit),
+        Command::Review { config, json } => review(config.config, json),
+        Command::Resolve {
+            config,
+            id,
+            note,
+            state,
+        } => resolve(config.config, id, note, state),
+        Command::Export {
+            config,
+            since,
+            until,
+        } => export(config.config, since, until),
+        Command::Summary { config, day } => summary(config.config, day),
     }
 }
 
@@ -230,6 +280,165 @@ fn log(
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("redeemd log: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the config's ledger read-only, or says why not.
+fn open_ledger_ro(path: &std::path::Path) -> Result<(Config, rusqlite::Connection), ExitCode> {
+    let config = load_config(path)?;
+    if !config.database.exists() {
+        eprintln!(
+            "redeemd: no ledger at {} yet (the daemon creates it on its first start)",
+            config.database.display()
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    let conn = ledger::open_ro(&config.database).map_err(|e| {
+        eprintln!("redeemd: {e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((config, conn))
+}
+
+fn finish_output(r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("redeemd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn review(path: PathBuf, json: bool) -> ExitCode {
+    let (_, conn) = match open_ledger_ro(&path) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let filter = Filter {
+        state: Some(State::Review),
+        unresolved: true,
+        ..Filter::default()
+    };
+    let entries = match report::load(&conn, &filter) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("redeemd review: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    finish_output(if json {
+        report::write_json(&mut out, &entries)
+    } else {
+        report::write_table(&mut out, &entries)
+    })
+}
+
+fn resolve(path: PathBuf, id: i64, note: String, state: Option<String>) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let decision = match state.as_deref() {
+        None => None,
+        Some("redeemed") => Some(State::Redeemed),
+        Some("rejected") => Some(State::Rejected),
+        Some(other) => {
+            eprintln!("redeemd resolve: --state {other:?}: use redeemed or rejected");
+            return ExitCode::from(2);
+        }
+    };
+    if note.trim().is_empty() {
+        eprintln!("redeemd resolve: --note must say what was decided");
+        return ExitCode::from(2);
+    }
+    let mut conn = match ledger::open_rw(&config.database) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("redeemd resolve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let by = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into());
+    let now = chrono::Utc::now().timestamp_millis();
+    match redeemd::ledger::store::resolve(&mut conn, id, decision, note.trim(), &by, now) {
+        Ok(redeemd::ledger::store::Resolved::Done(row)) => {
+            println!("#{} resolved as {} by {by}", row.id, row.state);
+            ExitCode::SUCCESS
+        }
+        Ok(redeemd::ledger::store::Resolved::NotFound) => {
+            eprintln!("redeemd resolve: no redemption {id}");
+            ExitCode::FAILURE
+        }
+        Ok(redeemd::ledger::store::Resolved::NotInReview(s)) => {
+            eprintln!("redeemd resolve: redemption {id} is {s}, not waiting for review");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("redeemd resolve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCode {
+    let (_, conn) = match open_ledger_ro(&path) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut filter = Filter::default();
+    for (arg, slot, name) in [
+        (since, &mut filter.since, "--since"),
+        (until, &mut filter.until, "--until"),
+    ] {
+        if let Some(t) = arg {
+            match report::parse_when(&t, now) {
+                Ok(ms) => *slot = Some(ms),
+                Err(e) => {
+                    eprintln!("redeemd export: {name}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    match report::load(&conn, &filter) {
+        Ok(entries) => finish_output(report::write_csv(&mut std::io::stdout().lock(), &entries)),
+        Err(e) => {
+            eprintln!("redeemd export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn summary(path: PathBuf, day: Option<String>) -> ExitCode {
+    let (config, conn) = match open_ledger_ro(&path) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = day.unwrap_or_else(|| "today".into());
+    let start = match report::parse_when(&day, now) {
+        Ok(s) if day == "today" || day.len() == 10 => s,
+        _ => {
+            eprintln!("redeemd summary: --day {day:?}: use YYYY-MM-DD");
+            return ExitCode::from(2);
+        }
+    };
+    let end = start + 86_400_000;
+    match report::summary(&conn, &config, start, end) {
+        Ok(text) => finish_output(std::io::Write::write_all(
+            &mut std::io::stdout().lock(),
+            text.as_bytes(),
+        )),
+        Err(e) => {
+            eprintln!("redeemd summary: {e}");
             ExitCode::FAILURE
         }
     }

@@ -187,6 +187,47 @@ pub fn write_table(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Resul
     writeln!(out, "{} rows", entries.len())
 }
 
+/// A day's counts by state, and by route and state, as text.
+pub fn summary(
+    conn: &rusqlite::Connection,
+    config: &crate::config::Config,
+    start: Millis,
+    end: Millis,
+) -> rusqlite::Result<String> {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    let counts = store::counts(conn, Some(start), Some(end))?;
+    let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_route: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (api, route, state, n) in counts {
+        *by_state.entry(state.clone()).or_default() += n;
+        let label = match (api, route) {
+            (Some(api), Some(r)) => {
+                let pattern = config
+                    .routes
+                    .get(r as usize)
+                    .map(|c| c.pattern.as_str())
+                    .unwrap_or("?");
+                format!("route {r} ({api}, {pattern})")
+            }
+            _ => "refused at the till".to_string(),
+        };
+        *by_route.entry(label).or_default().entry(state).or_default() += n;
+    }
+    let pending = store::pending_count(conn)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} .. {}", clock::rfc3339(start), clock::rfc3339(end));
+    for st in ["redeemed", "rejected", "review", "queued", "cancelled"] {
+        let _ = writeln!(out, "  {st:<10} {}", by_state.get(st).copied().unwrap_or(0));
+    }
+    let _ = writeln!(out, "pending now (all days): {pending}");
+    for (route, states) in by_route {
+        let parts: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let _ = writeln!(out, "{route}: {}", parts.join(", "));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,10 +121,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// come from a page this daemon served.
 fn same_origin(h: &HeaderMap) -> bool {
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return !h
+        return h
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|s| s == "cross-site");
+            .is_none_or(|s| s != "cross-site");
     };
     let host = h
         .get(header::HOST)
@@ -216,27 +216,25 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+/// The log filters from a query string; `Err` is the message for a 400.
+fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(State::parse(s).ok_or_else(|| {
-            bad(format!(
-                "state {s:?}: use queued, redeemed, rejected, cancelled or review"
-            ))
+            format!("state {s:?}: use queued, redeemed, rejected, cancelled or review")
         })?),
     };
-    let when = |v: &Option<String>, name: &str| -> Result<Option<i64>, Response> {
+    let when = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
         match v.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(None),
             Some(t) => report::parse_when(t, now)
                 .map(Some)
-                .map_err(|e| bad(format!("{name}: {e}"))),
+                .map_err(|e| format!("{name}: {e}")),
         }
     };
     let code_suffix = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
     if code_suffix.is_some_and(|s| s.len() > 64) {
-        return Err(bad("q: at most 64 characters".into()));
+        return Err("q: at most 64 characters".into());
     }
     Ok(Filter {
         state,
@@ -259,7 +257,7 @@ async fn redemptions(
     };
     let filter = match filter_from(&q, st.clock.now_ms()) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     match st.ledger.call(move |c| report::load(c, &filter)).await {
         Ok(rows) => Json(rows).into_response(),
@@ -277,7 +275,7 @@ async fn export(
     };
     let mut filter = match filter_from(&q, st.clock.now_ms()) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     filter.limit = None;
     filter.newest_first = false;

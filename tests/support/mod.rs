@@ -638,3 +638,148 @@ pub fn codes(prefix: u32, n: usize) -> Vec<String> {
         .map(|i| format!("{prefix:04}{:04}{:04}", 7000 + i, prefix * 100 + i as u32))
         .collect()
 }
+
+/// A response from [`http`].
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 exchange over a real socket (`Connection: close`), so the tests see
+/// exactly what a POS application would.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A server-sent-events subscription: parsed `data:` objects (with their `event:` name) as
+/// they arrive.
+pub struct Sse {
+    rx: std::sync::mpsc::Receiver<(String, Value)>,
+    pub seen: Vec<(String, Value)>,
+}
+
+impl Sse {
+    pub fn connect(base: &str, query: &str) -> Sse {
+        let host = base.strip_prefix("http://").unwrap().to_string();
+        let mut s = std::net::TcpStream::connect(&host).expect("connect");
+        let req = format!(
+            "GET /v1/events{query} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut event = String::from("message");
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { break };
+                // Chunk-size lines and blanks carry no data; "event:" names the next data.
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim().to_string();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                        if tx.send((event.clone(), v)).is_err() {
+                            break;
+                        }
+                    }
+                    event = "message".into();
+                }
+            }
+        });
+        Sse {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an event matching `pred`.
+    pub fn wait(&mut self, pred: impl Fn(&str, &Value) -> bool) -> Value {
+        if let Some((_, v)) = self.seen.iter().find(|(n, v)| pred(n, v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((n, v)) => {
+                    self.seen.push((n.clone(), v.clone()));
+                    if pred(&n, &v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no matching SSE event; seen: {:?}", self.seen),
+            }
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The local HTTP API end to end: every endpoint, its filters and its errors, over real
+//! sockets against the real binary.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use support::*;
+
+fn post_json(base: &str, path: &str, body: &Value) -> HttpResponse {
+    http(
+        "POST",
+        &format!("{base}{path}"),
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn get(base: &str, path: &str) -> HttpResponse {
+    http("GET", &format!("{base}{path}"), &[], b"")
+}
+
+#[test]
+fn keyed_entry_and_scanner_reads_reach_the_event_stream() {
+    let till = Till::new(Setup::default());
+    let c = codes(40, 2);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    let base = d.http_url();
+    let mut sse = Sse::connect(&base, "");
+    // The stream starts with the scanners' current state.
+    let s = sse.wait(|n, v| n == "scanner" && v["scanner"] == "front");
+    assert_eq!(s["connected"], true);
+
+    let r = post_json(&base, "/v1/scans", &json!({"code": c[0]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let o = r.json();
+    for f in [
+        "id",
+        "code",
+        "outcome",
+        "state",
+        "reason",
+        "api",
+        "scanned_at",
+    ] {
+        assert!(o.get(f).is_some(), "missing {f}: {o}");
+    }
+    assert_eq!(o["outcome"], "redeemed");
+    assert_eq!(o["code"], c[0].as_str());
+    assert_eq!(o["api"], "card");
+    till.pty.scan(&c[1]);
+    let keyed = sse.wait(|n, v| n == "message" && v["code"] == c[0].as_str());
+    assert_eq!(keyed["scanner"], "keyed");
+    assert_eq!(keyed["outcome"], "redeemed");
+    let scanned = sse.wait(|n, v| n == "message" && v["code"] == c[1].as_str());
+    assert_eq!(scanned["scanner"], "front");
+    assert_eq!(till.row(&c[0])["scanner"], "keyed");
+
+    // Keyed payment codes are refused and come back masked.
+    let r = post_json(&base, "/v1/scans", &json!({"code": "134567890123456789"})).json();
+    assert_eq!(r["outcome"], "rejected");
+    assert_eq!(r["code"], "**************6789");
+    // A rescan through the API is a duplicate, like any other.
+    let r = post_json(&base, "/v1/scans", &json!({"code": c[1]})).json();
+    assert_eq!(r["outcome"], "duplicate");
+    d.kill9();
+}
+
+#[test]
+fn bad_requests_get_specific_errors() {
+    let till = Till::new(Setup::default());
+    let d = till.start();
+    let base = d.http_url();
+    let ct = [("Content-Type", "application/json")];
+    let r = http("POST", &format!("{base}/v1/scans"), &ct, b"{\"code\":");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().len() > 5);
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &ct,
+        b"{\"kode\":\"1\"}",
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    let big = format!("{{\"code\":\"{}\"}}", "1".repeat(40_000));
+    let r = http("POST", &format!("{base}/v1/scans"), &ct, big.as_bytes());
+    assert_eq!(r.status, 413, "{}", r.body);
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "http://evil.example"),
+        ],
+        b"{\"code\":\"123456789012\"}",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        till.log().is_empty(),
+        "a cross-origin write reached the ledger"
+    );
+    let own = format!("http://{}", base.trim_start_matches("http://"));
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[("Content-Type", "application/json"), ("Origin", &own)],
+        b"{\"code\":\"not-a-code\"}",
+    );
+    assert_eq!(r.status, 200, "same origin is fine: {}", r.body);
+    let r = post_json(&base, "/v1/redemptions/999/resolve", &json!({"note": "x"}));
+    assert_eq!(r.status, 404);
+    let r = post_json(&base, "/v1/redemptions/1/resolve", &json!({"note": "x"}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = post_json(&base, "/v1/redemptions/1/resolve", &json!({"note": " "}));
+    assert_eq!(r.status, 400);
+    assert_eq!(get(&base, "/v1/redemptions?state=done").status, 400);
+    assert_eq!(get(&base, "/v1/redemptions?since=whenever").status, 400);
+    assert_eq!(get(&base, "/v1/redemptions?limit=x").status, 400);
+    assert_eq!(get(&base, "/nope").status, 404);
+    d.kill9();
+}
+
+#[test]
+fn log_filters_export_health_metrics_and_pages() {
+    let till = Till::new(Setup::default());
+    let c = codes(41, 3);
+    till.sim.add_codes(&c[..2]);
+    let d = till.start();
+    let base = d.http_url();
+    for code in &c {
+        till.pty.scan(code);
+        d.outcome(code);
+    }
+    let all = get(&base, "/v1/redemptions").json();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert_eq!(all[0]["code"], c[2].as_str(), "newest first");
+    let redeemed = get(&base, "/v1/redemptions?state=redeemed").json();
+    assert_eq!(redeemed.as_array().unwrap().len(), 2);
+    let last4 = &c[1][c[1].len() - 4..];
+    let q = get(&base, &format!("/v1/redemptions?q={last4}")).json();
+    assert_eq!(q.as_array().unwrap().len(), 1);
+    assert_eq!(q[0]["code"], c[1].as_str());
+    assert_eq!(
+        get(&base, "/v1/redemptions?limit=1")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        get(&base, "/v1/redemptions?since=1h")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        get(&base, "/v1/redemptions?until=1h")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let csv = get(&base, "/v1/export.csv?since=today");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert!(
+        lines[0].starts_with("id,code,api,state,reason,"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines.len(), 4);
+    assert!(lines[1].contains(&c[0]));
+
+    let h = get(&base, "/healthz");
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert_eq!(h.json()["dispatcher"], "running");
+
+    let m = get(&base, "/metrics").body;
+    for series in [
+        "redeemd_redemptions_total{api=\"card\",state=\"redeemed\"} 2",
+        "redeemd_redemptions_total{api=\"card\",state=\"rejected\"} 1",
+        "redeemd_pending 0",
+        "redeemd_oldest_pending_age_seconds",
+        "redeemd_api_call_duration_seconds_bucket{api=\"card\",outcome=\"ok\"",
+        "redeemd_token_refreshes_total 1",
+        "redeemd_scanner_connected{scanner=\"front\"} 1",
+    ] {
+        assert!(m.contains(series), "metrics lack {series}:\n{m}");
+    }
+
+    for (path, needle) in [("/", "redeemd"), ("/kiosk", "redeemd kiosk")] {
+        let p = get(&base, path);
+        assert_eq!(p.status, 200);
+        assert!(p.body.contains("<html lang=\"zh-CN\">"), "{path}");
+        assert!(p.body.contains(needle));
+        assert!(
+            !p.body.contains("https://") && !p.body.contains("http://"),
+            "{path} loads something from elsewhere"
+        );
+        assert!(
+            p.header("content-security-policy")
+                .unwrap()
+                .contains("default-src 'self'")
+        );
+    }
+
+    // The CLI's views of the same ledger.
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&till.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let export = cli(&["export", "--since", "today"]);
+    assert_eq!(export.lines().count(), 4);
+    let summary = cli(&["summary"]);
+    assert!(summary.contains("redeemed   2"), "{summary}");
+    assert!(
+        summary.contains("route 0 (card, [0-9]{12}): redeemed 2, rejected 1"),
+        "{summary}"
+    );
+    d.kill9();
+}
+
+#[test]
+fn review_items_are_resolved_through_the_api_and_the_cli() {
+    let till = Till::new(Setup {
+        max_age: "1s",
+        ..Setup::default()
+    });
+    let c = codes(42, 2);
+    till.sim.set_down(true);
+    let d = till.start();
+    let base = d.http_url();
+    for code in &c {
+        till.pty.scan(code);
+        d.settled(code, "review");
+    }
+    let cli = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&till.config)
+            .output()
+            .unwrap()
+    };
+    let listed = String::from_utf8_lossy(&cli(&["review"]).stdout).to_string();
+    assert!(listed.contains(&c[0]) && listed.contains(&c[1]), "{listed}");
+
+    let id0 = till.row(&c[0])["id"].as_i64().unwrap();
+    let r = post_json(
+        &base,
+        &format!("/v1/redemptions/{id0}/resolve"),
+        &json!({"note": "customer showed the coupon as unused in WeChat; not redeemed", "by": "manager Li"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let row = r.json();
+    assert_eq!(row["state"], "rejected");
+    assert_eq!(row["resolved_by"], "manager Li");
+    assert!(row["resolved_at"].as_str().is_some());
+
+    let id1 = till.row(&c[1])["id"].as_i64().unwrap();
+    let out = cli(&[
+        "resolve",
+        &id1.to_string(),
+        "--note",
+        "checked the merchant platform",
+        "--state",
+        "redeemed",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(till.row(&c[1])["state"], "redeemed");
+    assert_eq!(
+        till.row(&c[1])["resolution"],
+        "checked the merchant platform"
+    );
+    let listed = String::from_utf8_lossy(&cli(&["review"]).stdout).to_string();
+    assert!(listed.contains("0 rows"), "{listed}");
+    // Resolving twice is refused.
+    assert_eq!(
+        post_json(
+            &base,
+            &format!("/v1/redemptions/{id0}/resolve"),
+            &json!({"note": "again"})
+        )
+        .status,
+        409
+    );
+    d.kill9();
+}
+
+#[test]
+fn off_loopback_needs_a_token_and_every_request_carries_it() {
+    let till = Till::new(Setup::default());
+    let token_file = till.dir.path().join("api-token");
+    std::fs::write(&token_file, "s3cret-api-token\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(&till.config).unwrap();
+
+    // Not on loopback without a token: refused at start.
+    std::fs::write(
+        &till.config,
+        text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\""),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.token_file"));
+
+    std::fs::write(
+        &till.config,
+        text.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\ntoken_file = \"api-token\"\nlanguage = \"en\"",
+        ),
+    )
+    .unwrap();
+    let c = codes(43, 1);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    let base = d.http_url();
+    assert_eq!(get(&base, "/v1/redemptions").status, 401);
+    assert_eq!(
+        http(
+            "GET",
+            &format!("{base}/v1/redemptions"),
+            &[("Authorization", "Bearer wrong")],
+            b""
+        )
+        .status,
+        401
+    );
+    let auth = [("Authorization", "Bearer s3cret-api-token")];
+    assert_eq!(
+        http("GET", &format!("{base}/v1/redemptions"), &auth, b"").status,
+        200
+    );
+    assert_eq!(get(&base, "/metrics").status, 401);
+    assert_eq!(get(&base, "/healthz").status, 200, "health carries no data");
+    let mut sse = Sse::connect(&base, "?token=s3cret-api-token");
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[
+            ("Authorization", "Bearer s3cret-api-token"),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"code": c[0]}).to_string().as_bytes(),
+    );
+    assert_eq!(r.json()["outcome"], "redeemed");
+    sse.wait(|n, v| n == "message" && v["code"] == c[0].as_str());
+    assert!(get(&base, "/").body.contains("<html lang=\"en\">"));
+    assert!(!d.stderr().contains("s3cret-api-token"));
+    d.kill9();
+}
+
+#[test]
+fn listens_on_a_unix_socket() {
+    use std::io::{Read, Write};
+    let till = Till::new(Setup::default());
+    let sock = till.dir.path().join("run/api.sock");
+    let text = std::fs::read_to_string(&till.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"unix:run/api.sock\"");
+    std::fs::write(&till.config, text).unwrap();
+    let d = till.start();
+    d.wait_event(|e| e["event"] == "http_listening");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let r = parse_response(&raw);
+    assert_eq!(r.status, 200, "{}", r.body);
+    d.kill9();
+}
