@@ -1,0 +1,104 @@
+//! The manager and kiosk pages in headless Chromium: both update live when a code is
+//! scanned. Screenshots go to `target/tmp/screenshots/` (and `$REDEEMD_SCREENSHOTS` if set).
+
+mod support;
+
+#[path = "support/cdp.rs"]
+mod cdp;
+
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
+    let till = Till::new(Setup::default());
+    let c = codes(50, 2);
+    till.sim.add_codes(&c[..1]);
+    let d = till.start();
+    let base = d.http_url();
+    let mut b = cdp::Browser::launch();
+    let manager = b.open(&format!("{base}/"));
+    let kiosk = b.open(&format!("{base}/kiosk"));
+    let live = Duration::from_secs(20);
+    b.wait_for(
+        &manager,
+        "document.getElementById('conn').dataset.live === '1'",
+        live,
+    );
+    b.wait_for(
+        &kiosk,
+        "document.getElementById('status').dataset.live === '1'",
+        live,
+    );
+    b.wait_for(
+        &kiosk,
+        "document.getElementById('text').textContent === '请扫码'",
+        live,
+    );
+
+    till.pty.scan(&c[0]);
+    b.wait_for(
+        &kiosk,
+        "document.getElementById('screen').dataset.outcome === 'redeemed'",
+        live,
+    );
+    assert_eq!(
+        b.eval(&kiosk, "document.getElementById('text').textContent"),
+        "核销成功"
+    );
+    let shown = masked(&c[0]);
+    b.wait_for(
+        &manager,
+        &format!("[...document.querySelectorAll('#log td.code')].some(td => td.textContent === '{shown}')"),
+        live,
+    );
+    b.wait_for(
+        &manager,
+        "document.querySelector('.card[data-state=redeemed] b').textContent === '1'",
+        live,
+    );
+    // The manager page shows codes masked, except in the detail view.
+    assert_eq!(
+        b.eval(
+            &manager,
+            &format!("document.body.innerText.includes('{}')", c[0])
+        ),
+        false
+    );
+    b.eval(
+        &manager,
+        "document.querySelector('#log tr.row').click(), true",
+    );
+    b.wait_for(
+        &manager,
+        &format!(
+            "document.getElementById('detail').textContent.includes('{}')",
+            c[0]
+        ),
+        live,
+    );
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    b.screenshot(&manager, &dir.join("manager.png"));
+    b.screenshot(&kiosk, &dir.join("kiosk.png"));
+    if let Ok(extra) = std::env::var("REDEEMD_SCREENSHOTS") {
+        let extra = std::path::Path::new(&extra);
+        b.screenshot(&manager, &extra.join("manager.png"));
+        b.screenshot(&kiosk, &extra.join("kiosk.png"));
+    }
+    assert!(std::fs::metadata(dir.join("kiosk.png")).unwrap().len() > 1000);
+
+    // A rejected code turns the kiosk red, then it returns to "please scan".
+    till.pty.scan(&c[1]);
+    b.wait_for(
+        &kiosk,
+        "document.getElementById('screen').dataset.outcome === 'rejected'",
+        live,
+    );
+    b.wait_for(
+        &kiosk,
+        "document.getElementById('text').textContent === '请扫码'",
+        live,
+    );
+    d.kill9();
+}
