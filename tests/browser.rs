@@ -46,6 +46,15 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
         b.eval(&kiosk, "document.getElementById('text').textContent"),
         "核销成功"
     );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    let extra = std::env::var("REDEEMD_SCREENSHOTS").ok();
+    let shoot = |b: &mut cdp::Browser, page: &cdp::Page, name: &str| {
+        b.screenshot(page, &dir.join(name));
+        if let Some(extra) = &extra {
+            b.screenshot(page, &std::path::Path::new(extra).join(name));
+        }
+    };
+    shoot(&mut b, &kiosk, "kiosk.png");
     let shown = masked(&c[0]);
     b.wait_for(
         &manager,
@@ -78,14 +87,7 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
         live,
     );
 
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    b.screenshot(&manager, &dir.join("manager.png"));
-    b.screenshot(&kiosk, &dir.join("kiosk.png"));
-    if let Ok(extra) = std::env::var("REDEEMD_SCREENSHOTS") {
-        let extra = std::path::Path::new(&extra);
-        b.screenshot(&manager, &extra.join("manager.png"));
-        b.screenshot(&kiosk, &extra.join("kiosk.png"));
-    }
+    shoot(&mut b, &manager, "manager.png");
     assert!(std::fs::metadata(dir.join("kiosk.png")).unwrap().len() > 1000);
 
     // A rejected code turns the kiosk red, then it returns to "please scan".
