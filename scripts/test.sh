@@ -3,16 +3,21 @@
 # scanners, FIFOs, a real SQLite ledger, the simulated WeChat over loopback HTTP, and the
 # pages in headless Chromium).
 #
-# Needs the Rust toolchain; installs Debian's chromium for the browser test if it is missing.
+# Needs the Rust toolchain; installs the Debian packages below if they are missing. The full-disk
+# test mounts a small tmpfs, so the suite runs as root (as CI does) or with sudo rights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1 && [ -z "${REDEEMD_CHROMIUM:-}" ]; then
-  echo "== installing Debian's chromium (for the browser test)"
+# Debian packages some tests need: chromium (the pages), systemd (systemd-analyze for the unit).
+missing=()
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${REDEEMD_CHROMIUM:-}" ]; then missing+=(chromium); fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then missing+=(systemd); fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo test --locked --all-targets "$@"

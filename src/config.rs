@@ -424,7 +424,8 @@ impl Config {
             path: path.to_path_buf(),
             problems,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| err(vec![toml_error(&e)]))?;
+        let text = expand_env(text).map_err(|p| err(vec![p]))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| err(vec![toml_error(&e)]))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut problems = Vec::new();
 
@@ -669,6 +670,29 @@ fn check_wechat_pay(p: &mut WechatPayConfig, base: &Path, problems: &mut Vec<Str
     }
 }
 
+/// Replaces `${NAME}` with the environment variable `NAME` (upper case, digits, `_`), so
+/// that secrets can live in systemd's `${CREDENTIALS_DIRECTORY}` rather than in the config.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    static VAR: std::sync::LazyLock<Regex> =
+        std::sync::LazyLock::new(|| Regex::new(r"\$\{([A-Z_][A-Z0-9_]*)\}").expect("static regex"));
+    let mut missing = None;
+    let out = VAR.replace_all(text, |c: &regex::Captures| match std::env::var(&c[1]) {
+        Ok(v) => v,
+        Err(_) => {
+            let line = text[..c.get(0).map_or(0, |m| m.start())].lines().count().max(1);
+            missing.get_or_insert(format!(
+                "line {line}: ${{{}}} is not set (under systemd, LoadCredential= sets CREDENTIALS_DIRECTORY)",
+                &c[1]
+            ));
+            c[0].to_string()
+        }
+    });
+    match missing {
+        Some(m) => Err(m),
+        None => Ok(out.into_owned()),
+    }
+}
+
 /// toml's messages already name the key and quote the line; keep the line number up front.
 fn toml_error(e: &toml::de::Error) -> String {
     e.to_string().trim_end().to_string()
@@ -712,7 +736,10 @@ pub fn read_private_file(path: &Path) -> Result<Vec<u8>, String> {
     let meta =
         std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
+    // systemd's credentials directory is private to the service whatever the file modes.
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|d| !d.is_empty() && path.starts_with(Path::new(&d)));
+    if mode & 0o077 != 0 && !credential {
         return Err(format!(
             "{}: permissions {:04o} let other users read it; run: chmod 600 {}",
             path.display(),

@@ -4,8 +4,10 @@
 use crate::api::{self, ApiState, KeyedScan};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig, read_secret_file};
+use crate::ledger::store;
 use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::Ctx;
 use crate::redeem::dispatcher::Dispatcher;
@@ -109,6 +111,7 @@ impl Daemon {
             bus: self.bus.clone(),
         };
         let dispatcher_alive = Arc::new(AtomicBool::new(true));
+        let dispatcher_alive_probe = dispatcher_alive.clone();
         let alive = dispatcher_alive.clone();
         let stop = stop_rx.clone();
         let dispatcher = tokio::spawn(async move {
@@ -155,6 +158,20 @@ impl Daemon {
         };
         let mut answers = JoinSet::new();
         let mut live_sources = config.scanners.len();
+        let notifier = Arc::new(Notifier::from_env());
+        let health = notifier.enabled().then(|| {
+            tokio::spawn(health_loop(
+                notifier.clone(),
+                self.ledger.clone(),
+                metrics.clone(),
+                dispatcher_alive_probe.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        notifier.send(&format!(
+            "READY=1\nSTATUS={}",
+            status_line(&self.ledger, &metrics).await
+        ));
         tracing::info!(
             event = "ready",
             till = %config.till,
@@ -213,6 +230,7 @@ impl Daemon {
             }
         }
 
+        notifier.send("STOPPING=1\nSTATUS=stopping: finishing calls in flight");
         tracing::info!(
             event = "stopping",
             "stopping: scanners closed, finishing calls in flight"
@@ -229,6 +247,9 @@ impl Daemon {
         .await;
         let _ = stop_tx.send(true);
         let _ = http.await;
+        if let Some(h) = health {
+            let _ = h.await;
+        }
         let result = match dispatcher.await {
             Ok(r) => r.map_err(DaemonError::from),
             Err(e) => {
@@ -305,6 +326,73 @@ pub fn build_pay(p: &WechatPayConfig, clock: SharedClock) -> Result<Arc<PayApi>,
         backup: p.backup_url.clone(),
         clock,
     })))
+}
+
+/// `STATUS=` for systemd: the backlog, WeChat's reachability and the scanners.
+async fn status_line(ledger: &Ledger, metrics: &Metrics) -> String {
+    let pending = ledger
+        .call(|c| store::pending_count(c))
+        .await
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let apis: Vec<String> = metrics
+        .apis()
+        .into_iter()
+        .map(|(api, ok)| format!("{api} {}", if ok { "reachable" } else { "unreachable" }))
+        .collect();
+    let scanners: Vec<String> = metrics
+        .scanners()
+        .into_iter()
+        .map(|(s, up)| format!("{s} {}", if up { "up" } else { "down" }))
+        .collect();
+    format!(
+        "{pending} pending; WeChat: {}; scanners: {}",
+        if apis.is_empty() {
+            "not called yet".to_string()
+        } else {
+            apis.join(", ")
+        },
+        if scanners.is_empty() {
+            "none open".to_string()
+        } else {
+            scanners.join(", ")
+        }
+    )
+}
+
+/// Proves health to systemd: pings the watchdog only after the ledger took a write probe
+/// and the dispatcher is known to run, so a wedged daemon gets restarted.
+async fn health_loop(
+    notifier: Arc<Notifier>,
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    dispatcher_alive: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let watchdog = notifier.watchdog_interval();
+    let every = watchdog.unwrap_or(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let writable = ledger.call(store::probe_writable).await.is_ok();
+        let alive = dispatcher_alive.load(Ordering::SeqCst);
+        let status = status_line(&ledger, &metrics).await;
+        if writable && alive && watchdog.is_some() {
+            notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"));
+        } else {
+            if !(writable && alive) {
+                tracing::error!(
+                    event = "unhealthy",
+                    ledger_writable = writable,
+                    dispatcher_alive = alive,
+                    "health check failed; not pinging the watchdog"
+                );
+            }
+            notifier.send(&format!("STATUS={status}"));
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

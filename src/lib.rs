@@ -2,6 +2,7 @@
 //! once, through outages. See README.md for the whole picture.
 
 pub mod api;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -11,6 +12,7 @@ pub mod duration;
 pub mod ledger;
 pub mod mask;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod redeem;
 pub mod report;

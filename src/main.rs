@@ -43,6 +43,15 @@ struct ConfigArg {
 enum Command {
     /// Run the daemon in the foreground.
     Run(ConfigArg),
+    /// Validate the config, secrets, keys and ledger without starting (exit 78 on problems).
+    Check(ConfigArg),
+    /// Copy the ledger consistently while the daemon runs (SQLite backup API).
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Where to write the copy.
+        dest: PathBuf,
+    },
     /// Print the redemption log (works while the daemon runs).
     Log {
         #[command(flatten)]
@@ -119,6 +128,8 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, if demo { "warn" } else { "info" });
     match cli.command {
         Command::Run(c) => run(c.config),
+        Command::Check(c) => check(c.config),
+        Command::Backup { config, dest } => backup(config.config, dest),
         Command::Demo => block_on(async { redeemd::demo::run().await }),
         Command::Devices { sys_root, dev_root } => {
             let roots = redeemd::devices::Roots {
@@ -156,14 +167,76 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    use tracing_subscriber::prelude::*;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+    };
+    // Under systemd (stderr goes to the journal), log to journald natively: fields stay
+    // fields, levels become priorities.
+    if matches!(format, LogFormat::Text)
+        && std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(journald.with_syslog_identifier("redeemd".into()))
+            .init();
+        return;
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs `redeemd check`'s checks; prints what it finds; `Err` is the exit code.
+fn preflight(config: &Config, quiet_ok: bool) -> Result<(), ExitCode> {
+    let f = redeemd::check::check(config);
+    for w in &f.warnings {
+        eprintln!("redeemd: warning: {w}");
+    }
+    if f.problems.is_empty() {
+        if !quiet_ok {
+            println!("{}: OK", config.source.display());
+        }
+        return Ok(());
+    }
+    eprintln!("redeemd: config {}:", config.source.display());
+    for p in &f.problems {
+        eprintln!("  - {p}");
+    }
+    Err(ExitCode::from(EX_CONFIG))
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match preflight(&config, false) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn backup(path: PathBuf, dest: PathBuf) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match redeemd::ledger::backup(&config.database, &dest) {
+        Ok(rows) => {
+            println!("{} rows copied to {}", rows, dest.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("redeemd backup: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -203,6 +276,9 @@ fn run(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = preflight(&config, true) {
+        return code;
+    }
     block_on(async move {
         let daemon = Daemon::new(config)?;
         daemon.run(termination_signal()).await

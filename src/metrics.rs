@@ -22,6 +22,8 @@ pub struct Metrics {
     calls: Mutex<BTreeMap<(String, String), Histogram>>,
     /// scanner → connected.
     scanners: Mutex<BTreeMap<String, bool>>,
+    /// api → the last try got a healthy answer.
+    apis: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Metrics {
@@ -43,6 +45,16 @@ impl Metrics {
         if let Ok(mut s) = self.scanners.lock() {
             s.insert(scanner.into(), connected);
         }
+    }
+
+    pub fn set_api_healthy(&self, api: &str, healthy: bool) {
+        if let Ok(mut s) = self.apis.lock() {
+            s.insert(api.into(), healthy);
+        }
+    }
+
+    pub fn apis(&self) -> BTreeMap<String, bool> {
+        self.apis.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     pub fn scanners(&self) -> BTreeMap<String, bool> {

@@ -22,6 +22,8 @@ pub struct Outcome {
     pub scanned_at: String,
     /// Milliseconds from the scan to this answer.
     pub latency_ms: i64,
+    /// Index of the `[[route]]` that matched, if one did.
+    pub route: Option<i64>,
 }
 
 impl Outcome {
@@ -42,6 +44,7 @@ impl Outcome {
             scanner: scanner.to_string(),
             scanned_at: clock::rfc3339(scanned_at),
             latency_ms: now - scanned_at,
+            route: row.route,
         }
     }
 
@@ -55,6 +58,7 @@ impl Outcome {
             state = self.state.map(State::as_str),
             reason = self.reason.as_deref(),
             api = self.api,
+            route = self.route,
             scanner = %self.scanner,
             till,
             latency_ms = self.latency_ms,

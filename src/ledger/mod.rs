@@ -13,6 +13,35 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 pub use schema::{OpenError, open_ro, open_rw};
+
+/// An online, consistent copy of the ledger (SQLite's backup API) while the daemon writes.
+/// Written to `dest.partial` first and renamed, so `dest` is never half a database.
+pub fn backup(src: &Path, dest: &Path) -> Result<u64, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let from = open_ro(src).map_err(|e| e.to_string())?;
+    let partial = dest.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    // Created private: the ledger holds live coupon codes.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    let mut to = Connection::open(&partial).map_err(|e| e.to_string())?;
+    {
+        let b = rusqlite::backup::Backup::new(&from, &mut to).map_err(|e| e.to_string())?;
+        b.run_to_completion(256, std::time::Duration::from_millis(5), None)
+            .map_err(|e| e.to_string())?;
+    }
+    schema::quick_check(&to).map_err(|e| format!("the copy fails quick_check: {e}"))?;
+    let rows: u64 = to
+        .query_row("SELECT count(*) FROM redemptions", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    drop(to);
+    std::fs::rename(&partial, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(rows)
+}
 pub use store::Row;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -105,6 +105,27 @@ pub enum OpenError {
         "the ledger {path} has schema version {found}, newer than this redeemd understands ({SCHEMA_VERSION}); upgrade redeemd"
     )]
     TooNew { path: String, found: i64 },
+    #[error(
+        "the ledger {path} is damaged ({detail}); redeemd will not write to it. Keep it for inspection: mv {path} {path}.damaged; then restore the newest backup (made by `redeemd backup --config FILE DEST`) to {path}, or start with an empty ledger"
+    )]
+    Corrupt { path: String, detail: String },
+}
+
+/// `PRAGMA quick_check`: `Ok` when SQLite finds the file sound.
+pub fn quick_check(conn: &Connection) -> Result<(), String> {
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check")
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(|e| e.to_string())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| e.to_string())?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(rows.join("; "))
+    }
 }
 
 /// Opens (creating if needed) the ledger for writing, with the durability pragmas, and
@@ -117,11 +138,16 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
             source,
         })?;
     }
-    let wrap = |source| OpenError::Sqlite {
-        path: p.clone(),
-        source,
-    };
+    let wrap = |source| classify(&p, source);
+    let existed = path.exists();
     let mut conn = Connection::open(path).map_err(wrap)?;
+    let corrupt = |detail: String| OpenError::Corrupt {
+        path: p.clone(),
+        detail,
+    };
+    if existed {
+        quick_check(&conn).map_err(corrupt)?;
+    }
     configure(&conn).map_err(wrap)?;
     // WAL: readers (`redeemd log`, backups) never block the writer. FULL: a commit is on disk
     // before the till is told anything.
@@ -145,10 +171,7 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
 /// Opens the ledger read-only, for reports while the daemon runs.
 pub fn open_ro(path: &Path) -> Result<Connection, OpenError> {
     let p = path.display().to_string();
-    let wrap = |source| OpenError::Sqlite {
-        path: p.clone(),
-        source,
-    };
+    let wrap = |source| classify(&p, source);
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -162,6 +185,22 @@ pub fn open_ro(path: &Path) -> Result<Connection, OpenError> {
         return Err(OpenError::TooNew { path: p, found });
     }
     Ok(conn)
+}
+
+/// A file that is not (or no longer) a sound SQLite database is "damaged", with the way out;
+/// anything else is reported as SQLite said it.
+fn classify(path: &str, source: rusqlite::Error) -> OpenError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => OpenError::Corrupt {
+            path: path.to_string(),
+            detail: source.to_string(),
+        },
+        _ => OpenError::Sqlite {
+            path: path.to_string(),
+            source,
+        },
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -242,6 +242,7 @@ impl Dispatcher {
                     );
                 }
                 h.failing = !healthy;
+                self.ctx.metrics.set_api_healthy(api.as_str(), healthy);
             }
             TryEnd::Pause { retry_in, reason } => {
                 if h.paused.is_none() {

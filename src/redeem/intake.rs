@@ -227,6 +227,7 @@ impl Intake {
                 scanner: scan.scanner.to_string(),
                 scanned_at: crate::clock::rfc3339(scan.at),
                 latency_ms: self.clock.now_ms() - scan.at,
+                route: None,
             },
         })
     }
@@ -248,6 +249,7 @@ impl Intake {
             scanner: scan.scanner.to_string(),
             scanned_at: crate::clock::rfc3339(scan.at),
             latency_ms: self.clock.now_ms() - scan.at,
+            route: None,
         }
     }
 

@@ -1,0 +1,378 @@
+//! Running it like production: the systemd unit, sd_notify, `check`, a full disk, a damaged
+//! ledger, online backups, and logs that never show a full code.
+
+mod support;
+
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use support::*;
+
+fn systemd_analyze() -> &'static str {
+    let p = "/usr/bin/systemd-analyze";
+    assert!(
+        std::path::Path::new(p).exists(),
+        "systemd-analyze is needed: scripts/test.sh installs Debian's `systemd`"
+    );
+    p
+}
+
+#[test]
+fn the_unit_file_verifies_and_its_exposure_is_at_most_1_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/redeemd.service"
+    ))
+    .unwrap();
+    // verify checks that ExecStart's binary exists: point it at the one just built.
+    let local = unit.replace("/usr/bin/redeemd", bin());
+    let path = dir.path().join("redeemd.service");
+    std::fs::write(&path, &local).unwrap();
+    let out = Command::new(systemd_analyze())
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {err}");
+    assert!(!err.contains("Unknown key"), "{err}");
+
+    let out = Command::new(systemd_analyze())
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure figure: {text}"));
+    let figure: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    println!("systemd-analyze security exposure: {figure}");
+    assert!(figure <= 1.5, "{line}");
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=redeemd",
+        "ConfigurationDirectory=redeemd",
+        "LoadCredential=",
+        "DeviceAllow=char-ttyACM rw",
+        "DeviceAllow=char-ttyUSB rw",
+        "DeviceAllow=char-input r",
+        "DeviceAllow=char-hidraw r",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ] {
+        assert!(unit.contains(needed), "unit lacks {needed}");
+    }
+}
+
+#[test]
+fn notifies_ready_watchdog_and_stopping_in_order() {
+    let till = Till::new(Setup::default());
+    let sock_path = till.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&till.config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut recv = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let first = recv();
+    assert!(first.starts_with("READY=1\n"), "{first}");
+    assert!(first.contains("STATUS=0 pending"), "{first}");
+    let second = recv();
+    assert!(second.starts_with("WATCHDOG=1\n"), "{second}");
+    assert!(second.contains("scanners: front up"), "{second}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = Vec::new();
+    loop {
+        let m = recv();
+        let stop = m.starts_with("STOPPING=1");
+        rest.push(m);
+        if stop {
+            break;
+        }
+    }
+    assert!(rest.iter().all(|m| !m.starts_with("READY")), "{rest:?}");
+    assert!(child.wait().unwrap().success());
+}
+
+fn check(config: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn check_accepts_a_good_setup_and_lists_every_problem_of_a_bad_one() {
+    let till = Till::with_coupons(Setup::default());
+    let (code, out) = check(&till.config, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("OK"));
+
+    // Syntax: file, line and key.
+    let good = std::fs::read_to_string(&till.config).unwrap();
+    std::fs::write(
+        &till.config,
+        good.replace("max_pending = 500", "max_pending = \"many\""),
+    )
+    .unwrap();
+    let (code, out) = check(&till.config, &[]);
+    assert_eq!(code, Some(78));
+    assert!(
+        out.contains("redeemd.toml") && out.contains("line") && out.contains("max_pending"),
+        "{out}"
+    );
+
+    // Several problems at once, each named.
+    std::fs::write(&till.config, &good).unwrap();
+    let secret = till.dir.path().join("appsecret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(till.dir.path().join("pub_key.pem"), "not a key").unwrap();
+    let (code, out) = check(&till.config, &[]);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("wechat.secret_file") && out.contains("0644"),
+        "{out}"
+    );
+    assert!(out.contains("wechat_pay.public_key_file"), "{out}");
+    assert!(!out.contains(SECRET));
+    let (code, _) = check(&till.config, &[]);
+    let run = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        code,
+        "run performs the same checks first"
+    );
+}
+
+#[test]
+fn secrets_can_come_from_the_credentials_directory() {
+    let till = Till::new(Setup::default());
+    let creds = till.dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("appsecret"), SECRET).unwrap();
+    // systemd gives credentials 0440 to the service; that is fine there.
+    std::fs::set_permissions(
+        creds.join("appsecret"),
+        std::fs::Permissions::from_mode(0o440),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&till.config).unwrap().replace(
+        "secret_file = \"appsecret\"",
+        "secret_file = \"${CREDENTIALS_DIRECTORY}/appsecret\"",
+    );
+    std::fs::write(&till.config, text).unwrap();
+    let (code, out) = check(
+        &till.config,
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(&till.config, &[]);
+    assert_eq!(code, Some(78));
+    assert!(
+        out.contains("CREDENTIALS_DIRECTORY") && out.contains("line"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_damaged_ledger_is_refused_with_the_way_out() {
+    let till = Till::new(Setup::default());
+    let db = till.dir.path().join("ledger/redeemd.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
+    let (code, out) = check(&till.config, &[]);
+    assert_eq!(code, Some(78), "{out}");
+    let run = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        err.contains("redeemd.db") && err.contains("redeemd backup"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        vec![0x42u8; 8192],
+        "the damaged file is left alone"
+    );
+}
+
+#[test]
+fn backup_while_scans_flow_is_consistent() {
+    let till = Till::new(Setup::default());
+    let c = codes(60, 30);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    for code in &c[..10] {
+        till.pty.scan(code);
+    }
+    d.outcome(&c[9]);
+    // More scans are in flight while the copy is taken.
+    for code in &c[10..] {
+        till.pty.scan(code);
+    }
+    let dest = till.dir.path().join("backup.db");
+    let out = Command::new(bin())
+        .args(["backup", "--config"])
+        .arg(&till.config)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = rusqlite::Connection::open(&dest).unwrap();
+    let ok: String = copy
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let rows: i64 = copy
+        .query_row("SELECT count(*) FROM redemptions", [], |r| r.get(0))
+        .unwrap();
+    assert!((10..=30).contains(&rows), "{rows}");
+    let redeemed_in_copy: i64 = copy
+        .query_row(
+            "SELECT count(*) FROM redemptions WHERE state = 'redeemed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(redeemed_in_copy >= 10);
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for code in &c {
+        d.outcome(code);
+    }
+    d.kill9();
+}
+
+#[test]
+fn a_full_disk_refuses_new_scans_then_recovers() {
+    let till = Till::new(Setup::default());
+    let ledger_dir = till.dir.path().join("ledger");
+    std::fs::create_dir_all(&ledger_dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&ledger_dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        mounted,
+        "this test mounts a 2 MiB tmpfs for the ledger (needs root, as CI has)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(ledger_dir.clone());
+    let c = codes(61, 3);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    till.pty.scan(&c[0]);
+    assert_eq!(d.outcome(&c[0])["outcome"], "redeemed");
+
+    // Fill the disk.
+    let filler = ledger_dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    drop(f);
+    till.pty.scan(&c[1]);
+    let o = d.outcome(&c[1]);
+    assert_eq!(o["outcome"], "refused_offline", "{o}");
+    assert!(
+        o["reason"].as_str().unwrap().contains("cannot record"),
+        "{o}"
+    );
+    assert_eq!(till.sim.card.calls_for(&c[1]).consume, 0);
+
+    // Space returns: the daemon is still there and records again.
+    std::fs::remove_file(&filler).unwrap();
+    till.pty.scan(&c[2]);
+    assert_eq!(d.outcome(&c[2])["outcome"], "redeemed");
+    let log = till.log();
+    assert_eq!(
+        log.len(),
+        2,
+        "the refused scan left no row, the others are there"
+    );
+    d.kill9();
+}
+
+#[test]
+fn logs_never_show_a_full_code() {
+    let till = Till::with_coupons(Setup::default());
+    let card = "120000000099";
+    let coupon = "BF77X12345678";
+    let payment = "134567890123456789";
+    till.sim.add_codes(&[card]);
+    till.sim.pay().add_coupon(coupon, STOCK_ID);
+    let d = till.start();
+    for c in [card, coupon, payment] {
+        till.pty.scan(c);
+    }
+    for c in [card, coupon] {
+        d.outcome(c);
+    }
+    d.outcome(payment);
+    let base = d.http_url();
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[("Content-Type", "application/json")],
+        json!({"code": "120000000077"}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    d.outcome("120000000077");
+    let log = d.kill9();
+    for c in [card, coupon, payment, "120000000077"] {
+        assert!(!log.contains(c), "the log shows {c} in full");
+        assert!(log.contains(&masked(c)), "no masked {c} in the log");
+    }
+    assert!(log.contains("\"route\":0"), "outcome lines carry the route");
+}
