@@ -376,3 +376,46 @@ fn logs_never_show_a_full_code() {
     }
     assert!(log.contains("\"route\":0"), "outcome lines carry the route");
 }
+
+#[test]
+fn the_package_metadata_and_example_config_are_sound() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets = deb["assets"].as_array().unwrap();
+    let targets: Vec<&str> = assets.iter().map(|a| a[1].as_str().unwrap()).collect();
+    for needed in [
+        "usr/bin/",
+        "lib/systemd/system/redeemd.service",
+        "lib/udev/rules.d/99-redeemd.rules",
+        "etc/redeemd/redeemd.toml",
+    ] {
+        assert!(targets.contains(&needed), "the package lacks {needed}");
+    }
+    for a in assets {
+        let src = a[0].as_str().unwrap();
+        if !src.starts_with("target/") {
+            assert!(root.join(src).exists(), "asset {src} is missing");
+        }
+    }
+    let scripts = root.join(deb["maintainer-scripts"].as_str().unwrap());
+    let postinst = std::fs::read_to_string(scripts.join("postinst")).unwrap();
+    assert!(
+        postinst.contains("adduser --system"),
+        "postinst creates the service user"
+    );
+
+    // The example config is valid apart from the secret only systemd provides.
+    let creds = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(root.join("packaging/redeemd.toml"))
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = text.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert_eq!(problems.len(), 1, "{text}");
+    assert!(problems[0].contains("wechat.secret_file"), "{text}");
+}
