@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::Ctx;
+use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::Intake;
 use crate::scanner::{self, SourceEvent};
@@ -49,6 +50,9 @@ pub struct Daemon {
     /// Stop once every scanner source has ended (the demo's standard input closing).
     pub exit_when_sources_end: bool,
 }
+
+/// A store's tills spread the drain of their backlogs over this much time after an outage.
+pub const DRAIN_JITTER_SPREAD_MS: u64 = 3000;
 
 pub const USER_AGENT: &str = concat!("redeemd/", env!("CARGO_PKG_VERSION"));
 
@@ -109,6 +113,7 @@ impl Daemon {
             max_age: config.offline.max_age,
             wake: wake.clone(),
             bus: self.bus.clone(),
+            drain_jitter: reconnect_jitter(&config.till, DRAIN_JITTER_SPREAD_MS),
         };
         let dispatcher_alive = Arc::new(AtomicBool::new(true));
         let dispatcher_alive_probe = dispatcher_alive.clone();

@@ -18,6 +18,8 @@ pub enum TryEnd {
         changed: bool,
         /// WeChat answered normally (not down, not throttling): the API is healthy.
         healthy: bool,
+        /// WeChat pushed back (rate limit, busy) or the call timed out: send less at once.
+        congested: bool,
     },
     /// The API cannot be used for a while (credentials misconfigured, clock off, token
     /// fetches throttled locally); the row is left as it was.
@@ -78,6 +80,12 @@ pub async fn finish(
     let id = row.id;
     let at = ctx.clock.now_ms();
     let retry = ctx.retry_draw();
+    let congested = match &settle {
+        // describe_transport's words for a call that got no answer in time.
+        Settle::Retry { throttled, reason } => *throttled || reason.starts_with("timed out"),
+        Settle::Unknown { reason } => reason.starts_with("timed out"),
+        _ => false,
+    };
     let (row, changed) = ctx
         .ledger
         .call(move |c| store::apply(c, id, &settle, &info, retry, at))
@@ -86,5 +94,6 @@ pub async fn finish(
         row: Box::new(row),
         changed,
         healthy,
+        congested,
     })
 }

@@ -8,6 +8,7 @@ use crate::ledger::store;
 use crate::ledger::{LedgerError, Row};
 use crate::outcome::{Bus, log_settled};
 use crate::redeem::Ctx;
+use crate::redeem::aimd::Aimd;
 use crate::redeem::attempt::TryEnd;
 use crate::redeem::card::try_card;
 use crate::redeem::coupon::try_coupon;
@@ -20,8 +21,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Tries in flight at once. Fixed for now; adaptive (AIMD) concurrency is a later step.
-pub const CONCURRENCY: usize = 4;
+/// Tries in flight at once per API: where AIMD starts, and its bounds.
+pub const INITIAL_CONCURRENCY: usize = 4;
+pub const MAX_CONCURRENCY: usize = 64;
 /// How long shutdown waits for calls in flight before abandoning them (their rows stay
 /// unconfirmed and are resolved after the restart).
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -36,6 +38,9 @@ pub struct Dispatcher {
     /// Poked on every new scan.
     pub wake: Arc<Notify>,
     pub bus: Bus,
+    /// How long after WeChat answers again this till waits before draining its backlog
+    /// (derived from the till's name, so a store's tills spread out).
+    pub drain_jitter: Duration,
 }
 
 struct ApiHealth {
@@ -43,6 +48,9 @@ struct ApiHealth {
     paused: Option<(Instant, String)>,
     /// The last try did not get a healthy answer.
     failing: bool,
+    /// How many tries may be in flight, adapting to WeChat's pushback.
+    aimd: Aimd,
+    in_flight: usize,
 }
 
 impl Dispatcher {
@@ -59,8 +67,10 @@ impl Dispatcher {
 
     /// Runs until `shutdown` turns true, then lets tries in flight finish (bounded).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LedgerError> {
-        let mut tasks: JoinSet<(i64, Api, Result<TryEnd, LedgerError>)> = JoinSet::new();
+        let mut tasks: JoinSet<Result<TryEnd, LedgerError>> = JoinSet::new();
         let mut in_flight: HashSet<i64> = HashSet::new();
+        // Which row and API each task works on, so even a panicked task frees its slot.
+        let mut task_rows: HashMap<tokio::task::Id, (i64, Api)> = HashMap::new();
         let mut health: HashMap<Api, ApiHealth> = self
             .apis()
             .into_iter()
@@ -70,6 +80,8 @@ impl Dispatcher {
                     ApiHealth {
                         paused: None,
                         failing: false,
+                        aimd: Aimd::new(INITIAL_CONCURRENCY, 1, MAX_CONCURRENCY),
+                        in_flight: 0,
                     },
                 )
             })
@@ -108,45 +120,58 @@ impl Dispatcher {
                     h.paused.is_none().then_some(*api)
                 })
                 .collect();
-            let free = CONCURRENCY.saturating_sub(tasks.len());
-            let exclude = in_flight.clone();
-            let apis = active.clone();
-            let due = self
-                .ctx
-                .ledger
-                .call(move |c| store::due(c, now, free, &exclude, &apis))
-                .await?;
-            for row in due {
-                in_flight.insert(row.id);
-                let Some(api) = row.api() else { continue };
-                let ctx = self.ctx.clone();
-                let card = self.card.clone();
-                let coupon = self.coupon.clone();
-                tasks.spawn(async move {
+            for api in &active {
+                let Some(h) = health.get_mut(api) else {
+                    continue;
+                };
+                let free = h.aimd.limit().saturating_sub(h.in_flight);
+                if free == 0 {
+                    continue;
+                }
+                let exclude = in_flight.clone();
+                let only = [*api];
+                let due = self
+                    .ctx
+                    .ledger
+                    .call(move |c| store::due(c, now, free, &exclude, &only))
+                    .await?;
+                for row in due {
                     let id = row.id;
-                    let end = match (api, card, coupon) {
-                        (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
-                        (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
-                        _ => Ok(TryEnd::Dropped),
-                    };
-                    (id, api, end)
-                });
+                    let ctx = self.ctx.clone();
+                    let card = self.card.clone();
+                    let coupon = self.coupon.clone();
+                    let api = *api;
+                    let handle = tasks.spawn(async move {
+                        match (api, card, coupon) {
+                            (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
+                            (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
+                            _ => Ok(TryEnd::Dropped),
+                        }
+                    });
+                    in_flight.insert(id);
+                    task_rows.insert(handle.id(), (id, api));
+                    h.in_flight += 1;
+                }
             }
 
             let wake_at = self.next_wake(now, &active, &health, max_age_ms).await?;
             tokio::select! {
                 _ = self.wake.notified() => {}
-                Some(joined) = tasks.join_next() => {
+                Some(joined) = tasks.join_next_with_id() => {
+                    let task = match &joined {
+                        Ok((task, _)) => *task,
+                        Err(e) => e.id(),
+                    };
+                    let Some((id, api)) = task_rows.remove(&task) else { continue };
+                    in_flight.remove(&id);
+                    if let Some(h) = health.get_mut(&api) {
+                        h.in_flight = h.in_flight.saturating_sub(1);
+                    }
                     match joined {
-                        Ok((id, api, end)) => {
-                            in_flight.remove(&id);
-                            self.after_try(api, end?, &mut health).await?;
-                        }
+                        Ok((_, end)) => self.after_try(api, end?, &mut health).await?,
                         Err(e) => {
-                            // A panicked try: its row stays as the ledger has it and is picked
-                            // up again; forget every id so none is stuck as "in flight".
-                            tracing::error!(event = "try_panicked", error = %e, "a redemption try failed");
-                            in_flight.retain(|_| false);
+                            // The row stays as the ledger has it and is tried again.
+                            tracing::error!(event = "try_panicked", id, error = %e, "a redemption try failed");
                         }
                     }
                 }
@@ -161,8 +186,10 @@ impl Dispatcher {
             "letting calls in flight finish"
         );
         let drain = async {
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((_, api, Ok(end))) = joined {
+            while let Some(joined) = tasks.join_next_with_id().await {
+                if let Ok((task, Ok(end))) = joined
+                    && let Some((_, api)) = task_rows.remove(&task)
+                {
                     let _ = self.after_try(api, end, &mut health).await;
                 }
             }
@@ -223,16 +250,22 @@ impl Dispatcher {
                 row,
                 changed,
                 healthy,
+                congested,
             } => {
+                if congested {
+                    h.aimd.on_congestion();
+                } else if healthy {
+                    h.aimd.on_success();
+                }
                 if changed {
                     self.publish(*row);
                 }
                 if healthy && h.failing {
-                    let now = self.ctx.clock.now_ms();
+                    let at = self.ctx.clock.now_ms() + self.drain_jitter.as_millis() as i64;
                     let n = self
                         .ctx
                         .ledger
-                        .call(move |c| store::fast_forward(c, api, now))
+                        .call(move |c| store::fast_forward(c, api, at))
                         .await?;
                     tracing::info!(
                         event = "api_reachable",

@@ -1,6 +1,7 @@
 //! Turning recorded scans into redemptions: the pure state machine and backoff, the
 //! per-API flows, the scan intake and the dispatcher that drives them.
 
+pub mod aimd;
 pub mod attempt;
 pub mod backoff;
 pub mod card;
