@@ -1,0 +1,248 @@
+//! Chaos: the real binary against both simulated WeChat APIs while it is killed with SIGKILL
+//! at random moments, responses are dropped after commit, 5xx / -1 / 429 / latency spikes
+//! and outages come and go, and a cashier rescans whatever got no answer. A checker in the
+//! style of Jepsen's total-queue then compares every acknowledged scan with the simulators'
+//! ledgers.
+//!
+//! `REDEEMD_CHAOS_ROUNDS=N` runs N rounds (default 5, a short run for CI);
+//! `REDEEMD_CHAOS_SEED=S` replays a run (the seed is printed).
+
+mod support;
+
+use redeemd::sim::card::CardFaults;
+use redeemd::sim::pay::PayFaults;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// What the cashier was told about a code, in order.
+type Acks = BTreeMap<String, Vec<String>>;
+
+#[test]
+fn chaos_every_acknowledged_code_is_redeemed_exactly_once() {
+    let rounds: u32 = std::env::var("REDEEMD_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let seed: u64 = std::env::var("REDEEMD_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!("chaos: seed = {seed}, rounds = {rounds} (replay with REDEEMD_CHAOS_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    let till = Till::with_coupons(Setup {
+        online_wait: "250ms",
+        // A small backlog cap, so that some scans are refused offline.
+        max_pending: 12,
+        ..Setup::default()
+    });
+    let per_round = 8usize;
+    let total = per_round * rounds as usize;
+    let mut all: Vec<String> = Vec::new();
+    for i in 0..total {
+        // Alternate card codes and merchant coupons; unique last four characters.
+        let code = if i % 2 == 0 {
+            format!("{:08}{:04}", 90_000_000 + i, 1000 + i)
+        } else {
+            format!("BFCH{:06}{:04}", seed % 1_000_000, 5000 + i)
+        };
+        if i % 2 == 0 {
+            till.sim.add_codes(&[&code]);
+        } else {
+            till.sim.pay().add_coupon(&code, STOCK_ID);
+        }
+        all.push(code);
+    }
+    let mut acks: Acks = BTreeMap::new();
+    let started = Instant::now();
+
+    for round in 0..rounds as usize {
+        till.sim.card.set_faults(CardFaults {
+            busy: rng.below(3) as u32,
+            quota: rng.below(2) as u32,
+            drop_after_consume: rng.below(3) as u32,
+            latency: Duration::from_millis(rng.below(150)),
+            ..CardFaults::default()
+        });
+        till.sim.pay().set_faults(PayFaults {
+            server_error: rng.below(3) as u32,
+            rate_limited: rng.below(2) as u32,
+            drop_after_commit: rng.below(3) as u32,
+            forge_signatures: rng.below(6) == 0,
+            latency: Duration::from_millis(rng.below(150)),
+            ..PayFaults::default()
+        });
+        let card_down = rng.below(4) == 0;
+        let pay_down = rng.below(4) == 0;
+        till.sim.set_down(card_down);
+        till.sim.set_pay_down(true, pay_down);
+        println!(
+            "round {round}: card down {card_down}, pay primary down {pay_down}, faults {:?} / {:?}",
+            till.sim.card.faults(),
+            till.sim.pay().faults()
+        );
+        let d = till.start();
+        let unanswered: Vec<String> = all[..round * per_round]
+            .iter()
+            .filter(|c| !acks.contains_key(*c))
+            .cloned()
+            .collect();
+        for c in unanswered
+            .iter()
+            .chain(&all[round * per_round..(round + 1) * per_round])
+        {
+            till.pty.scan(c);
+        }
+        // Kill at a random moment, sometimes before anything was answered.
+        std::thread::sleep(Duration::from_millis(rng.below(900)));
+        let events = d.events();
+        let log = d.kill9();
+        assert!(!log.contains("panicked"), "round {round}: {log}");
+        record_acks(&events, &all, &mut acks);
+        // An outage may end while the daemon is down.
+        if rng.below(2) == 0 {
+            till.sim.set_down(false);
+            till.sim.set_pay_down(true, false);
+        }
+    }
+
+    // Calm: everything back up, no faults; the cashier rescans what never got an answer.
+    till.sim.card.set_faults(CardFaults::default());
+    till.sim.pay().set_faults(PayFaults::default());
+    till.sim.set_down(false);
+    till.sim.set_pay_down(true, false);
+    let d = till.start();
+    for c in &all {
+        if !acks.contains_key(c) {
+            till.pty.scan(c);
+        }
+    }
+    for c in &all {
+        if !acks.contains_key(c) {
+            let e = d.outcome(c);
+            acks.entry(c.clone())
+                .or_default()
+                .push(e["outcome"].as_str().unwrap_or("").to_string());
+        }
+    }
+    // Wait until nothing is queued any more (rows refused offline stay cancelled).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = till.log();
+        if log
+            .iter()
+            .all(|r| r["state"] != "queued" && r["unconfirmed"] == false)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog never drained (seed {seed}): {log:?}"
+        );
+        d.try_wait_events(usize::MAX, Duration::from_millis(200), |_| false);
+    }
+    check(&till, &all, &acks, seed);
+    d.kill9();
+    println!(
+        "chaos: {} codes, {rounds} rounds, {:.1} s",
+        all.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn record_acks(events: &[serde_json::Value], all: &[String], acks: &mut Acks) {
+    for e in events.iter().filter(|e| e["event"] == "outcome") {
+        if let Some(c) = all.iter().find(|c| e["code"] == masked(c).as_str()) {
+            acks.entry(c.clone())
+                .or_default()
+                .push(e["outcome"].as_str().unwrap_or("").to_string());
+        }
+    }
+}
+
+/// The checker: compares what the cashier was told with what WeChat's ledgers say.
+fn check(till: &Till, all: &[String], acks: &Acks, seed: u64) {
+    let rows: BTreeMap<String, serde_json::Value> = till
+        .log()
+        .into_iter()
+        .map(|r| (r["code"].as_str().unwrap_or("").to_string(), r))
+        .collect();
+    let scanned: BTreeSet<&String> = all.iter().collect();
+    let redeemed_at_wechat = |c: &str| {
+        if c.starts_with("BF") {
+            till.sim.pay().used_count(c)
+        } else {
+            till.sim.card.consumed_count(c)
+        }
+    };
+    let mut failures = Vec::new();
+    for c in all {
+        let n = redeemed_at_wechat(c);
+        let told = acks.get(c).cloned().unwrap_or_default();
+        let row = rows.get(c);
+        let state = row.and_then(|r| r["state"].as_str()).unwrap_or("none");
+        // 1. Never redeemed twice.
+        if n > 1 {
+            failures.push(format!("{c}: redeemed {n} times"));
+        }
+        // 2. Every scan the cashier was told was accepted is redeemed, exactly once.
+        let accepted = told
+            .iter()
+            .any(|o| o == "redeemed" || o == "accepted_offline");
+        if accepted && n != 1 && state != "review" {
+            failures.push(format!(
+                "{c}: told {told:?}, WeChat redeemed it {n} times, ledger says {state}"
+            ));
+        }
+        // 3. A code the till refused offline is never redeemed later, unless a call was
+        //    already in flight — and then a person is told (review).
+        let only_refused = !told.is_empty() && told.iter().all(|o| o == "refused_offline");
+        if only_refused && n > 0 && state != "review" {
+            failures.push(format!(
+                "{c}: refused offline, yet redeemed ({state}, told {told:?})"
+            ));
+        }
+        // 4. The ledger agrees with WeChat.
+        if n == 1 && !(state == "redeemed" || state == "review") {
+            failures.push(format!("{c}: WeChat redeemed it, ledger says {state}"));
+        }
+        if state == "redeemed" && n != 1 {
+            failures.push(format!("{c}: ledger says redeemed, WeChat count {n}"));
+        }
+    }
+    // 5. Nothing redeemed that was not scanned.
+    for c in till.sim.card.consumed() {
+        if !scanned.contains(&c.code) {
+            failures.push(format!("{}: consumed but never scanned", c.code));
+        }
+    }
+    for u in till.sim.pay().uses() {
+        if !scanned.contains(&u.coupon_code) {
+            failures.push(format!("{}: used but never scanned", u.coupon_code));
+        }
+    }
+    // 6. No redeeming call was ever sent for a code already redeemed.
+    if till.sim.card.calls().consume_of_consumed != 0 {
+        failures.push(format!(
+            "{} consume calls for consumed codes",
+            till.sim.card.calls().consume_of_consumed
+        ));
+    }
+    if till.sim.pay().calls().use_of_used != 0 {
+        failures.push(format!(
+            "{} use calls for used coupons",
+            till.sim.pay().calls().use_of_used
+        ));
+    }
+    let told: BTreeMap<&str, usize> = acks.values().flatten().fold(BTreeMap::new(), |mut m, o| {
+        *m.entry(o.as_str()).or_default() += 1;
+        m
+    });
+    println!("chaos: answers given {told:?}");
+    assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
+}
