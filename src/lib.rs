@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod devices;
 pub mod duration;
+pub mod fuzzing;
 pub mod ledger;
 pub mod mask;
 pub mod metrics;
