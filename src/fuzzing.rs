@@ -119,8 +119,11 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for replaying corpora.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("framer", framer),
     ("keyboard", keyboard),
     ("hidpos", hidpos),
