@@ -146,10 +146,12 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Http(format!("http.listen: cannot listen: {e}")))?;
 
-        let (ev_tx, mut ev_rx) = mpsc::channel(256);
+        // `_ev_tx` stays here: when every scanner source has ended (standard input closed),
+        // the daemon still serves keyed entry and drains the backlog.
+        let (_ev_tx, mut ev_rx) = mpsc::channel(256);
         let mut sources = scanner::spawn_all(
             &config.scanners,
-            ev_tx,
+            _ev_tx.clone(),
             self.clock.clone(),
             stop_sources_rx,
             &self.bus.outcomes,

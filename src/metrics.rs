@@ -24,6 +24,8 @@ pub struct Metrics {
     scanners: Mutex<BTreeMap<String, bool>>,
     /// api → the last try got a healthy answer.
     apis: Mutex<BTreeMap<String, bool>>,
+    /// api → calls allowed in flight now (AIMD).
+    concurrency: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Metrics {
@@ -51,6 +53,24 @@ impl Metrics {
         if let Ok(mut s) = self.apis.lock() {
             s.insert(api.into(), healthy);
         }
+    }
+
+    pub fn set_concurrency(&self, api: &str, limit: usize) {
+        if let Ok(mut s) = self.concurrency.lock() {
+            s.insert(api.into(), limit);
+        }
+    }
+
+    pub fn concurrency(&self, api: &str) -> Option<usize> {
+        self.concurrency.lock().ok()?.get(api).copied()
+    }
+
+    /// Seconds spent in API calls so far, all APIs and outcomes.
+    pub fn call_seconds_total(&self) -> f64 {
+        self.calls
+            .lock()
+            .map(|c| c.values().map(|h| h.sum).sum())
+            .unwrap_or(0.0)
     }
 
     pub fn apis(&self) -> BTreeMap<String, bool> {
@@ -101,6 +121,19 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE redeemd_token_refreshes_total counter");
         let _ = writeln!(out, "redeemd_token_refreshes_total {token_refreshes}");
+        let _ = writeln!(
+            out,
+            "# HELP redeemd_concurrency Calls allowed in flight now, per API (adaptive)."
+        );
+        let _ = writeln!(out, "# TYPE redeemd_concurrency gauge");
+        for (api, n) in self
+            .concurrency
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+        {
+            let _ = writeln!(out, "redeemd_concurrency{{api=\"{api}\"}} {n}");
+        }
         let _ = writeln!(
             out,
             "# HELP redeemd_scanner_connected 1 while the scanner's device is open."

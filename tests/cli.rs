@@ -253,3 +253,31 @@ fn devices_lists_ready_to_paste_scanner_blocks() {
     );
     redeemd::config::Config::parse(&cfg, std::path::Path::new("/x/redeemd.toml")).unwrap();
 }
+
+#[test]
+fn the_daemon_keeps_running_when_its_only_scanner_input_ends() {
+    let till = Till::new(Setup::default());
+    let text = std::fs::read_to_string(&till.config).unwrap();
+    let start = text.find("[[scanner]]").unwrap();
+    let end = text.find("[wechat]").unwrap();
+    let text = format!(
+        "{}[[scanner]]\nname = \"pipe\"\ntype = \"stdin\"\n\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&till.config, text).unwrap();
+    let c = codes(21, 1);
+    till.sim.add_codes(&c);
+    let d = Daemon::spawn(&till.config); // standard input is /dev/null: ends at once
+    d.wait_event(|e| e["event"] == "scanner_ended");
+    let base = d.http_url();
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[("Content-Type", "application/json")],
+        format!("{{\"code\":\"{}\"}}", c[0]).as_bytes(),
+    );
+    assert_eq!(r.json()["outcome"], "redeemed", "{}", r.body);
+    assert!(d.events().iter().all(|e| e["event"] != "stopped"));
+    d.kill9();
+}

@@ -257,6 +257,9 @@ impl Dispatcher {
                 } else if healthy {
                     h.aimd.on_success();
                 }
+                self.ctx
+                    .metrics
+                    .set_concurrency(api.as_str(), h.aimd.limit());
                 if changed {
                     self.publish(*row);
                 }

@@ -61,6 +61,8 @@ pub struct CardCalls {
     /// Consume calls for a code that was already consumed: a double redemption attempt.
     pub consume_of_consumed: u32,
     pub decrypt: u32,
+    /// Calls refused with 45011 by `CardFaults::rate_limit`.
+    pub rate_limited: u32,
 }
 
 /// Calls that named one code.
@@ -91,6 +93,9 @@ pub struct CardFaults {
     pub ip_blocked: bool,
     /// Answer card calls with a body that is not JSON (a proxy's error page).
     pub garbage: u32,
+    /// At most this many card calls in any second; beyond it, errcode 45011 (the limit the
+    /// daemon is never told).
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -107,6 +112,8 @@ struct State {
     calls: CardCalls,
     per_code: HashMap<String, CodeCalls>,
     faults: CardFaults,
+    /// When recent card calls were let through, for `rate_limit`.
+    window: std::collections::VecDeque<std::time::Instant>,
 }
 
 pub struct CardSim {
@@ -158,6 +165,7 @@ impl CardSim {
                 consumed: Vec::new(),
                 calls: CardCalls::default(),
                 per_code: HashMap::new(),
+                window: std::collections::VecDeque::new(),
                 faults: CardFaults::default(),
             }),
         })
@@ -319,6 +327,21 @@ impl CardSim {
                 Vec::new(),
                 delay,
             );
+        }
+        if let Some(limit) = st.faults.rate_limit {
+            let now = std::time::Instant::now();
+            while st
+                .window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                st.window.pop_front();
+            }
+            if st.window.len() >= limit as usize {
+                st.calls.rate_limited += 1;
+                return answer(err(45011, "api minute-quota reach limit"), delay);
+            }
+            st.window.push_back(now);
         }
         let faults = &mut st.faults;
         for (counter, code, msg) in [

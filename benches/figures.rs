@@ -1,0 +1,487 @@
+//! redeemd's performance figures against the targets in the README.
+//!
+//!   cargo bench --bench figures            full run (release build), writes docs/drain.svg
+//!   cargo bench --bench figures -- --quick  small sizes
+//!
+//! Under `cargo test --all-targets` it runs the quick sizes as a smoke test (debug build:
+//! the figures then only show that each benchmark works).
+//!
+//! 1. scan → durable record, against a bare SQLite insert+commit with the same pragmas;
+//! 2. scan → outcome online with a simulator answering at once: overhead above the API calls;
+//! 3. backlog drain against a rate limit the daemon is not told (20 ms latency, 400 calls/s);
+//! 4. footprint: RSS and idle CPU with a large ledger, and `redeemd log` over it.
+
+use redeemd::clock::{SharedClock, SystemClock};
+use redeemd::config::Config;
+use redeemd::ledger::Ledger;
+use redeemd::metrics::Metrics;
+use redeemd::outcome::Bus;
+use redeemd::redeem::Ctx;
+use redeemd::redeem::dispatcher::Dispatcher;
+use redeemd::redeem::intake::{Intake, Scan};
+use redeemd::scanner::frame::Framer;
+use redeemd::sim::card::CardFaults;
+use redeemd::sim::{CardSim, SimCode, SimServer};
+use redeemd::wechat::card::CardApi;
+use redeemd::wechat::token::{TokenManager, TokenSource};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+
+const APPID: &str = "wx_bench";
+const SECRET: &str = "bench-secret";
+
+struct Sizes {
+    record: usize,
+    online: usize,
+    drain: usize,
+    footprint_rows: usize,
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return 0.0;
+    }
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+fn config(dir: &Path, sim_url: &str) -> Config {
+    let secret = dir.join("appsecret");
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        r#"database = "bench.db"
+till = "bench-till"
+[[scanner]]
+name = "bench"
+type = "stdin"
+[wechat]
+appid = "{APPID}"
+secret_file = "appsecret"
+base_url = "{sim_url}"
+[[route]]
+pattern = "[0-9]{{12}}"
+api = "card"
+[retry]
+base_delay = "20ms"
+max_delay = "500ms"
+[offline]
+accept = true
+online_wait = "2s"
+max_pending = 1000000
+[http]
+listen = "127.0.0.1:0"
+"#
+    );
+    let path = dir.join("redeemd.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap()
+}
+
+struct Pipeline {
+    intake: Intake,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+}
+
+/// The daemon's pieces, in this process: ledger, intake, and (with a simulator) the
+/// dispatcher with the card API.
+fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let ledger = Ledger::open(db).unwrap();
+    let bus = Bus::new();
+    let wake = Arc::new(Notify::new());
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stop_rx) = watch::channel(false);
+    if let Some(url) = sim_url {
+        let http = reqwest::Client::new();
+        let tokens = Arc::new(TokenManager::new(
+            http.clone(),
+            TokenSource::Stable {
+                url: format!("{url}/cgi-bin/stable_token"),
+            },
+            APPID.into(),
+            cfg.wechat.as_ref().unwrap().secret_file.clone(),
+        ));
+        let d = Dispatcher {
+            ctx: Ctx {
+                ledger: ledger.clone(),
+                clock: clock.clone(),
+                retry: cfg.retry.clone(),
+                metrics: metrics.clone(),
+            },
+            card: Some(Arc::new(CardApi::new(http, url, tokens))),
+            coupon: None,
+            max_age: cfg.offline.max_age,
+            wake: wake.clone(),
+            bus: bus.clone(),
+            drain_jitter: Duration::ZERO,
+        };
+        tokio::spawn(d.run(stop_rx));
+    }
+    Pipeline {
+        intake: Intake {
+            ledger,
+            clock,
+            config: Arc::new(cfg.clone()),
+            wake,
+            bus,
+        },
+        metrics,
+        stop,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn bench_record(dir: &Path, cfg: &Config, n: usize) -> (f64, f64, f64, f64) {
+    let p = pipeline(cfg, &dir.join("b1.db"), None);
+    let mut framer = Framer::new(false);
+    let mut ours = Vec::with_capacity(n);
+    for i in 0..n {
+        let line = format!("{:012}\r\n", 100_000_000 + i);
+        let t0 = Instant::now();
+        for frame in framer.push(line.as_bytes()) {
+            let scan = Scan {
+                scanner: "bench".into(),
+                frame,
+                at: chrono::Utc::now().timestamp_millis(),
+            };
+            let _pending = p.intake.record(scan).await;
+        }
+        ours.push(ms(t0.elapsed()));
+    }
+    let bare_path = dir.join("bare.db");
+    let mut conn = rusqlite::Connection::open(&bare_path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, state TEXT, scanned_at INTEGER)",
+    )
+    .unwrap();
+    let mut bare = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute(
+            "INSERT INTO t (code, state, scanned_at) VALUES (?1, 'queued', ?2)",
+            rusqlite::params![format!("{:012}", i), i as i64],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        bare.push(ms(t0.elapsed()));
+    }
+    (
+        percentile(&ours, 0.5),
+        percentile(&ours, 0.99),
+        percentile(&bare, 0.5),
+        percentile(&bare, 0.99),
+    )
+}
+
+async fn bench_online(
+    dir: &Path,
+    cfg: &Config,
+    sim: &CardSim,
+    url: &str,
+    n: usize,
+) -> Vec<(f64, f64)> {
+    let p = pipeline(cfg, &dir.join("b2.db"), Some(url));
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let code = format!("{:012}", 200_000_000 + i);
+        sim.add_code(&code, SimCode::normal("pBENCH"));
+        let before = p.metrics.call_seconds_total();
+        let t0 = Instant::now();
+        let pending = p
+            .intake
+            .record(Scan {
+                scanner: "bench".into(),
+                frame: redeemd::scanner::frame::Frame::Code { code, aim_id: None },
+                at: chrono::Utc::now().timestamp_millis(),
+            })
+            .await;
+        let o = p.intake.answer(pending).await;
+        let total = ms(t0.elapsed());
+        assert_eq!(o.outcome.as_str(), "redeemed");
+        let api = (p.metrics.call_seconds_total() - before) * 1000.0;
+        out.push((total, api));
+    }
+    let _ = p.stop.send(true);
+    out
+}
+
+struct Drain {
+    seconds: f64,
+    codes_per_s: f64,
+    calls_per_s: f64,
+    limited_pct: f64,
+    samples: Vec<(f64, f64, usize)>,
+}
+
+async fn bench_drain(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usize) -> Drain {
+    let db = dir.join("b3.db");
+    {
+        // The backlog: n queued rows, written directly (a fixture, not the code under test).
+        let mut conn = redeemd::ledger::open_rw(&db).unwrap();
+        let tx = conn.transaction().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        for i in 0..n {
+            let code = format!("{:012}", 300_000_000 + i);
+            sim.add_code(&code, SimCode::normal("pBENCH"));
+            tx.execute(
+                "INSERT INTO redemptions (code, api, route, state, scanner, till, scanned_at, updated_at, next_attempt_at) \
+                 VALUES (?1, 'card', 0, 'queued', 'bench', 'bench-till', ?2, ?2, ?2)",
+                rusqlite::params![code, now + i as i64],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    sim.set_faults(CardFaults {
+        latency: Duration::from_millis(20),
+        rate_limit: Some(400),
+        ..CardFaults::default()
+    });
+    let calls0 = sim.calls();
+    let consumed0 = sim.consumed().len();
+    let t0 = Instant::now();
+    let p = pipeline(cfg, &db, Some(url));
+    let mut samples = Vec::new();
+    let mut last = (0.0, 0usize);
+    let deadline = t0 + Duration::from_secs(30 + (n as u64) / 100);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let done = sim.consumed().len() - consumed0;
+        let t = t0.elapsed().as_secs_f64();
+        let rate = (done - last.1) as f64 / (t - last.0);
+        samples.push((t, rate, p.metrics.concurrency("card").unwrap_or(0)));
+        last = (t, done);
+        if done >= n || Instant::now() > deadline {
+            break;
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let _ = p.stop.send(true);
+    let c = sim.calls();
+    let calls = (c.get + c.consume) - (calls0.get + calls0.consume);
+    let limited = c.rate_limited - calls0.rate_limited;
+    sim.set_faults(CardFaults::default());
+    Drain {
+        seconds,
+        codes_per_s: (sim.consumed().len() - consumed0) as f64 / seconds,
+        calls_per_s: (calls - limited) as f64 / seconds,
+        limited_pct: 100.0 * limited as f64 / calls.max(1) as f64,
+        samples,
+    }
+}
+
+fn svg(d: &Drain, limit: f64) -> String {
+    let (w, h, pad) = (720.0, 320.0, 40.0);
+    let tmax = d.samples.last().map(|s| s.0).unwrap_or(1.0).max(1.0);
+    let cmax = d.samples.iter().map(|s| s.2).max().unwrap_or(1).max(1) as f64 * 1.2;
+    let ymax = limit / 2.0 * 1.3;
+    let x = |t: f64| pad + (w - 2.0 * pad) * t / tmax;
+    let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * (v / max).min(1.0);
+    let rate: Vec<String> = d
+        .samples
+        .iter()
+        .map(|s| format!("{:.1},{:.1}", x(s.0), y(s.1, ymax)))
+        .collect();
+    let conc: Vec<String> = d
+        .samples
+        .iter()
+        .map(|s| format!("{:.1},{:.1}", x(s.0), y(s.2 as f64, cmax)))
+        .collect();
+    let ideal = y(limit / 2.0, ymax);
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="{pad}" y="20">Backlog drain: codes/s (blue) and adaptive concurrency (orange); dashed: the limit's 200 codes/s (400 calls/s, 2 calls a code)</text>
+<line x1="{pad}" y1="{ideal:.1}" x2="{x2:.1}" y2="{ideal:.1}" stroke="#999" stroke-dasharray="4 4"/>
+<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{rate}"/>
+<polyline fill="none" stroke="#d97706" stroke-width="2" points="{conc}"/>
+<line x1="{pad}" y1="{yb:.1}" x2="{x2:.1}" y2="{yb:.1}" stroke="#333"/>
+<text x="{pad}" y="{yl:.1}">0 s</text><text x="{x2:.1}" y="{yl:.1}" text-anchor="end">{tmax:.0} s</text>
+<text x="5" y="{yt:.1}" fill="#1f6feb">{ymax:.0}/s</text><text x="{x2r:.1}" y="{yt:.1}" fill="#d97706">{cmax:.0}</text>
+</svg>
+"##,
+        x2 = w - pad,
+        yb = h - pad,
+        yl = h - pad + 16.0,
+        yt = pad,
+        x2r = w - 5.0,
+        rate = rate.join(" "),
+        conc = conc.join(" "),
+    )
+}
+
+fn bench_footprint(dir: &Path, cfg: &Config, rows: usize) -> (u64, u64, f64) {
+    let db = dir.join("bench.db");
+    let _ = std::fs::remove_file(&db);
+    {
+        let mut conn = redeemd::ledger::open_rw(&db).unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..rows {
+            tx.execute(
+                "INSERT INTO redemptions (code, api, route, state, reason, attempts, scanner, till, scanned_at, updated_at, redeemed_at) \
+                 VALUES (?1, 'card', 0, 'redeemed', NULL, 1, 'front', 'bench-till', ?2, ?2, ?2)",
+                rusqlite::params![format!("{:012}", 400_000_000 + i), 1_700_000_000_000i64 + i as i64],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let bin = env!("CARGO_BIN_EXE_redeemd");
+    let mut child = Command::new(bin)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&cfg.source)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("\"event\":\"ready\"") => break,
+            Some(Ok(line)) => seen.push(line),
+            _ => panic!("the daemon did not start:\n{}", seen.join("\n")),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = child.id();
+    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let t0 = ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = ticks() - t0;
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .args(["log", "--json", "--config"])
+        .arg(&cfg.source)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    (rss_kb, idle, t.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
+    let sizes = if full {
+        Sizes {
+            record: 2000,
+            online: 1000,
+            drain: 10_000,
+            footprint_rows: 100_000,
+        }
+    } else {
+        Sizes {
+            record: 100,
+            online: 50,
+            drain: 300,
+            footprint_rows: 10_000,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CardSim::new(APPID, SECRET);
+    let server: SimServer = rt.block_on(sim.start()).unwrap();
+    let cfg = config(dir.path(), &server.url());
+    println!(
+        "redeemd benchmarks ({} run)",
+        if full { "full" } else { "quick" }
+    );
+
+    let (p50, p99, b50, b99) = rt.block_on(bench_record(dir.path(), &cfg, sizes.record));
+    println!(
+        "1. scan → durable record ({} scans): p50 {p50:.3} ms, p99 {p99:.3} ms; bare SQLite insert+commit p50 {b50:.3} ms, p99 {b99:.3} ms; ratio p50 {:.2}, p99 {:.2} (target ≤ 1.5)",
+        sizes.record,
+        p50 / b50,
+        p99 / b99
+    );
+
+    let online = rt.block_on(bench_online(
+        dir.path(),
+        &cfg,
+        &sim,
+        &server.url(),
+        sizes.online,
+    ));
+    let totals: Vec<f64> = online.iter().map(|o| o.0).collect();
+    let apis: Vec<f64> = online.iter().map(|o| o.1).collect();
+    let overhead: Vec<f64> = online.iter().map(|o| (o.0 - o.1).max(0.0)).collect();
+    println!(
+        "2. scan → outcome online ({} scans, simulator answers at once): total p50 {:.3} ms, p99 {:.3} ms; in API calls p50 {:.3} ms; overhead p50 {:.3} ms, p99 {:.3} ms (target p99 ≤ 2 ms)",
+        sizes.online,
+        percentile(&totals, 0.5),
+        percentile(&totals, 0.99),
+        percentile(&apis, 0.5),
+        percentile(&overhead, 0.5),
+        percentile(&overhead, 0.99)
+    );
+
+    let d = rt.block_on(bench_drain(
+        dir.path(),
+        &cfg,
+        &sim,
+        &server.url(),
+        sizes.drain,
+    ));
+    println!(
+        "3. backlog drain ({} codes, 20 ms latency, 400 calls/s limit not told): {:.1} s, {:.0} codes/s, {:.0} successful calls/s = {:.0}% of the limit (target ≥ 85%), {:.2}% of calls rate-limited (target < 2%)",
+        sizes.drain,
+        d.seconds,
+        d.codes_per_s,
+        d.calls_per_s,
+        100.0 * d.calls_per_s / 400.0,
+        d.limited_pct
+    );
+    let svg_path: PathBuf = if full {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/drain.svg")
+    } else {
+        dir.path().join("drain.svg")
+    };
+    std::fs::write(&svg_path, svg(&d, 400.0)).unwrap();
+    println!("   plot: {}", svg_path.display());
+
+    let (rss_kb, idle_ticks, log_s) = bench_footprint(dir.path(), &cfg, sizes.footprint_rows);
+    println!(
+        "4. footprint ({} rows): RSS {:.1} MB (target ≤ 20 MB); CPU while idle {} ticks in 3 s; `redeemd log --json` {:.2} s (target < 1 s)",
+        sizes.footprint_rows,
+        rss_kb as f64 / 1024.0,
+        idle_ticks,
+        log_s
+    );
+}
