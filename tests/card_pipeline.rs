@@ -420,6 +420,7 @@ fn a_consume_in_flight_when_the_till_refuses_goes_to_review() {
 fn unconfirmed_past_max_age_goes_to_review() {
     let till = Till::new(Setup {
         max_age: "1s",
+        online_wait: "300ms",
         ..Setup::default()
     });
     let code = "800000000081";

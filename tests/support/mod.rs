@@ -258,7 +258,7 @@ impl Default for Setup {
         Setup {
             accept_offline: true,
             route_offline: true,
-            online_wait: "400ms",
+            online_wait: "1500ms",
             max_pending: 500,
             max_age: "72h",
             base_delay: "50ms",
