@@ -363,8 +363,10 @@ pub fn due(
     if limit == 0 || apis.is_empty() {
         return Ok(Vec::new());
     }
+    // The partial index walks pending rows in scan order and stops after LIMIT; without it
+    // SQLite sorts the whole backlog on every dispatcher turn.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM redemptions \
+        "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_pending \
          WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
          AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
     ))?;
@@ -537,8 +539,19 @@ pub fn apply(
 
 /// Moves rows unsettled for longer than `max_age` to review. Returns the rows moved.
 pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec<Row>> {
-    let tx = immediate(conn)?;
     let cutoff = now - max_age_ms;
+    // The dispatcher asks on every turn: answer the common "nothing is that old" with a read,
+    // not a write transaction (each commit is an fsync).
+    let any: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM redemptions \
+         WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) AND scanned_at < ?1)",
+        [cutoff],
+        |r| r.get(0),
+    )?;
+    if !any {
+        return Ok(Vec::new());
+    }
+    let tx = immediate(conn)?;
     let old: Vec<Row> = {
         let mut stmt = tx.prepare(&format!(
             "SELECT {COLUMNS} FROM redemptions \
