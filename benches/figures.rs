@@ -313,7 +313,7 @@ fn svg(d: &Drain, limit: f64) -> String {
 <polyline fill="none" stroke="#d97706" stroke-width="2" points="{conc}"/>
 <line x1="{pad}" y1="{yb:.1}" x2="{x2:.1}" y2="{yb:.1}" stroke="#333"/>
 <text x="{pad}" y="{yl:.1}">0 s</text><text x="{x2:.1}" y="{yl:.1}" text-anchor="end">{tmax:.0} s</text>
-<text x="5" y="{yt:.1}" fill="#1f6feb">{ymax:.0}/s</text><text x="{x2r:.1}" y="{yt:.1}" fill="#d97706">{cmax:.0}</text>
+<text x="5" y="{yt:.1}" fill="#1f6feb">{ymax:.0}/s</text><text x="{x2r:.1}" y="{yt:.1}" fill="#d97706" text-anchor="end">{cmax:.0}</text>
 </svg>
 "##,
         x2 = w - pad,
