@@ -12,7 +12,7 @@ use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::Ctx;
 use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::dispatcher::Dispatcher;
-use crate::redeem::intake::Intake;
+use crate::redeem::intake::{Intake, Pending};
 use crate::scanner::{self, SourceEvent};
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
@@ -195,14 +195,7 @@ impl Daemon {
                     Some(SourceEvent::Scan(scan)) => {
                         // Recorded here, in arrival order; answered concurrently.
                         let pending = intake.record(scan).await;
-                        let intake = intake.clone();
-                        let bus = self.bus.clone();
-                        let till = config.till.clone();
-                        answers.spawn(async move {
-                            let outcome = intake.answer(pending).await;
-                            outcome.log(&till);
-                            let _ = bus.outcomes.send(outcome);
-                        });
+                        answers.spawn(answer(intake.clone(), pending, self.bus.clone(), None));
                     }
                     Some(SourceEvent::Ended { scanner }) => {
                         tracing::info!(event = "scanner_ended", scanner = %scanner, "scanner input ended");
@@ -223,15 +216,7 @@ impl Daemon {
                 },
                 Some((scan, reply)) = keyed_rx.recv() => {
                     let pending = intake.record(scan).await;
-                    let intake = intake.clone();
-                    let bus = self.bus.clone();
-                    let till = config.till.clone();
-                    answers.spawn(async move {
-                        let outcome = intake.answer(pending).await;
-                        outcome.log(&till);
-                        let _ = reply.send(outcome.clone());
-                        let _ = bus.outcomes.send(outcome);
-                    });
+                    answers.spawn(answer(intake.clone(), pending, self.bus.clone(), Some(reply)));
                 }
                 Some(_) = answers.join_next(), if !answers.is_empty() => {}
             }
@@ -333,6 +318,22 @@ pub fn build_pay(p: &WechatPayConfig, clock: SharedClock) -> Result<Arc<PayApi>,
         backup: p.backup_url.clone(),
         clock,
     })))
+}
+
+/// Waits for a recorded scan's answer, logs it, and publishes it (and, for keyed entry,
+/// hands it back to the HTTP request waiting for it).
+async fn answer(
+    intake: Intake,
+    pending: Pending,
+    bus: Bus,
+    reply: Option<tokio::sync::oneshot::Sender<crate::outcome::Outcome>>,
+) {
+    let outcome = intake.answer(pending).await;
+    outcome.log(&intake.config.till);
+    if let Some(r) = reply {
+        let _ = r.send(outcome.clone());
+    }
+    let _ = bus.outcomes.send(outcome);
 }
 
 /// `STATUS=` for systemd: the backlog, WeChat's reachability and the scanners.

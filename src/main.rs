@@ -316,16 +316,9 @@ fn log(
         limit,
         ..Filter::default()
     };
-    for (arg, slot, name) in [
-        (since, &mut filter.since, "--since"),
-        (until, &mut filter.until, "--until"),
-    ] {
-        if let Some(t) = arg {
-            match report::parse_when(&t, now) {
-                Ok(ms) => *slot = Some(ms),
-                Err(e) => return usage(format!("{name}: {e}")),
-            }
-        }
+    match time_range(since, until, now) {
+        Ok((s, u)) => (filter.since, filter.until) = (s, u),
+        Err(e) => return usage(e),
     }
     if !config.database.exists() {
         eprintln!(
@@ -359,6 +352,19 @@ fn log(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--since`/`--until` as times, or the message saying which one is wrong.
+fn time_range(
+    since: Option<String>,
+    until: Option<String>,
+    now: i64,
+) -> Result<(Option<i64>, Option<i64>), String> {
+    let parse = |arg: Option<String>, name: &str| {
+        arg.map(|t| report::parse_when(&t, now).map_err(|e| format!("{name}: {e}")))
+            .transpose()
+    };
+    Ok((parse(since, "--since")?, parse(until, "--until")?))
 }
 
 /// Opens the config's ledger read-only, or says why not.
@@ -470,18 +476,11 @@ fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCo
     };
     let now = chrono::Utc::now().timestamp_millis();
     let mut filter = Filter::default();
-    for (arg, slot, name) in [
-        (since, &mut filter.since, "--since"),
-        (until, &mut filter.until, "--until"),
-    ] {
-        if let Some(t) = arg {
-            match report::parse_when(&t, now) {
-                Ok(ms) => *slot = Some(ms),
-                Err(e) => {
-                    eprintln!("redeemd export: {name}: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    match time_range(since, until, now) {
+        Ok((s, u)) => (filter.since, filter.until) = (s, u),
+        Err(e) => {
+            eprintln!("redeemd export: {e}");
+            return ExitCode::from(2);
         }
     }
     match report::load(&conn, &filter) {
