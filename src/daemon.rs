@@ -238,7 +238,9 @@ impl Daemon {
         )
         .await;
         let _ = stop_tx.send(true);
-        let _ = http.await;
+        // Graceful shutdown waits for open connections, and an event stream never closes on
+        // its own: give requests in flight a moment, then stop waiting.
+        let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
         if let Some(h) = health {
             let _ = h.await;
         }

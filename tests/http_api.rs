@@ -398,3 +398,15 @@ fn listens_on_a_unix_socket() {
     assert_eq!(r.status, 200, "{}", r.body);
     d.kill9();
 }
+
+#[test]
+fn sigterm_stops_even_with_an_event_stream_open() {
+    let till = Till::new(Setup::default());
+    let d = till.start();
+    let base = d.http_url();
+    let mut sse = Sse::connect(&base, "");
+    sse.wait(|n, _| n == "scanner");
+    let (status, log) = d.terminate();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("\"event\":\"stopped\""));
+}
