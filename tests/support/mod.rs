@@ -583,7 +583,18 @@ impl Daemon {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("SIGTERM");
-        let status = self.child.wait().expect("wait");
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redeemd did not exit within {WAIT:?} of SIGTERM; log:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         self.wait_closed();
         (status, self.stderr())
     }
