@@ -216,8 +216,10 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
             schedule: Schedule::Now,
             redeemed: false,
         },
+        // A cancelled row keeps the till's refusal as its reason: that is what a manager
+        // needs to read, not the transport error of a call that was already in flight.
         Settle::Retry { reason, throttled } => Change {
-            reason: Some(reason.clone()),
+            reason: (!cancelled).then(|| reason.clone()),
             ..keep(if *throttled {
                 Schedule::Throttled
             } else {
@@ -227,7 +229,7 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
         Settle::Unknown { reason } => Change {
             state: s.state,
             unconfirmed: true,
-            reason: Some(reason.clone()),
+            reason: (!cancelled).then(|| reason.clone()),
             schedule: Schedule::Backoff,
             redeemed: false,
         },
@@ -348,6 +350,23 @@ mod tests {
             (c.state, c.unconfirmed, c.schedule),
             (State::Queued, true, Schedule::Throttled)
         );
+    }
+
+    #[test]
+    fn a_cancelled_row_keeps_the_tills_reason() {
+        for r in [
+            Settle::Retry {
+                reason: "cannot connect".into(),
+                throttled: false,
+            },
+            Settle::Unknown {
+                reason: "timed out".into(),
+            },
+        ] {
+            let c = settle(snap(State::Cancelled, true, false), &r);
+            assert_eq!(c.state, State::Cancelled);
+            assert_eq!(c.reason, None, "{r:?}");
+        }
     }
 
     #[test]
