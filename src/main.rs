@@ -320,29 +320,18 @@ fn log(
         Ok((s, u)) => (filter.since, filter.until) = (s, u),
         Err(e) => return usage(e),
     }
-    if !config.database.exists() {
-        eprintln!(
-            "redeemd log: no ledger at {} yet (the daemon creates it on its first start)",
-            config.database.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let entries = match ledger::open_ro(&config.database)
-        .map_err(|e| e.to_string())
-        .and_then(|c| report::load(&c, &filter).map_err(|e| e.to_string()))
-    {
+    let conn = match open_ledger_ro(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let entries = match report::load(&conn, &filter) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("redeemd log: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
-    let written = if json {
-        report::write_json(&mut out, &entries)
-    } else {
-        report::write_table(&mut out, &entries)
-    };
+    let written = print_entries(&entries, json);
     match written {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`redeemd log | head`) is not an error worth a message.
@@ -367,9 +356,25 @@ fn time_range(
     Ok((parse(since, "--since")?, parse(until, "--until")?))
 }
 
-/// Opens the config's ledger read-only, or says why not.
-fn open_ledger_ro(path: &std::path::Path) -> Result<(Config, rusqlite::Connection), ExitCode> {
+/// Log rows as a table, or as JSON lines.
+fn print_entries(entries: &[report::LogEntry], json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        report::write_json(&mut out, entries)
+    } else {
+        report::write_table(&mut out, entries)
+    }
+}
+
+/// Loads the config and opens its ledger read-only, or says why not.
+fn load_ledger_ro(path: &std::path::Path) -> Result<(Config, rusqlite::Connection), ExitCode> {
     let config = load_config(path)?;
+    let conn = open_ledger_ro(&config)?;
+    Ok((config, conn))
+}
+
+/// Opens the config's ledger read-only, or says why not.
+fn open_ledger_ro(config: &Config) -> Result<rusqlite::Connection, ExitCode> {
     if !config.database.exists() {
         eprintln!(
             "redeemd: no ledger at {} yet (the daemon creates it on its first start)",
@@ -377,11 +382,10 @@ fn open_ledger_ro(path: &std::path::Path) -> Result<(Config, rusqlite::Connectio
         );
         return Err(ExitCode::FAILURE);
     }
-    let conn = ledger::open_ro(&config.database).map_err(|e| {
+    ledger::open_ro(&config.database).map_err(|e| {
         eprintln!("redeemd: {e}");
         ExitCode::FAILURE
-    })?;
-    Ok((config, conn))
+    })
 }
 
 fn finish_output(r: std::io::Result<()>) -> ExitCode {
@@ -396,7 +400,7 @@ fn finish_output(r: std::io::Result<()>) -> ExitCode {
 }
 
 fn review(path: PathBuf, json: bool) -> ExitCode {
-    let (_, conn) = match open_ledger_ro(&path) {
+    let (_, conn) = match load_ledger_ro(&path) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -412,12 +416,7 @@ fn review(path: PathBuf, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
-    finish_output(if json {
-        report::write_json(&mut out, &entries)
-    } else {
-        report::write_table(&mut out, &entries)
-    })
+    finish_output(print_entries(&entries, json))
 }
 
 fn resolve(path: PathBuf, id: i64, note: String, state: Option<String>) -> ExitCode {
@@ -470,7 +469,7 @@ fn resolve(path: PathBuf, id: i64, note: String, state: Option<String>) -> ExitC
 }
 
 fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCode {
-    let (_, conn) = match open_ledger_ro(&path) {
+    let (_, conn) = match load_ledger_ro(&path) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -493,7 +492,7 @@ fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCo
 }
 
 fn summary(path: PathBuf, day: Option<String>) -> ExitCode {
-    let (config, conn) = match open_ledger_ro(&path) {
+    let (config, conn) = match load_ledger_ro(&path) {
         Ok(x) => x,
         Err(c) => return c,
     };

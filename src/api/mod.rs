@@ -247,15 +247,16 @@ fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
     })
 }
 
-async fn redemptions(
-    AxState(st): AxState<ApiState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let filter = match filter_from(&q, st.clock.now_ms()) {
+type ListParams = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The filters of a list or export request; `Err` is the message for a 400.
+fn filter_of(q: ListParams, now: i64) -> Result<Filter, String> {
+    let Query(q) = q.map_err(|e| e.body_text())?;
+    filter_from(&q, now)
+}
+
+async fn redemptions(AxState(st): AxState<ApiState>, q: ListParams) -> Response {
+    let filter = match filter_of(q, st.clock.now_ms()) {
         Ok(f) => f,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
@@ -265,15 +266,8 @@ async fn redemptions(
     }
 }
 
-async fn export(
-    AxState(st): AxState<ApiState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let mut filter = match filter_from(&q, st.clock.now_ms()) {
+async fn export(AxState(st): AxState<ApiState>, q: ListParams) -> Response {
+    let mut filter = match filter_of(q, st.clock.now_ms()) {
         Ok(f) => f,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
