@@ -44,12 +44,23 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, String> {
 }
 pub use store::Row;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A ledger operation, run on the ledger thread. It returns how to answer its caller once
+/// the commit it is part of is known: `None` when that commit succeeded, or why it failed.
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Answer<T> = oneshot::Receiver<Result<T, LedgerError>>;
+
+/// At most this many operations share one commit, so that no caller waits behind an
+/// unbounded batch.
+const MAX_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The operation succeeded, but the commit it shared with others did not.
+    #[error("ledger: the commit failed: {0}")]
+    Commit(String),
     #[error("ledger: the ledger thread has stopped")]
     Stopped,
 }
@@ -73,16 +84,32 @@ impl Ledger {
             .name("ledger".into())
             .spawn(move || {
                 // Ends when every handle is dropped; the connection closes with it.
-                for job in rx {
-                    job(&mut conn);
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, batch);
                 }
             })
             .expect("spawning the ledger thread");
         Ledger { jobs: tx }
     }
 
-    /// Runs `f` on the ledger thread.
+    /// Runs `f` on the ledger thread; answers once its writes are committed.
     pub async fn call<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.enqueue(f)?.await.map_err(|_| LedgerError::Stopped)?
+    }
+
+    /// Queues `f` now; the receiver gets its result once its writes are committed.
+    fn enqueue<T, F>(&self, f: F) -> Result<Answer<T>, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -90,14 +117,175 @@ impl Ledger {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
+                let result = f(conn);
+                Box::new(move |commit_failed: Option<&str>| {
+                    let result = match (result, commit_failed) {
+                        (Ok(_), Some(why)) => Err(LedgerError::Commit(why.to_string())),
+                        (r, _) => r.map_err(LedgerError::from),
+                    };
+                    let _ = tx.send(result);
+                })
             }))
             .map_err(|_| LedgerError::Stopped)?;
-        rx.await
-            .map_err(|_| LedgerError::Stopped)?
-            .map_err(Into::into)
+        Ok(rx)
+    }
+
+    /// Queues a write nobody waits for (an audit record): it shares the next commit, and a
+    /// failure is logged. Later operations still see it, since the thread runs them in order.
+    pub fn submit<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        let sent = self.jobs.send(Box::new(move |conn| {
+            let result = f(conn);
+            Box::new(move |commit_failed: Option<&str>| {
+                let error = match (&result, commit_failed) {
+                    (Err(e), _) => Some(e.to_string()),
+                    (Ok(()), failed) => failed.map(str::to_string),
+                };
+                if let Some(error) = error {
+                    tracing::error!(
+                        event = "ledger_write_failed",
+                        what,
+                        error,
+                        "a ledger write failed"
+                    );
+                }
+            })
+        }));
+        if sent.is_err() {
+            tracing::error!(
+                event = "ledger_write_failed",
+                what,
+                error = "the ledger thread has stopped",
+                "a ledger write failed"
+            );
+        }
+    }
+}
+
+/// Group commit: the operations that queued up while the previous commit was being written
+/// run in one transaction (each in a savepoint of its own, see `store::immediate`) and share
+/// one fsync. A backlog of concurrent redemptions then costs one fsync per batch instead of
+/// one per operation; a lone operation runs in its own transaction as before. Nobody is
+/// answered before the commit that holds their writes.
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    if batch.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        for job in batch {
+            job(conn)(None);
+        }
+        return;
+    }
+    let mut done: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        let reply = job(conn);
+        if conn.is_autocommit() {
+            // Some errors (disk full, I/O) make SQLite roll the whole transaction back: every
+            // write of this batch so far is gone. Say so, and run the rest one by one.
+            let why = "SQLite rolled the shared transaction back after an error";
+            for r in done.drain(..) {
+                r(Some(why));
+            }
+            reply(Some(why));
+            for job in jobs {
+                job(conn)(None);
+            }
+            return;
+        }
+        done.push(reply);
+    }
+    let failed = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    if failed.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for r in done {
+        r(failed.as_deref());
     }
 }
 
 #[cfg(test)]
 mod model_tests;
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+
+    fn insert(c: &Connection, code: &str) -> rusqlite::Result<()> {
+        c.execute(
+            "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
+             VALUES (?1, 'card', 'queued', 's', 't', 0, 0)",
+            [code],
+        )?;
+        Ok(())
+    }
+
+    /// Inserts a row in a savepoint; answers whether it ran inside a shared transaction.
+    fn insert_alone(code: &'static str) -> impl FnOnce(&mut Connection) -> rusqlite::Result<bool> {
+        move |c| {
+            let shared = !c.is_autocommit();
+            let tx = c.savepoint()?;
+            insert(&tx, code)?;
+            tx.commit()?;
+            Ok(shared)
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_operations_share_a_commit_and_a_failure_undoes_only_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("l.db");
+        let ledger = Ledger::open(&db).unwrap();
+        // Hold the ledger thread inside one operation, so the next ones queue up behind it.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let held = ledger
+            .enqueue(move |_| {
+                let _ = entered_tx.send(());
+                let _ = wait.recv();
+                Ok(())
+            })
+            .unwrap();
+        entered.recv().unwrap();
+
+        let a = ledger.enqueue(insert_alone("111111111111")).unwrap();
+        // A second row, then the first code again: the unique index refuses it.
+        let bad = ledger
+            .enqueue(|c| {
+                let tx = c.savepoint()?;
+                insert(&tx, "222222222222")?;
+                insert(&tx, "111111111111")?;
+                tx.commit()?;
+                Ok(())
+            })
+            .unwrap();
+        let b = ledger.enqueue(insert_alone("333333333333")).unwrap();
+        release.send(()).unwrap();
+
+        held.await.unwrap().unwrap();
+        assert!(
+            a.await.unwrap().unwrap(),
+            "ran inside the shared transaction"
+        );
+        assert!(
+            b.await.unwrap().unwrap(),
+            "ran inside the shared transaction"
+        );
+        assert!(bad.await.unwrap().is_err(), "the failing operation is told");
+        drop(ledger);
+
+        let conn = open_ro(&db).unwrap();
+        let codes: Vec<String> = conn
+            .prepare("SELECT code FROM redemptions ORDER BY code")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            codes,
+            ["111111111111", "333333333333"],
+            "the failed operation left nothing; the others are committed"
+        );
+    }
+}

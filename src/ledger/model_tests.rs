@@ -169,14 +169,14 @@ proptest! {
                 }
                 Op::BeginConsume(i) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
-                    let got = store::begin_call(&mut conn, *id, "code/consume", true, at).unwrap();
+                    let got = store::begin_call(&mut conn, *id, "code/consume", at, &[]).unwrap();
                     prop_assert_eq!(got.is_some(), m.state == State::Queued, "only queued rows may be redeemed");
                     if got.is_some() { m.unconfirmed = true; }
                 }
                 Op::Settle(i, k) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
                     let before = m.state;
-                    store::apply(&mut conn, *id, &settle_for(k), &store::Confirmation::default(), retry, at).unwrap();
+                    store::apply(&mut conn, *id, &settle_for(k), &store::Confirmation::default(), retry, at, &[]).unwrap();
                     model_settle(m, k);
                     if before == State::Cancelled {
                         prop_assert!(m.state != State::Redeemed, "a cancelled row never counts as redeemed");

@@ -161,6 +161,8 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
         .map_err(wrap)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(wrap)?;
+    // Room for every statement the writer repeats (store.rs runs them through the cache).
+    conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn).map_err(|e| match e {
         MigrateError::Sqlite(source) => OpenError::Sqlite {
             path: p.clone(),

@@ -7,9 +7,12 @@ use crate::config::Api;
 use crate::redeem::backoff;
 use crate::redeem::state::{self, Schedule, Settle, Snapshot, State, TillOutcome};
 use crate::route::Routed;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params,
+};
 use serde::Serialize;
 use std::collections::HashSet;
+use std::ops::Deref;
 use std::time::Duration;
 
 pub type Result<T> = rusqlite::Result<T>;
@@ -133,8 +136,54 @@ fn read_row(r: &rusqlite::Row) -> Result<Row> {
     })
 }
 
-fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+/// One operation's writes, all or nothing. On its own: an `IMMEDIATE` transaction (another
+/// process may write too: `redeemd resolve`). Inside the ledger thread's group commit: a
+/// savepoint, so a failing operation undoes only its own writes.
+enum Write<'c> {
+    Own(Transaction<'c>),
+    Nested(Savepoint<'c>),
+}
+
+impl Deref for Write<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Write::Own(t) => t,
+            Write::Nested(s) => s,
+        }
+    }
+}
+
+impl Write<'_> {
+    fn commit(self) -> Result<()> {
+        match self {
+            Write::Own(t) => t.commit(),
+            Write::Nested(s) => s.commit(),
+        }
+    }
+
+    fn rollback(self) -> Result<()> {
+        match self {
+            Write::Own(t) => t.rollback(),
+            Write::Nested(mut s) => s.rollback(),
+        }
+    }
+}
+
+fn immediate(conn: &mut Connection) -> Result<Write<'_>> {
+    if conn.is_autocommit() {
+        Ok(Write::Own(conn.transaction_with_behavior(
+            TransactionBehavior::Immediate,
+        )?))
+    } else {
+        Ok(Write::Nested(conn.savepoint()?))
+    }
+}
+
+/// Runs a statement through the connection's statement cache: the hot writes are the same
+/// few statements over and over, and compiling them each time costs more than running them.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
@@ -146,12 +195,9 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
     .optional()
 }
 
-fn get_in(tx: &Transaction, id: i64) -> Result<Row> {
-    tx.query_row(
-        &format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"),
-        [id],
-        read_row,
-    )
+fn get_in(conn: &Connection, id: i64) -> Result<Row> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"))?
+        .query_row([id], read_row)
 }
 
 /// A scan that routed to an API.
@@ -180,22 +226,21 @@ pub struct Recorded {
 pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
     let tx = immediate(conn)?;
     let existing: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM redemptions WHERE code = ?1 AND api IS NOT NULL",
-            [s.code],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM redemptions WHERE code = ?1 AND api IS NOT NULL")?
+        .query_row([s.code], |r| r.get(0))
         .optional()?;
     let (id, known) = match existing {
         Some(id) => {
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE redemptions SET scans = scans + 1 WHERE id = ?1",
                 [id],
             )?;
             (id, true)
         }
         None => {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
                  scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11)",
@@ -227,17 +272,18 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
 }
 
 fn insert_scan(
-    tx: &Transaction,
+    conn: &Connection,
     id: i64,
     scanner: &str,
     aim_id: Option<&str>,
     at: Millis,
 ) -> Result<i64> {
-    tx.execute(
+    exec(
+        conn,
         "INSERT INTO scans (redemption_id, scanner, aim_id, scanned_at) VALUES (?1, ?2, ?3, ?4)",
         params![id, scanner, aim_id, at],
     )?;
-    Ok(tx.last_insert_rowid())
+    Ok(conn.last_insert_rowid())
 }
 
 /// Records a scan refused locally (payment code, junk, no route). `shown_code` must
@@ -253,14 +299,16 @@ pub struct Refusal<'a> {
 
 pub fn record_refusal(conn: &mut Connection, r: &Refusal) -> Result<Row> {
     let tx = immediate(conn)?;
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO redemptions (code, api, aim_id, state, reason, till_outcome, scanner, till, \
          scanned_at, updated_at) VALUES (?1, NULL, ?2, 'rejected', ?3, 'rejected', ?4, ?5, ?6, ?6)",
         params![r.shown_code, r.aim_id, r.reason, r.scanner, r.till, r.at],
     )?;
     let id = tx.last_insert_rowid();
     let scan_id = insert_scan(&tx, id, r.scanner, r.aim_id, r.at)?;
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE scans SET till_outcome = 'rejected' WHERE id = ?1",
         [scan_id],
     )?;
@@ -277,12 +325,14 @@ pub fn note_till_outcome(
     outcome: TillOutcome,
 ) -> Result<()> {
     let tx = immediate(conn)?;
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE scans SET till_outcome = ?2 WHERE id = ?1",
         params![scan_id, outcome.as_str()],
     )?;
     if outcome != TillOutcome::Duplicate {
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
             params![id, outcome.as_str()],
         )?;
@@ -330,7 +380,8 @@ pub fn decide_offline(
                 } else {
                     "refused at the till: WeChat did not answer in time and this code may not be accepted offline".to_string()
                 };
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE redemptions SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
                     params![id, reason, at],
                 )?;
@@ -338,11 +389,13 @@ pub fn decide_offline(
             }
         }
     };
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE scans SET till_outcome = ?2 WHERE id = ?1",
         params![scan_id, outcome.as_str()],
     )?;
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
         params![id, outcome.as_str()],
     )?;
@@ -407,28 +460,31 @@ pub fn next_due_after(conn: &Connection, apis: &[Api], now: Millis) -> Result<Op
     Ok(best)
 }
 
-/// Records that a call is about to be sent. For a redeeming call (`consume`, `use`) the
-/// row must still be `queued`, and is marked `unconfirmed` in the same commit: this is the
-/// intent that survives a crash. Returns `None` when the row may no longer be redeemed
-/// (the till refused it meanwhile).
+/// Records that a redeeming call (`consume`, `use`) is about to be sent: the row must still
+/// be `queued`, and is marked `unconfirmed` in the same commit. This is the intent that
+/// survives a crash. `earlier` are this try's calls made so far (a `code/get`), written in the
+/// same commit. Returns `None` when the row may no longer be redeemed (the till refused it
+/// meanwhile); the earlier calls are written all the same.
 pub fn begin_call(
     conn: &mut Connection,
     id: i64,
     call: &str,
-    redeeming: bool,
     at: Millis,
+    earlier: &[CallLog],
 ) -> Result<Option<i64>> {
     let tx = immediate(conn)?;
-    if redeeming {
-        let n = tx.execute(
-            "UPDATE redemptions SET unconfirmed = 1, updated_at = ?2 WHERE id = ?1 AND state = 'queued'",
-            params![id, at],
-        )?;
-        if n == 0 {
-            return Ok(None);
-        }
+    write_calls(&tx, id, earlier)?;
+    let n = exec(
+        &tx,
+        "UPDATE redemptions SET unconfirmed = 1, updated_at = ?2 WHERE id = ?1 AND state = 'queued'",
+        params![id, at],
+    )?;
+    if n == 0 {
+        tx.commit()?;
+        return Ok(None);
     }
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO attempts (redemption_id, call, started_at) VALUES (?1, ?2, ?3)",
         params![id, call, at],
     )?;
@@ -447,20 +503,62 @@ pub struct CallRecord {
     pub detail: Option<String>,
 }
 
-pub fn end_call(conn: &mut Connection, attempt: i64, rec: &CallRecord, at: Millis) -> Result<()> {
-    conn.execute(
-        "UPDATE attempts SET ended_at = ?2, http_status = ?3, errcode = ?4, outcome = ?5, detail = ?6 \
-         WHERE id = ?1",
-        params![
-            attempt,
-            at,
-            rec.http_status,
-            rec.errcode,
-            rec.outcome,
-            rec.detail
-        ],
-    )?;
+/// A finished call whose record is not written yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallLog {
+    /// The `attempts` row written when a redeeming call started; `None` for a call recorded
+    /// only once it has ended (a `code/get`: it changes nothing at WeChat).
+    pub attempt: Option<i64>,
+    pub call: &'static str,
+    pub started_at: Millis,
+    pub ended_at: Millis,
+    pub record: CallRecord,
+}
+
+/// Writes finished calls of a row to the audit trail.
+pub fn write_calls(conn: &Connection, id: i64, calls: &[CallLog]) -> Result<()> {
+    for c in calls {
+        let r = &c.record;
+        match c.attempt {
+            Some(attempt) => exec(
+                conn,
+                "UPDATE attempts SET ended_at = ?2, http_status = ?3, errcode = ?4, outcome = ?5, \
+                 detail = ?6 WHERE id = ?1",
+                params![
+                    attempt,
+                    c.ended_at,
+                    r.http_status,
+                    r.errcode,
+                    r.outcome,
+                    r.detail
+                ],
+            )?,
+            None => exec(
+                conn,
+                "INSERT INTO attempts (redemption_id, call, started_at, ended_at, http_status, \
+                 errcode, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    c.call,
+                    c.started_at,
+                    c.ended_at,
+                    r.http_status,
+                    r.errcode,
+                    r.outcome,
+                    r.detail
+                ],
+            )?,
+        };
+    }
     Ok(())
+}
+
+/// [`write_calls`] as a transaction of its own (calls left over when a try ends without a
+/// result to write).
+pub fn record_calls(conn: &mut Connection, id: i64, calls: &[CallLog]) -> Result<()> {
+    let tx = immediate(conn)?;
+    write_calls(&tx, id, calls)?;
+    tx.commit()
 }
 
 /// The retry schedule's settings and the random draw for this change.
@@ -479,7 +577,8 @@ pub struct Confirmation {
     pub wechatpay_use_time: Option<String>,
 }
 
-/// Applies what a try found out (through the pure state machine) and schedules the next.
+/// Applies what a try found out (through the pure state machine) and schedules the next,
+/// writing the try's calls in the same commit.
 pub fn apply(
     conn: &mut Connection,
     id: i64,
@@ -487,8 +586,10 @@ pub fn apply(
     info: &Confirmation,
     retry: Retry,
     at: Millis,
+    calls: &[CallLog],
 ) -> Result<(Row, bool)> {
     let tx = immediate(conn)?;
+    write_calls(&tx, id, calls)?;
     let row = get_in(&tx, id)?;
     let change = state::settle(row.snapshot(), settle);
     let tried = !matches!(settle, Settle::NotRedeemed);
@@ -512,7 +613,8 @@ pub fn apply(
         _ => None,
     };
     let changed = change.state != row.state;
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE redemptions SET state = ?2, unconfirmed = ?3, reason = coalesce(?4, reason), \
          attempts = ?5, next_attempt_at = ?6, updated_at = ?7, \
          redeemed_at = CASE WHEN ?8 THEN ?7 ELSE redeemed_at END, \
@@ -564,7 +666,8 @@ pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec
     let mut moved = Vec::new();
     for row in old {
         if let Some(change) = state::expire(row.snapshot()) {
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE redemptions SET state = ?2, reason = ?3, next_attempt_at = NULL, updated_at = ?4 \
                  WHERE id = ?1",
                 params![row.id, change.state.as_str(), change.reason, now],
@@ -687,7 +790,8 @@ pub fn resolve(
     } else {
         State::Rejected
     });
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE redemptions SET state = ?2, unconfirmed = 0, next_attempt_at = NULL, \
          resolved_at = ?3, resolved_by = ?4, resolution = ?5, updated_at = ?3 WHERE id = ?1",
         params![id, state.as_str(), at, by, note],
@@ -729,7 +833,7 @@ pub fn oldest_pending(conn: &Connection) -> Result<Option<Millis>> {
 /// Proves the ledger takes writes (for health checks): an immediate transaction, rolled back.
 pub fn probe_writable(conn: &mut Connection) -> Result<()> {
     let tx = immediate(conn)?;
-    tx.execute("UPDATE redemptions SET id = id WHERE 0", [])?;
+    exec(&tx, "UPDATE redemptions SET id = id WHERE 0", [])?;
     tx.rollback()
 }
 

@@ -1,9 +1,9 @@
-//! What every API flow does around a call: record it as started (and, for a redeeming call,
-//! mark the row unconfirmed in the same commit) before sending, record its end, and apply
-//! the result through the state machine.
+//! What every API flow does around a call: for a redeeming call, record it as started and
+//! mark the row unconfirmed in one commit before sending; keep every call's record; apply the
+//! result through the state machine, with the records, in one commit.
 
-use crate::ledger::store::{self, CallRecord, Confirmation};
-use crate::ledger::{LedgerError, Row};
+use crate::ledger::store::{self, CallLog, CallRecord, Confirmation};
+use crate::ledger::{Ledger, LedgerError, Row};
 use crate::redeem::Ctx;
 use crate::redeem::state::Settle;
 use std::time::Duration;
@@ -28,12 +28,48 @@ pub enum TryEnd {
     Dropped,
 }
 
-/// Records the call as started (for a redeeming call: marks the row unconfirmed, in the same
-/// commit, before anything is sent), makes it, and records its end. `None`: the row may no
-/// longer be redeemed, and nothing was sent.
+/// The calls of one try whose records are not written yet. A `code/get` changes nothing at
+/// WeChat, so it needs no commit of its own: its record goes into the ledger with the try's
+/// next write (the consume's intent, or the result). A redeeming call's start is its own
+/// commit, before it is sent; its end goes with the result. Whatever a try leaves behind
+/// (it paused, or the ledger failed) is written when the trail is dropped.
+pub struct Trail {
+    ledger: Ledger,
+    id: i64,
+    calls: Vec<CallLog>,
+}
+
+impl Trail {
+    pub fn new(ctx: &Ctx, row: &Row) -> Trail {
+        Trail {
+            ledger: ctx.ledger.clone(),
+            id: row.id,
+            calls: Vec::new(),
+        }
+    }
+
+    fn take(&mut self) -> Vec<CallLog> {
+        std::mem::take(&mut self.calls)
+    }
+}
+
+impl Drop for Trail {
+    fn drop(&mut self) {
+        let calls = self.take();
+        if !calls.is_empty() {
+            let id = self.id;
+            self.ledger
+                .submit("call records", move |c| store::record_calls(c, id, &calls));
+        }
+    }
+}
+
+/// Makes a call and keeps its record in the trail. A redeeming call is first recorded as
+/// started, with the row marked unconfirmed, in one commit before anything is sent. `None`:
+/// the row may no longer be redeemed, and nothing was sent.
 pub async fn logged<A, F, Fut>(
     ctx: &Ctx,
-    row: &Row,
+    trail: &mut Trail,
     call: &'static str,
     redeeming: bool,
     record: fn(&A) -> CallRecord,
@@ -43,14 +79,20 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = A>,
 {
-    let id = row.id;
-    let at = ctx.clock.now_ms();
-    let Some(attempt) = ctx
-        .ledger
-        .call(move |c| store::begin_call(c, id, call, redeeming, at))
-        .await?
-    else {
-        return Ok(None);
+    let id = trail.id;
+    let started_at = ctx.clock.now_ms();
+    let attempt = if redeeming {
+        let earlier = trail.take();
+        let begun = ctx
+            .ledger
+            .call(move |c| store::begin_call(c, id, call, started_at, &earlier))
+            .await?;
+        let Some(attempt) = begun else {
+            return Ok(None);
+        };
+        Some(attempt)
+    } else {
+        None
     };
     let started = std::time::Instant::now();
     let answer = send().await;
@@ -62,22 +104,25 @@ where
     };
     ctx.metrics
         .observe_call(api, &rec.outcome, started.elapsed().as_secs_f64());
-    let at = ctx.clock.now_ms();
-    ctx.ledger
-        .call(move |c| store::end_call(c, attempt, &rec, at))
-        .await?;
+    trail.calls.push(CallLog {
+        attempt,
+        call,
+        started_at,
+        ended_at: ctx.clock.now_ms(),
+        record: rec,
+    });
     Ok(Some(answer))
 }
 
-/// Applies a try's result to the row and schedules the next try.
+/// Applies a try's result to the row, with the try's call records, and schedules the next.
 pub async fn finish(
     ctx: &Ctx,
-    row: &Row,
+    trail: &mut Trail,
     settle: Settle,
     info: Confirmation,
     healthy: bool,
 ) -> Result<TryEnd, LedgerError> {
-    let id = row.id;
+    let id = trail.id;
     let at = ctx.clock.now_ms();
     let retry = ctx.retry_draw();
     let congested = match &settle {
@@ -86,9 +131,10 @@ pub async fn finish(
         Settle::Unknown { reason } => reason.starts_with("timed out"),
         _ => false,
     };
+    let calls = trail.take();
     let (row, changed) = ctx
         .ledger
-        .call(move |c| store::apply(c, id, &settle, &info, retry, at))
+        .call(move |c| store::apply(c, id, &settle, &info, retry, at, &calls))
         .await?;
     Ok(TryEnd::Applied {
         row: Box::new(row),

@@ -6,7 +6,7 @@
 use crate::ledger::store::{CallRecord, Confirmation};
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
-use crate::redeem::attempt::{TryEnd, finish, logged};
+use crate::redeem::attempt::{Trail, TryEnd, finish, logged};
 use crate::redeem::state::{Settle, State};
 use crate::wechat::card::{Answer, CardApi};
 use crate::wechat::errors::{
@@ -116,10 +116,11 @@ fn record<T>(answer: &Answer<T>) -> CallRecord {
 }
 
 pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
+    let trail = &mut Trail::new(ctx, &row);
     if row.unconfirmed || row.state == State::Cancelled {
-        return resolve(ctx, api, row).await;
+        return resolve(ctx, api, trail, row).await;
     }
-    let answer = logged(ctx, &row, "code/get", false, record, || {
+    let answer = logged(ctx, trail, "code/get", false, record, || {
         api.get(&row.code, row.card_id.as_deref(), true)
     })
     .await?;
@@ -131,16 +132,16 @@ pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, Ledg
         Answer::Ok { reply, .. } => {
             let status = reply.user_card_status.as_deref().unwrap_or("NORMAL");
             if reply.can_consume.unwrap_or(status == "NORMAL") {
-                consume(ctx, api, row).await
+                consume(ctx, api, trail, row).await
             } else {
                 let settle = Settle::Refused {
                     reason: card_status_reason(status).into(),
                 };
-                finish(ctx, &row, settle, openid(reply.openid), true).await
+                finish(ctx, trail, settle, openid(reply.openid), true).await
             }
         }
         other => match failure(other, false) {
-            Failure::Settle(s) => finish(ctx, &row, s, Confirmation::default(), is_healthy).await,
+            Failure::Settle(s) => finish(ctx, trail, s, Confirmation::default(), is_healthy).await,
             Failure::Pause(retry_in, reason) => Ok(TryEnd::Pause { retry_in, reason }),
         },
     }
@@ -148,8 +149,13 @@ pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, Ledg
 
 /// The last consume's answer was lost (or the till refused the row while one was in flight):
 /// ask WeChat what became of the code. Never consumes a cancelled row.
-async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
-    let answer = logged(ctx, &row, "code/get", false, record, || {
+async fn resolve(
+    ctx: &Ctx,
+    api: &CardApi,
+    trail: &mut Trail,
+    row: Row,
+) -> Result<TryEnd, LedgerError> {
+    let answer = logged(ctx, trail, "code/get", false, record, || {
         api.get(&row.code, row.card_id.as_deref(), false)
     })
     .await?;
@@ -183,17 +189,22 @@ async fn resolve(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
         },
     };
     let proceed = settle == Settle::NotRedeemed;
-    let end = finish(ctx, &row, settle, openid(reply_openid), is_healthy).await?;
+    let end = finish(ctx, trail, settle, openid(reply_openid), is_healthy).await?;
     match end {
         TryEnd::Applied { row, .. } if proceed && row.state == State::Queued => {
-            consume(ctx, api, *row).await
+            consume(ctx, api, trail, *row).await
         }
         other => Ok(other),
     }
 }
 
-async fn consume(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
-    let answer = logged(ctx, &row, "code/consume", true, record, || {
+async fn consume(
+    ctx: &Ctx,
+    api: &CardApi,
+    trail: &mut Trail,
+    row: Row,
+) -> Result<TryEnd, LedgerError> {
+    let answer = logged(ctx, trail, "code/consume", true, record, || {
         api.consume(&row.code, row.card_id.as_deref())
     })
     .await?;
@@ -205,7 +216,7 @@ async fn consume(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
         Answer::Ok { reply, .. } => {
             finish(
                 ctx,
-                &row,
+                trail,
                 Settle::Redeemed { note: None },
                 openid(reply.openid),
                 true,
@@ -213,7 +224,7 @@ async fn consume(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerErr
             .await
         }
         other => match failure(other, true) {
-            Failure::Settle(s) => finish(ctx, &row, s, Confirmation::default(), is_healthy).await,
+            Failure::Settle(s) => finish(ctx, trail, s, Confirmation::default(), is_healthy).await,
             Failure::Pause(retry_in, reason) => Ok(TryEnd::Pause { retry_in, reason }),
         },
     }

@@ -9,7 +9,7 @@ use crate::clock::Millis;
 use crate::ledger::store::{CallRecord, Confirmation};
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
-use crate::redeem::attempt::{TryEnd, finish, logged};
+use crate::redeem::attempt::{Trail, TryEnd, finish, logged};
 use crate::redeem::state::{Settle, State};
 use crate::wechat::pay::{PayAnswer, PayApi, UseRequest};
 use std::time::Duration;
@@ -92,19 +92,20 @@ pub fn refusal_reason(status: u16, code: &str, message: &str) -> String {
 }
 
 pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, LedgerError> {
+    let trail = &mut Trail::new(ctx, &row);
     if row.state == State::Cancelled {
         // Asking would mean repeating the use, which would redeem a cancelled row.
         let settle = Settle::NeedsReview {
             reason: "refused at the till while a use request was unanswered: check the coupon in the merchant platform".into(),
         };
-        return finish(ctx, &row, settle, Confirmation::default(), false).await;
+        return finish(ctx, trail, settle, Confirmation::default(), false).await;
     }
     let (Some(use_request_no), Some(use_time)) = (row.use_request_no.clone(), row.use_time.clone())
     else {
         let settle = Settle::NeedsReview {
             reason: "the ledger row has no use_request_no".into(),
         };
-        return finish(ctx, &row, settle, Confirmation::default(), false).await;
+        return finish(ctx, trail, settle, Confirmation::default(), false).await;
     };
     let prior_unknown = row.unconfirmed;
     let req = UseRequest {
@@ -114,7 +115,7 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
         use_time,
         use_request_no,
     };
-    let Some(answer) = logged(ctx, &row, "coupons/use", true, record, || {
+    let Some(answer) = logged(ctx, trail, "coupons/use", true, record, || {
         api.use_coupon(&req)
     })
     .await?
@@ -182,7 +183,7 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
             (Settle::Unknown { reason: detail }, Confirmation::default())
         }
     };
-    finish(ctx, &row, settle, info, healthy).await
+    finish(ctx, trail, settle, info, healthy).await
 }
 
 #[cfg(test)]

@@ -113,10 +113,7 @@ impl Intake {
             let row = recorded.row;
             let scan_id = recorded.scan_id;
             let id = row.id;
-            let _ = self
-                .ledger
-                .call(move |c| store::note_till_outcome(c, id, scan_id, TillOutcome::Duplicate))
-                .await;
+            self.note_answer(id, scan_id, TillOutcome::Duplicate);
             let mut out = self.outcome(&row, TillOutcome::Duplicate, &scan);
             out.reason = Some(duplicate_reason(&row));
             return Pending::Answered(out);
@@ -167,10 +164,7 @@ impl Intake {
         if let Some(r) = early
             && let Some(outcome) = store::till_outcome_of(r.state)
         {
-            let _ = self
-                .ledger
-                .call(move |c| store::note_till_outcome(c, id, scan_id, outcome))
-                .await;
+            self.note_answer(id, scan_id, outcome);
             return self.outcome(&r, outcome, &scan);
         }
         let max_pending = self.config.offline.max_pending;
@@ -183,6 +177,14 @@ impl Intake {
             Ok((outcome, row)) => self.outcome(&row, outcome, &scan),
             Err(e) => self.unrecorded(&scan, &e.to_string()),
         }
+    }
+
+    /// Notes what the till was told. The cashier is not kept waiting for this commit: the
+    /// row's state already holds the truth, and this is the record of the answer shown.
+    fn note_answer(&self, id: i64, scan_id: i64, outcome: TillOutcome) {
+        self.ledger.submit("till answer", move |c| {
+            store::note_till_outcome(c, id, scan_id, outcome)
+        });
     }
 
     /// Records a local refusal (the code is already masked) and answers `rejected`.
