@@ -2,6 +2,7 @@
 //!
 //!   cargo bench --bench figures            full run (release build), writes docs/drain.svg
 //!   cargo bench --bench figures -- --quick  small sizes
+//!   cargo bench --bench figures -- drain    only the named ones (record, online, drain, footprint)
 //!
 //! Under `cargo test --all-targets` it runs the quick sizes as a smoke test (debug build:
 //! the figures then only show that each benchmark works).
@@ -287,7 +288,7 @@ async fn bench_drain(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usiz
 }
 
 fn svg(d: &Drain, limit: f64) -> String {
-    let (w, h, pad) = (720.0, 320.0, 40.0);
+    let (w, h, pad) = (720.0, 330.0, 50.0);
     let tmax = d.samples.last().map(|s| s.0).unwrap_or(1.0).max(1.0);
     let cmax = d.samples.iter().map(|s| s.2).max().unwrap_or(1).max(1) as f64 * 1.2;
     let ymax = limit / 2.0 * 1.3;
@@ -307,7 +308,8 @@ fn svg(d: &Drain, limit: f64) -> String {
     format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="#fff"/>
-<text x="{pad}" y="20">Backlog drain: codes/s (blue) and adaptive concurrency (orange); dashed: the limit's 200 codes/s (400 calls/s, 2 calls a code)</text>
+<text x="{pad}" y="18">Backlog drain: codes/s (blue, left scale) and adaptive concurrency (orange, right scale)</text>
+<text x="{pad}" y="34" fill="#555">dashed: the limit, 200 codes/s (400 calls/s, 2 calls a code), which the daemon is not told</text>
 <line x1="{pad}" y1="{ideal:.1}" x2="{x2:.1}" y2="{ideal:.1}" stroke="#999" stroke-dasharray="4 4"/>
 <polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{rate}"/>
 <polyline fill="none" stroke="#d97706" stroke-width="2" points="{conc}"/>
@@ -394,8 +396,15 @@ fn bench_footprint(dir: &Path, cfg: &Config, rows: usize) -> (u64, u64, f64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
+    // Names select benchmarks (`-- record drain`); none: all of them.
+    let named: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let run = |name: &str| named.is_empty() || named.contains(&name);
     let sizes = if full {
         Sizes {
             record: 2000,
@@ -424,44 +433,74 @@ fn main() {
         if full { "full" } else { "quick" }
     );
 
-    let (p50, p99, b50, b99) = rt.block_on(bench_record(dir.path(), &cfg, sizes.record));
+    if run("record") {
+        record(&rt, dir.path(), &cfg, sizes.record);
+    }
+    if run("online") {
+        online(&rt, dir.path(), &cfg, &sim, &server.url(), sizes.online);
+    }
+    if run("drain") {
+        drain(
+            &rt,
+            dir.path(),
+            &cfg,
+            &sim,
+            &server.url(),
+            sizes.drain,
+            full,
+        );
+    }
+    if run("footprint") {
+        footprint(dir.path(), &cfg, sizes.footprint_rows);
+    }
+}
+
+fn record(rt: &tokio::runtime::Runtime, dir: &Path, cfg: &Config, n: usize) {
+    let (p50, p99, b50, b99) = rt.block_on(bench_record(dir, cfg, n));
     println!(
         "1. scan → durable record ({} scans): p50 {p50:.3} ms, p99 {p99:.3} ms; bare SQLite insert+commit p50 {b50:.3} ms, p99 {b99:.3} ms; ratio p50 {:.2}, p99 {:.2} (target ≤ 1.5)",
-        sizes.record,
+        n,
         p50 / b50,
         p99 / b99
     );
+}
 
-    let online = rt.block_on(bench_online(
-        dir.path(),
-        &cfg,
-        &sim,
-        &server.url(),
-        sizes.online,
-    ));
+fn online(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    cfg: &Config,
+    sim: &CardSim,
+    url: &str,
+    n: usize,
+) {
+    let online = rt.block_on(bench_online(dir, cfg, sim, url, n));
     let totals: Vec<f64> = online.iter().map(|o| o.0).collect();
     let apis: Vec<f64> = online.iter().map(|o| o.1).collect();
     let overhead: Vec<f64> = online.iter().map(|o| (o.0 - o.1).max(0.0)).collect();
     println!(
         "2. scan → outcome online ({} scans, simulator answers at once): total p50 {:.3} ms, p99 {:.3} ms; in API calls p50 {:.3} ms; overhead p50 {:.3} ms, p99 {:.3} ms (target p99 ≤ 2 ms)",
-        sizes.online,
+        n,
         percentile(&totals, 0.5),
         percentile(&totals, 0.99),
         percentile(&apis, 0.5),
         percentile(&overhead, 0.5),
         percentile(&overhead, 0.99)
     );
+}
 
-    let d = rt.block_on(bench_drain(
-        dir.path(),
-        &cfg,
-        &sim,
-        &server.url(),
-        sizes.drain,
-    ));
+fn drain(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    cfg: &Config,
+    sim: &CardSim,
+    url: &str,
+    n: usize,
+    full: bool,
+) {
+    let d = rt.block_on(bench_drain(dir, cfg, sim, url, n));
     println!(
         "3. backlog drain ({} codes, 20 ms latency, 400 calls/s limit not told): {:.1} s, {:.0} codes/s, {:.0} successful calls/s = {:.0}% of the limit (target ≥ 85%), {:.2}% of calls rate-limited (target < 2%)",
-        sizes.drain,
+        n,
         d.seconds,
         d.codes_per_s,
         d.calls_per_s,
@@ -471,15 +510,17 @@ fn main() {
     let svg_path: PathBuf = if full {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/drain.svg")
     } else {
-        dir.path().join("drain.svg")
+        dir.join("drain.svg")
     };
     std::fs::write(&svg_path, svg(&d, 400.0)).unwrap();
     println!("   plot: {}", svg_path.display());
+}
 
-    let (rss_kb, idle_ticks, log_s) = bench_footprint(dir.path(), &cfg, sizes.footprint_rows);
+fn footprint(dir: &Path, cfg: &Config, rows: usize) {
+    let (rss_kb, idle_ticks, log_s) = bench_footprint(dir, cfg, rows);
     println!(
         "4. footprint ({} rows): RSS {:.1} MB (target ≤ 20 MB); CPU while idle {} ticks in 3 s; `redeemd log --json` {:.2} s (target < 1 s)",
-        sizes.footprint_rows,
+        rows,
         rss_kb as f64 / 1024.0,
         idle_ticks,
         log_s

@@ -1,12 +1,30 @@
-//! Adaptive concurrency (AIMD, as TCP does): grow by about one slot per window of calls that
-//! went well, halve when WeChat says "slow down" (45009, 45011, 429) or calls time out. The
-//! daemon is never told WeChat's limit; it finds it. Pure.
+//! Adaptive concurrency (AIMD, as TCP does): grow while calls go well, halve when WeChat says
+//! "slow down" (45009, 45011, 429) or calls time out. The daemon is never told WeChat's
+//! limit; it finds it. Pure: the caller passes the time.
+//!
+//! Two refinements over the textbook rule, both for WeChat's limits being *quotas counted
+//! over a time window* rather than a queue that fills and drains:
+//! - Growth is one slot per window of good answers, but at most one slot per
+//!   [`GROWTH_INTERVAL`]. With WeChat answering in 20 ms, "one per window" alone would add 50
+//!   slots a second and overrun a quota long before the first refusal comes back.
+//! - One cut per round of calls: refusals of calls that were sent before the last cut say
+//!   nothing new (they were sent at the old rate), so they do not cut again. Without this, a
+//!   burst of refusals halves the limit again and again, down to 1.
+
+use std::time::{Duration, Instant};
+
+/// The fastest the limit grows: one slot per this long.
+pub const GROWTH_INTERVAL: Duration = Duration::from_millis(250);
+/// What is kept of the limit on a cut: half.
+pub const DECREASE: f64 = 0.5;
 
 #[derive(Debug, Clone)]
 pub struct Aimd {
     limit: f64,
     min: f64,
     max: f64,
+    last_growth: Option<Instant>,
+    last_cut: Option<Instant>,
 }
 
 impl Aimd {
@@ -16,6 +34,8 @@ impl Aimd {
             limit: (initial as f64).clamp(min, max),
             min,
             max,
+            last_growth: None,
+            last_cut: None,
         }
     }
 
@@ -24,14 +44,24 @@ impl Aimd {
         self.limit.floor() as usize
     }
 
-    /// A call went well: additive increase (+1 per `limit` successes).
-    pub fn on_success(&mut self) {
-        self.limit = (self.limit + 1.0 / self.limit).min(self.max);
+    /// A call went well: additive increase, +1 per `limit` successes, and at most +1 per
+    /// [`GROWTH_INTERVAL`].
+    pub fn on_success(&mut self, now: Instant) {
+        let since = self
+            .last_growth
+            .map_or(GROWTH_INTERVAL, |t| now.saturating_duration_since(t));
+        let budget = since.as_secs_f64() / GROWTH_INTERVAL.as_secs_f64();
+        self.limit = (self.limit + (1.0 / self.limit).min(budget)).min(self.max);
+        self.last_growth = Some(now);
     }
 
-    /// WeChat pushed back: multiplicative decrease.
-    pub fn on_congestion(&mut self) {
-        self.limit = (self.limit / 2.0).max(self.min);
+    /// WeChat pushed back on a call sent at `sent`: halve, once per round.
+    pub fn on_congestion(&mut self, sent: Instant, now: Instant) {
+        if self.last_cut.is_some_and(|cut| sent <= cut) {
+            return;
+        }
+        self.limit = (self.limit * DECREASE).max(self.min);
+        self.last_cut = Some(now);
     }
 }
 
@@ -52,20 +82,39 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn grows_additively_and_halves() {
+    fn grows_one_slot_per_window_but_no_faster_than_the_interval() {
+        let t0 = Instant::now();
         let mut a = Aimd::new(4, 1, 64);
-        for _ in 0..4 {
-            a.on_success();
+        // A whole window of successes (a little more than `limit`, as the limit grows with
+        // them), but within a few milliseconds.
+        for i in 0..5 {
+            a.on_success(t0 + Duration::from_millis(i));
         }
-        assert_eq!(a.limit(), 4, "not yet a whole window");
-        for _ in 0..8 {
-            a.on_success();
+        assert_eq!(a.limit(), 4, "no faster than one slot per GROWTH_INTERVAL");
+        // The same window spread over two seconds: one slot.
+        let mut b = Aimd::new(4, 1, 64);
+        for i in 0..5 {
+            b.on_success(t0 + GROWTH_INTERVAL * (i + 1));
         }
-        assert!(a.limit() >= 6);
-        a.on_congestion();
-        assert_eq!(a.limit(), 3);
-        for _ in 0..10 {
-            a.on_congestion();
+        assert_eq!(b.limit(), 5);
+    }
+
+    #[test]
+    fn cuts_once_per_round_and_never_below_min() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut a = Aimd::new(20, 1, 64);
+        a.on_congestion(ms(0), ms(10));
+        assert_eq!(a.limit(), 10);
+        // Refusals of calls sent before that cut: the same congestion, no second cut.
+        a.on_congestion(ms(5), ms(12));
+        a.on_congestion(ms(10), ms(15));
+        assert_eq!(a.limit(), 10);
+        // A call sent after the cut was refused too: cut again.
+        a.on_congestion(ms(11), ms(30));
+        assert_eq!(a.limit(), 5);
+        for i in 0..20 {
+            a.on_congestion(ms(100 + 2 * i), ms(101 + 2 * i));
         }
         assert_eq!(a.limit(), 1, "never below min");
     }
@@ -83,10 +132,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn stays_within_bounds(ops in proptest::collection::vec(any::<bool>(), 0..500), init in 0usize..100) {
+        fn stays_within_bounds(ops in proptest::collection::vec((any::<bool>(), 0u64..2000), 0..500), init in 0usize..100) {
             let mut a = Aimd::new(init, 1, 32);
-            for up in ops {
-                if up { a.on_success() } else { a.on_congestion() }
+            let mut now = Instant::now();
+            for (up, gap_ms) in ops {
+                let sent = now;
+                now += Duration::from_millis(gap_ms);
+                if up { a.on_success(now) } else { a.on_congestion(sent, now) }
                 prop_assert!((1..=32).contains(&a.limit()));
             }
         }

@@ -70,7 +70,7 @@ impl Dispatcher {
         let mut tasks: JoinSet<Result<TryEnd, LedgerError>> = JoinSet::new();
         let mut in_flight: HashSet<i64> = HashSet::new();
         // Which row and API each task works on, so even a panicked task frees its slot.
-        let mut task_rows: HashMap<tokio::task::Id, (i64, Api)> = HashMap::new();
+        let mut task_rows: HashMap<tokio::task::Id, (i64, Api, Instant)> = HashMap::new();
         let mut health: HashMap<Api, ApiHealth> = self
             .apis()
             .into_iter()
@@ -149,7 +149,7 @@ impl Dispatcher {
                         }
                     });
                     in_flight.insert(id);
-                    task_rows.insert(handle.id(), (id, api));
+                    task_rows.insert(handle.id(), (id, api, Instant::now()));
                     h.in_flight += 1;
                 }
             }
@@ -162,13 +162,13 @@ impl Dispatcher {
                         Ok((task, _)) => *task,
                         Err(e) => e.id(),
                     };
-                    let Some((id, api)) = task_rows.remove(&task) else { continue };
+                    let Some((id, api, started)) = task_rows.remove(&task) else { continue };
                     in_flight.remove(&id);
                     if let Some(h) = health.get_mut(&api) {
                         h.in_flight = h.in_flight.saturating_sub(1);
                     }
                     match joined {
-                        Ok((_, end)) => self.after_try(api, end?, &mut health).await?,
+                        Ok((_, end)) => self.after_try(api, started, end?, &mut health).await?,
                         Err(e) => {
                             // The row stays as the ledger has it and is tried again.
                             tracing::error!(event = "try_panicked", id, error = %e, "a redemption try failed");
@@ -188,9 +188,9 @@ impl Dispatcher {
         let drain = async {
             while let Some(joined) = tasks.join_next_with_id().await {
                 if let Ok((task, Ok(end))) = joined
-                    && let Some((_, api)) = task_rows.remove(&task)
+                    && let Some((_, api, started)) = task_rows.remove(&task)
                 {
-                    let _ = self.after_try(api, end, &mut health).await;
+                    let _ = self.after_try(api, started, end, &mut health).await;
                 }
             }
         };
@@ -239,6 +239,7 @@ impl Dispatcher {
     async fn after_try(
         &self,
         api: Api,
+        started: Instant,
         end: TryEnd,
         health: &mut HashMap<Api, ApiHealth>,
     ) -> Result<(), LedgerError> {
@@ -252,10 +253,12 @@ impl Dispatcher {
                 healthy,
                 congested,
             } => {
+                // tokio's Instant: the same clock as std's, and paused time in tests.
+                let now = Instant::now().into_std();
                 if congested {
-                    h.aimd.on_congestion();
+                    h.aimd.on_congestion(started.into_std(), now);
                 } else if healthy {
-                    h.aimd.on_success();
+                    h.aimd.on_success(now);
                 }
                 self.ctx
                     .metrics
