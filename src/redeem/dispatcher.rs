@@ -94,15 +94,6 @@ impl Dispatcher {
                 break;
             }
             let now = self.ctx.clock.now_ms();
-            for row in self
-                .ctx
-                .ledger
-                .call(move |c| store::expire(c, now, max_age_ms))
-                .await?
-            {
-                self.publish(row);
-            }
-
             let active: Vec<Api> = health
                 .iter_mut()
                 .filter_map(|(api, h)| {
@@ -120,41 +111,68 @@ impl Dispatcher {
                     h.paused.is_none().then_some(*api)
                 })
                 .collect();
-            for api in &active {
-                let Some(h) = health.get_mut(api) else {
+            let free: Vec<(Api, usize)> = active
+                .iter()
+                .filter_map(|api| {
+                    let h = health.get(api)?;
+                    let free = h.aimd.limit().saturating_sub(h.in_flight);
+                    (free > 0).then_some((*api, free))
+                })
+                .collect();
+            let exclude = in_flight.clone();
+            let apis = active.clone();
+            // One trip to the ledger thread per turn: it sits on the path of every answer.
+            let turn = self
+                .ctx
+                .ledger
+                .call(move |c| {
+                    let expired = store::expire(c, now, max_age_ms)?;
+                    let mut due = Vec::new();
+                    for (api, free) in free {
+                        due.extend(store::due(c, now, free, &exclude, &[api])?);
+                    }
+                    Ok(Turn {
+                        expired,
+                        due,
+                        next_due: store::next_due_after(c, &apis, now)?,
+                        next_expiry: store::next_expiry_at(c, max_age_ms)?,
+                    })
+                })
+                .await?;
+            for row in turn.expired {
+                self.publish(row);
+            }
+            for row in turn.due {
+                let Some(api) = row.api() else { continue };
+                let Some(h) = health.get_mut(&api) else {
                     continue;
                 };
-                let free = h.aimd.limit().saturating_sub(h.in_flight);
-                if free == 0 {
-                    continue;
-                }
-                let exclude = in_flight.clone();
-                let only = [*api];
-                let due = self
-                    .ctx
-                    .ledger
-                    .call(move |c| store::due(c, now, free, &exclude, &only))
-                    .await?;
-                for row in due {
-                    let id = row.id;
-                    let ctx = self.ctx.clone();
-                    let card = self.card.clone();
-                    let coupon = self.coupon.clone();
-                    let api = *api;
-                    let handle = tasks.spawn(async move {
-                        match (api, card, coupon) {
-                            (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
-                            (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
-                            _ => Ok(TryEnd::Dropped),
-                        }
-                    });
-                    in_flight.insert(id);
-                    task_rows.insert(handle.id(), (id, api, Instant::now()));
-                    h.in_flight += 1;
-                }
+                let id = row.id;
+                let ctx = self.ctx.clone();
+                let card = self.card.clone();
+                let coupon = self.coupon.clone();
+                let bus = self.bus.clone();
+                let handle = tasks.spawn(async move {
+                    let end = match (api, card, coupon) {
+                        (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
+                        (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
+                        _ => Ok(TryEnd::Dropped),
+                    };
+                    // Answer a waiting till now, not after the dispatcher's next turn.
+                    if let Ok(TryEnd::Applied {
+                        row, changed: true, ..
+                    }) = &end
+                    {
+                        publish(&bus, row);
+                    }
+                    end
+                });
+                in_flight.insert(id);
+                task_rows.insert(handle.id(), (id, api, Instant::now()));
+                h.in_flight += 1;
             }
 
-            let wake_at = self.next_wake(now, &active, &health, max_age_ms).await?;
+            let wake_at = next_wake(now, [turn.next_due, turn.next_expiry], &health);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 Some(joined) = tasks.join_next_with_id() => {
@@ -204,38 +222,6 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The earliest of: a row coming due, a row passing max_age, a pause ending.
-    async fn next_wake(
-        &self,
-        now: Millis,
-        active: &[Api],
-        health: &HashMap<Api, ApiHealth>,
-        max_age_ms: i64,
-    ) -> Result<Instant, LedgerError> {
-        let apis = active.to_vec();
-        let (due, expiry) = self
-            .ctx
-            .ledger
-            .call(move |c| {
-                Ok((
-                    store::next_due_after(c, &apis, now)?,
-                    store::next_expiry_at(c, max_age_ms)?,
-                ))
-            })
-            .await?;
-        let base = Instant::now();
-        let mut at = base + MAX_IDLE;
-        for t in [due, expiry].into_iter().flatten() {
-            at = at.min(base + Duration::from_millis((t - now).max(0) as u64));
-        }
-        for h in health.values() {
-            if let Some((until, _)) = &h.paused {
-                at = at.min(*until);
-            }
-        }
-        Ok(at)
-    }
-
     async fn after_try(
         &self,
         api: Api,
@@ -247,11 +233,9 @@ impl Dispatcher {
             return Ok(());
         };
         match end {
+            // The task published the row itself, if it changed.
             TryEnd::Applied {
-                row,
-                changed,
-                healthy,
-                congested,
+                healthy, congested, ..
             } => {
                 // tokio's Instant: the same clock as std's, and paused time in tests.
                 let now = Instant::now().into_std();
@@ -263,9 +247,6 @@ impl Dispatcher {
                 self.ctx
                     .metrics
                     .set_concurrency(api.as_str(), h.aimd.limit());
-                if changed {
-                    self.publish(*row);
-                }
                 if healthy && h.failing {
                     let at = self.ctx.clock.now_ms() + self.drain_jitter.as_millis() as i64;
                     let n = self
@@ -295,7 +276,36 @@ impl Dispatcher {
     }
 
     fn publish(&self, row: Row) {
-        log_settled(&row);
-        let _ = self.bus.settled.send(row);
+        publish(&self.bus, &row);
     }
+}
+
+/// What one turn of the dispatcher learns from the ledger.
+struct Turn {
+    /// Rows that just passed max_age (moved to review).
+    expired: Vec<Row>,
+    /// Rows to try now.
+    due: Vec<Row>,
+    next_due: Option<Millis>,
+    next_expiry: Option<Millis>,
+}
+
+/// The earliest of: a row coming due, a row passing max_age, a pause ending.
+fn next_wake(now: Millis, times: [Option<Millis>; 2], health: &HashMap<Api, ApiHealth>) -> Instant {
+    let base = Instant::now();
+    let mut at = base + MAX_IDLE;
+    for t in times.into_iter().flatten() {
+        at = at.min(base + Duration::from_millis((t - now).max(0) as u64));
+    }
+    for h in health.values() {
+        if let Some((until, _)) = &h.paused {
+            at = at.min(*until);
+        }
+    }
+    at
+}
+
+fn publish(bus: &Bus, row: &Row) {
+    log_settled(row);
+    let _ = bus.settled.send(row.clone());
 }
