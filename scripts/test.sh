@@ -20,4 +20,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo test --locked --all-targets "$@"
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+cargo test --locked --all-targets --no-fail-fast "$@"
