@@ -14,6 +14,18 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
     let till = Till::new(Setup::default());
     let c = codes(50, 2);
     till.sim.add_codes(&c[..1]);
+    // A merchant coupon scanned yesterday and still waiting (this till has no WeChat Pay
+    // credentials, so it stays queued): the page's "pending" card counts the whole backlog.
+    {
+        let conn = redeemd::ledger::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
+        let yesterday = chrono::Utc::now().timestamp_millis() - 86_400_000 - 3_600_000;
+        conn.execute(
+            "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at, next_attempt_at) \
+             VALUES ('BF0000000001', 'coupon', 'queued', 'front', 'till', ?1, ?1, ?1)",
+            [yesterday],
+        )
+        .unwrap();
+    }
     let d = till.start();
     let base = d.http_url();
     let mut b = cdp::Browser::launch();
@@ -65,6 +77,14 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
         &manager,
         "document.querySelector('.card[data-state=redeemed] b').textContent === '1'",
         live,
+    );
+    assert_eq!(
+        b.eval(
+            &manager,
+            "document.querySelector('.card[data-state=queued] b').textContent"
+        ),
+        "1",
+        "yesterday's pending coupon is counted"
     );
     // The manager page shows codes masked, except in the detail view.
     assert_eq!(
