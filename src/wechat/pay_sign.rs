@@ -169,8 +169,10 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, String> {
             .ok_or_else(|| format!("field {k} is missing"))
     };
     let ts = get("timestamp")?;
-    if ts.len() != 10 || !ts.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("timestamp is not 10 digits".into());
+    // Unix seconds, 10 digits until 2286. A leading zero would read as a time before 2001
+    // (found by the pay_headers fuzz target); no signer writes one.
+    if ts.len() != 10 || !ts.bytes().all(|b| b.is_ascii_digit()) || ts.starts_with('0') {
+        return Err("timestamp is not 10 digits of Unix time".into());
     }
     Ok(Authorization {
         mchid: get("mchid")?,
@@ -388,6 +390,8 @@ mod tests {
             "WECHATPAY2-SHA256-RSA2048 mchid=1",
             "WECHATPAY2-SHA256-RSA2048 mchid=\"1\",nonce_str=\"n\",timestamp=\"123\",serial_no=\"s\",signature=\"x\"",
             "WECHATPAY2-SHA256-RSA2048 mchid=\"1\",mchid=\"2\"",
+            // Ten digits, but a leading zero (found by fuzzing).
+            "WECHATPAY2-SHA256-RSA2048 mchid=\"1\",nonce_str=\"n\",timestamp=\"0345977646\",serial_no=\"s\",signature=\"x\"",
         ] {
             assert!(parse_authorization(bad).is_err(), "{bad}");
         }
