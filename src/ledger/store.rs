@@ -180,6 +180,15 @@ fn immediate(conn: &mut Connection) -> Result<Write<'_>> {
     }
 }
 
+/// The one value of a one-row query, through the statement cache (see [`exec`]).
+fn one<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, |r| r.get(0))
+}
+
 /// Runs a statement through the connection's statement cache: the hot writes are the same
 /// few statements over and over, and compiling them each time costs more than running them.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
@@ -187,12 +196,9 @@ fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u
 }
 
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"),
-        [id],
-        read_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"))?
+        .query_row([id], read_row)
+        .optional()
 }
 
 fn get_in(conn: &Connection, id: i64) -> Result<Row> {
@@ -365,10 +371,10 @@ pub fn decide_offline(
     let outcome = match till_outcome_of(row.state) {
         Some(settled) => settled,
         None => {
-            let pending: i64 = tx.query_row(
+            let pending: i64 = one(
+                &tx,
                 "SELECT count(*) FROM redemptions WHERE state = 'queued' AND id != ?1",
                 [id],
-                |r| r.get(0),
             )?;
             if offline_allowed && pending < i64::from(max_pending) {
                 TillOutcome::AcceptedOffline
@@ -445,12 +451,12 @@ pub fn due(
 pub fn next_due_after(conn: &Connection, apis: &[Api], now: Millis) -> Result<Option<Millis>> {
     let mut best: Option<Millis> = None;
     for api in apis {
-        let t: Option<Millis> = conn.query_row(
+        let t: Option<Millis> = one(
+            conn,
             "SELECT min(next_attempt_at) FROM redemptions \
              WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
              AND api = ?1 AND next_attempt_at > ?2",
             params![api.as_str(), now],
-            |r| r.get(0),
         )?;
         best = match (best, t) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -644,11 +650,11 @@ pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec
     let cutoff = now - max_age_ms;
     // The dispatcher asks on every turn: answer the common "nothing is that old" with a read,
     // not a write transaction (each commit is an fsync).
-    let any: bool = conn.query_row(
+    let any: bool = one(
+        conn,
         "SELECT EXISTS(SELECT 1 FROM redemptions \
          WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) AND scanned_at < ?1)",
         [cutoff],
-        |r| r.get(0),
     )?;
     if !any {
         return Ok(Vec::new());
@@ -681,11 +687,11 @@ pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec
 
 /// When the oldest unsettled row will pass `max_age`.
 pub fn next_expiry_at(conn: &Connection, max_age_ms: i64) -> Result<Option<Millis>> {
-    let oldest: Option<Millis> = conn.query_row(
+    let oldest: Option<Millis> = one(
+        conn,
         "SELECT min(scanned_at) FROM redemptions \
          WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)",
         [],
-        |r| r.get(0),
     )?;
     Ok(oldest.map(|t| t + max_age_ms))
 }
@@ -702,10 +708,10 @@ pub fn fast_forward(conn: &mut Connection, api: Api, now: Millis) -> Result<usiz
 }
 
 pub fn pending_count(conn: &Connection) -> Result<i64> {
-    conn.query_row(
+    one(
+        conn,
         "SELECT count(*) FROM redemptions WHERE state = 'queued'",
         [],
-        |r| r.get(0),
     )
 }
 
@@ -823,10 +829,10 @@ pub fn counts(
 
 /// The scan time of the oldest row still waiting for WeChat.
 pub fn oldest_pending(conn: &Connection) -> Result<Option<Millis>> {
-    conn.query_row(
+    one(
+        conn,
         "SELECT min(scanned_at) FROM redemptions WHERE state = 'queued'",
         [],
-        |r| r.get(0),
     )
 }
 
