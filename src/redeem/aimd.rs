@@ -10,6 +10,9 @@
 //! - One cut per round of calls: refusals of calls that were sent before the last cut say
 //!   nothing new (they were sent at the old rate), so they do not cut again. Without this, a
 //!   burst of refusals halves the limit again and again, down to 1.
+//! - After a cut, the limit climbs back quickly towards where it was cut (half the distance
+//!   per interval, as BIC-TCP does), then slowly past it. Halving, then creeping back one
+//!   slot at a time, would leave much of the quota unused after every cut.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,8 @@ pub struct Aimd {
     max: f64,
     last_growth: Option<Instant>,
     last_cut: Option<Instant>,
+    /// The limit when it was last cut: where the quota ran out.
+    cut_from: f64,
 }
 
 impl Aimd {
@@ -36,6 +41,7 @@ impl Aimd {
             max,
             last_growth: None,
             last_cut: None,
+            cut_from: 0.0,
         }
     }
 
@@ -44,14 +50,16 @@ impl Aimd {
         self.limit.floor() as usize
     }
 
-    /// A call went well: additive increase, +1 per `limit` successes, and at most +1 per
-    /// [`GROWTH_INTERVAL`].
+    /// A call went well: grow by `step` slots per window of `limit` successes, and at most
+    /// `step` per [`GROWTH_INTERVAL`]. `step` is one, or half the way back to where the
+    /// limit was last cut.
     pub fn on_success(&mut self, now: Instant) {
         let since = self
             .last_growth
             .map_or(GROWTH_INTERVAL, |t| now.saturating_duration_since(t));
         let budget = since.as_secs_f64() / GROWTH_INTERVAL.as_secs_f64();
-        self.limit = (self.limit + (1.0 / self.limit).min(budget)).min(self.max);
+        let step = ((self.cut_from - self.limit) / 2.0).max(1.0);
+        self.limit = (self.limit + step * (1.0 / self.limit).min(budget)).min(self.max);
         self.last_growth = Some(now);
     }
 
@@ -60,6 +68,7 @@ impl Aimd {
         if self.last_cut.is_some_and(|cut| sent <= cut) {
             return;
         }
+        self.cut_from = self.limit;
         self.limit = (self.limit * DECREASE).max(self.min);
         self.last_cut = Some(now);
     }
@@ -97,6 +106,28 @@ mod tests {
             b.on_success(t0 + GROWTH_INTERVAL * (i + 1));
         }
         assert_eq!(b.limit(), 5);
+    }
+
+    #[test]
+    fn climbs_back_quickly_towards_where_it_was_cut() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new(20, 1, 64);
+        a.on_congestion(t0, t0);
+        assert_eq!(a.limit(), 10);
+        // One interval's worth of successes, spread over it: most of the way back (plain
+        // additive increase would add one slot).
+        let mut t = t0;
+        for _ in 0..10 {
+            t += GROWTH_INTERVAL / 10;
+            a.on_success(t);
+        }
+        assert!((12..=15).contains(&a.limit()), "{}", a.limit());
+        // Near the old limit, growth is back to one slot per interval.
+        for _ in 0..60 {
+            t += GROWTH_INTERVAL / 10;
+            a.on_success(t);
+        }
+        assert!((19..=22).contains(&a.limit()), "{}", a.limit());
     }
 
     #[test]
