@@ -147,6 +147,8 @@ proptest! {
                 Op::Scan(i) => {
                     let c = code(i);
                     let rec = store::record_scan(&mut conn, &NewScan { code: &c, routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None }).unwrap();
+                    let stored = store::get(&conn, rec.row.id).unwrap();
+                    prop_assert_eq!(Some(&rec.row), stored.as_ref(), "the row handed back is the row stored");
                     match model.get_mut(&c) {
                         Some((id, m)) => {
                             prop_assert!(rec.known);

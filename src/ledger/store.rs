@@ -231,44 +231,45 @@ pub struct Recorded {
 /// Records a scan of a routed code: a new row, or one more read of a known one.
 pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
     let tx = immediate(conn)?;
-    let existing: Option<i64> = tx
-        .prepare_cached("SELECT id FROM redemptions WHERE code = ?1 AND api IS NOT NULL")?
-        .query_row([s.code], |r| r.get(0))
+    // The common case, a new code, in one statement; a known code falls through to the
+    // UPDATE. Both hand back the row (RETURNING), so nothing is read twice.
+    let inserted = tx
+        .prepare_cached(&format!(
+            "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
+             scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
+        ))?
+        .query_row(
+            params![
+                s.code,
+                s.routed.api.as_str(),
+                s.routed.route as i64,
+                s.routed.card_id,
+                s.aim_id,
+                s.scanner,
+                s.till,
+                s.at,
+                s.routed.stock_id,
+                s.use_request_no,
+                s.use_time
+            ],
+            read_row,
+        )
         .optional()?;
-    let (id, known) = match existing {
-        Some(id) => {
-            exec(
-                &tx,
-                "UPDATE redemptions SET scans = scans + 1 WHERE id = ?1",
-                [id],
-            )?;
-            (id, true)
-        }
+    let (row, known) = match inserted {
+        Some(row) => (row, false),
         None => {
-            exec(
-                &tx,
-                "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
-                 scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11)",
-                params![
-                    s.code,
-                    s.routed.api.as_str(),
-                    s.routed.route as i64,
-                    s.routed.card_id,
-                    s.aim_id,
-                    s.scanner,
-                    s.till,
-                    s.at,
-                    s.routed.stock_id,
-                    s.use_request_no,
-                    s.use_time
-                ],
-            )?;
-            (tx.last_insert_rowid(), false)
+            let row = tx
+                .prepare_cached(&format!(
+                    "UPDATE redemptions SET scans = scans + 1 \
+                     WHERE code = ?1 AND api IS NOT NULL RETURNING {COLUMNS}"
+                ))?
+                .query_row([s.code], read_row)?;
+            (row, true)
         }
     };
-    let scan_id = insert_scan(&tx, id, s.scanner, s.aim_id, s.at)?;
-    let row = get_in(&tx, id)?;
+    let scan_id = insert_scan(&tx, row.id, s.scanner, s.aim_id, s.at)?;
     tx.commit()?;
     Ok(Recorded {
         row,
