@@ -27,6 +27,8 @@ pub const MAX_CONCURRENCY: usize = 64;
 /// How long shutdown waits for calls in flight before abandoning them (their rows stay
 /// unconfirmed and are resolved after the restart).
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the dispatcher waits after the ledger failed its query (a full disk, say).
+const LEDGER_RETRY: Duration = Duration::from_secs(1);
 /// Sleep at most this long even with nothing due, as a backstop against a missed wake-up.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
@@ -122,7 +124,7 @@ impl Dispatcher {
             let exclude = in_flight.clone();
             let apis = active.clone();
             // One trip to the ledger thread per turn: it sits on the path of every answer.
-            let turn = self
+            let turn = match self
                 .ctx
                 .ledger
                 .call(move |c| {
@@ -138,7 +140,23 @@ impl Dispatcher {
                         next_expiry: store::next_expiry_at(c, max_age_ms)?,
                     })
                 })
-                .await?;
+                .await
+            {
+                Ok(turn) => turn,
+                Err(LedgerError::Stopped) => return Err(LedgerError::Stopped),
+                Err(e) => {
+                    // A full disk or a failed commit (which may have been another
+                    // operation's: commits are shared) is not the end: wait, then ask again.
+                    tracing::error!(event = "dispatcher_ledger_error", error = %e, "the ledger failed the dispatcher's query; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEDGER_RETRY) => {}
+                        // A new scan was recorded: the ledger writes again.
+                        _ = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            };
             for row in turn.expired {
                 self.publish(row);
             }
@@ -186,7 +204,17 @@ impl Dispatcher {
                         h.in_flight = h.in_flight.saturating_sub(1);
                     }
                     match joined {
-                        Ok((_, end)) => self.after_try(api, started, end?, &mut health).await?,
+                        Ok((_, Ok(end))) => {
+                            if let Err(e) = self.after_try(api, started, end, &mut health).await {
+                                tracing::error!(event = "dispatcher_ledger_error", error = %e, "the ledger failed a write after a try");
+                            }
+                        }
+                        Ok((_, Err(LedgerError::Stopped))) => return Err(LedgerError::Stopped),
+                        Ok((_, Err(e))) => {
+                            // Like a crash of that try: what it did not commit did not
+                            // happen, and the row is tried again as the ledger has it.
+                            tracing::error!(event = "dispatcher_ledger_error", id, error = %e, "a try could not write to the ledger; the row will be tried again");
+                        }
                         Err(e) => {
                             // The row stays as the ledger has it and is tried again.
                             tracing::error!(event = "try_panicked", id, error = %e, "a redemption try failed");
