@@ -201,9 +201,9 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
         .optional()
 }
 
+/// [`get`] for a row that must exist (one this transaction has just written).
 fn get_in(conn: &Connection, id: i64) -> Result<Row> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"))?
-        .query_row([id], read_row)
+    get(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
 /// A scan that routed to an API.
@@ -779,14 +779,7 @@ pub fn resolve(
     at: Millis,
 ) -> Result<Resolved> {
     let tx = immediate(conn)?;
-    let Some(row) = tx
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"),
-            [id],
-            read_row,
-        )
-        .optional()?
-    else {
+    let Some(row) = get(&tx, id)? else {
         return Ok(Resolved::NotFound);
     };
     if row.state != State::Review {
