@@ -332,16 +332,7 @@ fn log(
             return ExitCode::FAILURE;
         }
     };
-    let written = print_entries(&entries, json);
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        // A closed pipe (`redeemd log | head`) is not an error worth a message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("redeemd log: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish_output("redeemd log", print_entries(&entries, json))
 }
 
 /// `--since`/`--until` as times, or the message saying which one is wrong.
@@ -397,12 +388,14 @@ fn open_ledger_ro(config: &Config) -> Result<rusqlite::Connection, ExitCode> {
     })
 }
 
-fn finish_output(r: std::io::Result<()>) -> ExitCode {
+/// The exit code once output is written; errors are reported as `{who}: {error}`.
+fn finish_output(who: &str, r: std::io::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`redeemd log | head`) is not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("redeemd: {e}");
+            eprintln!("{who}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -425,7 +418,7 @@ fn review(path: PathBuf, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    finish_output(print_entries(&entries, json))
+    finish_output("redeemd", print_entries(&entries, json))
 }
 
 fn resolve(path: PathBuf, id: i64, note: String, state: Option<String>) -> ExitCode {
@@ -494,7 +487,10 @@ fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCo
     match report::load(&conn, &filter) {
         Ok(entries) => {
             let mut out = buffered_stdout();
-            finish_output(report::write_csv(&mut out, &entries).and_then(|()| out.flush()))
+            finish_output(
+                "redeemd",
+                report::write_csv(&mut out, &entries).and_then(|()| out.flush()),
+            )
         }
         Err(e) => {
             eprintln!("redeemd export: {e}");
@@ -519,10 +515,10 @@ fn summary(path: PathBuf, day: Option<String>) -> ExitCode {
     };
     let end = start + 86_400_000;
     match report::summary(&conn, &config, start, end) {
-        Ok(text) => finish_output(std::io::Write::write_all(
-            &mut std::io::stdout().lock(),
-            text.as_bytes(),
-        )),
+        Ok(text) => finish_output(
+            "redeemd",
+            std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()),
+        ),
         Err(e) => {
             eprintln!("redeemd summary: {e}");
             ExitCode::FAILURE
