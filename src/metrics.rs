@@ -83,11 +83,12 @@ impl Metrics {
 
     /// Writes the in-memory series.
     pub fn render(&self, out: &mut String, token_refreshes: u64) {
-        let _ = writeln!(
+        header(
             out,
-            "# HELP redeemd_api_call_duration_seconds WeChat API call latency by api and outcome."
+            "redeemd_api_call_duration_seconds",
+            "histogram",
+            "WeChat API call latency by api and outcome.",
         );
-        let _ = writeln!(out, "# TYPE redeemd_api_call_duration_seconds histogram");
         if let Ok(calls) = self.calls.lock() {
             for ((api, outcome), h) in calls.iter() {
                 let labels = format!("api=\"{api}\",outcome=\"{outcome}\"");
@@ -115,17 +116,19 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
+        header(
             out,
-            "# HELP redeemd_token_refreshes_total Access tokens fetched."
+            "redeemd_token_refreshes_total",
+            "counter",
+            "Access tokens fetched.",
         );
-        let _ = writeln!(out, "# TYPE redeemd_token_refreshes_total counter");
         let _ = writeln!(out, "redeemd_token_refreshes_total {token_refreshes}");
-        let _ = writeln!(
+        header(
             out,
-            "# HELP redeemd_concurrency Calls allowed in flight now, per API (adaptive)."
+            "redeemd_concurrency",
+            "gauge",
+            "Calls allowed in flight now, per API (adaptive).",
         );
-        let _ = writeln!(out, "# TYPE redeemd_concurrency gauge");
         for (api, n) in self
             .concurrency
             .lock()
@@ -134,11 +137,12 @@ impl Metrics {
         {
             let _ = writeln!(out, "redeemd_concurrency{{api=\"{api}\"}} {n}");
         }
-        let _ = writeln!(
+        header(
             out,
-            "# HELP redeemd_scanner_connected 1 while the scanner's device is open."
+            "redeemd_scanner_connected",
+            "gauge",
+            "1 while the scanner's device is open.",
         );
-        let _ = writeln!(out, "# TYPE redeemd_scanner_connected gauge");
         for (name, up) in self.scanners() {
             let _ = writeln!(
                 out,
@@ -155,6 +159,12 @@ pub fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The `# HELP` and `# TYPE` lines that open a series in the Prometheus text format.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::clock::SharedClock;
 use crate::config::{HttpConfig, Language, Listen};
 use crate::ledger::store::{self, Filter, Resolved};
 use crate::ledger::{Ledger, LedgerError};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::outcome::{Bus, Outcome};
 use crate::redeem::intake::Scan;
 use crate::redeem::state::State;
@@ -388,11 +388,12 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
     };
     let mut out = String::new();
     use std::fmt::Write;
-    let _ = writeln!(
-        out,
-        "# HELP redeemd_redemptions_total Ledger rows by api and state."
+    metrics::header(
+        &mut out,
+        "redeemd_redemptions_total",
+        "gauge",
+        "Ledger rows by api and state.",
     );
-    let _ = writeln!(out, "# TYPE redeemd_redemptions_total gauge");
     let mut by: std::collections::BTreeMap<(String, String), i64> = Default::default();
     for (api, _, state, n) in counts {
         *by.entry((api.unwrap_or_else(|| "none".into()), state))
@@ -404,17 +405,19 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
             "redeemd_redemptions_total{{api=\"{api}\",state=\"{state}\"}} {n}"
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP redeemd_pending Redemptions waiting for WeChat."
+    metrics::header(
+        &mut out,
+        "redeemd_pending",
+        "gauge",
+        "Redemptions waiting for WeChat.",
     );
-    let _ = writeln!(out, "# TYPE redeemd_pending gauge");
     let _ = writeln!(out, "redeemd_pending {pending}");
-    let _ = writeln!(
-        out,
-        "# HELP redeemd_oldest_pending_age_seconds Age of the oldest redemption waiting for WeChat."
+    metrics::header(
+        &mut out,
+        "redeemd_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest redemption waiting for WeChat.",
     );
-    let _ = writeln!(out, "# TYPE redeemd_oldest_pending_age_seconds gauge");
     let age = oldest
         .map(|t| (now - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
