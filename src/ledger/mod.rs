@@ -116,15 +116,8 @@ impl Ledger {
     {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn| {
-                let result = f(conn);
-                Box::new(move |commit_failed: Option<&str>| {
-                    let result = match (result, commit_failed) {
-                        (Ok(_), Some(why)) => Err(LedgerError::Commit(why.to_string())),
-                        (r, _) => r.map_err(LedgerError::from),
-                    };
-                    let _ = tx.send(result);
-                })
+            .send(job(f, move |result| {
+                let _ = tx.send(result);
             }))
             .map_err(|_| LedgerError::Stopped)?;
         Ok(rx)
@@ -136,32 +129,34 @@ impl Ledger {
     where
         F: FnOnce(&mut Connection) -> rusqlite::Result<()> + Send + 'static,
     {
-        let sent = self.jobs.send(Box::new(move |conn| {
-            let result = f(conn);
-            Box::new(move |commit_failed: Option<&str>| {
-                let error = match (&result, commit_failed) {
-                    (Err(e), _) => Some(e.to_string()),
-                    (Ok(()), failed) => failed.map(str::to_string),
-                };
-                if let Some(error) = error {
-                    tracing::error!(
-                        event = "ledger_write_failed",
-                        what,
-                        error,
-                        "a ledger write failed"
-                    );
-                }
-            })
-        }));
-        if sent.is_err() {
-            tracing::error!(
-                event = "ledger_write_failed",
-                what,
-                error = "the ledger thread has stopped",
-                "a ledger write failed"
-            );
+        let logged = move |result: Result<(), LedgerError>| {
+            if let Err(e) = result {
+                tracing::error!(event = "ledger_write_failed", what, error = %e, "a ledger write failed");
+            }
+        };
+        if self.jobs.send(job(f, logged)).is_err() {
+            logged(Err(LedgerError::Stopped));
         }
     }
+}
+
+/// Wraps `f` as a job for the ledger thread: `answer` gets its result once the commit that
+/// holds its writes is known (an operation that succeeded in a failed commit failed too).
+fn job<T, F, A>(f: F, answer: A) -> Job
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    A: FnOnce(Result<T, LedgerError>) + Send + 'static,
+{
+    Box::new(move |conn| {
+        let result = f(conn);
+        Box::new(move |commit_failed: Option<&str>| {
+            answer(match (result, commit_failed) {
+                (Ok(_), Some(why)) => Err(LedgerError::Commit(why.to_string())),
+                (r, _) => r.map_err(LedgerError::from),
+            })
+        })
+    })
 }
 
 /// Group commit: the operations that queued up while the previous commit was being written

@@ -1,6 +1,7 @@
 //! Every SQL statement of the crate: the ledger's operations as plain functions over a
-//! connection. Each write is one `IMMEDIATE` transaction, so it either happened entirely or
-//! not at all when the process dies.
+//! connection. Each write is one `IMMEDIATE` transaction (a savepoint when the ledger thread
+//! runs it inside a shared commit, see `immediate`), so it either happened entirely or not
+//! at all when the process dies.
 
 use crate::clock::Millis;
 use crate::config::Api;
