@@ -52,7 +52,6 @@ struct ApiHealth {
     failing: bool,
     /// How many tries may be in flight, adapting to WeChat's pushback.
     aimd: Aimd,
-    in_flight: usize,
 }
 
 impl Dispatcher {
@@ -70,7 +69,6 @@ impl Dispatcher {
     /// Runs until `shutdown` turns true, then lets tries in flight finish (bounded).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LedgerError> {
         let mut tasks: JoinSet<Result<TryEnd, LedgerError>> = JoinSet::new();
-        let mut in_flight: HashSet<i64> = HashSet::new();
         // Which row and API each task works on, so even a panicked task frees its slot.
         let mut task_rows: HashMap<tokio::task::Id, (i64, Api, Instant)> = HashMap::new();
         let mut health: HashMap<Api, ApiHealth> = self
@@ -83,7 +81,6 @@ impl Dispatcher {
                         paused: None,
                         failing: false,
                         aimd: Aimd::new(INITIAL_CONCURRENCY, 1, MAX_CONCURRENCY),
-                        in_flight: 0,
                     },
                 )
             })
@@ -113,15 +110,17 @@ impl Dispatcher {
                     h.paused.is_none().then_some(*api)
                 })
                 .collect();
+            // What is in flight, per row and per API, is what `task_rows` holds.
             let free: Vec<(Api, usize)> = active
                 .iter()
                 .filter_map(|api| {
                     let h = health.get(api)?;
-                    let free = h.aimd.limit().saturating_sub(h.in_flight);
+                    let busy = task_rows.values().filter(|(_, a, _)| a == api).count();
+                    let free = h.aimd.limit().saturating_sub(busy);
                     (free > 0).then_some((*api, free))
                 })
                 .collect();
-            let exclude = in_flight.clone();
+            let exclude: HashSet<i64> = task_rows.values().map(|(id, _, _)| *id).collect();
             let apis = active.clone();
             // One trip to the ledger thread per turn: it sits on the path of every answer.
             let turn = match self
@@ -162,9 +161,6 @@ impl Dispatcher {
             }
             for row in turn.due {
                 let Some(api) = row.api() else { continue };
-                let Some(h) = health.get_mut(&api) else {
-                    continue;
-                };
                 let id = row.id;
                 let ctx = self.ctx.clone();
                 let card = self.card.clone();
@@ -185,9 +181,7 @@ impl Dispatcher {
                     }
                     end
                 });
-                in_flight.insert(id);
                 task_rows.insert(handle.id(), (id, api, Instant::now()));
-                h.in_flight += 1;
             }
 
             let wake_at = next_wake(now, [turn.next_due, turn.next_expiry], &health);
@@ -199,10 +193,6 @@ impl Dispatcher {
                         Err(e) => e.id(),
                     };
                     let Some((id, api, started)) = task_rows.remove(&task) else { continue };
-                    in_flight.remove(&id);
-                    if let Some(h) = health.get_mut(&api) {
-                        h.in_flight = h.in_flight.saturating_sub(1);
-                    }
                     match joined {
                         Ok((_, Ok(end))) => {
                             if let Err(e) = self.after_try(api, started, end, &mut health).await {
