@@ -224,9 +224,9 @@ pub struct NewScan<'a> {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub row: Row,
-    pub scan_id: i64,
-    /// The code was already in the ledger: this scan is a duplicate.
-    pub known: bool,
+    /// The code was already in the ledger and this read is a duplicate: its entry in
+    /// `scans`. `None` for a new code, whose first read is the row itself.
+    pub rescan: Option<i64>,
 }
 
 /// Records a scan of a routed code: a new row, or one more read of a known one.
@@ -258,8 +258,10 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
             read_row,
         )
         .optional()?;
-    let (row, known) = match inserted {
-        Some(row) => (row, false),
+    let recorded = match inserted {
+        // The row holds the first read (scanner, aim_id, scanned_at, till_outcome): a
+        // `scans` entry would repeat it and cost the commit one more page.
+        Some(row) => Recorded { row, rescan: None },
         None => {
             let row = tx
                 .prepare_cached(&format!(
@@ -267,19 +269,18 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
                      WHERE code = ?1 AND api IS NOT NULL RETURNING {COLUMNS}"
                 ))?
                 .query_row([s.code], read_row)?;
-            (row, true)
+            let scan_id = insert_rescan(&tx, row.id, s.scanner, s.aim_id, s.at)?;
+            Recorded {
+                row,
+                rescan: Some(scan_id),
+            }
         }
     };
-    let scan_id = insert_scan(&tx, row.id, s.scanner, s.aim_id, s.at)?;
     tx.commit()?;
-    Ok(Recorded {
-        row,
-        scan_id,
-        known,
-    })
+    Ok(recorded)
 }
 
-fn insert_scan(
+fn insert_rescan(
     conn: &Connection,
     id: i64,
     scanner: &str,
@@ -314,38 +315,29 @@ pub fn record_refusal(conn: &mut Connection, r: &Refusal) -> Result<Row> {
         params![r.shown_code, r.aim_id, r.reason, r.scanner, r.till, r.at],
     )?;
     let id = tx.last_insert_rowid();
-    let scan_id = insert_scan(&tx, id, r.scanner, r.aim_id, r.at)?;
-    exec(
-        &tx,
-        "UPDATE scans SET till_outcome = 'rejected' WHERE id = ?1",
-        [scan_id],
-    )?;
     let row = get_in(&tx, id)?;
     tx.commit()?;
     Ok(row)
 }
 
-/// Notes the answer a scan got (and, for the code's first scan, the row's till outcome).
-pub fn note_till_outcome(
-    conn: &mut Connection,
-    id: i64,
-    scan_id: i64,
-    outcome: TillOutcome,
-) -> Result<()> {
-    let tx = immediate(conn)?;
+/// Notes the answer a code's first read got, on its row (once: the first answer stays).
+pub fn note_till_outcome(conn: &Connection, id: i64, outcome: TillOutcome) -> Result<()> {
     exec(
-        &tx,
+        conn,
+        "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
+        params![id, outcome.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Notes the answer a later read of a known code got, on its `scans` entry.
+pub fn note_rescan_outcome(conn: &Connection, scan_id: i64, outcome: TillOutcome) -> Result<()> {
+    exec(
+        conn,
         "UPDATE scans SET till_outcome = ?2 WHERE id = ?1",
         params![scan_id, outcome.as_str()],
     )?;
-    if outcome != TillOutcome::Duplicate {
-        exec(
-            &tx,
-            "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
-            params![id, outcome.as_str()],
-        )?;
-    }
-    tx.commit()
+    Ok(())
 }
 
 /// How a settled row answers a till that is still waiting for it.
@@ -363,7 +355,6 @@ pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
 pub fn decide_offline(
     conn: &mut Connection,
     id: i64,
-    scan_id: i64,
     offline_allowed: bool,
     max_pending: u32,
     at: Millis,
@@ -397,16 +388,7 @@ pub fn decide_offline(
             }
         }
     };
-    exec(
-        &tx,
-        "UPDATE scans SET till_outcome = ?2 WHERE id = ?1",
-        params![scan_id, outcome.as_str()],
-    )?;
-    exec(
-        &tx,
-        "UPDATE redemptions SET till_outcome = ?2 WHERE id = ?1 AND till_outcome IS NULL",
-        params![id, outcome.as_str()],
-    )?;
+    note_till_outcome(&tx, id, outcome)?;
     let row = get_in(&tx, id)?;
     tx.commit()?;
     Ok((outcome, row))

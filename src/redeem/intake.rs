@@ -44,7 +44,6 @@ pub enum Pending {
     Answered(Outcome),
     Waiting {
         row: Box<Row>,
-        scan_id: i64,
         scan: Scan,
         offline_allowed: bool,
         settled: broadcast::Receiver<Row>,
@@ -109,11 +108,11 @@ impl Intake {
             Ok(r) => r,
             Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
         };
-        if recorded.known {
+        if let Some(scan_id) = recorded.rescan {
             let row = recorded.row;
-            let scan_id = recorded.scan_id;
-            let id = row.id;
-            self.note_answer(id, scan_id, TillOutcome::Duplicate);
+            self.ledger.submit("till answer", move |c| {
+                store::note_rescan_outcome(c, scan_id, TillOutcome::Duplicate)
+            });
             let mut out = self.outcome(&row, TillOutcome::Duplicate, &scan);
             out.reason = Some(duplicate_reason(&row));
             return Pending::Answered(out);
@@ -121,7 +120,6 @@ impl Intake {
         self.wake.notify_one();
         Pending::Waiting {
             row: Box::new(recorded.row),
-            scan_id: recorded.scan_id,
             offline_allowed: self.config.offline.accept && routed.offline,
             scan,
             settled,
@@ -131,16 +129,15 @@ impl Intake {
 
     /// Waits for WeChat up to `online_wait`, then answers.
     pub async fn answer(&self, pending: Pending) -> Outcome {
-        let (row, scan_id, scan, offline_allowed, mut settled, started) = match pending {
+        let (row, scan, offline_allowed, mut settled, started) = match pending {
             Pending::Answered(o) => return o,
             Pending::Waiting {
                 row,
-                scan_id,
                 scan,
                 offline_allowed,
                 settled,
                 started,
-            } => (row, scan_id, scan, offline_allowed, settled, started),
+            } => (row, scan, offline_allowed, settled, started),
         };
         let id = row.id;
         let deadline = started + self.config.offline.online_wait;
@@ -164,14 +161,14 @@ impl Intake {
         if let Some(r) = early
             && let Some(outcome) = store::till_outcome_of(r.state)
         {
-            self.note_answer(id, scan_id, outcome);
+            self.note_answer(id, outcome);
             return self.outcome(&r, outcome, &scan);
         }
         let max_pending = self.config.offline.max_pending;
         let at = self.clock.now_ms();
         match self
             .ledger
-            .call(move |c| store::decide_offline(c, id, scan_id, offline_allowed, max_pending, at))
+            .call(move |c| store::decide_offline(c, id, offline_allowed, max_pending, at))
             .await
         {
             Ok((outcome, row)) => self.outcome(&row, outcome, &scan),
@@ -179,11 +176,12 @@ impl Intake {
         }
     }
 
-    /// Notes what the till was told. The cashier is not kept waiting for this commit: the
-    /// row's state already holds the truth, and this is the record of the answer shown.
-    fn note_answer(&self, id: i64, scan_id: i64, outcome: TillOutcome) {
+    /// Notes what the till was told for a code's first read. The cashier is not kept
+    /// waiting for this commit: the row's state already holds the truth, and this is the
+    /// record of the answer shown.
+    fn note_answer(&self, id: i64, outcome: TillOutcome) {
         self.ledger.submit("till answer", move |c| {
-            store::note_till_outcome(c, id, scan_id, outcome)
+            store::note_till_outcome(c, id, outcome)
         });
     }
 
