@@ -26,7 +26,8 @@ enum Op {
     Scan(u8),
     Refuse,
     DecideOffline(u8, bool),
-    BeginConsume(u8),
+    /// A code, and the `unconfirmed` flag the try read (maybe outdated).
+    BeginConsume(u8, bool),
     Settle(u8, Kind),
     ExpireAll,
     Reopen,
@@ -46,7 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => code.clone().prop_map(Op::Scan),
         1 => Just(Op::Refuse),
         2 => (code.clone(), any::<bool>()).prop_map(|(c, a)| Op::DecideOffline(c, a)),
-        3 => code.clone().prop_map(Op::BeginConsume),
+        3 => (code.clone(), any::<bool>()).prop_map(|(c, u)| Op::BeginConsume(c, u)),
         4 => (code, kind).prop_map(|(c, k)| Op::Settle(c, k)),
         1 => Just(Op::ExpireAll),
         1 => Just(Op::Reopen),
@@ -177,10 +178,10 @@ proptest! {
                     };
                     prop_assert_eq!(outcome, expected);
                 }
-                Op::BeginConsume(i) => {
+                Op::BeginConsume(i, read) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
-                    let got = store::begin_call(&mut conn, *id, "code/consume", at, &[]).unwrap();
-                    prop_assert_eq!(got.is_some(), m.state == State::Queued, "only queued rows may be redeemed");
+                    let got = store::begin_call(&mut conn, *id, read, "code/consume", at, &[]).unwrap();
+                    prop_assert_eq!(got.is_some(), m.state == State::Queued && m.unconfirmed == read, "only queued rows, as the try read them, may be redeemed");
                     if got.is_some() { m.unconfirmed = true; }
                 }
                 Op::Settle(i, k) => {

@@ -451,13 +451,15 @@ pub fn next_due_after(conn: &Connection, apis: &[Api], now: Millis) -> Result<Op
 }
 
 /// Records that a redeeming call (`consume`, `use`) is about to be sent: the row must still
-/// be `queued`, and is marked `unconfirmed` in the same commit. This is the intent that
-/// survives a crash. `earlier` are this try's calls made so far (a `code/get`), written in the
-/// same commit. Returns `None` when the row may no longer be redeemed (the till refused it
-/// meanwhile); the earlier calls are written all the same.
+/// be `queued` with the `unconfirmed` flag the try read, and is marked `unconfirmed` in the
+/// same commit. This is the intent that survives a crash. `earlier` are this try's calls made
+/// so far (a `code/get`), written in the same commit. Returns `None` when the row may no
+/// longer be redeemed (the till refused it meanwhile, or another try has sent a redeeming
+/// call since the row was read); the earlier calls are written all the same.
 pub fn begin_call(
     conn: &mut Connection,
     id: i64,
+    unconfirmed: bool,
     call: &str,
     at: Millis,
     earlier: &[CallLog],
@@ -466,8 +468,9 @@ pub fn begin_call(
     write_calls(&tx, id, earlier)?;
     let n = exec(
         &tx,
-        "UPDATE redemptions SET unconfirmed = 1, updated_at = ?2 WHERE id = ?1 AND state = 'queued'",
-        params![id, at],
+        "UPDATE redemptions SET unconfirmed = 1, updated_at = ?2 \
+         WHERE id = ?1 AND state = 'queued' AND unconfirmed = ?3",
+        params![id, at, unconfirmed],
     )?;
     if n == 0 {
         tx.commit()?;

@@ -64,6 +64,17 @@ impl Drop for Trail {
     }
 }
 
+/// What a call does at WeChat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing (a query): recorded once it has ended, with the try's next write.
+    Query,
+    /// Redeems. `unconfirmed` is what the try read in the row; the call is sent only if the
+    /// row is still queued and still so, so a try working from an outdated copy of the row
+    /// (another try has sent a redeeming call since) sends nothing.
+    Redeem { unconfirmed: bool },
+}
+
 /// Makes a call and keeps its record in the trail. A redeeming call is first recorded as
 /// started, with the row marked unconfirmed, in one commit before anything is sent. `None`:
 /// the row may no longer be redeemed, and nothing was sent.
@@ -71,7 +82,7 @@ pub async fn logged<A, F, Fut>(
     ctx: &Ctx,
     trail: &mut Trail,
     call: &'static str,
-    redeeming: bool,
+    effect: Effect,
     record: fn(&A) -> CallRecord,
     send: F,
 ) -> Result<Option<A>, LedgerError>
@@ -81,11 +92,11 @@ where
 {
     let id = trail.id;
     let started_at = ctx.clock.now_ms();
-    let attempt = if redeeming {
+    let attempt = if let Effect::Redeem { unconfirmed } = effect {
         let earlier = trail.take();
         let begun = ctx
             .ledger
-            .call(move |c| store::begin_call(c, id, call, started_at, &earlier))
+            .call(move |c| store::begin_call(c, id, unconfirmed, call, started_at, &earlier))
             .await?;
         let Some(attempt) = begun else {
             return Ok(None);

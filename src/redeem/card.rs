@@ -6,7 +6,7 @@
 use crate::ledger::store::{CallRecord, Confirmation};
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
-use crate::redeem::attempt::{Trail, TryEnd, finish, logged};
+use crate::redeem::attempt::{Effect, Trail, TryEnd, finish, logged};
 use crate::redeem::state::{Settle, State};
 use crate::wechat::card::{Answer, CardApi};
 use crate::wechat::errors::{
@@ -120,7 +120,7 @@ pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, Ledg
     if row.unconfirmed || row.state == State::Cancelled {
         return resolve(ctx, api, trail, row).await;
     }
-    let answer = logged(ctx, trail, "code/get", false, record, || {
+    let answer = logged(ctx, trail, "code/get", Effect::Query, record, || {
         api.get(&row.code, row.card_id.as_deref(), true)
     })
     .await?;
@@ -155,7 +155,7 @@ async fn resolve(
     trail: &mut Trail,
     row: Row,
 ) -> Result<TryEnd, LedgerError> {
-    let answer = logged(ctx, trail, "code/get", false, record, || {
+    let answer = logged(ctx, trail, "code/get", Effect::Query, record, || {
         api.get(&row.code, row.card_id.as_deref(), false)
     })
     .await?;
@@ -204,9 +204,16 @@ async fn consume(
     trail: &mut Trail,
     row: Row,
 ) -> Result<TryEnd, LedgerError> {
-    let answer = logged(ctx, trail, "code/consume", true, record, || {
-        api.consume(&row.code, row.card_id.as_deref())
-    })
+    let answer = logged(
+        ctx,
+        trail,
+        "code/consume",
+        Effect::Redeem {
+            unconfirmed: row.unconfirmed,
+        },
+        record,
+        || api.consume(&row.code, row.card_id.as_deref()),
+    )
     .await?;
     let Some(answer) = answer else {
         return Ok(TryEnd::Dropped);

@@ -9,7 +9,7 @@ use crate::clock::Millis;
 use crate::ledger::store::{CallRecord, Confirmation};
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
-use crate::redeem::attempt::{Trail, TryEnd, finish, logged};
+use crate::redeem::attempt::{Effect, Trail, TryEnd, finish, logged};
 use crate::redeem::state::{Settle, State};
 use crate::wechat::pay::{PayAnswer, PayApi, UseRequest};
 use std::time::Duration;
@@ -115,9 +115,16 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
         use_time,
         use_request_no,
     };
-    let Some(answer) = logged(ctx, trail, "coupons/use", true, record, || {
-        api.use_coupon(&req)
-    })
+    let Some(answer) = logged(
+        ctx,
+        trail,
+        "coupons/use",
+        Effect::Redeem {
+            unconfirmed: prior_unknown,
+        },
+        record,
+        || api.use_coupon(&req),
+    )
     .await?
     else {
         return Ok(TryEnd::Dropped);
