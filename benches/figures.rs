@@ -31,7 +31,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 const APPID: &str = "wx_bench";
 const SECRET: &str = "bench-secret";
@@ -97,7 +97,7 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
     let clock: SharedClock = Arc::new(SystemClock);
     let ledger = Ledger::open(db).unwrap();
     let bus = Bus::new();
-    let wake = Arc::new(Notify::new());
+    let (new_rows, new_rows_rx) = redeemd::redeem::new_rows();
     let metrics = Arc::new(Metrics::default());
     let (stop, stop_rx) = watch::channel(false);
     if let Some(url) = sim_url {
@@ -120,18 +120,17 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
             card: Some(Arc::new(CardApi::new(http, url, tokens))),
             coupon: None,
             max_age: cfg.offline.max_age,
-            wake: wake.clone(),
             bus: bus.clone(),
             drain_jitter: Duration::ZERO,
         };
-        tokio::spawn(d.run(stop_rx));
+        tokio::spawn(d.run(new_rows_rx, stop_rx));
     }
     Pipeline {
         intake: Intake {
             ledger,
             clock,
             config: Arc::new(cfg.clone()),
-            wake,
+            new_rows,
             bus,
         },
         metrics,

@@ -9,10 +9,10 @@ use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::outcome::{Bus, ScannerStatus};
-use crate::redeem::Ctx;
 use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::{Intake, Pending};
+use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ impl Daemon {
     /// Runs until `shutdown` resolves (or, with `exit_when_sources_end`, the sources end).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         let config = self.config.clone();
-        let wake = Arc::new(Notify::new());
+        let (new_rows, new_rows_rx) = redeem::new_rows();
         // Two stop signals, so scanners stop first and the dispatcher keeps answering the
         // scans already read before it drains.
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -111,7 +111,6 @@ impl Daemon {
             card: self.card.clone(),
             coupon: self.coupon.clone(),
             max_age: config.offline.max_age,
-            wake: wake.clone(),
             bus: self.bus.clone(),
             drain_jitter: reconnect_jitter(&config.till, DRAIN_JITTER_SPREAD_MS),
         };
@@ -120,7 +119,7 @@ impl Daemon {
         let alive = dispatcher_alive.clone();
         let stop = stop_rx.clone();
         let dispatcher = tokio::spawn(async move {
-            let result = dispatcher.run(stop).await;
+            let result = dispatcher.run(new_rows_rx, stop).await;
             alive.store(false, Ordering::SeqCst);
             if let Err(e) = &result {
                 tracing::error!(event = "dispatcher_failed", error = %e, "the dispatcher stopped");
@@ -160,7 +159,7 @@ impl Daemon {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),
             config: config.clone(),
-            wake,
+            new_rows,
             bus: self.bus.clone(),
         };
         let mut answers = JoinSet::new();
@@ -251,6 +250,9 @@ impl Daemon {
                 Ok(())
             }
         };
+        if let Err(e) = self.ledger.flush().await {
+            tracing::error!(event = "ledger_write_failed", error = %e, "the last audit records could not be written");
+        }
         tracing::info!(event = "stopped", "redeemd stopped");
         result
     }

@@ -7,17 +7,18 @@ use crate::config::Api;
 use crate::ledger::store;
 use crate::ledger::{LedgerError, Row};
 use crate::outcome::{Bus, log_settled};
-use crate::redeem::Ctx;
 use crate::redeem::aimd::Aimd;
 use crate::redeem::attempt::TryEnd;
 use crate::redeem::card::try_card;
 use crate::redeem::coupon::try_coupon;
+use crate::redeem::state::{self, State};
+use crate::redeem::{Ctx, NewRowsRx};
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::PayApi;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -37,8 +38,6 @@ pub struct Dispatcher {
     pub card: Option<Arc<CardApi>>,
     pub coupon: Option<Arc<PayApi>>,
     pub max_age: Duration,
-    /// Poked on every new scan.
-    pub wake: Arc<Notify>,
     pub bus: Bus,
     /// How long after WeChat answers again this till waits before draining its backlog
     /// (derived from the till's name, so a store's tills spread out).
@@ -54,6 +53,27 @@ struct ApiHealth {
     aimd: Aimd,
 }
 
+/// The tries in flight: which row and API each task works on (so even a panicked task frees
+/// its slot), and the newest row one was started for.
+struct InFlight {
+    tasks: JoinSet<Result<TryEnd, LedgerError>>,
+    rows: HashMap<tokio::task::Id, (i64, Api, Instant)>,
+    /// Rows reach the dispatcher in id order, from the ledger and from the intake alike, so
+    /// a new row at or below this one has been seen already (and its try may have ended):
+    /// only the ledger's answer may start it again.
+    newest: i64,
+}
+
+impl InFlight {
+    fn busy(&self, api: Api) -> usize {
+        self.rows.values().filter(|(_, a, _)| *a == api).count()
+    }
+
+    fn ids(&self) -> HashSet<i64> {
+        self.rows.values().map(|(id, _, _)| *id).collect()
+    }
+}
+
 impl Dispatcher {
     fn apis(&self) -> Vec<Api> {
         let mut v = Vec::new();
@@ -67,10 +87,17 @@ impl Dispatcher {
     }
 
     /// Runs until `shutdown` turns true, then lets tries in flight finish (bounded).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LedgerError> {
-        let mut tasks: JoinSet<Result<TryEnd, LedgerError>> = JoinSet::new();
-        // Which row and API each task works on, so even a panicked task frees its slot.
-        let mut task_rows: HashMap<tokio::task::Id, (i64, Api, Instant)> = HashMap::new();
+    /// `new_rows` brings the rows of new codes as the intake commits them.
+    pub async fn run(
+        self,
+        mut new_rows: NewRowsRx,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), LedgerError> {
+        let mut flight = InFlight {
+            tasks: JoinSet::new(),
+            rows: HashMap::new(),
+            newest: 0,
+        };
         let mut health: HashMap<Api, ApiHealth> = self
             .apis()
             .into_iter()
@@ -86,117 +113,61 @@ impl Dispatcher {
             })
             .collect();
         let max_age_ms = self.max_age.as_millis() as i64;
+        // Whether to ask the ledger what is due (a turn) before waiting again, and when to
+        // ask at the latest.
+        let mut turn_needed = true;
+        let mut wake_at = Instant::now();
+        // The last turn filled every free slot, so more rows may be due.
+        let mut more_due = false;
         tracing::info!(event = "dispatcher_started", "dispatcher running");
 
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let now = self.ctx.clock.now_ms();
-            let active: Vec<Api> = health
-                .iter_mut()
-                .filter_map(|(api, h)| {
-                    if h.paused
-                        .as_ref()
-                        .is_some_and(|(until, _)| Instant::now() >= *until)
-                    {
-                        tracing::info!(
-                            event = "api_resumed",
-                            api = api.as_str(),
-                            "resuming dispatch"
-                        );
-                        h.paused = None;
+            if turn_needed {
+                match self.turn(&mut health, &mut flight, max_age_ms).await {
+                    Ok((at, full)) => (wake_at, more_due) = (at, full),
+                    Err(LedgerError::Stopped) => return Err(LedgerError::Stopped),
+                    Err(e) => {
+                        // A full disk or a failed commit (which may have been another
+                        // operation's: commits are shared) is not the end: wait, then ask again.
+                        tracing::error!(event = "dispatcher_ledger_error", error = %e, "the ledger failed the dispatcher's query; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(LEDGER_RETRY) => {}
+                            // A new scan was recorded: the ledger writes again.
+                            Some(_) = new_rows.recv() => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
                     }
-                    h.paused.is_none().then_some(*api)
-                })
-                .collect();
-            // What is in flight, per row and per API, is what `task_rows` holds.
-            let free: Vec<(Api, usize)> = active
-                .iter()
-                .filter_map(|api| {
-                    let h = health.get(api)?;
-                    let busy = task_rows.values().filter(|(_, a, _)| a == api).count();
-                    let free = h.aimd.limit().saturating_sub(busy);
-                    (free > 0).then_some((*api, free))
-                })
-                .collect();
-            let exclude: HashSet<i64> = task_rows.values().map(|(id, _, _)| *id).collect();
-            let apis = active.clone();
-            // One trip to the ledger thread per turn: it sits on the path of every answer.
-            let turn = match self
-                .ctx
-                .ledger
-                .call(move |c| {
-                    let expired = store::expire(c, now, max_age_ms)?;
-                    let mut due = Vec::new();
-                    for (api, free) in free {
-                        due.extend(store::due(c, now, free, &exclude, &[api])?);
-                    }
-                    Ok(Turn {
-                        expired,
-                        due,
-                        next_due: store::next_due_after(c, &apis, now)?,
-                        next_expiry: store::next_expiry_at(c, max_age_ms)?,
-                    })
-                })
-                .await
-            {
-                Ok(turn) => turn,
-                Err(LedgerError::Stopped) => return Err(LedgerError::Stopped),
-                Err(e) => {
-                    // A full disk or a failed commit (which may have been another
-                    // operation's: commits are shared) is not the end: wait, then ask again.
-                    tracing::error!(event = "dispatcher_ledger_error", error = %e, "the ledger failed the dispatcher's query; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(LEDGER_RETRY) => {}
-                        // A new scan was recorded: the ledger writes again.
-                        _ = self.wake.notified() => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    continue;
                 }
-            };
-            for row in turn.expired {
-                self.publish(row);
             }
-            for row in turn.due {
-                let Some(api) = row.api() else { continue };
-                let id = row.id;
-                let ctx = self.ctx.clone();
-                let card = self.card.clone();
-                let coupon = self.coupon.clone();
-                let bus = self.bus.clone();
-                let handle = tasks.spawn(async move {
-                    let end = match (api, card, coupon) {
-                        (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
-                        (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
-                        _ => Ok(TryEnd::Dropped),
-                    };
-                    // Answer a waiting till now, not after the dispatcher's next turn.
-                    if let Ok(TryEnd::Applied {
-                        row, changed: true, ..
-                    }) = &end
-                    {
-                        publish(&bus, row);
-                    }
-                    end
-                });
-                task_rows.insert(handle.id(), (id, api, Instant::now()));
-            }
-
-            let wake_at = next_wake(now, [turn.next_due, turn.next_expiry], &health);
+            turn_needed = true;
             tokio::select! {
-                _ = self.wake.notified() => {}
-                Some(joined) = tasks.join_next_with_id() => {
+                Some(row) = new_rows.recv() => {
+                    // Nothing else changed: when the row could start at once, there is
+                    // nothing to ask the ledger.
+                    turn_needed = !self.start_new(row, &health, &mut flight);
+                }
+                Some(joined) = flight.tasks.join_next_with_id() => {
                     let task = match &joined {
                         Ok((task, _)) => *task,
                         Err(e) => e.id(),
                     };
-                    let Some((id, api, started)) = task_rows.remove(&task) else { continue };
+                    let Some((id, api, started)) = flight.rows.remove(&task) else { continue };
                     match joined {
                         Ok((_, Ok(end))) => {
-                            if let Err(e) = self.after_try(api, started, end, &mut health).await {
-                                tracing::error!(event = "dispatcher_ledger_error", error = %e, "the ledger failed a write after a try");
+                            // A row that needs no more work frees a slot; the ledger need
+                            // not be asked unless the last turn left due rows behind.
+                            let settled = matches!(&end, TryEnd::Applied { row, .. } if !state::needs_work(row.snapshot()));
+                            match self.after_try(api, started, end, &mut health).await {
+                                Ok(fast_forwarded) => {
+                                    turn_needed = !settled || more_due || fast_forwarded;
+                                }
+                                Err(e) => {
+                                    tracing::error!(event = "dispatcher_ledger_error", error = %e, "the ledger failed a write after a try");
+                                }
                             }
                         }
                         Ok((_, Err(LedgerError::Stopped))) => return Err(LedgerError::Stopped),
@@ -218,13 +189,13 @@ impl Dispatcher {
 
         tracing::info!(
             event = "dispatcher_draining",
-            in_flight = tasks.len(),
+            in_flight = flight.tasks.len(),
             "letting calls in flight finish"
         );
         let drain = async {
-            while let Some(joined) = tasks.join_next_with_id().await {
+            while let Some(joined) = flight.tasks.join_next_with_id().await {
                 if let Ok((task, Ok(end))) = joined
-                    && let Some((_, api, started)) = task_rows.remove(&task)
+                    && let Some((_, api, started)) = flight.rows.remove(&task)
                 {
                     let _ = self.after_try(api, started, end, &mut health).await;
                 }
@@ -235,21 +206,141 @@ impl Dispatcher {
                 event = "drain_timeout",
                 "calls still in flight after the drain deadline; their outcome is resolved at the next start"
             );
-            tasks.abort_all();
+            flight.tasks.abort_all();
         }
         Ok(())
     }
 
+    /// Resumes APIs whose pause is over, then asks the ledger, in one trip (it sits on the
+    /// path of every answer), which rows passed max_age and which are due, and starts the
+    /// due ones in the free slots. Returns when to look again at the latest, and whether
+    /// the due rows filled every free slot (so more may be due).
+    async fn turn(
+        &self,
+        health: &mut HashMap<Api, ApiHealth>,
+        flight: &mut InFlight,
+        max_age_ms: i64,
+    ) -> Result<(Instant, bool), LedgerError> {
+        let now = self.ctx.clock.now_ms();
+        let active: Vec<Api> = health
+            .iter_mut()
+            .filter_map(|(api, h)| {
+                if h.paused
+                    .as_ref()
+                    .is_some_and(|(until, _)| Instant::now() >= *until)
+                {
+                    tracing::info!(
+                        event = "api_resumed",
+                        api = api.as_str(),
+                        "resuming dispatch"
+                    );
+                    h.paused = None;
+                }
+                h.paused.is_none().then_some(*api)
+            })
+            .collect();
+        let slots: Vec<(Api, usize)> = active
+            .iter()
+            .filter_map(|api| {
+                let free = health
+                    .get(api)?
+                    .aimd
+                    .limit()
+                    .saturating_sub(flight.busy(*api));
+                Some((*api, free))
+            })
+            .collect();
+        let free: Vec<(Api, usize)> = slots.iter().copied().filter(|(_, n)| *n > 0).collect();
+        let exclude = flight.ids();
+        let apis = active.clone();
+        let turn = self
+            .ctx
+            .ledger
+            .call(move |c| {
+                let expired = store::expire(c, now, max_age_ms)?;
+                let mut due = Vec::new();
+                for (api, free) in free {
+                    due.extend(store::due(c, now, free, &exclude, &[api])?);
+                }
+                Ok(Turn {
+                    expired,
+                    due,
+                    next_due: store::next_due_after(c, &apis, now)?,
+                    next_expiry: store::next_expiry_at(c, max_age_ms)?,
+                })
+            })
+            .await?;
+        for row in turn.expired {
+            self.publish(row);
+        }
+        // An API whose free slots the due rows filled (or that had none) may have more.
+        let full = slots
+            .iter()
+            .any(|(api, n)| turn.due.iter().filter(|r| r.api() == Some(*api)).count() >= *n);
+        for row in turn.due {
+            self.start(row, flight);
+        }
+        Ok((
+            next_wake(now, [turn.next_due, turn.next_expiry], health),
+            full,
+        ))
+    }
+
+    /// A row the intake just committed: starts its try at once when its API is running and
+    /// has a free slot (the cashier is waiting; older due rows were given the free slots at
+    /// the last turn). Returns whether it started; if not, a turn finds it in the ledger.
+    fn start_new(&self, row: Row, health: &HashMap<Api, ApiHealth>, flight: &mut InFlight) -> bool {
+        let Some(api) = row.api() else { return false };
+        let free = health
+            .get(&api)
+            .is_some_and(|h| h.paused.is_none() && h.aimd.limit() > flight.busy(api));
+        if !free || row.id <= flight.newest || row.state != State::Queued {
+            return false;
+        }
+        self.start(row, flight);
+        true
+    }
+
+    /// Starts a try for `row` as a task of its own.
+    fn start(&self, row: Row, flight: &mut InFlight) {
+        let Some(api) = row.api() else { return };
+        let id = row.id;
+        let ctx = self.ctx.clone();
+        let card = self.card.clone();
+        let coupon = self.coupon.clone();
+        let bus = self.bus.clone();
+        let handle = flight.tasks.spawn(async move {
+            let end = match (api, card, coupon) {
+                (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
+                (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
+                _ => Ok(TryEnd::Dropped),
+            };
+            // Answer a waiting till now, not after the dispatcher's next turn.
+            if let Ok(TryEnd::Applied {
+                row, changed: true, ..
+            }) = &end
+            {
+                publish(&bus, row);
+            }
+            end
+        });
+        flight.rows.insert(handle.id(), (id, api, Instant::now()));
+        flight.newest = flight.newest.max(id);
+    }
+
+    /// Feeds a try's end to the API's health and AIMD. Returns whether it made the backlog
+    /// due (WeChat answers again), which the dispatcher must then ask the ledger about.
     async fn after_try(
         &self,
         api: Api,
         started: Instant,
         end: TryEnd,
         health: &mut HashMap<Api, ApiHealth>,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         let Some(h) = health.get_mut(&api) else {
-            return Ok(());
+            return Ok(false);
         };
+        let mut fast_forwarded = false;
         match end {
             // The task published the row itself, if it changed.
             TryEnd::Applied {
@@ -272,6 +363,7 @@ impl Dispatcher {
                         .ledger
                         .call(move |c| store::fast_forward(c, api, at))
                         .await?;
+                    fast_forwarded = true;
                     tracing::info!(
                         event = "api_reachable",
                         api = api.as_str(),
@@ -290,7 +382,7 @@ impl Dispatcher {
             }
             TryEnd::Dropped => {}
         }
-        Ok(())
+        Ok(fast_forwarded)
     }
 
     fn publish(&self, row: Row) {
@@ -326,4 +418,133 @@ fn next_wake(now: Millis, times: [Option<Millis>; 2], health: &HashMap<Api, ApiH
 fn publish(bus: &Bus, row: &Row) {
     log_settled(row);
     let _ = bus.settled.send(row.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{SharedClock, SystemClock};
+    use crate::ledger::Ledger;
+    use crate::ledger::store::NewScan;
+    use crate::route::Routed;
+    use crate::sim::{CardSim, SimCode};
+    use crate::wechat::token::{TokenManager, TokenSource};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A row handed over by the intake starts at once; handed over again (a late or repeated
+    /// message), it is not started a second time, in flight or after its try ended.
+    #[tokio::test]
+    async fn a_row_handed_over_twice_is_tried_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let sim = CardSim::new("wx_test", "s3cret");
+        let server = sim.start().await.unwrap();
+        let url = server.url();
+        let code = "100000000017";
+        sim.add_code(code, SimCode::normal("pCARD"));
+
+        let ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
+        let http = reqwest::Client::new();
+        let tokens = Arc::new(TokenManager::new(
+            http.clone(),
+            TokenSource::Stable {
+                url: format!("{url}/cgi-bin/stable_token"),
+            },
+            "wx_test".into(),
+            secret,
+        ));
+        let clock: SharedClock = Arc::new(SystemClock);
+        let bus = Bus::new();
+        let mut settled = bus.settled.subscribe();
+        let d = Dispatcher {
+            ctx: Ctx {
+                ledger: ledger.clone(),
+                clock,
+                retry: Default::default(),
+                metrics: Default::default(),
+            },
+            card: Some(Arc::new(CardApi::new(http, &url, tokens))),
+            coupon: None,
+            max_age: Duration::from_secs(3600),
+            bus,
+            drain_jitter: Duration::ZERO,
+        };
+        let (new_rows, new_rows_rx) = crate::redeem::new_rows();
+        let (stop, stop_rx) = watch::channel(false);
+        let dispatcher = tokio::spawn(d.run(new_rows_rx, stop_rx));
+
+        let row = ledger
+            .call(move |c| {
+                let routed = Routed {
+                    code: code.into(),
+                    route: 0,
+                    api: Api::Card,
+                    card_id: None,
+                    stock_id: None,
+                    offline: true,
+                };
+                store::record_scan(
+                    c,
+                    &NewScan {
+                        code,
+                        routed: &routed,
+                        scanner: "s",
+                        till: "t",
+                        aim_id: None,
+                        at: chrono::Utc::now().timestamp_millis(),
+                        use_request_no: None,
+                        use_time: None,
+                    },
+                )
+            })
+            .await
+            .unwrap()
+            .row;
+        // Twice while the first try may be in flight, once after it ended.
+        new_rows.send(row.clone()).unwrap();
+        new_rows.send(row.clone()).unwrap();
+        let done = settled.recv().await.unwrap();
+        assert_eq!(done.state, State::Redeemed);
+        new_rows.send(row).unwrap();
+        // The dispatcher handles its inbox in order: once this later row has been tried,
+        // the repeats before it have been dealt with.
+        let marker = "100000000025";
+        sim.add_code(marker, SimCode::normal("pCARD"));
+        let next = ledger
+            .call(move |c| {
+                let routed = Routed {
+                    code: marker.into(),
+                    route: 0,
+                    api: Api::Card,
+                    card_id: None,
+                    stock_id: None,
+                    offline: true,
+                };
+                store::record_scan(
+                    c,
+                    &NewScan {
+                        code: marker,
+                        routed: &routed,
+                        scanner: "s",
+                        till: "t",
+                        aim_id: None,
+                        at: chrono::Utc::now().timestamp_millis(),
+                        use_request_no: None,
+                        use_time: None,
+                    },
+                )
+            })
+            .await
+            .unwrap()
+            .row;
+        new_rows.send(next).unwrap();
+        assert_eq!(settled.recv().await.unwrap().code, marker);
+
+        let calls = sim.calls_for(code);
+        assert_eq!((calls.get, calls.consume), (1, 1), "one try: {calls:?}");
+        stop.send(true).unwrap();
+        dispatcher.await.unwrap().unwrap();
+    }
 }

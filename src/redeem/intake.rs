@@ -10,12 +10,13 @@ use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Ledger, Row};
 use crate::mask::{mask, mask_raw};
 use crate::outcome::{Bus, Outcome};
+use crate::redeem::NewRows;
 use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::state::{State, TillOutcome};
 use crate::route::{self, Decision};
 use crate::scanner::frame::Frame;
 use std::sync::Arc;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 /// One complete read from a scanner.
@@ -34,8 +35,8 @@ pub struct Intake {
     pub ledger: Ledger,
     pub clock: SharedClock,
     pub config: Arc<Config>,
-    /// Pokes the dispatcher when a new code is queued.
-    pub wake: Arc<Notify>,
+    /// The dispatcher's inbox for new codes, once committed.
+    pub new_rows: NewRows,
     pub bus: Bus,
 }
 
@@ -117,7 +118,8 @@ impl Intake {
             out.reason = Some(duplicate_reason(&row));
             return Pending::Answered(out);
         }
-        self.wake.notify_one();
+        // The dispatcher may be gone (shutting down): the row waits in the ledger then.
+        let _ = self.new_rows.send(recorded.row.clone());
         Pending::Waiting {
             row: Box::new(recorded.row),
             offline_allowed: self.config.offline.accept && routed.offline,

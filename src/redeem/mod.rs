@@ -12,8 +12,18 @@ pub mod state;
 
 use crate::clock::SharedClock;
 use crate::config::RetryConfig;
-use crate::ledger::Ledger;
 use crate::ledger::store::Retry;
+use crate::ledger::{Ledger, Row};
+use tokio::sync::mpsc;
+
+/// Rows the intake has just committed for a new code, on their way to the dispatcher: they
+/// wake it, and let it start a try without asking the ledger first.
+pub type NewRows = mpsc::UnboundedSender<Row>;
+pub type NewRowsRx = mpsc::UnboundedReceiver<Row>;
+
+pub fn new_rows() -> (NewRows, NewRowsRx) {
+    mpsc::unbounded_channel()
+}
 
 /// What every try needs.
 #[derive(Clone)]
