@@ -431,6 +431,37 @@ mod tests {
     use crate::wechat::token::{TokenManager, TokenSource};
     use std::os::unix::fs::PermissionsExt;
 
+    /// Records a first scan of `code` (a card code), as the intake does.
+    async fn record(ledger: &Ledger, code: &'static str) -> Row {
+        ledger
+            .call(move |c| {
+                let routed = Routed {
+                    code: code.into(),
+                    route: 0,
+                    api: Api::Card,
+                    card_id: None,
+                    stock_id: None,
+                    offline: true,
+                };
+                store::record_scan(
+                    c,
+                    &NewScan {
+                        code,
+                        routed: &routed,
+                        scanner: "s",
+                        till: "t",
+                        aim_id: None,
+                        at: chrono::Utc::now().timestamp_millis(),
+                        use_request_no: None,
+                        use_time: None,
+                    },
+                )
+            })
+            .await
+            .unwrap()
+            .row
+    }
+
     /// A row handed over by the intake starts at once; handed over again (a late or repeated
     /// message), it is not started a second time, in flight or after its try ended.
     #[tokio::test]
@@ -475,33 +506,7 @@ mod tests {
         let (stop, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(d.run(new_rows_rx, stop_rx));
 
-        let row = ledger
-            .call(move |c| {
-                let routed = Routed {
-                    code: code.into(),
-                    route: 0,
-                    api: Api::Card,
-                    card_id: None,
-                    stock_id: None,
-                    offline: true,
-                };
-                store::record_scan(
-                    c,
-                    &NewScan {
-                        code,
-                        routed: &routed,
-                        scanner: "s",
-                        till: "t",
-                        aim_id: None,
-                        at: chrono::Utc::now().timestamp_millis(),
-                        use_request_no: None,
-                        use_time: None,
-                    },
-                )
-            })
-            .await
-            .unwrap()
-            .row;
+        let row = record(&ledger, code).await;
         // Twice while the first try may be in flight, once after it ended.
         new_rows.send(row.clone()).unwrap();
         new_rows.send(row.clone()).unwrap();
@@ -512,33 +517,7 @@ mod tests {
         // the repeats before it have been dealt with.
         let marker = "100000000025";
         sim.add_code(marker, SimCode::normal("pCARD"));
-        let next = ledger
-            .call(move |c| {
-                let routed = Routed {
-                    code: marker.into(),
-                    route: 0,
-                    api: Api::Card,
-                    card_id: None,
-                    stock_id: None,
-                    offline: true,
-                };
-                store::record_scan(
-                    c,
-                    &NewScan {
-                        code: marker,
-                        routed: &routed,
-                        scanner: "s",
-                        till: "t",
-                        aim_id: None,
-                        at: chrono::Utc::now().timestamp_millis(),
-                        use_request_no: None,
-                        use_time: None,
-                    },
-                )
-            })
-            .await
-            .unwrap()
-            .row;
+        let next = record(&ledger, marker).await;
         new_rows.send(next).unwrap();
         assert_eq!(settled.recv().await.unwrap().code, marker);
 
