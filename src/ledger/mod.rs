@@ -311,16 +311,8 @@ mod group_commit_tests {
         assert!(bad.await.unwrap().is_err(), "the failing operation is told");
         drop(ledger);
 
-        let conn = open_ro(&db).unwrap();
-        let codes: Vec<String> = conn
-            .prepare("SELECT code FROM redemptions ORDER BY code")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
         assert_eq!(
-            codes,
+            codes_in(&db),
             ["111111111111", "333333333333"],
             "the failed operation left nothing; the others are committed"
         );
