@@ -20,6 +20,7 @@ use redeemd::outcome::Bus;
 use redeemd::redeem::Ctx;
 use redeemd::redeem::dispatcher::Dispatcher;
 use redeemd::redeem::intake::{Intake, Scan};
+use redeemd::redeem::prefetch::Prefetcher;
 use redeemd::scanner::frame::Framer;
 use redeemd::sim::card::CardFaults;
 use redeemd::sim::{CardSim, SimCode, SimServer};
@@ -100,6 +101,7 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
     let (new_rows, new_rows_rx) = redeemd::redeem::new_rows();
     let metrics = Arc::new(Metrics::default());
     let (stop, stop_rx) = watch::channel(false);
+    let mut prefetch = None;
     if let Some(url) = sim_url {
         let http = reqwest::Client::new();
         let tokens = Arc::new(TokenManager::new(
@@ -110,6 +112,17 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
             APPID.into(),
             cfg.wechat.as_ref().unwrap().secret_file.clone(),
         ));
+        let card = Arc::new(CardApi::new(http, url, tokens));
+        prefetch = Some(
+            Prefetcher::new(
+                card.clone(),
+                ledger.clone(),
+                db,
+                clock.clone(),
+                metrics.clone(),
+            )
+            .unwrap(),
+        );
         let d = Dispatcher {
             ctx: Ctx {
                 ledger: ledger.clone(),
@@ -117,11 +130,12 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
                 retry: cfg.retry.clone(),
                 metrics: metrics.clone(),
             },
-            card: Some(Arc::new(CardApi::new(http, url, tokens))),
+            card: Some(card),
             coupon: None,
             max_age: cfg.offline.max_age,
             bus: bus.clone(),
             drain_jitter: Duration::ZERO,
+            prefetch: prefetch.clone(),
         };
         tokio::spawn(d.run(new_rows_rx, stop_rx));
     }
@@ -132,6 +146,7 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
             config: Arc::new(cfg.clone()),
             new_rows,
             bus,
+            prefetch,
         },
         metrics,
         stop,
@@ -217,6 +232,11 @@ async fn bench_online(
         out.push((total, api));
     }
     let _ = p.stop.send(true);
+    eprintln!(
+        "XX gets {} consumes {}",
+        sim.calls().get,
+        sim.calls().consume
+    );
     out
 }
 

@@ -12,6 +12,7 @@ use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::{Intake, Pending};
+use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
 use crate::wechat::card::CardApi;
@@ -106,6 +107,18 @@ impl Daemon {
             retry: config.retry.clone(),
             metrics: metrics.clone(),
         };
+        // Without its read connection the daemon works as well, only without checks ahead.
+        let prefetch = self.card.as_ref().and_then(|card| {
+            Prefetcher::new(
+                card.clone(),
+                self.ledger.clone(),
+                &config.database,
+                self.clock.clone(),
+                metrics.clone(),
+            )
+            .inspect_err(|e| tracing::warn!(event = "no_checks_ahead", error = %e, "card checks will not be sent ahead"))
+            .ok()
+        });
         let dispatcher = Dispatcher {
             ctx,
             card: self.card.clone(),
@@ -113,6 +126,7 @@ impl Daemon {
             max_age: config.offline.max_age,
             bus: self.bus.clone(),
             drain_jitter: reconnect_jitter(&config.till, DRAIN_JITTER_SPREAD_MS),
+            prefetch: prefetch.clone(),
         };
         let dispatcher_alive = Arc::new(AtomicBool::new(true));
         let dispatcher_alive_probe = dispatcher_alive.clone();
@@ -161,6 +175,7 @@ impl Daemon {
             config: config.clone(),
             new_rows,
             bus: self.bus.clone(),
+            prefetch,
         };
         let mut answers = JoinSet::new();
         let mut live_sources = config.scanners.len();

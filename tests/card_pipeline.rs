@@ -38,9 +38,10 @@ fn redeems_once_and_answers_rescans_as_duplicates() {
     assert!(reason_of(&both[1]).contains("already redeemed here"));
 
     assert_eq!(till.sim.card.consumed_count(code), 1);
+    let calls = till.sim.card.calls_for(code);
     assert_eq!(
-        till.sim.card.calls_for(code).consume,
-        1,
+        (calls.get, calls.consume),
+        (1, 1),
         "a rescan must never reach the API"
     );
     let row = till.row(code);
@@ -540,4 +541,44 @@ fn a_scanner_that_disappears_is_reopened_through_its_symlink() {
         .count();
     assert!(tries <= 3, "{tries} logged reopen failures");
     d.kill9();
+}
+
+/// Every `code/get` that reached WeChat is in the audit trail: the checks sent while the scan
+/// was being recorded included, whether a try used them or not.
+#[test]
+fn every_check_sent_is_in_the_audit_trail() {
+    let till = Till::new(Setup::default());
+    let known = codes(30, 6);
+    till.sim.add_codes(&known);
+    let unknown = "300099990001"; // not in the simulator: refused
+    let d = till.start();
+    for c in known.iter().map(String::as_str).chain([unknown]) {
+        till.pty.scan(c);
+    }
+    for c in &known {
+        d.outcome(c);
+        till.pty.scan(c); // a rescan: no check (see the first test)
+    }
+    d.outcome(unknown);
+    for c in &known {
+        let o = d.wait_events(2, |e| {
+            e["event"] == "outcome" && e["code"] == masked(c).as_str()
+        });
+        assert_eq!(o[1]["outcome"], "duplicate", "{}", o[1]);
+    }
+    // A graceful stop writes the audit records still waiting for a commit.
+    let (status, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    let db = rusqlite::Connection::open(till.dir.path().join("ledger/redeemd.db")).unwrap();
+    let recorded: u32 = db
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE call = 'code/get'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let sent = till.sim.card.calls().get;
+    // At least one per code; a second when a row could not start with its check at once.
+    assert!(sent >= 7, "{sent}");
+    assert_eq!(recorded, sent, "every code/get sent is recorded");
 }

@@ -196,6 +196,15 @@ fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// Whether the ledger holds a row for the routed code `code`.
+pub fn is_recorded(conn: &Connection, code: &str) -> Result<bool> {
+    one(
+        conn,
+        "SELECT EXISTS(SELECT 1 FROM redemptions WHERE code = ?1 AND api IS NOT NULL)",
+        [code],
+    )
+}
+
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemptions WHERE id = ?1"))?
         .query_row([id], read_row)

@@ -48,6 +48,11 @@ impl Trail {
         }
     }
 
+    /// Keeps the record of a call made for this try elsewhere (a check sent ahead).
+    pub fn keep(&mut self, log: CallLog) {
+        self.calls.push(log);
+    }
+
     fn take(&mut self) -> Vec<CallLog> {
         std::mem::take(&mut self.calls)
     }

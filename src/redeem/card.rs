@@ -7,6 +7,7 @@ use crate::ledger::store::{CallRecord, Confirmation};
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
 use crate::redeem::attempt::{Effect, Trail, TryEnd, finish, logged};
+use crate::redeem::prefetch::Prefetch;
 use crate::redeem::state::{Settle, State};
 use crate::wechat::card::{Answer, CardApi};
 use crate::wechat::errors::{
@@ -78,7 +79,7 @@ fn healthy<T>(answer: &Answer<T>) -> bool {
     }
 }
 
-fn record<T>(answer: &Answer<T>) -> CallRecord {
+pub(crate) fn record<T>(answer: &Answer<T>) -> CallRecord {
     match answer {
         Answer::Ok { status, .. } => CallRecord {
             http_status: Some(*status),
@@ -115,15 +116,34 @@ fn record<T>(answer: &Answer<T>) -> CallRecord {
     }
 }
 
-pub async fn try_card(ctx: &Ctx, api: &CardApi, row: Row) -> Result<TryEnd, LedgerError> {
+/// One try. `check` is the `code/get` the intake sent while it recorded the scan, if any.
+pub async fn try_card(
+    ctx: &Ctx,
+    api: &CardApi,
+    row: Row,
+    check: Option<Prefetch>,
+) -> Result<TryEnd, LedgerError> {
     let trail = &mut Trail::new(ctx, &row);
     if row.unconfirmed || row.state == State::Cancelled {
+        // A fresh row's check is no use here; dropped, it is recorded all the same.
         return resolve(ctx, api, trail, row).await;
     }
-    let answer = logged(ctx, trail, "code/get", Effect::Query, record, || {
-        api.get(&row.code, row.card_id.as_deref(), true)
-    })
-    .await?;
+    let checked = match check {
+        Some(c) => c.answer().await,
+        None => None,
+    };
+    let answer = match checked {
+        Some(c) => {
+            trail.keep(c.log);
+            Some(c.answer)
+        }
+        None => {
+            logged(ctx, trail, "code/get", Effect::Query, record, || {
+                api.get(&row.code, row.card_id.as_deref(), true)
+            })
+            .await?
+        }
+    };
     let Some(answer) = answer else {
         return Ok(TryEnd::Dropped);
     };

@@ -11,8 +11,9 @@ use crate::redeem::aimd::Aimd;
 use crate::redeem::attempt::TryEnd;
 use crate::redeem::card::try_card;
 use crate::redeem::coupon::try_coupon;
+use crate::redeem::prefetch::{Prefetch, Prefetcher};
 use crate::redeem::state::{self, State};
-use crate::redeem::{Ctx, NewRowsRx};
+use crate::redeem::{Ctx, NewRow, NewRowsRx};
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::PayApi;
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,8 @@ pub struct Dispatcher {
     pub coupon: Option<Arc<PayApi>>,
     pub max_age: Duration,
     pub bus: Bus,
+    /// Sends the card checks ahead for the intake; told here whether the card API answers.
+    pub prefetch: Option<Prefetcher>,
     /// How long after WeChat answers again this till waits before draining its backlog
     /// (derived from the till's name, so a store's tills spread out).
     pub drain_jitter: Duration,
@@ -145,10 +148,10 @@ impl Dispatcher {
             }
             turn_needed = true;
             tokio::select! {
-                Some(row) = new_rows.recv() => {
+                Some(new) = new_rows.recv() => {
                     // Nothing else changed: when the row could start at once, there is
                     // nothing to ask the ledger.
-                    turn_needed = !self.start_new(row, &health, &mut flight);
+                    turn_needed = !self.start_new(new, &health, &mut flight);
                 }
                 Some(joined) = flight.tasks.join_next_with_id() => {
                     let task = match &joined {
@@ -278,7 +281,7 @@ impl Dispatcher {
             .iter()
             .any(|(api, n)| turn.due.iter().filter(|r| r.api() == Some(*api)).count() >= *n);
         for row in turn.due {
-            self.start(row, flight);
+            self.start(row, None, flight);
         }
         Ok((
             next_wake(now, [turn.next_due, turn.next_expiry], health),
@@ -288,8 +291,15 @@ impl Dispatcher {
 
     /// A row the intake just committed: starts its try at once when its API is running and
     /// has a free slot (the cashier is waiting; older due rows were given the free slots at
-    /// the last turn). Returns whether it started; if not, a turn finds it in the ledger.
-    fn start_new(&self, row: Row, health: &HashMap<Api, ApiHealth>, flight: &mut InFlight) -> bool {
+    /// the last turn). Returns whether it started; if not, a turn finds it in the ledger (and
+    /// its check, dropped, is recorded on its own).
+    fn start_new(
+        &self,
+        new: NewRow,
+        health: &HashMap<Api, ApiHealth>,
+        flight: &mut InFlight,
+    ) -> bool {
+        let NewRow { row, check } = new;
         let Some(api) = row.api() else { return false };
         let free = health
             .get(&api)
@@ -297,12 +307,12 @@ impl Dispatcher {
         if !free || row.id <= flight.newest || row.state != State::Queued {
             return false;
         }
-        self.start(row, flight);
+        self.start(row, check, flight);
         true
     }
 
-    /// Starts a try for `row` as a task of its own.
-    fn start(&self, row: Row, flight: &mut InFlight) {
+    /// Starts a try for `row` as a task of its own (with the check sent ahead, if any).
+    fn start(&self, row: Row, check: Option<Prefetch>, flight: &mut InFlight) {
         let Some(api) = row.api() else { return };
         let id = row.id;
         let ctx = self.ctx.clone();
@@ -311,7 +321,7 @@ impl Dispatcher {
         let bus = self.bus.clone();
         let handle = flight.tasks.spawn(async move {
             let end = match (api, card, coupon) {
-                (Api::Card, Some(card), _) => try_card(&ctx, &card, row).await,
+                (Api::Card, Some(card), _) => try_card(&ctx, &card, row, check).await,
                 (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
                 _ => Ok(TryEnd::Dropped),
             };
@@ -373,12 +383,18 @@ impl Dispatcher {
                 }
                 h.failing = !healthy;
                 self.ctx.metrics.set_api_healthy(api.as_str(), healthy);
+                if let (Api::Card, Some(p)) = (api, &self.prefetch) {
+                    p.set_answering(healthy);
+                }
             }
             TryEnd::Pause { retry_in, reason } => {
                 if h.paused.is_none() {
                     tracing::error!(event = "api_paused", api = api.as_str(), retry_in_s = retry_in.as_secs(), reason = %reason, "dispatch paused; scans stay queued");
                 }
                 h.paused = Some((Instant::now() + retry_in, reason));
+                if let (Api::Card, Some(p)) = (api, &self.prefetch) {
+                    p.set_answering(false);
+                }
             }
             TryEnd::Dropped => {}
         }
@@ -501,6 +517,7 @@ mod tests {
             max_age: Duration::from_secs(3600),
             bus,
             drain_jitter: Duration::ZERO,
+            prefetch: None,
         };
         let (new_rows, new_rows_rx) = crate::redeem::new_rows();
         let (stop, stop_rx) = watch::channel(false);
@@ -508,17 +525,32 @@ mod tests {
 
         let row = record(&ledger, code).await;
         // Twice while the first try may be in flight, once after it ended.
-        new_rows.send(row.clone()).unwrap();
-        new_rows.send(row.clone()).unwrap();
+        new_rows
+            .send(NewRow {
+                row: row.clone(),
+                check: None,
+            })
+            .unwrap();
+        new_rows
+            .send(NewRow {
+                row: row.clone(),
+                check: None,
+            })
+            .unwrap();
         let done = settled.recv().await.unwrap();
         assert_eq!(done.state, State::Redeemed);
-        new_rows.send(row).unwrap();
+        new_rows.send(NewRow { row, check: None }).unwrap();
         // The dispatcher handles its inbox in order: once this later row has been tried,
         // the repeats before it have been dealt with.
         let marker = "100000000025";
         sim.add_code(marker, SimCode::normal("pCARD"));
         let next = record(&ledger, marker).await;
-        new_rows.send(next).unwrap();
+        new_rows
+            .send(NewRow {
+                row: next,
+                check: None,
+            })
+            .unwrap();
         assert_eq!(settled.recv().await.unwrap().code, marker);
 
         let calls = sim.calls_for(code);

@@ -10,9 +10,10 @@ use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Ledger, Row};
 use crate::mask::{mask, mask_raw};
 use crate::outcome::{Bus, Outcome};
-use crate::redeem::NewRows;
 use crate::redeem::coupon::new_use_request_no;
+use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::state::{State, TillOutcome};
+use crate::redeem::{NewRow, NewRows};
 use crate::route::{self, Decision};
 use crate::scanner::frame::Frame;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Intake {
     pub config: Arc<Config>,
     /// The dispatcher's inbox for new codes, once committed.
     pub new_rows: NewRows,
+    /// Sends card checks ahead (None without a card API).
+    pub prefetch: Option<Prefetcher>,
     pub bus: Bus,
 }
 
@@ -87,6 +90,11 @@ impl Intake {
             ),
             Api::Card => (None, None),
         };
+        // The card check changes nothing at WeChat: it goes out while the row is committed.
+        let mut check = match (&self.prefetch, routed.api) {
+            (Some(p), Api::Card) => p.start(&routed.code, routed.card_id.as_deref()),
+            _ => None,
+        };
         let recorded = self
             .ledger
             .call(move |c| {
@@ -109,6 +117,10 @@ impl Intake {
             Ok(r) => r,
             Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
         };
+        // From here on the check is recorded against the row, whoever ends up with it.
+        if let Some(c) = check.as_mut() {
+            c.belongs_to(recorded.row.id);
+        }
         if let Some(scan_id) = recorded.rescan {
             let row = recorded.row;
             self.ledger.submit("till answer", move |c| {
@@ -119,7 +131,10 @@ impl Intake {
             return Pending::Answered(out);
         }
         // The dispatcher may be gone (shutting down): the row waits in the ledger then.
-        let _ = self.new_rows.send(recorded.row.clone());
+        let _ = self.new_rows.send(NewRow {
+            row: recorded.row.clone(),
+            check,
+        });
         Pending::Waiting {
             row: Box::new(recorded.row),
             offline_allowed: self.config.offline.accept && routed.offline,

@@ -8,6 +8,7 @@ pub mod card;
 pub mod coupon;
 pub mod dispatcher;
 pub mod intake;
+pub mod prefetch;
 pub mod state;
 
 use crate::clock::SharedClock;
@@ -16,10 +17,16 @@ use crate::ledger::store::Retry;
 use crate::ledger::{Ledger, Row};
 use tokio::sync::mpsc;
 
-/// Rows the intake has just committed for a new code, on their way to the dispatcher: they
-/// wake it, and let it start a try without asking the ledger first.
-pub type NewRows = mpsc::UnboundedSender<Row>;
-pub type NewRowsRx = mpsc::UnboundedReceiver<Row>;
+/// A row the intake has just committed for a new code, on its way to the dispatcher: it
+/// wakes it, and lets it start a try without asking the ledger first.
+pub struct NewRow {
+    pub row: Row,
+    /// The card check sent while the row was being committed, if any.
+    pub check: Option<prefetch::Prefetch>,
+}
+
+pub type NewRows = mpsc::UnboundedSender<NewRow>;
+pub type NewRowsRx = mpsc::UnboundedReceiver<NewRow>;
 
 pub fn new_rows() -> (NewRows, NewRowsRx) {
     mpsc::unbounded_channel()
