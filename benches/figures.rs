@@ -232,11 +232,6 @@ async fn bench_online(
         out.push((total, api));
     }
     let _ = p.stop.send(true);
-    eprintln!(
-        "XX gets {} consumes {}",
-        sim.calls().get,
-        sim.calls().consume
-    );
     out
 }
 
