@@ -2,8 +2,10 @@
 //! mark the row unconfirmed in one commit before sending; keep every call's record; apply the
 //! result through the state machine, with the records, in one commit.
 
+use crate::clock::SharedClock;
 use crate::ledger::store::{self, CallLog, CallRecord, Confirmation};
 use crate::ledger::{Ledger, LedgerError, Row};
+use crate::metrics::Metrics;
 use crate::redeem::Ctx;
 use crate::redeem::state::Settle;
 use std::time::Duration;
@@ -96,12 +98,12 @@ where
     Fut: Future<Output = A>,
 {
     let id = trail.id;
-    let started_at = ctx.clock.now_ms();
     let attempt = if let Effect::Redeem { unconfirmed } = effect {
         let earlier = trail.take();
+        let at = ctx.clock.now_ms();
         let begun = ctx
             .ledger
-            .call(move |c| store::begin_call(c, id, unconfirmed, call, started_at, &earlier))
+            .call(move |c| store::begin_call(c, id, unconfirmed, call, at, &earlier))
             .await?;
         let Some(attempt) = begun else {
             return Ok(None);
@@ -110,24 +112,43 @@ where
     } else {
         None
     };
+    let (answer, log) = timed(&ctx.clock, &ctx.metrics, call, attempt, record, send()).await;
+    trail.calls.push(log);
+    Ok(Some(answer))
+}
+
+/// Sends one call, times it for the metrics, and returns its answer with its record.
+/// `attempt` is the `attempts` row a redeeming call's start was written to (its started_at
+/// stays as written there).
+pub async fn timed<A, Fut>(
+    clock: &SharedClock,
+    metrics: &Metrics,
+    call: &'static str,
+    attempt: Option<i64>,
+    record: fn(&A) -> CallRecord,
+    send: Fut,
+) -> (A, CallLog)
+where
+    Fut: Future<Output = A>,
+{
+    let started_at = clock.now_ms();
     let started = std::time::Instant::now();
-    let answer = send().await;
+    let answer = send.await;
     let rec = record(&answer);
     let api = if call.starts_with("code/") {
         "card"
     } else {
         "coupon"
     };
-    ctx.metrics
-        .observe_call(api, &rec.outcome, started.elapsed().as_secs_f64());
-    trail.calls.push(CallLog {
+    metrics.observe_call(api, &rec.outcome, started.elapsed().as_secs_f64());
+    let log = CallLog {
         attempt,
         call,
         started_at,
-        ended_at: ctx.clock.now_ms(),
+        ended_at: clock.now_ms(),
         record: rec,
-    });
-    Ok(Some(answer))
+    };
+    (answer, log)
 }
 
 /// Applies a try's result to the row, with the try's call records, and schedules the next.

@@ -18,6 +18,7 @@ use crate::ledger::store::{self, CallLog};
 use crate::ledger::{Ledger, OpenError, open_ro};
 use crate::mask::mask;
 use crate::metrics::Metrics;
+use crate::redeem::attempt::timed;
 use crate::redeem::card::record;
 use crate::wechat::card::{Answer, CardApi, GetReply};
 use rusqlite::Connection;
@@ -81,21 +82,9 @@ impl Prefetcher {
         let (api, clock, metrics) = (self.api.clone(), self.clock.clone(), self.metrics.clone());
         let (code, card_id) = (code.to_string(), card_id.map(str::to_string));
         let handle = tokio::spawn(async move {
-            let started_at = clock.now_ms();
-            let started = std::time::Instant::now();
-            let answer = api.get(&code, card_id.as_deref(), true).await;
-            let record = record(&answer);
-            metrics.observe_call("card", &record.outcome, started.elapsed().as_secs_f64());
-            Checked {
-                answer,
-                log: CallLog {
-                    attempt: None,
-                    call: "code/get",
-                    started_at,
-                    ended_at: clock.now_ms(),
-                    record,
-                },
-            }
+            let send = api.get(&code, card_id.as_deref(), true);
+            let (answer, log) = timed(&clock, &metrics, "code/get", None, record, send).await;
+            Checked { answer, log }
         });
         Some(Prefetch {
             handle: Some(handle),
