@@ -72,6 +72,11 @@ impl InFlight {
         self.rows.values().filter(|(_, a, _)| *a == api).count()
     }
 
+    /// How many more tries `api` may have in flight now.
+    fn free(&self, api: Api, h: &ApiHealth) -> usize {
+        h.aimd.limit().saturating_sub(self.busy(api))
+    }
+
     fn ids(&self) -> HashSet<i64> {
         self.rows.values().map(|(id, _, _)| *id).collect()
     }
@@ -244,14 +249,7 @@ impl Dispatcher {
             .collect();
         let slots: Vec<(Api, usize)> = active
             .iter()
-            .filter_map(|api| {
-                let free = health
-                    .get(api)?
-                    .aimd
-                    .limit()
-                    .saturating_sub(flight.busy(*api));
-                Some((*api, free))
-            })
+            .filter_map(|api| Some((*api, flight.free(*api, health.get(api)?))))
             .collect();
         let free: Vec<(Api, usize)> = slots.iter().copied().filter(|(_, n)| *n > 0).collect();
         let exclude = flight.ids();
@@ -303,7 +301,7 @@ impl Dispatcher {
         let Some(api) = row.api() else { return false };
         let free = health
             .get(&api)
-            .is_some_and(|h| h.paused.is_none() && h.aimd.limit() > flight.busy(api));
+            .is_some_and(|h| h.paused.is_none() && flight.free(api, h) > 0);
         if !free || row.id <= flight.newest || row.state != State::Queued {
             return false;
         }
@@ -383,22 +381,25 @@ impl Dispatcher {
                 }
                 h.failing = !healthy;
                 self.ctx.metrics.set_api_healthy(api.as_str(), healthy);
-                if let (Api::Card, Some(p)) = (api, &self.prefetch) {
-                    p.set_answering(healthy);
-                }
+                self.card_answering(api, healthy);
             }
             TryEnd::Pause { retry_in, reason } => {
                 if h.paused.is_none() {
                     tracing::error!(event = "api_paused", api = api.as_str(), retry_in_s = retry_in.as_secs(), reason = %reason, "dispatch paused; scans stay queued");
                 }
                 h.paused = Some((Instant::now() + retry_in, reason));
-                if let (Api::Card, Some(p)) = (api, &self.prefetch) {
-                    p.set_answering(false);
-                }
+                self.card_answering(api, false);
             }
             TryEnd::Dropped => {}
         }
         Ok(fast_forwarded)
+    }
+
+    /// Tells the intake's card checks whether the card API answers (nothing for coupons).
+    fn card_answering(&self, api: Api, yes: bool) {
+        if let (Api::Card, Some(p)) = (api, &self.prefetch) {
+            p.set_answering(yes);
+        }
     }
 
     fn publish(&self, row: Row) {
