@@ -6,11 +6,13 @@
 
 pub mod schema;
 pub mod store;
+mod sync;
 
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
+use sync::Durability;
 use tokio::sync::oneshot;
 
 pub use schema::{OpenError, open_ro, open_rw};
@@ -45,15 +47,19 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, String> {
 }
 pub use store::Row;
 
-/// A ledger operation, run on the ledger thread. `run` returns how to answer its caller
-/// once the commit it is part of is known: `None` when that commit succeeded, or why it
-/// failed.
+/// A ledger operation, run on the ledger thread. `run` returns whether the operation
+/// succeeded, and how to answer its caller once the commit it is part of is known: `None`
+/// when that commit succeeded, or why it failed.
 struct Job {
-    run: Box<dyn FnOnce(&mut Connection) -> Reply + Send>,
+    run: Box<dyn FnOnce(&mut Connection) -> Ran + Send>,
     /// Somebody awaits this operation (it is not a [`Ledger::submit`]).
     awaited: bool,
+    /// Its commit must be on disk before its caller is answered (see [`sync`]).
+    synced: bool,
 }
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+/// Whether a job's operation succeeded, and how to answer its caller.
+type Ran = (bool, Reply);
 type Answer<T> = oneshot::Receiver<Result<T, LedgerError>>;
 
 /// At most this many operations share one commit, so that no caller waits behind an
@@ -99,8 +105,23 @@ impl Ledger {
         std::thread::Builder::new()
             .name("ledger".into())
             .spawn(move || {
+                let mut durability = Durability::default();
                 // Ends when every handle is dropped; the connection closes with it.
-                while let Ok(first) = rx.recv() {
+                loop {
+                    let first = match durability.wait_left() {
+                        None => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                        Some(left) => match rx.recv_timeout(left) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout) => {
+                                durability.sync_if_due(&conn);
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        },
+                    };
                     let mut batch = vec![first];
                     take_queued(&rx, &mut batch);
                     while !batch.iter().any(|j| j.awaited) && batch.len() < MAX_BATCH {
@@ -113,8 +134,21 @@ impl Ledger {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, batch);
+                    // Deferred only when somebody waits for it: a batch of submitted
+                    // writes alone has waited already, and gains nothing from deferring.
+                    let defer = batch.iter().any(|j| j.awaited) && batch.iter().all(|j| !j.synced);
+                    let sqlite_syncs = durability.prepare(&conn, defer);
+                    let before = conn.total_changes();
+                    let ok = run_batch(&mut conn, batch, |c| {
+                        if !sqlite_syncs {
+                            sync::sync_wal(c);
+                        }
+                    });
+                    durability.committed(conn.total_changes() > before, ok && sqlite_syncs);
+                    // Even while work keeps coming, a deferred fsync waits no longer.
+                    durability.sync_if_due(&conn);
                 }
+                durability.sync(&conn);
             })
             .expect("spawning the ledger thread");
         Ledger { jobs: tx }
@@ -126,21 +160,37 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue(f)?.await.map_err(|_| LedgerError::Stopped)?
+        self.enqueue(f, true)?
+            .await
+            .map_err(|_| LedgerError::Stopped)?
     }
 
-    /// Queues `f` now; the receiver gets its result once its writes are committed.
-    fn enqueue<T, F>(&self, f: F) -> Result<Answer<T>, LedgerError>
+    /// [`Ledger::call`] for a try's result: answers once its writes are committed, which
+    /// killing the process cannot undo, but before they are fsynced. The fsync follows
+    /// with the next commit or within [`sync::SYNC_WAIT`]; a power cut before it leaves the
+    /// row as it was before the result, which the next try resolves (see [`sync`]).
+    pub async fn call_sync_later<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.enqueue(f, false)?
+            .await
+            .map_err(|_| LedgerError::Stopped)?
+    }
+
+    /// Queues `f` now; the receiver gets its result once its writes are committed (and,
+    /// when `synced`, on disk).
+    fn enqueue<T, F>(&self, f: F, synced: bool) -> Result<Answer<T>, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(job(f, true, move |result| {
-                let _ = tx.send(result);
-            }))
-            .map_err(|_| LedgerError::Stopped)?;
+        let job = job(f, true, synced, move |result| {
+            let _ = tx.send(result);
+        });
+        self.jobs.send(job).map_err(|_| LedgerError::Stopped)?;
         Ok(rx)
     }
 
@@ -157,21 +207,29 @@ impl Ledger {
                 tracing::error!(event = "ledger_write_failed", what, error = %e, "a ledger write failed");
             }
         };
-        if self.jobs.send(job(f, false, logged)).is_err() {
+        // Its fsync may wait too: it could be lost before its commit as well.
+        if self.jobs.send(job(f, false, false, logged)).is_err() {
             logged(Err(LedgerError::Stopped));
         }
     }
 
-    /// Commits the writes submitted so far now, instead of after [`SUBMIT_WAIT`]: for
-    /// shutdown, so that nothing submitted is left behind when the process exits.
+    /// Commits the writes submitted so far now, instead of after [`SUBMIT_WAIT`], and syncs
+    /// any commit whose fsync was deferred: for shutdown, so that nothing is left behind
+    /// when the process exits.
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.call(|_| Ok(())).await
+        // The submitted writes share this call's commit, which SQLite syncs if it holds any;
+        // syncing the WAL first covers the deferred commits before it.
+        self.call(|c| {
+            sync::sync_wal(c);
+            Ok(())
+        })
+        .await
     }
 }
 
 /// Wraps `f` as a job for the ledger thread: `answer` gets its result once the commit that
 /// holds its writes is known (an operation that succeeded in a failed commit failed too).
-fn job<T, F, A>(f: F, awaited: bool, answer: A) -> Job
+fn job<T, F, A>(f: F, awaited: bool, synced: bool, answer: A) -> Job
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -180,14 +238,17 @@ where
     Job {
         run: Box::new(move |conn| {
             let result = f(conn);
-            Box::new(move |commit_failed: Option<&str>| {
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit_failed: Option<&str>| {
                 answer(match (result, commit_failed) {
                     (Ok(_), Some(why)) => Err(LedgerError::Commit(why.to_string())),
                     (r, _) => r.map_err(LedgerError::from),
                 })
-            })
+            });
+            (ok, reply)
         }),
         awaited,
+        synced,
     }
 }
 
@@ -205,30 +266,45 @@ fn take_queued(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 /// run in one transaction (each in a savepoint of its own, see `store::immediate`) and share
 /// one fsync. A backlog of concurrent redemptions then costs one fsync per batch instead of
 /// one per operation; a lone operation runs in its own transaction as before. Nobody is
-/// answered before the commit that holds their writes.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+/// answered before the commit that holds their writes, and `before_answers` has run.
+/// Returns whether every operation succeeded and was committed.
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    before_answers: impl FnOnce(&Connection),
+) -> bool {
     if batch.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        let mut all_ok = true;
+        let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
-            (job.run)(conn)(None);
+            let (ok, reply) = (job.run)(conn);
+            all_ok &= ok;
+            replies.push(reply);
         }
-        return;
+        before_answers(conn);
+        for reply in replies {
+            reply(None);
+        }
+        return all_ok;
     }
     let mut done: Vec<Reply> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     while let Some(job) = jobs.next() {
-        let reply = (job.run)(conn);
+        let (_, reply) = (job.run)(conn);
         if conn.is_autocommit() {
             // Some errors (disk full, I/O) make SQLite roll the whole transaction back: every
             // write of this batch so far is gone. Say so, and run the rest one by one.
             let why = "SQLite rolled the shared transaction back after an error";
+            let rest: Vec<Reply> = jobs.map(|job| (job.run)(conn).1).collect();
+            before_answers(conn);
             for r in done.drain(..) {
                 r(Some(why));
             }
             reply(Some(why));
-            for job in jobs {
-                (job.run)(conn)(None);
+            for r in rest {
+                r(None);
             }
-            return;
+            return false;
         }
         done.push(reply);
     }
@@ -236,9 +312,11 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     if failed.is_some() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    before_answers(conn);
     for r in done {
         r(failed.as_deref());
     }
+    failed.is_none()
 }
 
 #[cfg(test)]
@@ -277,26 +355,32 @@ mod group_commit_tests {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let held = ledger
-            .enqueue(move |_| {
-                let _ = entered_tx.send(());
-                let _ = wait.recv();
-                Ok(())
-            })
+            .enqueue(
+                move |_| {
+                    let _ = entered_tx.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                },
+                true,
+            )
             .unwrap();
         entered.recv().unwrap();
 
-        let a = ledger.enqueue(insert_alone("111111111111")).unwrap();
+        let a = ledger.enqueue(insert_alone("111111111111"), true).unwrap();
         // A second row, then the first code again: the unique index refuses it.
         let bad = ledger
-            .enqueue(|c| {
-                let tx = c.savepoint()?;
-                insert(&tx, "222222222222")?;
-                insert(&tx, "111111111111")?;
-                tx.commit()?;
-                Ok(())
-            })
+            .enqueue(
+                |c| {
+                    let tx = c.savepoint()?;
+                    insert(&tx, "222222222222")?;
+                    insert(&tx, "111111111111")?;
+                    tx.commit()?;
+                    Ok(())
+                },
+                true,
+            )
             .unwrap();
-        let b = ledger.enqueue(insert_alone("333333333333")).unwrap();
+        let b = ledger.enqueue(insert_alone("333333333333"), true).unwrap();
         release.send(()).unwrap();
 
         held.await.unwrap().unwrap();
@@ -360,5 +444,37 @@ mod group_commit_tests {
         }
         assert_eq!(codes_in(&db), ["111111111111", "222222222222"]);
         drop(ledger);
+    }
+
+    #[tokio::test]
+    async fn only_a_result_commits_without_fsync_and_never_in_company_that_needs_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
+        let level =
+            |c: &mut Connection| c.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0));
+        assert_eq!(ledger.call_sync_later(level).await.unwrap(), 1, "NORMAL");
+        assert_eq!(ledger.call(level).await.unwrap(), 2, "FULL");
+
+        // Queued behind a held operation, a deferred and a synced one share a batch: FULL.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let held = ledger
+            .enqueue(
+                move |_| {
+                    let _ = wait.recv();
+                    Ok(())
+                },
+                true,
+            )
+            .unwrap();
+        let deferred = ledger.enqueue(level, false).unwrap();
+        let synced = ledger.enqueue(level, true).unwrap();
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert_eq!(
+            deferred.await.unwrap().unwrap(),
+            2,
+            "with company that needs an fsync"
+        );
+        assert_eq!(synced.await.unwrap().unwrap(), 2);
     }
 }

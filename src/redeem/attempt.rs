@@ -169,9 +169,12 @@ pub async fn finish(
         _ => false,
     };
     let calls = trail.take();
+    // Committed before anybody hears of it, fsynced a moment later: a power cut in between
+    // leaves the row as it was before this result (after a consume: sent, answer unknown),
+    // which the next try resolves without sending it again (see ledger::sync).
     let (row, changed) = ctx
         .ledger
-        .call(move |c| store::apply(c, id, &settle, &info, retry, at, &calls))
+        .call_sync_later(move |c| store::apply(c, id, &settle, &info, retry, at, &calls))
         .await?;
     Ok(TryEnd::Applied {
         row: Box::new(row),

@@ -447,6 +447,7 @@ mod tests {
     use crate::sim::{CardSim, SimCode};
     use crate::wechat::token::{TokenManager, TokenSource};
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     /// Records a first scan of `code` (a card code), as the intake does.
     async fn record(ledger: &Ledger, code: &'static str) -> Row {
@@ -479,21 +480,11 @@ mod tests {
             .row
     }
 
-    /// A row handed over by the intake starts at once; handed over again (a late or repeated
-    /// message), it is not started a second time, in flight or after its try ended.
-    #[tokio::test]
-    async fn a_row_handed_over_twice_is_tried_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
+    /// A card API at `url` with the secret `s3cret`, written to `dir`.
+    fn card_api(dir: &Path, url: &str) -> Arc<CardApi> {
+        let secret = dir.join("secret");
         std::fs::write(&secret, "s3cret").unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let sim = CardSim::new("wx_test", "s3cret");
-        let server = sim.start().await.unwrap();
-        let url = server.url();
-        let code = "100000000017";
-        sim.add_code(code, SimCode::normal("pCARD"));
-
-        let ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
         let http = reqwest::Client::new();
         let tokens = Arc::new(TokenManager::new(
             http.clone(),
@@ -503,23 +494,42 @@ mod tests {
             "wx_test".into(),
             secret,
         ));
+        Arc::new(CardApi::new(http, url, tokens))
+    }
+
+    /// A dispatcher for the card API alone, as the daemon wires it (without checks ahead).
+    fn card_dispatcher(ledger: &Ledger, card: Arc<CardApi>, bus: &Bus) -> Dispatcher {
         let clock: SharedClock = Arc::new(SystemClock);
-        let bus = Bus::new();
-        let mut settled = bus.settled.subscribe();
-        let d = Dispatcher {
+        Dispatcher {
             ctx: Ctx {
                 ledger: ledger.clone(),
                 clock,
                 retry: Default::default(),
                 metrics: Default::default(),
             },
-            card: Some(Arc::new(CardApi::new(http, &url, tokens))),
+            card: Some(card),
             coupon: None,
             max_age: Duration::from_secs(3600),
-            bus,
+            bus: bus.clone(),
             drain_jitter: Duration::ZERO,
             prefetch: None,
-        };
+        }
+    }
+
+    /// A row handed over by the intake starts at once; handed over again (a late or repeated
+    /// message), it is not started a second time, in flight or after its try ended.
+    #[tokio::test]
+    async fn a_row_handed_over_twice_is_tried_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = CardSim::new("wx_test", "s3cret");
+        let server = sim.start().await.unwrap();
+        let code = "100000000017";
+        sim.add_code(code, SimCode::normal("pCARD"));
+
+        let ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
+        let bus = Bus::new();
+        let mut settled = bus.settled.subscribe();
+        let d = card_dispatcher(&ledger, card_api(dir.path(), &server.url()), &bus);
         let (new_rows, new_rows_rx) = crate::redeem::new_rows();
         let (stop, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(d.run(new_rows_rx, stop_rx));
@@ -558,5 +568,98 @@ mod tests {
         assert_eq!((calls.get, calls.consume), (1, 1), "one try: {calls:?}");
         stop.send(true).unwrap();
         dispatcher.await.unwrap().unwrap();
+    }
+
+    /// Where each commit in a WAL file ends (byte offsets), in order: a power cut keeps a
+    /// prefix of them (frames are checksummed in a chain, so SQLite's recovery stops at the
+    /// first frame that did not reach the disk).
+    fn commit_ends(wal: &[u8]) -> Vec<usize> {
+        let be = |at: usize| u32::from_be_bytes(wal[at..at + 4].try_into().unwrap());
+        let page = be(8) as usize;
+        let salts = &wal[16..24];
+        let mut ends = Vec::new();
+        let mut at = 32;
+        while at + 24 + page <= wal.len() && &wal[at + 8..at + 16] == salts {
+            at += 24 + page;
+            if be(at - page - 24 + 4) != 0 {
+                ends.push(at);
+            }
+        }
+        ends
+    }
+
+    /// A try's result is committed without fsync (the fsync follows). A power cut before it
+    /// loses that last commit: what the disk keeps is the row with its consume sent and
+    /// no answer. The next start resolves that from WeChat's side, without a second consume.
+    #[tokio::test]
+    async fn a_result_lost_to_a_power_cut_is_resolved_without_a_second_consume() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = CardSim::new("wx_test", "s3cret");
+        let server = sim.start().await.unwrap();
+        let code = "100000000033";
+        sim.add_code(code, SimCode::normal("pCARD"));
+        let card = card_api(dir.path(), &server.url());
+
+        let db = dir.path().join("l.db");
+        let ledger = Ledger::open(&db).unwrap();
+        let bus = Bus::new();
+        let mut settled = bus.settled.subscribe();
+        let (new_rows, new_rows_rx) = crate::redeem::new_rows();
+        let (stop, stop_rx) = watch::channel(false);
+        let dispatcher =
+            tokio::spawn(card_dispatcher(&ledger, card.clone(), &bus).run(new_rows_rx, stop_rx));
+        let row = record(&ledger, code).await;
+        new_rows.send(NewRow { row, check: None }).unwrap();
+        assert_eq!(settled.recv().await.unwrap().state, State::Redeemed);
+        stop.send(true).unwrap();
+        dispatcher.await.unwrap().unwrap();
+
+        // The disk after the cut: the database file and the WAL without its last commit
+        // (copied while the ledger is open: closing it would checkpoint the WAL away).
+        let wal = std::fs::read(dir.path().join("l.db-wal")).unwrap();
+        let ends = commit_ends(&wal);
+        assert!(ends.len() >= 2, "{ends:?}");
+        let cut = dir.path().join("cut");
+        std::fs::create_dir(&cut).unwrap();
+        std::fs::copy(&db, cut.join("l.db")).unwrap();
+        std::fs::write(cut.join("l.db-wal"), &wal[..ends[ends.len() - 2]]).unwrap();
+        drop(ledger);
+
+        let ledger = Ledger::open(&cut.join("l.db")).unwrap();
+        let id = row_id(&ledger, code).await;
+        let left = ledger
+            .call(move |c| store::get(c, id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (left.state, left.unconfirmed),
+            (State::Queued, true),
+            "the cut lost the result, and kept the consume's intent"
+        );
+        let bus = Bus::new();
+        let mut settled = bus.settled.subscribe();
+        let (_new_rows, new_rows_rx) = crate::redeem::new_rows();
+        let (stop, stop_rx) = watch::channel(false);
+        let dispatcher =
+            tokio::spawn(card_dispatcher(&ledger, card, &bus).run(new_rows_rx, stop_rx));
+        let after = settled.recv().await.unwrap();
+        assert_eq!((after.code.as_str(), after.state), (code, State::Redeemed));
+        let calls = sim.calls_for(code);
+        assert_eq!(calls.consume, 1, "never consumed again: {calls:?}");
+        assert_eq!(calls.get, 2, "the restart asked WeChat instead: {calls:?}");
+        stop.send(true).unwrap();
+        dispatcher.await.unwrap().unwrap();
+    }
+
+    async fn row_id(ledger: &Ledger, code: &'static str) -> i64 {
+        ledger
+            .call(move |c| {
+                c.query_row("SELECT id FROM redemptions WHERE code = ?1", [code], |r| {
+                    r.get(0)
+                })
+            })
+            .await
+            .unwrap()
     }
 }
