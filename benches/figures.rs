@@ -203,16 +203,16 @@ async fn bench_record(dir: &Path, cfg: &Config, n: usize) -> (f64, f64, f64, f64
     )
 }
 
-async fn bench_online(
-    dir: &Path,
-    cfg: &Config,
-    sim: &CardSim,
-    url: &str,
-    n: usize,
-) -> Vec<(f64, f64)> {
+async fn bench_online(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usize) -> Online {
     let p = pipeline(cfg, &dir.join("b2.db"), Some(url));
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+    // Not measured: the first scans after a start also pay for one-time work (the token,
+    // the HTTP connection, compiling the ledger's statements, a cold page cache).
+    let warm_up = n / 10;
+    let mut out = Online {
+        measured: Vec::with_capacity(n),
+        warm_up: Vec::with_capacity(warm_up),
+    };
+    for i in 0..warm_up + n {
         let code = format!("{:012}", 200_000_000 + i);
         sim.add_code(&code, SimCode::normal("pBENCH"));
         let before = p.metrics.call_seconds_total();
@@ -229,10 +229,26 @@ async fn bench_online(
         let total = ms(t0.elapsed());
         assert_eq!(o.outcome.as_str(), "redeemed");
         let api = (p.metrics.call_seconds_total() - before) * 1000.0;
-        out.push((total, api));
+        if i >= warm_up {
+            out.measured.push((total, api));
+        } else {
+            out.warm_up.push((total, api));
+        }
     }
     let _ = p.stop.send(true);
     out
+}
+
+/// Per scan online, (total ms, ms spent in API calls): the measured scans, and the first
+/// ones after the start, which are not.
+struct Online {
+    measured: Vec<(f64, f64)>,
+    warm_up: Vec<(f64, f64)>,
+}
+
+/// The overhead of each scan: its time outside the API calls.
+fn overheads(scans: &[(f64, f64)]) -> Vec<f64> {
+    scans.iter().map(|o| (o.0 - o.1).max(0.0)).collect()
 }
 
 struct Drain {
@@ -479,20 +495,24 @@ fn report_record((p50, p99, b50, b99): (f64, f64, f64, f64), n: usize) {
     );
 }
 
-/// `online`: per scan, (total ms, ms spent in API calls).
-fn report_online(online: &[(f64, f64)]) {
+fn report_online(o: &Online) {
+    let online = &o.measured;
     let totals: Vec<f64> = online.iter().map(|o| o.0).collect();
     let apis: Vec<f64> = online.iter().map(|o| o.1).collect();
-    let overhead: Vec<f64> = online.iter().map(|o| (o.0 - o.1).max(0.0)).collect();
+    let overhead = overheads(online);
     println!(
-        "2. scan → outcome online ({} scans, simulator answers at once): total p50 {:.3} ms, p99 {:.3} ms; in API calls p50 {:.3} ms; overhead p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (target p99 ≤ 2 ms)",
+        "2. scan → outcome online ({} scans after {} not counted, simulator answers at once): total p50 {:.3} ms, p99 {:.3} ms; in API calls p50 {:.3} ms; overhead p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (target p99 ≤ 2 ms); the first {} scans: overhead p50 {:.3} ms, max {:.3} ms",
         online.len(),
+        o.warm_up.len(),
         percentile(&totals, 0.5),
         percentile(&totals, 0.99),
         percentile(&apis, 0.5),
         percentile(&overhead, 0.5),
         percentile(&overhead, 0.99),
-        percentile(&overhead, 0.999)
+        percentile(&overhead, 0.999),
+        o.warm_up.len(),
+        percentile(&overheads(&o.warm_up), 0.5),
+        percentile(&overheads(&o.warm_up), 1.0),
     );
 }
 
