@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
-use sync::Durability;
+use sync::{Committed, Durability, Fsync};
 use tokio::sync::oneshot;
 
 pub use schema::{OpenError, open_ro, open_rw};
@@ -54,8 +54,8 @@ struct Job {
     run: Box<dyn FnOnce(&mut Connection) -> Ran + Send>,
     /// Somebody awaits this operation (it is not a [`Ledger::submit`]).
     awaited: bool,
-    /// Its commit must be on disk before its caller is answered (see [`sync`]).
-    synced: bool,
+    /// When its commit must be on disk (see [`sync`]).
+    fsync: Fsync,
 }
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 /// Whether a job's operation succeeded, and how to answer its caller.
@@ -100,12 +100,17 @@ impl Ledger {
     }
 
     /// [`Ledger::start`], with how long submitted writes wait for company.
-    fn start_with(mut conn: Connection, submit_wait: Duration) -> Ledger {
+    fn start_with(conn: Connection, submit_wait: Duration) -> Ledger {
+        Self::start_waiting(conn, submit_wait, sync::SHARE_WAIT)
+    }
+
+    /// [`Ledger::start_with`], with how long a new row waits to share an fsync.
+    fn start_waiting(mut conn: Connection, submit_wait: Duration, share_wait: Duration) -> Ledger {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ledger".into())
             .spawn(move || {
-                let mut durability = Durability::default();
+                let mut durability = Durability::new(share_wait);
                 // Ends when every handle is dropped; the connection closes with it.
                 loop {
                     let first = match durability.wait_left() {
@@ -134,17 +139,7 @@ impl Ledger {
                             Err(_) => break,
                         }
                     }
-                    // Deferred only when somebody waits for it: a batch of submitted
-                    // writes alone has waited already, and gains nothing from deferring.
-                    let defer = batch.iter().any(|j| j.awaited) && batch.iter().all(|j| !j.synced);
-                    let sqlite_syncs = durability.prepare(&conn, defer);
-                    let before = conn.total_changes();
-                    let ok = run_batch(&mut conn, batch, |c| {
-                        if !sqlite_syncs {
-                            sync::sync_wal(c);
-                        }
-                    });
-                    durability.committed(conn.total_changes() > before, ok && sqlite_syncs);
+                    run_synced(&mut conn, &mut durability, batch);
                     // Even while work keeps coming, a deferred fsync waits no longer.
                     durability.sync_if_due(&conn);
                 }
@@ -160,9 +155,26 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue(f, true)?
+        self.enqueue(f, Fsync::BeforeAnswer)?
             .await
             .map_err(|_| LedgerError::Stopped)?
+    }
+
+    /// [`Ledger::call`] for a new code's row: answers once its writes are committed, which
+    /// killing the process cannot undo, and tells [`Durable`] once they are on disk. That
+    /// fsync is the next synced commit's, normally the consume intent of the row's own try,
+    /// or comes within [`sync::SHARE_WAIT`]: online, the two share one.
+    pub async fn call_sync_with_next<T, F>(&self, f: F) -> Result<(T, Durable), LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let result = self
+            .enqueue(f, Fsync::WithNext(Some(tx)))?
+            .await
+            .map_err(|_| LedgerError::Stopped)??;
+        Ok((result, Durable(rx)))
     }
 
     /// [`Ledger::call`] for a try's result: answers once its writes are committed, which
@@ -174,20 +186,20 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue(f, false)?
+        self.enqueue(f, Fsync::Soon)?
             .await
             .map_err(|_| LedgerError::Stopped)?
     }
 
-    /// Queues `f` now; the receiver gets its result once its writes are committed (and,
-    /// when `synced`, on disk).
-    fn enqueue<T, F>(&self, f: F, synced: bool) -> Result<Answer<T>, LedgerError>
+    /// Queues `f` now; the receiver gets its result once its writes are committed (and on
+    /// disk, as `fsync` says).
+    fn enqueue<T, F>(&self, f: F, fsync: Fsync) -> Result<Answer<T>, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job = job(f, true, synced, move |result| {
+        let job = job(f, true, fsync, move |result| {
             let _ = tx.send(result);
         });
         self.jobs.send(job).map_err(|_| LedgerError::Stopped)?;
@@ -208,7 +220,7 @@ impl Ledger {
             }
         };
         // Its fsync may wait too: it could be lost before its commit as well.
-        if self.jobs.send(job(f, false, false, logged)).is_err() {
+        if self.jobs.send(job(f, false, Fsync::Soon, logged)).is_err() {
             logged(Err(LedgerError::Stopped));
         }
     }
@@ -217,19 +229,15 @@ impl Ledger {
     /// any commit whose fsync was deferred: for shutdown, so that nothing is left behind
     /// when the process exits.
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        // The submitted writes share this call's commit, which SQLite syncs if it holds any;
-        // syncing the WAL first covers the deferred commits before it.
-        self.call(|c| {
-            sync::sync_wal(c);
-            Ok(())
-        })
-        .await
+        self.enqueue(|_| Ok(()), Fsync::All)?
+            .await
+            .map_err(|_| LedgerError::Stopped)?
     }
 }
 
 /// Wraps `f` as a job for the ledger thread: `answer` gets its result once the commit that
 /// holds its writes is known (an operation that succeeded in a failed commit failed too).
-fn job<T, F, A>(f: F, awaited: bool, synced: bool, answer: A) -> Job
+fn job<T, F, A>(f: F, awaited: bool, fsync: Fsync, answer: A) -> Job
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -248,8 +256,52 @@ where
             (ok, reply)
         }),
         awaited,
-        synced,
+        fsync,
     }
+}
+
+/// Told once a commit answered before its fsync is on disk ([`Ledger::call_sync_with_next`]).
+pub struct Durable(oneshot::Receiver<()>);
+
+impl Durable {
+    pub async fn wait(self) -> Result<(), LedgerError> {
+        self.0.await.map_err(|_| LedgerError::Stopped)
+    }
+}
+
+/// Runs a batch with the fsync its operations need: without one when each may wait for it
+/// and somebody awaits the batch (a batch of submitted writes alone has waited already, and
+/// gains nothing from deferring).
+fn run_synced(conn: &mut Connection, durability: &mut Durability, mut batch: Vec<Job>) {
+    let defer = batch.iter().any(|j| j.awaited) && batch.iter().all(|j| j.fsync.may_defer());
+    let soon_only = batch.iter().all(|j| matches!(j.fsync, Fsync::Soon));
+    let everything = batch.iter().any(|j| matches!(j.fsync, Fsync::All));
+    // Whoever waits for the fsync is told by the thread's Durability from here on.
+    let durable: Vec<oneshot::Sender<()>> = batch
+        .iter_mut()
+        .filter_map(|j| match &mut j.fsync {
+            Fsync::WithNext(tx) => tx.take(),
+            _ => None,
+        })
+        .collect();
+    let sqlite_syncs = durability.prepare(conn, defer);
+    let before = conn.total_changes();
+    let ok = run_batch(conn, batch, |c| {
+        if !sqlite_syncs {
+            sync::sync_wal(c);
+        }
+        if everything {
+            // This commit was synced; the ones before it may not have been.
+            durability.sync(c);
+        }
+    });
+    let committed = Committed {
+        wrote: conn.total_changes() > before,
+        ok: ok && sqlite_syncs,
+        soon_only,
+        durable,
+    };
+    durability.committed(conn, committed);
 }
 
 /// Moves the jobs already queued into `batch`, up to [`MAX_BATCH`].
@@ -361,12 +413,14 @@ mod group_commit_tests {
                     let _ = wait.recv();
                     Ok(())
                 },
-                true,
+                Fsync::BeforeAnswer,
             )
             .unwrap();
         entered.recv().unwrap();
 
-        let a = ledger.enqueue(insert_alone("111111111111"), true).unwrap();
+        let a = ledger
+            .enqueue(insert_alone("111111111111"), Fsync::BeforeAnswer)
+            .unwrap();
         // A second row, then the first code again: the unique index refuses it.
         let bad = ledger
             .enqueue(
@@ -377,10 +431,12 @@ mod group_commit_tests {
                     tx.commit()?;
                     Ok(())
                 },
-                true,
+                Fsync::BeforeAnswer,
             )
             .unwrap();
-        let b = ledger.enqueue(insert_alone("333333333333"), true).unwrap();
+        let b = ledger
+            .enqueue(insert_alone("333333333333"), Fsync::BeforeAnswer)
+            .unwrap();
         release.send(()).unwrap();
 
         held.await.unwrap().unwrap();
@@ -463,11 +519,11 @@ mod group_commit_tests {
                     let _ = wait.recv();
                     Ok(())
                 },
-                true,
+                Fsync::BeforeAnswer,
             )
             .unwrap();
-        let deferred = ledger.enqueue(level, false).unwrap();
-        let synced = ledger.enqueue(level, true).unwrap();
+        let deferred = ledger.enqueue(level, Fsync::Soon).unwrap();
+        let synced = ledger.enqueue(level, Fsync::BeforeAnswer).unwrap();
         release.send(()).unwrap();
         held.await.unwrap().unwrap();
         assert_eq!(
@@ -476,5 +532,29 @@ mod group_commit_tests {
             "with company that needs an fsync"
         );
         assert_eq!(synced.await.unwrap().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_row_is_on_disk_with_the_next_synced_commit_or_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("l.db");
+        let never = Duration::from_secs(600);
+        let ledger = Ledger::start_waiting(open_rw(&db).unwrap(), never, never);
+        let ((), mut durable) = ledger
+            .call_sync_with_next(|c| insert(c, "111111111111"))
+            .await
+            .unwrap();
+        assert_eq!(codes_in(&db), ["111111111111"], "committed: others see it");
+        ledger.call(|_| Ok(())).await.unwrap();
+        assert!(durable.0.try_recv().is_err(), "a read syncs nothing");
+        ledger.call(|c| insert(c, "222222222222")).await.unwrap();
+        durable.wait().await.unwrap();
+
+        let ((), durable) = ledger
+            .call_sync_with_next(|c| insert(c, "333333333333"))
+            .await
+            .unwrap();
+        ledger.flush().await.unwrap();
+        durable.wait().await.unwrap();
     }
 }

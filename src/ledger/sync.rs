@@ -1,35 +1,95 @@
 //! When the ledger's commits reach the disk.
 //!
-//! Most commits are fsynced before anybody hears of them (SQLite's `synchronous = FULL`): a
-//! scan the till was told is recorded, an intent written before its call is sent. A try's
-//! result is different: it is committed before the cashier hears it, so killing the process
-//! cannot undo it, but its fsync may follow a little later (`synchronous = NORMAL` for that
-//! commit). Only a power cut in that window can undo it, and what it then leaves is a row
-//! whose call was sent and whose answer is unknown: the state a response lost on the way
-//! back leaves, which the next try resolves the same way (a query, or the same
-//! `use_request_no`). That saves the third fsync of every online redemption.
+//! Most commits are fsynced before anybody hears of them (SQLite's `synchronous = FULL`):
+//! an intent written before its call is sent, a refusal, a rescan. Two are answered at
+//! commit, which killing the process cannot undo, and fsynced a little later
+//! (`synchronous = NORMAL` for their commit):
 //!
-//! The deferred fsync comes with the next commit written with one (SQLite syncs the whole
-//! WAL, and WAL frames are checksummed in a chain, so a later durable commit makes every
-//! earlier one durable), or, when none comes, from [`Durability::sync_if_due`] at most
-//! [`SYNC_WAIT`] later.
+//! - A try's result. Only a power cut before its fsync can undo it, and what that leaves is
+//!   a row whose call was sent and whose answer is unknown: the state a response lost on
+//!   the way back leaves, which the next try resolves the same way (a query, or the same
+//!   `use_request_no`). Its fsync comes within [`SYNC_WAIT`].
+//! - A new code's row while its check is out ([`Fsync::WithNext`]). Its caller is told
+//!   when an fsync covers it, and the till hears nothing before that; online, that is the
+//!   fsync of the consume intent its try writes next, so the two share one. A power cut
+//!   before it loses a scan nobody was answered for (the cashier scans again), and no call
+//!   that changes anything is sent before the intent is on disk. It waits at most
+//!   [`SHARE_WAIT`], and no longer than the end of a try that writes no intent.
+//!
+//! That takes two of the three fsyncs of an online redemption off the cashier's wait. A
+//! later fsync covers the commits before it: SQLite syncs the whole WAL, and WAL frames are
+//! checksummed in a chain, so recovery after a power cut keeps a prefix of the commits.
 
 use rusqlite::Connection;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
-/// The longest a deferred commit waits for its fsync.
+/// The longest a try's result waits for its fsync.
 pub const SYNC_WAIT: Duration = Duration::from_millis(20);
 
+/// The longest a new code's row waits for the consume intent of its try to share its fsync.
+/// Longer than a `code/get` usually takes, so that online the two share one.
+pub const SHARE_WAIT: Duration = Duration::from_millis(250);
+
+/// When an operation's commit must reach the disk.
+#[derive(Debug)]
+pub enum Fsync {
+    /// Before its caller is answered (SQLite's `synchronous = FULL`).
+    BeforeAnswer,
+    /// Soon after its caller is answered: with the next synced commit or within
+    /// [`SYNC_WAIT`] (a try's result, an audit record).
+    Soon,
+    /// Its caller is answered at commit, and told on `durable` once an fsync covers it: the
+    /// next synced commit's (online, the consume intent of the row's try) or within
+    /// [`SHARE_WAIT`].
+    WithNext(Option<oneshot::Sender<()>>),
+    /// Before its caller is answered, with everything committed before it (shutdown).
+    All,
+}
+
+impl Fsync {
+    /// Whether the commit holding this operation may be written without fsync.
+    pub fn may_defer(&self) -> bool {
+        matches!(self, Fsync::Soon | Fsync::WithNext(_))
+    }
+}
+
+/// A committed batch, as far as syncing goes.
+pub struct Committed {
+    /// It changed anything.
+    pub wrote: bool,
+    /// Every write of it was committed.
+    pub ok: bool,
+    /// It held only operations that sync [`Fsync::Soon`]: the end of a try (its result),
+    /// after which no intent of that try comes to share an fsync with.
+    pub soon_only: bool,
+    /// Who waits to be told that it is on disk.
+    pub durable: Vec<oneshot::Sender<()>>,
+}
+
 /// What the ledger thread knows about its connection's syncing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Durability {
     /// The connection commits without fsync (`NORMAL`) rather than with (`FULL`).
     deferring: bool,
-    /// The first commit since the last fsync that was written without one.
-    unsynced_since: Option<Instant>,
+    /// The latest moment the commits written without fsync so far may wait for one.
+    sync_by: Option<Instant>,
+    /// Told once everything committed so far is on disk.
+    waiting: Vec<oneshot::Sender<()>>,
+    /// [`SHARE_WAIT`], or another for tests.
+    share_wait: Duration,
 }
 
 impl Durability {
+    pub fn new(share_wait: Duration) -> Durability {
+        Durability {
+            deferring: false,
+            sync_by: None,
+            waiting: Vec::new(),
+            share_wait,
+        }
+    }
+
     /// Sets how the next batch commits: `defer` writes it without fsync. Answers whether
     /// SQLite will sync the commit if it must; if not (the setting failed, which SQLite
     /// only does inside a transaction), the caller syncs the WAL before answering anybody.
@@ -47,38 +107,54 @@ impl Durability {
         defer || !self.deferring
     }
 
-    /// Notes a batch's commit: `wrote` is whether it changed anything, `ok` whether every
-    /// write of it was committed.
-    pub fn committed(&mut self, wrote: bool, ok: bool) {
-        if !wrote {
+    /// Notes a batch's commit, and tells whoever it made durable.
+    pub fn committed(&mut self, conn: &Connection, batch: Committed) {
+        let shares = !batch.durable.is_empty();
+        self.waiting.extend(batch.durable);
+        if batch.wrote && !self.deferring && batch.ok {
+            // SQLite synced the WAL, and with it every earlier frame.
+            self.release();
             return;
         }
-        if self.deferring {
-            self.unsynced_since.get_or_insert_with(Instant::now);
-        } else if ok {
-            // SQLite synced the WAL, and with it every earlier frame.
-            self.unsynced_since = None;
+        if batch.wrote && self.deferring && batch.soon_only && !self.waiting.is_empty() {
+            // A try ended without an intent (or after it): nothing more is coming to share.
+            self.sync(conn);
+            return;
+        }
+        if batch.wrote || !self.waiting.is_empty() {
+            let wait = if shares { self.share_wait } else { SYNC_WAIT };
+            let by = Instant::now() + wait;
+            self.sync_by = Some(self.sync_by.map_or(by, |b| b.min(by)));
         }
     }
 
-    /// How long the thread may wait for work before a deferred fsync is due (`None`:
-    /// nothing waits for one).
+    /// How long the thread may wait for work before an fsync is due (`None`: nothing waits
+    /// for one).
     pub fn wait_left(&self) -> Option<Duration> {
-        self.unsynced_since
-            .map(|since| (since + SYNC_WAIT).saturating_duration_since(Instant::now()))
+        self.sync_by
+            .map(|by| by.saturating_duration_since(Instant::now()))
     }
 
-    /// Syncs the WAL if a deferred commit has waited [`SYNC_WAIT`] for it.
+    /// Syncs the WAL if a commit has waited as long as it may.
     pub fn sync_if_due(&mut self, conn: &Connection) {
         if self.wait_left() == Some(Duration::ZERO) {
             self.sync(conn);
         }
     }
 
-    /// Syncs the WAL now if a commit waits for it (when the ledger closes, say).
+    /// Syncs the WAL now if a commit waits for it (for a flush, or when the ledger closes).
     pub fn sync(&mut self, conn: &Connection) {
-        if self.unsynced_since.take().is_some() {
+        if self.sync_by.is_some() || !self.waiting.is_empty() {
             sync_wal(conn);
+        }
+        self.release();
+    }
+
+    /// Everything committed so far is on disk.
+    fn release(&mut self) {
+        self.sync_by = None;
+        for durable in self.waiting.drain(..) {
+            let _ = durable.send(());
         }
     }
 }
@@ -116,15 +192,24 @@ mod tests {
             .unwrap()
     }
 
+    fn batch(wrote: bool, ok: bool, soon_only: bool) -> Committed {
+        Committed {
+            wrote,
+            ok,
+            soon_only,
+            durable: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_deferred_commit_waits_for_an_fsync_that_a_synced_commit_or_the_wait_brings() {
         let (_dir, conn) = conn();
-        let mut d = Durability::default();
+        let mut d = Durability::new(SHARE_WAIT);
         assert!(d.prepare(&conn, true));
         assert_eq!(level(&conn), 1, "NORMAL: no fsync at commit");
-        d.committed(false, true);
+        d.committed(&conn, batch(false, true, true));
         assert_eq!(d.wait_left(), None, "nothing written, nothing to sync");
-        d.committed(true, true);
+        d.committed(&conn, batch(true, true, true));
         let left = d
             .wait_left()
             .expect("a deferred commit waits for its fsync");
@@ -132,12 +217,12 @@ mod tests {
 
         assert!(d.prepare(&conn, false));
         assert_eq!(level(&conn), 2, "FULL again for the next commit");
-        d.committed(true, false);
+        d.committed(&conn, batch(true, false, false));
         assert!(
             d.wait_left().is_some(),
             "a synced batch that failed may not have synced anything"
         );
-        d.committed(true, true);
+        d.committed(&conn, batch(true, true, false));
         assert_eq!(
             d.wait_left(),
             None,
@@ -145,7 +230,7 @@ mod tests {
         );
 
         assert!(d.prepare(&conn, true));
-        d.committed(true, true);
+        d.committed(&conn, batch(true, true, true));
         d.sync(&conn);
         assert_eq!(d.wait_left(), None, "synced when the ledger closes");
     }
@@ -153,14 +238,52 @@ mod tests {
     #[test]
     fn an_fsync_is_due_once_the_wait_is_over() {
         let (_dir, conn) = conn();
-        let mut d = Durability::default();
+        let mut d = Durability::new(SHARE_WAIT);
         d.prepare(&conn, true);
-        d.committed(true, true);
+        d.committed(&conn, batch(true, true, true));
         d.sync_if_due(&conn);
         assert!(d.wait_left().is_some(), "not yet due");
         std::thread::sleep(SYNC_WAIT);
         assert_eq!(d.wait_left(), Some(Duration::ZERO));
         d.sync_if_due(&conn);
+        assert_eq!(d.wait_left(), None);
+    }
+
+    #[test]
+    fn a_row_waiting_to_share_is_told_by_the_next_synced_commit_or_the_end_of_a_try() {
+        let (_dir, conn) = conn();
+        let mut d = Durability::new(Duration::from_secs(600));
+        let shared = |d: &mut Durability| {
+            let (tx, rx) = oneshot::channel();
+            d.prepare(&conn, true);
+            d.committed(
+                &conn,
+                Committed {
+                    wrote: true,
+                    ok: true,
+                    soon_only: false,
+                    durable: vec![tx],
+                },
+            );
+            rx
+        };
+
+        let mut row = shared(&mut d);
+        assert!(row.try_recv().is_err(), "not on disk yet");
+        assert!(d.wait_left().unwrap() > SYNC_WAIT, "it waits for company");
+        d.prepare(&conn, false);
+        d.committed(&conn, batch(false, true, false));
+        assert!(row.try_recv().is_err(), "a read syncs nothing");
+        d.committed(&conn, batch(true, true, false));
+        assert!(row.try_recv().is_ok(), "the intent's fsync covered it");
+        assert_eq!(d.wait_left(), None);
+
+        let mut row = shared(&mut d);
+        d.committed(&conn, batch(true, true, true));
+        assert!(
+            row.try_recv().is_ok(),
+            "a result without an intent ends the wait"
+        );
         assert_eq!(d.wait_left(), None);
     }
 }

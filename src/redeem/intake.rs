@@ -7,7 +7,7 @@
 use crate::clock::{Millis, SharedClock};
 use crate::config::{Api, Config};
 use crate::ledger::store::{self, NewScan, Refusal};
-use crate::ledger::{Ledger, Row};
+use crate::ledger::{Durable, Ledger, LedgerError, Row};
 use crate::mask::{mask, mask_raw};
 use crate::outcome::{Bus, Outcome};
 use crate::redeem::coupon::new_use_request_no;
@@ -95,33 +95,44 @@ impl Intake {
             (Some(p), Api::Card) => p.start(&routed.code, routed.card_id.as_deref()),
             _ => None,
         };
-        let recorded = self
-            .ledger
-            .call(move |c| {
-                store::record_scan(
-                    c,
-                    &NewScan {
-                        code: &code,
-                        routed: &r,
-                        scanner: &scanner,
-                        till: &till,
-                        aim_id: aim_id.as_deref(),
-                        at,
-                        use_request_no: use_request_no.as_deref(),
-                        use_time: use_time.as_deref(),
-                    },
-                )
-            })
-            .await;
-        let recorded = match recorded {
+        let record = move |c: &mut rusqlite::Connection| {
+            store::record_scan(
+                c,
+                &NewScan {
+                    code: &code,
+                    routed: &r,
+                    scanner: &scanner,
+                    till: &till,
+                    aim_id: aim_id.as_deref(),
+                    at,
+                    use_request_no: use_request_no.as_deref(),
+                    use_time: use_time.as_deref(),
+                },
+            )
+        };
+        // With a check out, the row's try follows at once: its consume intent's fsync can
+        // cover the row too, and nobody is answered before that (see ledger::sync).
+        let recorded = if check.is_some() {
+            self.ledger
+                .call_sync_with_next(record)
+                .await
+                .map(|(r, durable)| (r, Some(durable)))
+        } else {
+            self.ledger.call(record).await.map(|r| (r, None))
+        };
+        let (recorded, durable) = match recorded {
             Ok(r) => r,
             Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
         };
+        let started = Instant::now();
         // From here on the check is recorded against the row, whoever ends up with it.
         if let Some(c) = check.as_mut() {
             c.belongs_to(recorded.row.id);
         }
         if let Some(scan_id) = recorded.rescan {
+            if let Some(Err(e)) = Self::on_disk(durable).await {
+                return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
+            }
             let row = recorded.row;
             self.ledger.submit("till answer", move |c| {
                 store::note_rescan_outcome(c, scan_id, TillOutcome::Duplicate)
@@ -135,12 +146,23 @@ impl Intake {
             row: recorded.row.clone(),
             check,
         });
+        if let Some(Err(e)) = Self::on_disk(durable).await {
+            return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
+        }
         Pending::Waiting {
             row: Box::new(recorded.row),
             offline_allowed: self.config.offline.accept && routed.offline,
             scan,
             settled,
-            started: Instant::now(),
+            started,
+        }
+    }
+
+    /// Waits until a row committed before its fsync is on disk (`None`: it was synced).
+    async fn on_disk(durable: Option<Durable>) -> Option<Result<(), LedgerError>> {
+        match durable {
+            Some(d) => Some(d.wait().await),
+            None => None,
         }
     }
 
