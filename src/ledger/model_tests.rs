@@ -220,7 +220,7 @@ proptest! {
             let all = store::list(&conn, &store::Filter::default()).unwrap();
             prop_assert_eq!(all.len() as i64, model.len() as i64 + refusals);
             // Work queue: exactly the rows that need work, in scan order.
-            let due = store::due(&conn, i64::MAX, 100, &HashSet::new(), &[Api::Card]).unwrap();
+            let due = store::due(&conn, i64::MAX, 100, &HashSet::new(), Api::Card).unwrap();
             let due_ids: Vec<i64> = due.iter().map(|r| r.id).collect();
             let mut want: Vec<i64> = model.values()
                 .filter(|(_, m)| m.state == State::Queued || (m.state == State::Cancelled && m.unconfirmed))
@@ -244,14 +244,19 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
         stock_id: None,
         offline: true,
     };
+    let coupon = Routed {
+        api: Api::Coupon,
+        ..routed.clone()
+    };
     let mut ids = Vec::new();
-    for i in 0..6u8 {
+    for i in 0..12u8 {
         let c = code(i);
         let r = store::record_scan(
             &mut conn,
             &NewScan {
                 code: &c,
-                routed: &routed,
+                // Every other row is a coupon's: they must not take the card rows' places.
+                routed: if i % 2 == 0 { &routed } else { &coupon },
                 scanner: "s",
                 till: "t",
                 aim_id: None,
@@ -261,17 +266,17 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
             },
         )
         .unwrap();
-        ids.push(r.row.id);
+        if i % 2 == 0 {
+            ids.push(r.row.id);
+        }
     }
     let in_flight: HashSet<i64> = [ids[0], ids[2]].into();
-    let due = store::due(&conn, 1_000, 3, &in_flight, &[Api::Card]).unwrap();
+    let due = store::due(&conn, 1_000, 3, &in_flight, Api::Card).unwrap();
     let got: Vec<i64> = due.iter().map(|r| r.id).collect();
     assert_eq!(got, vec![ids[1], ids[3], ids[4]]);
-    assert!(
-        store::due(&conn, 1_000, 3, &in_flight, &[Api::Coupon])
-            .unwrap()
-            .is_empty()
-    );
+    let coupons = store::due(&conn, 1_000, 6, &HashSet::new(), Api::Coupon).unwrap();
+    assert_eq!(coupons.len(), 6);
+    assert!(coupons.iter().all(|r| r.api() == Some(Api::Coupon)));
 }
 
 #[test]

@@ -403,32 +403,34 @@ pub fn decide_offline(
     Ok((outcome, row))
 }
 
-/// Rows due for work, oldest scan first: queued ones, and cancelled ones whose outcome is
-/// unknown (to be queried, never redeemed).
+/// Rows of `api` due for work, oldest scan first: queued ones, and cancelled ones whose
+/// outcome is unknown (to be queried, never redeemed). Rows in `exclude` (in flight) are
+/// skipped, and do not count against `limit`.
 pub fn due(
     conn: &Connection,
     now: Millis,
     limit: usize,
     exclude: &HashSet<i64>,
-    apis: &[Api],
+    api: Api,
 ) -> Result<Vec<Row>> {
-    if limit == 0 || apis.is_empty() {
+    if limit == 0 {
         return Ok(Vec::new());
     }
     // The partial index walks pending rows in scan order and stops after LIMIT; without it
-    // SQLite sorts the whole backlog on every dispatcher turn.
+    // SQLite sorts the whole backlog on every dispatcher turn. The API is part of the query:
+    // filtered afterwards, another API's rows in between would take the LIMIT's places.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_pending \
          WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
-         AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+         AND api = ?3 AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
     ))?;
     // Over-fetch by the excluded count so rows already in flight do not starve the rest.
     let fetch = (limit + exclude.len()) as i64;
-    let rows = stmt.query_map(params![now, fetch], read_row)?;
+    let rows = stmt.query_map(params![now, fetch, api.as_str()], read_row)?;
     let mut out = Vec::new();
     for r in rows {
         let r = r?;
-        if exclude.contains(&r.id) || !r.api().is_some_and(|a| apis.contains(&a)) {
+        if exclude.contains(&r.id) {
             continue;
         }
         out.push(r);

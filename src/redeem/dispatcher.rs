@@ -261,7 +261,7 @@ impl Dispatcher {
                 let expired = store::expire(c, now, max_age_ms)?;
                 let mut due = Vec::new();
                 for (api, free) in free {
-                    due.extend(store::due(c, now, free, &exclude, &[api])?);
+                    due.extend(store::due(c, now, free, &exclude, api)?);
                 }
                 Ok(Turn {
                     expired,
