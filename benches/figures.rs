@@ -163,6 +163,8 @@ async fn bench_record(dir: &Path, cfg: &Config, n: usize) -> (f64, f64, f64, f64
     let p = pipeline(cfg, &dir.join("b1.db"), None);
     let mut framer = Framer::new(false);
     let mut conn = rusqlite::Connection::open(dir.join("bare.db")).unwrap();
+    conn.pragma_update(None, "page_size", redeemd::ledger::schema::PAGE_SIZE)
+        .unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
     conn.execute_batch(

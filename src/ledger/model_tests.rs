@@ -302,4 +302,31 @@ fn wal_and_full_sync_are_on() {
         .unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(sync, 2, "FULL");
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, crate::ledger::schema::PAGE_SIZE);
+}
+
+#[test]
+fn a_ledger_made_with_another_page_size_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let old = rusqlite::Connection::open(&db).unwrap();
+    old.execute_batch("PRAGMA page_size = 4096; CREATE TABLE before_us (x);")
+        .unwrap();
+    drop(old);
+    let conn = open_rw(&db).unwrap();
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 4096);
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'redemptions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "and is migrated as any other");
 }

@@ -153,6 +153,12 @@ pub fn quick_check(conn: &Connection) -> Result<(), String> {
     }
 }
 
+/// The page size of a new ledger. Half SQLite's default: every commit writes whole pages
+/// to the WAL, and with the few pages a scan or a try touches, the fsync that follows
+/// (what the cashier waits for) costs about as much per byte as per call on the disks
+/// measured. 2 KiB still holds several rows a page. Ledgers created before keep theirs.
+pub const PAGE_SIZE: i64 = 2048;
+
 /// Opens (creating if needed) the ledger for writing, with the durability pragmas, and
 /// brings its schema up to date.
 pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
@@ -172,6 +178,11 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
     };
     if existed {
         quick_check(&conn).map_err(corrupt)?;
+    }
+    if !existed {
+        // Only a new file takes it: in WAL mode the page size of a database is fixed.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(wrap)?;
     }
     configure(&conn).map_err(wrap)?;
     // WAL: readers (`redeemd log`, backups) never block the writer. FULL: a commit is on disk
