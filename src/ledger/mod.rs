@@ -155,9 +155,7 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue(f, Fsync::BeforeAnswer)?
-            .await
-            .map_err(|_| LedgerError::Stopped)?
+        self.run(f, Fsync::BeforeAnswer).await
     }
 
     /// [`Ledger::call`] for a new code's row: answers once its writes are committed, which
@@ -170,10 +168,7 @@ impl Ledger {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let result = self
-            .enqueue(f, Fsync::WithNext(Some(tx)))?
-            .await
-            .map_err(|_| LedgerError::Stopped)??;
+        let result = self.run(f, Fsync::WithNext(Some(tx))).await?;
         Ok((result, Durable(rx)))
     }
 
@@ -186,7 +181,17 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue(f, Fsync::Soon)?
+        self.run(f, Fsync::Soon).await
+    }
+
+    /// Runs `f` on the ledger thread; answers once its writes are committed (and on disk,
+    /// as `fsync` says).
+    async fn run<T, F>(&self, f: F, fsync: Fsync) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.enqueue(f, fsync)?
             .await
             .map_err(|_| LedgerError::Stopped)?
     }
@@ -229,9 +234,7 @@ impl Ledger {
     /// any commit whose fsync was deferred: for shutdown, so that nothing is left behind
     /// when the process exits.
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.enqueue(|_| Ok(()), Fsync::All)?
-            .await
-            .map_err(|_| LedgerError::Stopped)?
+        self.run(|_| Ok(()), Fsync::All).await
     }
 }
 

@@ -60,8 +60,9 @@ pub struct Committed {
     pub wrote: bool,
     /// Every write of it was committed.
     pub ok: bool,
-    /// It held only operations that sync [`Fsync::Soon`]: the end of a try (its result),
-    /// after which no intent of that try comes to share an fsync with.
+    /// It held only operations that sync [`Fsync::Soon`]: tries' results. Rows waiting to
+    /// share an fsync are synced then rather than left to their wait: the try one waits
+    /// for may just have ended without writing an intent.
     pub soon_only: bool,
     /// Who waits to be told that it is on disk.
     pub durable: Vec<oneshot::Sender<()>>,
