@@ -440,14 +440,17 @@ fn publish(bus: &Bus, row: &Row) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{SharedClock, SystemClock};
+    use crate::clock::SystemClock;
     use crate::ledger::Ledger;
     use crate::ledger::store::NewScan;
+    use crate::redeem::NewRows;
     use crate::route::Routed;
-    use crate::sim::{CardSim, SimCode};
+    use crate::sim::{CardSim, SimCode, SimServer};
     use crate::wechat::token::{TokenManager, TokenSource};
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+    use tokio::sync::broadcast;
+    use tokio::task::JoinHandle;
 
     /// Records a first scan of `code` (a card code), as the intake does.
     async fn record(ledger: &Ledger, code: &'static str) -> Row {
@@ -497,22 +500,65 @@ mod tests {
         Arc::new(CardApi::new(http, url, tokens))
     }
 
-    /// A dispatcher for the card API alone, as the daemon wires it (without checks ahead).
-    fn card_dispatcher(ledger: &Ledger, card: Arc<CardApi>, bus: &Bus) -> Dispatcher {
-        let clock: SharedClock = Arc::new(SystemClock);
-        Dispatcher {
-            ctx: Ctx {
-                ledger: ledger.clone(),
-                clock,
-                retry: Default::default(),
-                metrics: Default::default(),
-            },
-            card: Some(card),
-            coupon: None,
-            max_age: Duration::from_secs(3600),
-            bus: bus.clone(),
-            drain_jitter: Duration::ZERO,
-            prefetch: None,
+    /// A simulator that knows `code`, and a directory for the test's files.
+    async fn sim_knowing(code: &str) -> (tempfile::TempDir, Arc<CardSim>, SimServer) {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = CardSim::new("wx_test", "s3cret");
+        let server = sim.start().await.unwrap();
+        sim.add_code(code, SimCode::normal("pCARD"));
+        (dir, sim, server)
+    }
+
+    /// A dispatcher for the card API alone, running on a task of its own as the daemon
+    /// runs it (without checks ahead).
+    struct Running {
+        new_rows: NewRows,
+        settled: broadcast::Receiver<Row>,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<Result<(), LedgerError>>,
+    }
+
+    impl Running {
+        fn start(ledger: &Ledger, card: Arc<CardApi>) -> Running {
+            let bus = Bus::new();
+            let settled = bus.settled.subscribe();
+            let d = Dispatcher {
+                ctx: Ctx {
+                    ledger: ledger.clone(),
+                    clock: Arc::new(SystemClock),
+                    retry: Default::default(),
+                    metrics: Default::default(),
+                },
+                card: Some(card),
+                coupon: None,
+                max_age: Duration::from_secs(3600),
+                bus,
+                drain_jitter: Duration::ZERO,
+                prefetch: None,
+            };
+            let (new_rows, new_rows_rx) = crate::redeem::new_rows();
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(d.run(new_rows_rx, stop_rx));
+            Running {
+                new_rows,
+                settled,
+                stop,
+                task,
+            }
+        }
+
+        /// Hands `row` over as the intake does for a new code.
+        fn hand_over(&self, row: Row) {
+            self.new_rows.send(NewRow { row, check: None }).unwrap();
+        }
+
+        async fn next_settled(&mut self) -> Row {
+            self.settled.recv().await.unwrap()
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            self.task.await.unwrap().unwrap();
         }
     }
 
@@ -520,54 +566,27 @@ mod tests {
     /// message), it is not started a second time, in flight or after its try ended.
     #[tokio::test]
     async fn a_row_handed_over_twice_is_tried_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = CardSim::new("wx_test", "s3cret");
-        let server = sim.start().await.unwrap();
         let code = "100000000017";
-        sim.add_code(code, SimCode::normal("pCARD"));
-
+        let (dir, sim, server) = sim_knowing(code).await;
         let ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
-        let bus = Bus::new();
-        let mut settled = bus.settled.subscribe();
-        let d = card_dispatcher(&ledger, card_api(dir.path(), &server.url()), &bus);
-        let (new_rows, new_rows_rx) = crate::redeem::new_rows();
-        let (stop, stop_rx) = watch::channel(false);
-        let dispatcher = tokio::spawn(d.run(new_rows_rx, stop_rx));
+        let mut d = Running::start(&ledger, card_api(dir.path(), &server.url()));
 
         let row = record(&ledger, code).await;
         // Twice while the first try may be in flight, once after it ended.
-        new_rows
-            .send(NewRow {
-                row: row.clone(),
-                check: None,
-            })
-            .unwrap();
-        new_rows
-            .send(NewRow {
-                row: row.clone(),
-                check: None,
-            })
-            .unwrap();
-        let done = settled.recv().await.unwrap();
-        assert_eq!(done.state, State::Redeemed);
-        new_rows.send(NewRow { row, check: None }).unwrap();
+        d.hand_over(row.clone());
+        d.hand_over(row.clone());
+        assert_eq!(d.next_settled().await.state, State::Redeemed);
+        d.hand_over(row);
         // The dispatcher handles its inbox in order: once this later row has been tried,
         // the repeats before it have been dealt with.
         let marker = "100000000025";
         sim.add_code(marker, SimCode::normal("pCARD"));
-        let next = record(&ledger, marker).await;
-        new_rows
-            .send(NewRow {
-                row: next,
-                check: None,
-            })
-            .unwrap();
-        assert_eq!(settled.recv().await.unwrap().code, marker);
+        d.hand_over(record(&ledger, marker).await);
+        assert_eq!(d.next_settled().await.code, marker);
 
         let calls = sim.calls_for(code);
         assert_eq!((calls.get, calls.consume), (1, 1), "one try: {calls:?}");
-        stop.send(true).unwrap();
-        dispatcher.await.unwrap().unwrap();
+        d.stop().await;
     }
 
     /// Where each commit in a WAL file ends (byte offsets), in order: a power cut keeps a
@@ -593,26 +612,18 @@ mod tests {
     /// no answer. The next start resolves that from WeChat's side, without a second consume.
     #[tokio::test]
     async fn a_result_lost_to_a_power_cut_is_resolved_without_a_second_consume() {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = CardSim::new("wx_test", "s3cret");
-        let server = sim.start().await.unwrap();
         let code = "100000000033";
-        sim.add_code(code, SimCode::normal("pCARD"));
+        let (dir, sim, server) = sim_knowing(code).await;
         let card = card_api(dir.path(), &server.url());
 
         let db = dir.path().join("l.db");
         let ledger = Ledger::open(&db).unwrap();
-        let bus = Bus::new();
-        let mut settled = bus.settled.subscribe();
-        let (new_rows, new_rows_rx) = crate::redeem::new_rows();
-        let (stop, stop_rx) = watch::channel(false);
-        let dispatcher =
-            tokio::spawn(card_dispatcher(&ledger, card.clone(), &bus).run(new_rows_rx, stop_rx));
+        let mut d = Running::start(&ledger, card.clone());
         let row = record(&ledger, code).await;
-        new_rows.send(NewRow { row, check: None }).unwrap();
-        assert_eq!(settled.recv().await.unwrap().state, State::Redeemed);
-        stop.send(true).unwrap();
-        dispatcher.await.unwrap().unwrap();
+        let id = row.id;
+        d.hand_over(row);
+        assert_eq!(d.next_settled().await.state, State::Redeemed);
+        d.stop().await;
 
         // The disk after the cut: the database file and the WAL without its last commit
         // (copied while the ledger is open: closing it would checkpoint the WAL away).
@@ -626,7 +637,6 @@ mod tests {
         drop(ledger);
 
         let ledger = Ledger::open(&cut.join("l.db")).unwrap();
-        let id = row_id(&ledger, code).await;
         let left = ledger
             .call(move |c| store::get(c, id))
             .await
@@ -637,29 +647,12 @@ mod tests {
             (State::Queued, true),
             "the cut lost the result, and kept the consume's intent"
         );
-        let bus = Bus::new();
-        let mut settled = bus.settled.subscribe();
-        let (_new_rows, new_rows_rx) = crate::redeem::new_rows();
-        let (stop, stop_rx) = watch::channel(false);
-        let dispatcher =
-            tokio::spawn(card_dispatcher(&ledger, card, &bus).run(new_rows_rx, stop_rx));
-        let after = settled.recv().await.unwrap();
+        let mut d = Running::start(&ledger, card);
+        let after = d.next_settled().await;
         assert_eq!((after.code.as_str(), after.state), (code, State::Redeemed));
         let calls = sim.calls_for(code);
         assert_eq!(calls.consume, 1, "never consumed again: {calls:?}");
         assert_eq!(calls.get, 2, "the restart asked WeChat instead: {calls:?}");
-        stop.send(true).unwrap();
-        dispatcher.await.unwrap().unwrap();
-    }
-
-    async fn row_id(ledger: &Ledger, code: &'static str) -> i64 {
-        ledger
-            .call(move |c| {
-                c.query_row("SELECT id FROM redemptions WHERE code = ?1", [code], |r| {
-                    r.get(0)
-                })
-            })
-            .await
-            .unwrap()
+        d.stop().await;
     }
 }
