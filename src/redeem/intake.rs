@@ -130,7 +130,7 @@ impl Intake {
             c.belongs_to(recorded.row.id);
         }
         if let Some(scan_id) = recorded.rescan {
-            if let Some(Err(e)) = Self::on_disk(durable).await {
+            if let Err(e) = Self::on_disk(durable).await {
                 return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
             }
             let row = recorded.row;
@@ -146,7 +146,7 @@ impl Intake {
             row: recorded.row.clone(),
             check,
         });
-        if let Some(Err(e)) = Self::on_disk(durable).await {
+        if let Err(e) = Self::on_disk(durable).await {
             return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
         }
         Pending::Waiting {
@@ -158,11 +158,12 @@ impl Intake {
         }
     }
 
-    /// Waits until a row committed before its fsync is on disk (`None`: it was synced).
-    async fn on_disk(durable: Option<Durable>) -> Option<Result<(), LedgerError>> {
+    /// Waits until a row committed before its fsync is on disk (no `Durable`: the commit
+    /// itself was synced).
+    async fn on_disk(durable: Option<Durable>) -> Result<(), LedgerError> {
         match durable {
-            Some(d) => Some(d.wait().await),
-            None => None,
+            Some(d) => d.wait().await,
+            None => Ok(()),
         }
     }
 
