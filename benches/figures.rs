@@ -223,7 +223,7 @@ async fn bench_online(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usi
             .intake
             .record(Scan {
                 scanner: "bench".into(),
-                frame: redeemd::scanner::frame::Frame::Code { code, aim_id: None },
+                frame: redeemd::scanner::frame::Frame::Code { code: code.into(), aim_id: None },
                 at: chrono::Utc::now().timestamp_millis(),
             })
             .await;

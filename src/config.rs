@@ -5,6 +5,8 @@
 //! installer fixes a file in one pass.
 
 use crate::duration;
+pub use crate::model::api::Api;
+pub use crate::model::layout::Layout;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -177,11 +179,11 @@ pub struct ScannerConfig {
 }
 
 impl ScannerConfig {
-    pub fn layout(&self) -> crate::scanner::keyboard::Layout {
+    pub fn layout(&self) -> Layout {
         self.layout
             .as_deref()
-            .and_then(crate::scanner::keyboard::Layout::parse)
-            .unwrap_or(crate::scanner::keyboard::Layout::Us)
+            .and_then(Layout::parse)
+            .unwrap_or(Layout::Us)
     }
 }
 
@@ -229,28 +231,6 @@ pub struct WechatPayConfig {
     pub request_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Api {
-    Card,
-    Coupon,
-}
-
-impl Api {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::Card => "card",
-            Api::Coupon => "coupon",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Api> {
-        match s {
-            "card" => Some(Api::Card),
-            "coupon" => Some(Api::Coupon),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -489,11 +469,11 @@ impl Config {
                 &mut problems,
             );
             if let Some(l) = &s.layout
-                && crate::scanner::keyboard::Layout::parse(l).is_none()
+                && Layout::parse(l).is_none()
             {
                 problems.push(format!(
                     "{key}.layout: {l:?} is not a known layout ({})",
-                    crate::scanner::keyboard::Layout::NAMES
+                    Layout::NAMES
                 ));
             }
             if !(5..=8).contains(&s.data_bits) {

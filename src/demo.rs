@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::daemon::{Daemon, DaemonError, termination_signal};
 use crate::outcome::Outcome;
-use crate::redeem::state::TillOutcome;
+use crate::model::state::TillOutcome;
 use crate::sim::pay::{CouponState, generate_key, pem};
 use crate::sim::{CardSim, PayIdentity, PaySim, SimCode};
 use std::io::Write;

@@ -15,7 +15,7 @@ fn check_frames(frames: Vec<Frame>) {
             Frame::Code { code, .. } => {
                 assert!(!code.is_empty() && code.len() <= MAX_CODE_BYTES);
                 assert!(
-                    !code.chars().any(char::is_control),
+                    !code.expose().chars().any(char::is_control),
                     "a control character in a code"
                 );
             }

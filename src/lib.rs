@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod ledger;
 pub mod mask;
 pub mod metrics;
+pub mod model;
 pub mod notify;
 pub mod outcome;
 pub mod redeem;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use redeemd::config::{Config, DEFAULT_CONFIG_PATH};
 use redeemd::daemon::{Daemon, DaemonError, termination_signal};
 use redeemd::ledger::store::Filter;
-use redeemd::redeem::state::State;
+use redeemd::model::state::State;
 use redeemd::{ledger, report};
 use std::io::Write as _;
 use std::path::PathBuf;

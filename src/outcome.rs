@@ -1,9 +1,9 @@
 //! What the till is told about each scan, and the internal channels that carry it.
 
 use crate::clock::{self, Millis};
-use crate::ledger::Row;
+use crate::model::row::Row;
 use crate::mask::mask;
-use crate::redeem::state::{State, TillOutcome};
+use crate::model::state::{State, TillOutcome};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -36,7 +36,7 @@ impl Outcome {
     ) -> Self {
         Self {
             id: Some(row.id),
-            code: row.code.clone(),
+            code: row.code.expose().to_string(),
             outcome,
             state: Some(row.state),
             reason: row.reason.clone(),
@@ -73,7 +73,7 @@ pub fn log_settled(row: &Row) {
     tracing::info!(
         event = "settled",
         id = row.id,
-        code = %mask(&row.code),
+        code = %row.code,
         state = %row.state,
         reason = row.reason.as_deref(),
         api = row.api,

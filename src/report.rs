@@ -44,7 +44,7 @@ impl From<&Row> for LogEntry {
     fn from(r: &Row) -> Self {
         LogEntry {
             id: r.id,
-            code: r.code.clone(),
+            code: r.code.expose().to_string(),
             api: r.api,
             state: r.state.as_str(),
             reason: r.reason.clone(),

@@ -4,6 +4,7 @@
 //! never have a live payment credential sent to a coupon API, whatever a route's pattern says.
 
 use crate::config::{Api, RouteConfig};
+use crate::model::code::Code;
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -22,7 +23,7 @@ pub const REFUSED_EMPTY_CAPTURE: &str = "the route found no code inside the scan
 pub struct Routed {
     /// The code to redeem: the scan itself, or the route pattern's first capture group
     /// (QR codes often carry a URL with the code inside).
-    pub code: String,
+    pub code: Code,
     /// Index of the matching `[[route]]`.
     pub route: usize,
     pub api: Api,
@@ -59,7 +60,7 @@ pub fn route(scan: &str, routes: &[RouteConfig]) -> Decision {
             return Decision::Refuse(REFUSED_PAYMENT_CODE);
         }
         return Decision::Route(Routed {
-            code: code.to_string(),
+            code: Code::new(code),
             route: i,
             api: r.api,
             card_id: r.card_id.clone(),

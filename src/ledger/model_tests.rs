@@ -2,10 +2,11 @@
 //! operations, including closing and reopening the database, must leave the SQLite ledger
 //! agreeing with a model written straight from the rules.
 
+use crate::model::code::Code;
 use super::schema::open_rw;
 use super::store::{self, NewScan, Refusal, Retry};
 use crate::config::Api;
-use crate::redeem::state::{Settle, State, TillOutcome};
+use crate::model::state::{Settle, State, TillOutcome};
 use crate::route::Routed;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashSet};
@@ -84,7 +85,7 @@ fn settle_for(k: Kind) -> Settle {
     }
 }
 
-/// The rules, restated independently of `redeem::state`.
+/// The rules, restated independently of `model::state`.
 fn model_settle(m: &mut Model, k: Kind) {
     use State::*;
     if matches!(m.state, Redeemed | Rejected | Review) {
@@ -132,7 +133,7 @@ proptest! {
         let mut conn = open_rw(&path).unwrap();
         let mut model: BTreeMap<String, (i64, Model)> = BTreeMap::new();
         let mut refusals = 0i64;
-        let routed = Routed { code: String::new(), route: 0, api: Api::Card, card_id: None, stock_id: None, offline: true };
+        let routed = Routed { code: Code::default(), route: 0, api: Api::Card, card_id: None, stock_id: None, offline: true };
         let retry = Retry { base: Duration::from_millis(10), max: Duration::from_millis(100), jitter: 0.5 };
         let mut at = 1_000_000i64;
         for op in ops {
@@ -209,7 +210,7 @@ proptest! {
             // Compare every row.
             for (c, (id, m)) in &model {
                 let row = store::get(&conn, *id).unwrap().unwrap();
-                prop_assert_eq!(&row.code, c);
+                prop_assert_eq!(row.code.expose(), c.as_str());
                 prop_assert_eq!(row.state, m.state, "state of {}", c);
                 prop_assert_eq!(row.unconfirmed, m.unconfirmed, "unconfirmed of {}", c);
                 prop_assert_eq!(row.scans, m.scans);
@@ -237,7 +238,7 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
     let routed = Routed {
-        code: String::new(),
+        code: Code::default(),
         route: 0,
         api: Api::Card,
         card_id: None,

@@ -5,8 +5,9 @@
 
 use crate::clock::Millis;
 use crate::config::Api;
-use crate::redeem::backoff;
-use crate::redeem::state::{self, Schedule, Settle, Snapshot, State, TillOutcome};
+use crate::model::code::Code;
+use crate::model::backoff;
+use crate::model::state::{self, Schedule, Settle, State, TillOutcome};
 use crate::route::Routed;
 use rusqlite::{
     Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params,
@@ -18,65 +19,7 @@ use std::time::Duration;
 
 pub type Result<T> = rusqlite::Result<T>;
 
-/// One redemption: a code and everything known about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Row {
-    pub id: i64,
-    pub code: String,
-    pub api: Option<&'static str>,
-    pub route: Option<i64>,
-    pub card_id: Option<String>,
-    pub aim_id: Option<String>,
-    pub state: State,
-    pub reason: Option<String>,
-    pub till_outcome: Option<TillOutcome>,
-    pub unconfirmed: bool,
-    pub scans: i64,
-    pub attempts: i64,
-    pub scanner: String,
-    pub till: String,
-    pub scanned_at: Millis,
-    pub updated_at: Millis,
-    pub redeemed_at: Option<Millis>,
-    pub next_attempt_at: Option<Millis>,
-    pub openid: Option<String>,
-    pub note: Option<String>,
-    pub stock_id: Option<String>,
-    pub use_request_no: Option<String>,
-    /// The scan's moment, RFC 3339 with offset, as sent to WeChat Pay.
-    pub use_time: Option<String>,
-    pub wechatpay_use_time: Option<String>,
-    /// A manager closed this review item: when, who, and their note.
-    pub resolved_at: Option<Millis>,
-    pub resolved_by: Option<String>,
-    pub resolution: Option<String>,
-}
-
-impl Row {
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            state: self.state,
-            unconfirmed: self.unconfirmed,
-            accepted_offline: self.till_outcome == Some(TillOutcome::AcceptedOffline),
-        }
-    }
-
-    pub fn api(&self) -> Option<Api> {
-        self.api.and_then(Api::parse)
-    }
-}
-
-impl Serialize for State {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl Serialize for TillOutcome {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
+pub use crate::model::row::Row;
 
 const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
     unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at, \
@@ -105,7 +48,7 @@ fn read_row(r: &rusqlite::Row) -> Result<Row> {
     let till: Option<String> = r.get(8)?;
     Ok(Row {
         id: r.get(0)?,
-        code: r.get(1)?,
+        code: Code::new(r.get::<_, String>(1)?),
         api,
         route: r.get(3)?,
         card_id: r.get(4)?,

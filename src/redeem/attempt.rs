@@ -7,7 +7,8 @@ use crate::ledger::store::{self, CallLog, CallRecord, Confirmation};
 use crate::ledger::{Ledger, LedgerError, Row};
 use crate::metrics::Metrics;
 use crate::redeem::Ctx;
-use crate::redeem::state::Settle;
+use crate::model::state::Settle;
+use crate::redeem::verdict::{Health, Step, Verdict};
 use std::time::Duration;
 
 /// How a try ended.
@@ -18,10 +19,8 @@ pub enum TryEnd {
         row: Box<Row>,
         /// The row's state changed.
         changed: bool,
-        /// WeChat answered normally (not down, not throttling): the API is healthy.
-        healthy: bool,
-        /// WeChat pushed back (rate limit, busy) or the call timed out: send less at once.
-        congested: bool,
+        /// How the API behaved on the try's last call; `None` when the try made none.
+        health: Option<Health>,
     },
     /// The API cannot be used for a while (credentials misconfigured, clock off, token
     /// fetches throttled locally); the row is left as it was.
@@ -151,23 +150,41 @@ where
     (answer, log)
 }
 
+/// Carries out a verdict: applies its settlement, or pauses the API (after restoring the
+/// row when the paused call was a redeeming one that never took effect).
+pub async fn conclude(
+    ctx: &Ctx,
+    trail: &mut Trail,
+    verdict: Verdict,
+    info: Confirmation,
+) -> Result<TryEnd, LedgerError> {
+    let health = Some(verdict.health);
+    match verdict.step {
+        Step::Settle(settle) => finish(ctx, trail, settle, info, health).await,
+        Step::Pause {
+            retry_in,
+            reason,
+            settle,
+        } => {
+            if let Some(settle) = settle {
+                finish(ctx, trail, settle, info, health).await?;
+            }
+            Ok(TryEnd::Pause { retry_in, reason })
+        }
+    }
+}
+
 /// Applies a try's result to the row, with the try's call records, and schedules the next.
 pub async fn finish(
     ctx: &Ctx,
     trail: &mut Trail,
     settle: Settle,
     info: Confirmation,
-    healthy: bool,
+    health: Option<Health>,
 ) -> Result<TryEnd, LedgerError> {
     let id = trail.id;
     let at = ctx.clock.now_ms();
     let retry = ctx.retry_draw();
-    let congested = match &settle {
-        // describe_transport's words for a call that got no answer in time.
-        Settle::Retry { throttled, reason } => *throttled || reason.starts_with("timed out"),
-        Settle::Unknown { reason } => reason.starts_with("timed out"),
-        _ => false,
-    };
     let calls = trail.take();
     // Committed before anybody hears of it, fsynced a moment later: a power cut in between
     // leaves the row as it was before this result (after a consume: sent, answer unknown),
@@ -179,7 +196,6 @@ pub async fn finish(
     Ok(TryEnd::Applied {
         row: Box::new(row),
         changed,
-        healthy,
-        congested,
+        health,
     })
 }

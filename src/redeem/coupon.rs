@@ -1,26 +1,15 @@
-//! One try at redeeming a merchant coupon (WeChat Pay v3 `coupons/use`).
-//!
-//! The use request is idempotent on `use_request_no`, which was fixed when the row was
-//! created. So an attempt whose answer was lost is resolved by repeating it. A 200 then
-//! means it is used (by us). A refusal after one of our own unanswered attempts is
-//! ambiguous: we may have used the coupon ourselves. That goes to a person.
+//! One try at redeeming a merchant coupon (WeChat Pay v3 `coupons/use`). What each answer
+//! means is decided in `coupon_rules`.
 
 use crate::clock::Millis;
-use crate::ledger::store::{CallRecord, Confirmation};
+use crate::ledger::store::Confirmation;
 use crate::ledger::{LedgerError, Row};
 use crate::redeem::Ctx;
-use crate::redeem::attempt::{Effect, Trail, TryEnd, finish, logged};
-use crate::redeem::state::{Settle, State};
-use crate::wechat::pay::{PayAnswer, PayApi, UseRequest};
-use std::time::Duration;
+use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};
+use crate::redeem::coupon_rules::{self as rules, confirmation, record};
+use crate::wechat::pay::{PayApi, UseRequest};
 
-/// A clock further off than this is what a 401 SIGN_ERROR is about.
-pub const MAX_CLOCK_SKEW_S: i64 = 60;
-/// How long coupon dispatch pauses after WeChat Pay refused our signature.
-pub const SIGN_ERROR_PAUSE: Duration = Duration::from_secs(60);
-
-pub const RESOLVED_BY_REPEAT: &str =
-    "confirmed by repeating use_request_no after an attempt whose answer was lost";
+pub use crate::redeem::coupon_rules::{RESOLVED_BY_REPEAT, refusal_reason};
 
 /// A `use_request_no` unique across the merchant's tills, at most 32 characters:
 /// `RD` + 8 hex of the till's name + 11 hex of the scan's millisecond + 8 random hex.
@@ -38,78 +27,16 @@ pub fn new_use_request_no(till: &str, at: Millis) -> String {
     )
 }
 
-fn record(a: &PayAnswer) -> CallRecord {
-    match a {
-        PayAnswer::Used { status, host, .. } => CallRecord {
-            http_status: Some(*status),
-            errcode: None,
-            outcome: "ok".into(),
-            detail: Some(format!("verified; via {host}")),
-        },
-        PayAnswer::Refused {
-            status,
-            code,
-            message,
-        } => CallRecord {
-            http_status: Some(*status),
-            errcode: None,
-            outcome: "refused".into(),
-            detail: Some(format!("{code}: {message}")),
-        },
-        PayAnswer::SignRejected { message, .. } => CallRecord {
-            http_status: Some(401),
-            errcode: None,
-            outcome: "sign_error".into(),
-            detail: Some(message.clone()),
-        },
-        PayAnswer::Retry { status, detail, .. } => CallRecord {
-            http_status: *status,
-            errcode: None,
-            outcome: "retry".into(),
-            detail: Some(detail.clone()),
-        },
-        PayAnswer::Unknown { status, detail } => CallRecord {
-            http_status: *status,
-            errcode: None,
-            outcome: "unknown".into(),
-            detail: Some(detail.clone()),
-        },
-    }
-}
-
-/// The cashier's reason for a refusal.
-pub fn refusal_reason(status: u16, code: &str, message: &str) -> String {
-    let what = match status {
-        403 => "not allowed (appid not bound to the merchant, or not this merchant's coupon)",
-        404 => "coupon not found",
-        _ => "refused by WeChat Pay",
-    };
-    if message.is_empty() {
-        format!("{what} ({code})")
-    } else {
-        format!("{what}: {message} ({code})")
-    }
-}
-
 pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, LedgerError> {
     let trail = &mut Trail::new(ctx, &row);
-    if row.state == State::Cancelled {
-        // Asking would mean repeating the use, which would redeem a cancelled row.
-        let settle = Settle::NeedsReview {
-            reason: "refused at the till while a use request was unanswered: check the coupon in the merchant platform".into(),
-        };
-        return finish(ctx, trail, settle, Confirmation::default(), false).await;
-    }
-    let (Some(use_request_no), Some(use_time)) = (row.use_request_no.clone(), row.use_time.clone())
-    else {
-        let settle = Settle::NeedsReview {
-            reason: "the ledger row has no use_request_no".into(),
-        };
-        return finish(ctx, trail, settle, Confirmation::default(), false).await;
+    let request = row.use_request_no.clone().zip(row.use_time.clone());
+    let (use_request_no, use_time) = match rules::before_use(row.state, request) {
+        Ok(r) => r,
+        Err(settle) => return finish(ctx, trail, settle, Confirmation::default(), None).await,
     };
-    let prior_unknown = row.unconfirmed;
+    let unconfirmed = row.unconfirmed;
     let req = UseRequest {
-        coupon_code: row.code.clone(),
+        coupon_code: row.code.expose().to_string(),
         stock_id: row.stock_id.clone(),
         appid: api.appid().to_string(),
         use_time,
@@ -119,9 +46,7 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
         ctx,
         trail,
         "coupons/use",
-        Effect::Redeem {
-            unconfirmed: prior_unknown,
-        },
+        Effect::Redeem { unconfirmed },
         record,
         || api.use_coupon(&req),
     )
@@ -129,68 +54,8 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
     else {
         return Ok(TryEnd::Dropped);
     };
-    let healthy = answer.healthy();
-    let (settle, info) = match answer {
-        PayAnswer::Used { reply, .. } => (
-            Settle::Redeemed {
-                note: prior_unknown.then(|| RESOLVED_BY_REPEAT.to_string()),
-            },
-            Confirmation {
-                openid: reply.openid,
-                wechatpay_use_time: reply.wechatpay_use_time,
-            },
-        ),
-        PayAnswer::Refused {
-            status,
-            code,
-            message,
-        } => {
-            let reason = refusal_reason(status, &code, &message);
-            let settle = if prior_unknown {
-                Settle::NeedsReview {
-                    reason: format!(
-                        "{reason}, after an earlier attempt of ours went unanswered: it may have been used by this till"
-                    ),
-                }
-            } else {
-                Settle::Refused { reason }
-            };
-            (settle, Confirmation::default())
-        }
-        PayAnswer::SignRejected {
-            message,
-            server_date,
-        } => {
-            let now_s = ctx.clock.now_ms() / 1000;
-            let reason = match server_date.map(|d| now_s - d) {
-                Some(skew) if skew.abs() > MAX_CLOCK_SKEW_S => format!(
-                    "this till's clock is {} s {} WeChat Pay's (401 {message}): fix the time (NTP)",
-                    skew.abs(),
-                    if skew > 0 { "ahead of" } else { "behind" }
-                ),
-                _ => format!(
-                    "WeChat Pay rejected our request signature (401 {message}): check wechat_pay.serial_no and private_key_file"
-                ),
-            };
-            return Ok(TryEnd::Pause {
-                retry_in: SIGN_ERROR_PAUSE,
-                reason,
-            });
-        }
-        PayAnswer::Retry {
-            detail, throttled, ..
-        } => (
-            Settle::Retry {
-                reason: detail,
-                throttled,
-            },
-            Confirmation::default(),
-        ),
-        PayAnswer::Unknown { detail, .. } => {
-            (Settle::Unknown { reason: detail }, Confirmation::default())
-        }
-    };
-    finish(ctx, trail, settle, info, healthy).await
+    let verdict = rules::after_use(unconfirmed, &answer, ctx.clock.now_ms() / 1000);
+    conclude(ctx, trail, verdict, confirmation(&answer)).await
 }
 
 #[cfg(test)]

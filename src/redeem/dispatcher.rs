@@ -12,7 +12,8 @@ use crate::redeem::attempt::TryEnd;
 use crate::redeem::card::try_card;
 use crate::redeem::coupon::try_coupon;
 use crate::redeem::prefetch::{Prefetch, Prefetcher};
-use crate::redeem::state::{self, State};
+use crate::redeem::verdict::Health;
+use crate::model::state::{self, State};
 use crate::redeem::{Ctx, NewRow, NewRowsRx};
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::PayApi;
@@ -351,16 +352,20 @@ impl Dispatcher {
         let mut fast_forwarded = false;
         match end {
             // The task published the row itself, if it changed.
+            // A try that made no call says nothing about the API.
+            TryEnd::Applied { health: None, .. } => {}
             TryEnd::Applied {
-                healthy, congested, ..
+                health: Some(health),
+                ..
             } => {
                 // tokio's Instant: the same clock as std's, and paused time in tests.
                 let now = Instant::now().into_std();
-                if congested {
-                    h.aimd.on_congestion(started.into_std(), now);
-                } else if healthy {
-                    h.aimd.on_success(now);
+                match health {
+                    Health::Congested => h.aimd.on_congestion(started.into_std(), now),
+                    Health::Healthy => h.aimd.on_success(now),
+                    Health::Down => {}
                 }
+                let healthy = health == Health::Healthy;
                 self.ctx
                     .metrics
                     .set_concurrency(api.as_str(), h.aimd.limit());
@@ -649,7 +654,7 @@ mod tests {
         );
         let mut d = Running::start(&ledger, card);
         let after = d.next_settled().await;
-        assert_eq!((after.code.as_str(), after.state), (code, State::Redeemed));
+        assert_eq!((after.code.expose(), after.state), (code, State::Redeemed));
         let calls = sim.calls_for(code);
         assert_eq!(calls.consume, 1, "never consumed again: {calls:?}");
         assert_eq!(calls.get, 2, "the restart asked WeChat instead: {calls:?}");

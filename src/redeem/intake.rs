@@ -4,15 +4,15 @@
 //! scan (called in arrival order; nothing is acknowledged before this commit), and
 //! [`Intake::answer`] waits up to `online_wait` for WeChat, then decides the offline answer.
 
-use crate::clock::{Millis, SharedClock};
+use crate::clock::SharedClock;
 use crate::config::{Api, Config};
 use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Durable, Ledger, LedgerError, Row};
-use crate::mask::{mask, mask_raw};
+use crate::mask::mask_raw;
 use crate::outcome::{Bus, Outcome};
 use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::prefetch::Prefetcher;
-use crate::redeem::state::{State, TillOutcome};
+use crate::model::state::{State, TillOutcome};
 use crate::redeem::{NewRow, NewRows};
 use crate::route::{self, Decision};
 use crate::scanner::frame::Frame;
@@ -20,14 +20,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-/// One complete read from a scanner.
-#[derive(Debug, Clone)]
-pub struct Scan {
-    pub scanner: Arc<str>,
-    pub frame: Frame,
-    /// When the read completed.
-    pub at: Millis,
-}
+pub use crate::model::scan::Scan;
 
 pub const CANNOT_RECORD: &str = "cannot record";
 
@@ -70,9 +63,9 @@ impl Intake {
             Frame::Code { aim_id, .. } => aim_id.clone(),
             Frame::Unreadable { .. } => None,
         };
-        let routed = match route::route(&code, &self.config.routes) {
+        let routed = match route::route(code.expose(), &self.config.routes) {
             Decision::Refuse(reason) => {
-                return self.refuse(&scan, mask(&code), reason.into(), aim_id).await;
+                return self.refuse(&scan, code.masked(), reason.into(), aim_id).await;
             }
             Decision::Route(r) => r,
         };
@@ -92,14 +85,14 @@ impl Intake {
         };
         // The card check changes nothing at WeChat: it goes out while the row is committed.
         let mut check = match (&self.prefetch, routed.api) {
-            (Some(p), Api::Card) => p.start(&routed.code, routed.card_id.as_deref()),
+            (Some(p), Api::Card) => p.start(routed.code.expose(), routed.card_id.as_deref()),
             _ => None,
         };
         let record = move |c: &mut rusqlite::Connection| {
             store::record_scan(
                 c,
                 &NewScan {
-                    code: &code,
+                    code: code.expose(),
                     routed: &r,
                     scanner: &scanner,
                     till: &till,
@@ -276,7 +269,7 @@ impl Intake {
     fn unrecorded(&self, scan: &Scan, error: &str) -> Outcome {
         tracing::error!(event = "cannot_record", scanner = %scan.scanner, error, "the ledger refused a write; the scan is refused");
         let code = match &scan.frame {
-            Frame::Code { code, .. } => mask(code),
+            Frame::Code { code, .. } => code.masked(),
             Frame::Unreadable { raw, .. } => mask_raw(raw),
         };
         Outcome {

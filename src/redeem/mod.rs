@@ -3,13 +3,14 @@
 
 pub mod aimd;
 pub mod attempt;
-pub mod backoff;
 pub mod card;
+pub mod card_rules;
 pub mod coupon;
+pub mod coupon_rules;
 pub mod dispatcher;
 pub mod intake;
 pub mod prefetch;
-pub mod state;
+pub mod verdict;
 
 use crate::clock::SharedClock;
 use crate::config::RetryConfig;

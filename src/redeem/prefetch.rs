@@ -19,7 +19,7 @@ use crate::ledger::{Ledger, OpenError, open_ro};
 use crate::mask::mask;
 use crate::metrics::Metrics;
 use crate::redeem::attempt::timed;
-use crate::redeem::card::record;
+use crate::redeem::card_rules::record;
 use crate::wechat::card::{Answer, CardApi, GetReply};
 use rusqlite::Connection;
 use std::path::Path;

@@ -9,21 +9,8 @@
 /// leaves room for QR payloads that routes extract a code from.
 pub const MAX_CODE_BYTES: usize = 256;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Code {
-        code: String,
-        /// The AIM symbology identifier (`]Q1`, `]E0`, ...) when the scanner sends them and
-        /// the scanner is configured with `aim_ids = true`.
-        aim_id: Option<String>,
-    },
-    Unreadable {
-        /// The first bytes of what was read (at most [`MAX_CODE_BYTES`]), for the record; it
-        /// is masked before it is stored or shown.
-        raw: Vec<u8>,
-        reason: String,
-    },
-}
+pub use crate::model::code::Code;
+pub use crate::model::frame::Frame;
 
 /// Why a line is not a code. Every reason starts with "unreadable scan" so cashiers and
 /// managers see one consistent word for it.
@@ -55,7 +42,7 @@ pub fn classify_line(line: &[u8], aim_ids: bool) -> Frame {
         );
     }
     Frame::Code {
-        code: code.to_string(),
+        code: Code::new(code),
         aim_id,
     }
 }
@@ -251,7 +238,7 @@ mod tests {
                         Frame::Code { code, .. } => {
                             prop_assert!(!code.is_empty());
                             prop_assert!(code.len() <= MAX_CODE_BYTES);
-                            prop_assert!(!code.contains(['\r', '\n']));
+                            prop_assert!(!code.expose().contains(['\r', '\n']));
                         }
                         Frame::Unreadable { raw, .. } => prop_assert!(raw.len() <= MAX_CODE_BYTES),
                     }

@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(
             frames,
             vec![Frame::Code {
-                code: url,
+                code: url.into(),
                 aim_id: Some("]Q1".into())
             }]
         );

@@ -5,6 +5,7 @@
 //! `"fr"`). Only presses (value 1) type; releases (0) only update Shift; autorepeat (2) is
 //! ignored; `SYN_DROPPED` means the kernel lost events, so the partial code is discarded.
 
+pub use crate::model::layout::Layout;
 use super::frame::{Frame, MAX_CODE_BYTES, classify_line};
 
 /// `struct input_event` on 64-bit Linux: `struct timeval` (2 × 8 bytes), type u16, code u16,
@@ -182,44 +183,13 @@ fn fr(code: u16) -> Option<Keys> {
     }
 }
 
-/// Keyboard layouts a wedge scanner may be programmed for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Us,
-    Uk,
-    De,
-    Fr,
-}
-
-impl Layout {
-    pub const NAMES: &'static str = "us, uk, de, fr";
-
-    pub fn parse(name: &str) -> Option<Layout> {
-        match name {
-            "us" => Some(Layout::Us),
-            "uk" | "gb" => Some(Layout::Uk),
-            "de" => Some(Layout::De),
-            "fr" => Some(Layout::Fr),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Us => "us",
-            Layout::Uk => "uk",
-            Layout::De => "de",
-            Layout::Fr => "fr",
-        }
-    }
-
-    fn keys(self, code: u16) -> Option<Keys> {
-        match self {
-            Layout::Us => us(code),
-            Layout::Uk => uk(code),
-            Layout::De => de(code),
-            Layout::Fr => fr(code),
-        }
+/// What a key means in a layout.
+fn keys(layout: Layout, code: u16) -> Option<Keys> {
+    match layout {
+        Layout::Us => us(code),
+        Layout::Uk => uk(code),
+        Layout::De => de(code),
+        Layout::Fr => fr(code),
     }
 }
 
@@ -334,7 +304,7 @@ impl KeyboardDecoder {
     }
 
     fn type_key(&mut self, code: u16) {
-        let Some((plain, shifted, altgr)) = self.layout.keys(code) else {
+        let Some((plain, shifted, altgr)) = keys(self.layout, code) else {
             // Ctrl, Alt, F-keys: not part of a code, but a code containing them is not a
             // clean read either.
             if !self.line.is_empty() && !is_modifier(code) {

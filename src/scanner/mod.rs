@@ -12,7 +12,7 @@ pub mod stdin;
 use crate::clock::SharedClock;
 use crate::config::{ScannerConfig, ScannerKind};
 use crate::outcome::Outcome;
-use crate::redeem::intake::Scan;
+use crate::model::scan::Scan;
 use frame::Framer;
 use hidpos::HidPosDecoder;
 use keyboard::KeyboardDecoder;

@@ -4,7 +4,7 @@ use super::SourceEvent;
 use super::frame::Framer;
 use crate::clock::SharedClock;
 use crate::config::ScannerConfig;
-use crate::redeem::intake::Scan;
+use crate::model::scan::Scan;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};

@@ -22,8 +22,14 @@ pub enum Answer<T> {
     },
     /// The request certainly did not reach WeChat (no connection, no token).
     NotSent(String),
-    /// The request may have reached WeChat but no usable answer came back.
-    Lost { status: Option<u16>, detail: String },
+    /// The request may have reached WeChat but no usable answer came back. `timed_out`:
+    /// the answer did not come in time (WeChat may be overloaded), as opposed to one that
+    /// came broken or cut off.
+    Lost {
+        status: Option<u16>,
+        detail: String,
+        timed_out: bool,
+    },
     /// No token could be had; see the error for whether to pause.
     NoToken(TokenError),
 }
@@ -147,6 +153,7 @@ impl CardApi {
                 return Answer::Lost {
                     status: None,
                     detail: describe_transport(&e),
+                    timed_out: e.is_timeout(),
                 };
             }
         };
@@ -157,6 +164,7 @@ impl CardApi {
                 return Answer::Lost {
                     status: Some(status),
                     detail: describe_transport(&e),
+                    timed_out: e.is_timeout(),
                 };
             }
         };
@@ -169,6 +177,7 @@ pub fn parse_reply<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Answer<T> 
     let lost = |detail: String| Answer::Lost {
         status: Some(status),
         detail,
+        timed_out: false,
     };
     let value: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(v @ serde_json::Value::Object(_)) => v,

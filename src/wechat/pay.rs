@@ -65,21 +65,24 @@ pub enum PayAnswer {
         /// The server's `Date`, unix seconds, to measure our clock against.
         server_date: Option<i64>,
     },
-    /// Not used, worth retrying with the same use_request_no (429, 5xx, not sent).
+    /// The request certainly reached no host (no connection to either, or it could not be
+    /// built): nothing can have been used.
+    NotSent { detail: String },
+    /// WeChat Pay answered that it could not do it now (429, 5xx): retry with the same
+    /// use_request_no. Whether a 5xx used the coupon is not documented, so it is not taken
+    /// as "not used".
     Retry {
-        status: Option<u16>,
+        status: u16,
         detail: String,
         throttled: bool,
     },
     /// Sent, and no trustworthy answer came back (timeout, cut off, unverified signature).
-    Unknown { status: Option<u16>, detail: String },
-}
-
-impl PayAnswer {
-    /// WeChat Pay answered normally.
-    pub fn healthy(&self) -> bool {
-        matches!(self, PayAnswer::Used { .. } | PayAnswer::Refused { .. })
-    }
+    /// `timed_out`: no answer in time, as opposed to a broken one.
+    Unknown {
+        status: Option<u16>,
+        detail: String,
+        timed_out: bool,
+    },
 }
 
 pub struct PayApi {
@@ -144,10 +147,8 @@ impl PayApi {
         let body = match serde_json::to_vec(req) {
             Ok(b) => b,
             Err(e) => {
-                return PayAnswer::Retry {
-                    status: None,
+                return PayAnswer::NotSent {
                     detail: format!("cannot encode the request: {e}"),
-                    throttled: false,
                 };
             }
         };
@@ -161,19 +162,13 @@ impl PayApi {
                 }
                 tracing::warn!(event = "pay_failover", unreachable = %first, to = %second, error = %detail, "WeChat Pay host unreachable; trying the other");
                 match self.send_once(second, &body).await {
-                    Sent::NotSent(detail2) => PayAnswer::Retry {
-                        status: None,
+                    Sent::NotSent(detail2) => PayAnswer::NotSent {
                         detail: format!("{first}: {detail}; {second}: {detail2}"),
-                        throttled: false,
                     },
                     Sent::Answer(a) => a,
                 }
             }
-            Sent::NotSent(detail) => PayAnswer::Retry {
-                status: None,
-                detail,
-                throttled: false,
-            },
+            Sent::NotSent(detail) => PayAnswer::NotSent { detail },
             Sent::Answer(a) => a,
         }
     }
@@ -205,6 +200,7 @@ impl PayApi {
                 return Sent::Answer(PayAnswer::Unknown {
                     status: None,
                     detail: describe_transport(&e),
+                    timed_out: e.is_timeout(),
                 });
             }
         };
@@ -216,6 +212,7 @@ impl PayApi {
                 return Sent::Answer(PayAnswer::Unknown {
                     status: Some(status),
                     detail: describe_transport(&e),
+                    timed_out: e.is_timeout(),
                 });
             }
         };
@@ -245,6 +242,7 @@ impl PayApi {
                     return PayAnswer::Unknown {
                         status: Some(status),
                         detail: format!("unverified response: {e}"),
+                        timed_out: false,
                     };
                 }
                 match serde_json::from_slice::<UseReply>(body) {
@@ -256,6 +254,7 @@ impl PayApi {
                     Err(e) => PayAnswer::Unknown {
                         status: Some(status),
                         detail: format!("verified response is not the use reply: {e}"),
+                        timed_out: false,
                     },
                 }
             }
@@ -281,6 +280,7 @@ impl PayApi {
                     return PayAnswer::Unknown {
                         status: Some(status),
                         detail: format!("unverified refusal: {e}"),
+                        timed_out: false,
                     };
                 }
                 let e = error_body();
@@ -291,12 +291,12 @@ impl PayApi {
                 }
             }
             429 => PayAnswer::Retry {
-                status: Some(status),
+                status,
                 detail: format!("rate limited ({})", error_body().code.unwrap_or_default()),
                 throttled: true,
             },
             _ => PayAnswer::Retry {
-                status: Some(status),
+                status,
                 detail: format!("HTTP {status} {}", error_body().code.unwrap_or_default()),
                 throttled: false,
             },

@@ -119,9 +119,16 @@ pub enum Settle {
     Refused { reason: String },
     /// A query showed our unconfirmed attempt did not redeem the code.
     NotRedeemed,
-    /// Nothing was redeemed and it is worth trying again (transport error before sending,
-    /// system busy, rate limit, token trouble).
+    /// Nothing was redeemed and it is worth trying again (system busy, rate limit, a query
+    /// that failed). The row's `unconfirmed` flag stays as it is.
     Retry { reason: String, throttled: bool },
+    /// A redeeming call provably never left (connection refused, no token, no host
+    /// reachable): the flag goes back to what the try read before it marked the row, since
+    /// there is nothing to find out.
+    NotSent {
+        reason: String,
+        unconfirmed_before: bool,
+    },
     /// A redeeming call was sent and its answer lost: we do not know.
     Unknown { reason: String },
     /// Cannot be settled automatically (e.g. "already used" after our own unconfirmed attempt).
@@ -225,6 +232,22 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
             } else {
                 Schedule::Backoff
             })
+        },
+        // Nothing left: the row is as it was before the try marked it. A cancelled row that
+        // had nothing unanswered before is settled; one that had still needs its query.
+        Settle::NotSent {
+            reason,
+            unconfirmed_before,
+        } => Change {
+            state: s.state,
+            unconfirmed: *unconfirmed_before,
+            reason: (!cancelled).then(|| reason.clone()),
+            schedule: if cancelled && !unconfirmed_before {
+                Schedule::Never
+            } else {
+                Schedule::Backoff
+            },
+            redeemed: false,
         },
         Settle::Unknown { reason } => Change {
             state: s.state,

@@ -1,0 +1,12 @@
+//! The domain, at the bottom of the data flow: what a code, a scan, a row and its states
+//! are, and the pure rules that move a row between states. Every other module may import
+//! this one; it imports none of them (only leaf helpers: the clock's types and masking).
+
+pub mod api;
+pub mod backoff;
+pub mod code;
+pub mod frame;
+pub mod layout;
+pub mod row;
+pub mod scan;
+pub mod state;

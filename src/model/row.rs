@@ -1,0 +1,67 @@
+//! One redemption as the ledger keeps it: a code and everything known about it.
+
+use crate::clock::Millis;
+use crate::model::api::Api;
+use crate::model::code::Code;
+use crate::model::state::{Snapshot, State, TillOutcome};
+use serde::Serialize;
+
+/// One redemption: a code and everything known about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub id: i64,
+    pub code: Code,
+    pub api: Option<&'static str>,
+    pub route: Option<i64>,
+    pub card_id: Option<String>,
+    pub aim_id: Option<String>,
+    pub state: State,
+    pub reason: Option<String>,
+    pub till_outcome: Option<TillOutcome>,
+    pub unconfirmed: bool,
+    pub scans: i64,
+    pub attempts: i64,
+    pub scanner: String,
+    pub till: String,
+    pub scanned_at: Millis,
+    pub updated_at: Millis,
+    pub redeemed_at: Option<Millis>,
+    pub next_attempt_at: Option<Millis>,
+    pub openid: Option<String>,
+    pub note: Option<String>,
+    pub stock_id: Option<String>,
+    pub use_request_no: Option<String>,
+    /// The scan's moment, RFC 3339 with offset, as sent to WeChat Pay.
+    pub use_time: Option<String>,
+    pub wechatpay_use_time: Option<String>,
+    /// A manager closed this review item: when, who, and their note.
+    pub resolved_at: Option<Millis>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+impl Row {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            state: self.state,
+            unconfirmed: self.unconfirmed,
+            accepted_offline: self.till_outcome == Some(TillOutcome::AcceptedOffline),
+        }
+    }
+
+    pub fn api(&self) -> Option<Api> {
+        self.api.and_then(Api::parse)
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for TillOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
