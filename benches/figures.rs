@@ -140,14 +140,14 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
         tokio::spawn(d.run(new_rows_rx, stop_rx));
     }
     Pipeline {
-        intake: Intake {
+        intake: Intake::new(
             ledger,
             clock,
-            config: Arc::new(cfg.clone()),
+            Arc::new(cfg.clone()),
             new_rows,
-            bus,
             prefetch,
-        },
+            bus,
+        ),
         metrics,
         stop,
     }
@@ -223,7 +223,10 @@ async fn bench_online(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usi
             .intake
             .record(Scan {
                 scanner: "bench".into(),
-                frame: redeemd::scanner::frame::Frame::Code { code: code.into(), aim_id: None },
+                frame: redeemd::scanner::frame::Frame::Code {
+                    code: code.into(),
+                    aim_id: None,
+                },
                 at: chrono::Utc::now().timestamp_millis(),
             })
             .await;

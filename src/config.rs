@@ -231,7 +231,6 @@ pub struct WechatPayConfig {
     pub request_timeout: Duration,
 }
 
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {

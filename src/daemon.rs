@@ -37,6 +37,55 @@ pub enum DaemonError {
     Ledger(#[from] LedgerError),
     #[error("cannot start the HTTP client: {0}")]
     Http(String),
+    /// The dispatcher panicked or stopped before it was told to: exit non-zero, so that
+    /// systemd restarts the daemon.
+    #[error("dispatcher failed: {0}")]
+    Dispatcher(String),
+}
+
+/// The dispatcher task's end as the daemon's result: a panic is a failure, never a clean
+/// stop.
+fn dispatcher_result(
+    joined: Result<Result<(), LedgerError>, tokio::task::JoinError>,
+) -> Result<(), DaemonError> {
+    match joined {
+        Ok(r) => r.map_err(DaemonError::from),
+        Err(e) => {
+            tracing::error!(event = "dispatcher_failed", error = %e, "dispatcher task failed");
+            Err(DaemonError::Dispatcher(e.to_string()))
+        }
+    }
+}
+
+/// Refuses, at start, the rows whose first read was never answered and that may not be
+/// accepted offline (see `store::refuse_unanswered`).
+async fn refuse_unanswered(
+    ledger: &Ledger,
+    config: &Config,
+    now: crate::clock::Millis,
+    bus: &Bus,
+) -> Result<(), DaemonError> {
+    let allowed: Vec<bool> = config
+        .routes
+        .iter()
+        .map(|r| config.offline.accept && r.offline)
+        .collect();
+    let refused = ledger
+        .call(move |c| {
+            let offline_allowed = |route: Option<i64>| {
+                route
+                    .and_then(|r| usize::try_from(r).ok())
+                    .and_then(|r| allowed.get(r).copied())
+                    .unwrap_or(false)
+            };
+            store::refuse_unanswered(c, &offline_allowed, now, now)
+        })
+        .await?;
+    for row in refused {
+        crate::outcome::log_settled(&row);
+        let _ = bus.settled.send(row);
+    }
+    Ok(())
 }
 
 pub struct Daemon {
@@ -130,17 +179,6 @@ impl Daemon {
         };
         let dispatcher_alive = Arc::new(AtomicBool::new(true));
         let dispatcher_alive_probe = dispatcher_alive.clone();
-        let alive = dispatcher_alive.clone();
-        let stop = stop_rx.clone();
-        let dispatcher = tokio::spawn(async move {
-            let result = dispatcher.run(new_rows_rx, stop).await;
-            alive.store(false, Ordering::SeqCst);
-            if let Err(e) = &result {
-                tracing::error!(event = "dispatcher_failed", error = %e, "the dispatcher stopped");
-            }
-            result
-        });
-
         let (keyed_tx, mut keyed_rx) = mpsc::channel::<KeyedScan>(64);
         let card = self.card.clone();
         let api_state = ApiState {
@@ -152,7 +190,7 @@ impl Daemon {
             token: self.api_token.clone(),
             language: config.http.language,
             online_wait: config.offline.online_wait,
-            dispatcher_alive,
+            dispatcher_alive: dispatcher_alive.clone(),
             token_refreshes: Arc::new(move || card.as_ref().map_or(0, |c| c.tokens().refreshes())),
         };
         let http = api::serve(&config.http, api_state, stop_rx.clone())
@@ -162,6 +200,8 @@ impl Daemon {
         // `_ev_tx` stays here: when every scanner source has ended (standard input closed),
         // the daemon still serves keyed entry and drains the backlog.
         let (_ev_tx, mut ev_rx) = mpsc::channel(256);
+        // Rows whose cashier died with the last process are settled before anything sends.
+        refuse_unanswered(&self.ledger, &config, self.clock.now_ms(), &self.bus).await?;
         let mut sources = scanner::spawn_all(
             &config.scanners,
             _ev_tx.clone(),
@@ -169,14 +209,25 @@ impl Daemon {
             stop_sources_rx,
             &self.bus.outcomes,
         );
-        let intake = Intake {
-            ledger: self.ledger.clone(),
-            clock: self.clock.clone(),
-            config: config.clone(),
+        let intake = Intake::new(
+            self.ledger.clone(),
+            self.clock.clone(),
+            config.clone(),
             new_rows,
-            bus: self.bus.clone(),
             prefetch,
-        };
+            self.bus.clone(),
+        );
+        // What sends to WeChat starts last, once nothing else can fail to start.
+        let alive = dispatcher_alive.clone();
+        let stop = stop_rx.clone();
+        let mut dispatcher = tokio::spawn(async move {
+            let result = dispatcher.run(new_rows_rx, stop).await;
+            alive.store(false, Ordering::SeqCst);
+            if let Err(e) = &result {
+                tracing::error!(event = "dispatcher_failed", error = %e, "the dispatcher stopped");
+            }
+            result
+        });
         let mut answers = JoinSet::new();
         let mut live_sources = config.scanners.len();
         let notifier = Arc::new(Notifier::from_env());
@@ -202,9 +253,17 @@ impl Daemon {
         );
 
         tokio::pin!(shutdown);
+        // Set when the dispatcher ended before it was told to: the daemon stops and fails.
+        let mut dispatcher_ended: Option<Result<(), DaemonError>> = None;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                joined = &mut dispatcher => {
+                    dispatcher_ended = Some(dispatcher_result(joined).and_then(|()| {
+                        Err(DaemonError::Dispatcher("the dispatcher stopped on its own".into()))
+                    }));
+                    break;
+                }
                 ev = ev_rx.recv() => match ev {
                     Some(SourceEvent::Scan(scan)) => {
                         // Recorded here, in arrival order; answered concurrently.
@@ -258,12 +317,9 @@ impl Daemon {
         if let Some(h) = health {
             let _ = h.await;
         }
-        let result = match dispatcher.await {
-            Ok(r) => r.map_err(DaemonError::from),
-            Err(e) => {
-                tracing::error!(event = "dispatcher_failed", error = %e, "dispatcher task failed");
-                Ok(())
-            }
+        let result = match dispatcher_ended {
+            Some(ended) => ended,
+            None => dispatcher_result(dispatcher.await),
         };
         if let Err(e) = self.ledger.flush().await {
             tracing::error!(event = "ledger_write_failed", error = %e, "the last audit records could not be written");
@@ -441,5 +497,27 @@ pub fn termination_signal() -> impl Future<Output = ()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicked dispatcher is a failure (exit 1, systemd restarts), never a clean stop.
+    #[tokio::test]
+    async fn a_panicked_dispatcher_is_a_failure() {
+        let joined = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("dispatcher bug");
+            }
+            Ok::<(), LedgerError>(())
+        })
+        .await;
+        assert!(matches!(
+            dispatcher_result(joined),
+            Err(DaemonError::Dispatcher(_))
+        ));
+        assert!(dispatcher_result(Ok(Ok(()))).is_ok());
     }
 }

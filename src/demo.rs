@@ -4,8 +4,8 @@
 
 use crate::config::Config;
 use crate::daemon::{Daemon, DaemonError, termination_signal};
-use crate::outcome::Outcome;
 use crate::model::state::TillOutcome;
+use crate::outcome::Outcome;
 use crate::sim::pay::{CouponState, generate_key, pem};
 use crate::sim::{CardSim, PayIdentity, PaySim, SimCode};
 use std::io::Write;

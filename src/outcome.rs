@@ -1,8 +1,8 @@
 //! What the till is told about each scan, and the internal channels that carry it.
 
 use crate::clock::{self, Millis};
+use crate::model::code::Code;
 use crate::model::row::Row;
-use crate::mask::mask;
 use crate::model::state::{State, TillOutcome};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -13,7 +13,7 @@ pub struct Outcome {
     /// The ledger row; `None` only when the scan could not be recorded at all.
     pub id: Option<i64>,
     /// The full code for routed codes; masked for local refusals (payment codes, junk).
-    pub code: String,
+    pub code: Code,
     pub outcome: TillOutcome,
     pub state: Option<State>,
     pub reason: Option<String>,
@@ -36,7 +36,7 @@ impl Outcome {
     ) -> Self {
         Self {
             id: Some(row.id),
-            code: row.code.expose().to_string(),
+            code: row.code.clone(),
             outcome,
             state: Some(row.state),
             reason: row.reason.clone(),
@@ -53,7 +53,7 @@ impl Outcome {
         tracing::info!(
             event = "outcome",
             id = self.id,
-            code = %mask(&self.code),
+            code = %self.code,
             outcome = %self.outcome,
             state = self.state.map(State::as_str),
             reason = self.reason.as_deref(),

@@ -3,6 +3,7 @@
 use crate::clock::{self, Millis};
 use crate::ledger::Row;
 use crate::ledger::store::{self, Filter};
+use crate::model::code::Code;
 use chrono::{Local, NaiveDate, TimeZone};
 use serde::Serialize;
 use std::io::Write;
@@ -11,7 +12,7 @@ use std::io::Write;
 #[derive(Debug, Clone, Serialize)]
 pub struct LogEntry {
     pub id: i64,
-    pub code: String,
+    pub code: Code,
     pub api: Option<&'static str>,
     pub state: &'static str,
     pub reason: Option<String>,
@@ -44,7 +45,7 @@ impl From<&Row> for LogEntry {
     fn from(r: &Row) -> Self {
         LogEntry {
             id: r.id,
-            code: r.code.expose().to_string(),
+            code: r.code.clone(),
             api: r.api,
             state: r.state.as_str(),
             reason: r.reason.clone(),
@@ -134,7 +135,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
     for e in entries {
         let fields: [String; 19] = [
             e.id.to_string(),
-            e.code.clone(),
+            e.code.expose().to_string(),
             e.api.unwrap_or("").into(),
             e.state.into(),
             e.reason.clone().unwrap_or_default(),

@@ -2,10 +2,10 @@
 //! operations, including closing and reopening the database, must leave the SQLite ledger
 //! agreeing with a model written straight from the rules.
 
-use crate::model::code::Code;
 use super::schema::open_rw;
 use super::store::{self, NewScan, Refusal, Retry};
 use crate::config::Api;
+use crate::model::code::Code;
 use crate::model::state::{Settle, State, TillOutcome};
 use crate::route::Routed;
 use proptest::prelude::*;
@@ -20,6 +20,8 @@ enum Kind {
     Retry,
     Unknown,
     Review,
+    /// A redeeming call that never left; the flag the try read before it.
+    NotSent(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ enum Op {
     Settle(u8, Kind),
     ExpireAll,
     Reopen,
+    /// The start-up sweep, with whether the route may go offline.
+    RefuseUnanswered(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Kind::Retry),
         Just(Kind::Unknown),
         Just(Kind::Review),
+        any::<bool>().prop_map(Kind::NotSent),
     ];
     prop_oneof![
         4 => code.clone().prop_map(Op::Scan),
@@ -52,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (code, kind).prop_map(|(c, k)| Op::Settle(c, k)),
         1 => Just(Op::ExpireAll),
         1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(Op::RefuseUnanswered),
     ]
 }
 
@@ -60,6 +66,9 @@ struct Model {
     state: State,
     unconfirmed: bool,
     accepted_offline: bool,
+    /// The till was told something for the row's first read (or for the rescan that
+    /// started it over).
+    answered: bool,
     scans: i64,
     /// WeChat confirmed a redemption at some point (redeemed_at is set).
     redeemed: bool,
@@ -81,6 +90,10 @@ fn settle_for(k: Kind) -> Settle {
         },
         Kind::Review => Settle::NeedsReview {
             reason: "person".into(),
+        },
+        Kind::NotSent(before) => Settle::NotSent {
+            reason: "refused".into(),
+            unconfirmed_before: before,
         },
     }
 }
@@ -115,6 +128,7 @@ fn model_settle(m: &mut Model, k: Kind) {
             m.state = Review;
             m.unconfirmed = false;
         }
+        Kind::NotSent(before) => m.unconfirmed = before,
     }
 }
 
@@ -148,7 +162,7 @@ proptest! {
             match op {
                 Op::Scan(i) => {
                     let c = code(i);
-                    let rec = store::record_scan(&mut conn, &NewScan { code: &c, routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None }).unwrap();
+                    let rec = store::record_scan(&mut conn, &NewScan { code: &Code::new(c.as_str()), routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None }).unwrap();
                     let stored = store::get(&conn, rec.row.id).unwrap();
                     prop_assert_eq!(Some(&rec.row), stored.as_ref(), "the row handed back is the row stored");
                     match model.get_mut(&c) {
@@ -156,10 +170,23 @@ proptest! {
                             prop_assert!(rec.rescan.is_some());
                             prop_assert_eq!(rec.row.id, *id);
                             m.scans += 1;
+                            // A refused row starts over (its flag kept); an unanswered
+                            // queued one is answered as a first read.
+                            let starts_over = match m.state {
+                                State::Cancelled => {
+                                    m.state = State::Queued;
+                                    m.answered = false;
+                                    m.accepted_offline = false;
+                                    true
+                                }
+                                State::Queued => !m.answered,
+                                _ => false,
+                            };
+                            prop_assert_eq!(rec.reopened, starts_over, "reopened");
                         }
                         None => {
                             prop_assert!(rec.rescan.is_none());
-                            model.insert(c, (rec.row.id, Model { state: State::Queued, unconfirmed: false, accepted_offline: false, scans: 1, redeemed: false }));
+                            model.insert(c, (rec.row.id, Model { state: State::Queued, unconfirmed: false, accepted_offline: false, answered: false, scans: 1, redeemed: false }));
                         }
                     }
                 }
@@ -170,8 +197,10 @@ proptest! {
                 Op::DecideOffline(i, allowed) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
                     let (outcome, _) = store::decide_offline(&mut conn, *id, allowed, 10_000, at).unwrap();
+                    let first_answer = !m.answered;
+                    m.answered = true;
                     let expected = match m.state {
-                        State::Queued if allowed => { m.accepted_offline = true; TillOutcome::AcceptedOffline }
+                        State::Queued if allowed => { m.accepted_offline |= first_answer; TillOutcome::AcceptedOffline }
                         State::Queued => { m.state = State::Cancelled; TillOutcome::RefusedOffline }
                         State::Redeemed => TillOutcome::Redeemed,
                         State::Rejected | State::Review => TillOutcome::Rejected,
@@ -206,6 +235,14 @@ proptest! {
                     drop(conn);
                     conn = open_rw(&path).unwrap();
                 }
+                Op::RefuseUnanswered(allowed) => {
+                    store::refuse_unanswered(&mut conn, &|_| allowed, at, at).unwrap();
+                    for (_, m) in model.values_mut() {
+                        if m.state == State::Queued && !m.answered && !allowed {
+                            m.state = State::Cancelled;
+                        }
+                    }
+                }
             }
             // Compare every row.
             for (c, (id, m)) in &model {
@@ -217,6 +254,8 @@ proptest! {
                 let rescans: i64 = conn.query_row("SELECT count(*) FROM scans WHERE redemption_id = ?1", [*id], |r| r.get(0)).unwrap();
                 prop_assert_eq!(rescans, m.scans - 1, "every read but the first has its scans entry");
                 prop_assert_eq!(row.redeemed_at.is_some(), m.redeemed);
+                prop_assert_eq!(row.till_outcome.is_some(), m.answered, "till answer of {}", c);
+                prop_assert_eq!(row.snapshot().accepted_offline, m.accepted_offline, "accepted offline: {}", c);
             }
             let all = store::list(&conn, &store::Filter::default()).unwrap();
             prop_assert_eq!(all.len() as i64, model.len() as i64 + refusals);
@@ -255,7 +294,7 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
         let r = store::record_scan(
             &mut conn,
             &NewScan {
-                code: &c,
+                code: &Code::new(c.as_str()),
                 // Every other row is a coupon's: they must not take the card rows' places.
                 routed: if i % 2 == 0 { &routed } else { &coupon },
                 scanner: "s",

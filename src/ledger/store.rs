@@ -5,8 +5,8 @@
 
 use crate::clock::Millis;
 use crate::config::Api;
-use crate::model::code::Code;
 use crate::model::backoff;
+use crate::model::code::Code;
 use crate::model::state::{self, Schedule, Settle, State, TillOutcome};
 use crate::route::Routed;
 use rusqlite::{
@@ -18,6 +18,15 @@ use std::ops::Deref;
 use std::time::Duration;
 
 pub type Result<T> = rusqlite::Result<T>;
+
+/// The rows the dispatcher still works on, in SQL: `model::state::needs_work`. It is also
+/// the `WHERE` of the partial index `redemptions_pending` (schema migration 5), which the
+/// queries that name the index must repeat to the letter.
+macro_rules! needs_work {
+    () => {
+        "(state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1))"
+    };
+}
 
 pub use crate::model::row::Row;
 
@@ -162,7 +171,7 @@ fn get_in(conn: &Connection, id: i64) -> Result<Row> {
 /// A scan that routed to an API.
 #[derive(Debug, Clone)]
 pub struct NewScan<'a> {
-    pub code: &'a str,
+    pub code: &'a Code,
     pub routed: &'a Routed,
     pub scanner: &'a str,
     pub till: &'a str,
@@ -176,10 +185,17 @@ pub struct NewScan<'a> {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub row: Row,
-    /// The code was already in the ledger and this read is a duplicate: its entry in
-    /// `scans`. `None` for a new code, whose first read is the row itself.
+    /// The code was already in the ledger: this read's entry in `scans`. `None` for a new
+    /// code, whose first read is the row itself.
     pub rescan: Option<i64>,
+    /// This read of a known code is answered as a first read would be, not as a duplicate:
+    /// the row was refused at the till (cancelled) and is queued again by this commit, or it
+    /// is queued and its first read never got an answer.
+    pub reopened: bool,
 }
+
+/// Why a rescan put a refused row back in the queue, for its `note`.
+pub const REOPENED_BY_RESCAN: &str = "scanned again after the till had refused it";
 
 /// Records a scan of a routed code: a new row, or one more read of a known one.
 pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
@@ -195,7 +211,7 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
         ))?
         .query_row(
             params![
-                s.code,
+                s.code.expose(),
                 s.routed.api.as_str(),
                 s.routed.route as i64,
                 s.routed.card_id,
@@ -213,24 +229,93 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
     let recorded = match inserted {
         // The row holds the first read (scanner, aim_id, scanned_at, till_outcome): a
         // `scans` entry would repeat it and cost the commit one more page.
-        Some(row) => Recorded { row, rescan: None },
+        Some(row) => Recorded {
+            row,
+            rescan: None,
+            reopened: false,
+        },
         None => {
-            let row = tx
+            let mut row = tx
                 .prepare_cached(&format!(
                     "UPDATE redemptions SET scans = scans + 1 \
                      WHERE code = ?1 AND api IS NOT NULL RETURNING {COLUMNS}"
                 ))?
-                .query_row([s.code], read_row)?;
+                .query_row([s.code.expose()], read_row)?;
             let scan_id = insert_rescan(&tx, row.id, s.scanner, s.aim_id, s.at)?;
+            let reopened = match row.state {
+                // Refused at the till, so the customer was turned away: this read starts
+                // over. The unconfirmed flag stays, so a call that may have gone out is
+                // resolved before anything is sent again.
+                State::Cancelled => {
+                    row = reopen(&tx, row.id, s.at)?;
+                    true
+                }
+                State::Queued => row.till_outcome.is_none(),
+                _ => false,
+            };
             Recorded {
                 row,
                 rescan: Some(scan_id),
+                reopened,
             }
         }
     };
     tx.commit()?;
     Ok(recorded)
 }
+
+/// Queues a cancelled row again, due now, with no till answer yet: the next answer given
+/// for it is its first again (so a later refusal by WeChat after an offline acceptance
+/// goes to review, as for any offline acceptance).
+fn reopen(conn: &Connection, id: i64, at: Millis) -> Result<Row> {
+    conn.prepare_cached(&format!(
+        "UPDATE redemptions SET state = 'queued', till_outcome = NULL, reason = NULL, \
+         next_attempt_at = ?2, updated_at = ?2, note = ?3 WHERE id = ?1 RETURNING {COLUMNS}"
+    ))?
+    .query_row(params![id, at, REOPENED_BY_RESCAN], read_row)
+}
+
+/// At start: rows whose first read never got an answer (the process died while the
+/// cashier waited) and that may not be accepted offline are refused, as the till would have
+/// refused them: nobody was told they were accepted, and the customer may be gone.
+/// `offline_allowed` says it per route index. The unconfirmed flag stays, so a call that may
+/// have gone out is only asked about. Returns the rows refused.
+pub fn refuse_unanswered(
+    conn: &mut Connection,
+    offline_allowed: &dyn Fn(Option<i64>) -> bool,
+    before: Millis,
+    at: Millis,
+) -> Result<Vec<Row>> {
+    let tx = immediate(conn)?;
+    let unanswered: Vec<Row> = {
+        let mut stmt = tx.prepare(&format!(
+            concat!(
+                "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_pending WHERE ",
+                needs_work!(),
+                " AND state = 'queued' AND till_outcome IS NULL AND scanned_at < ?1 ORDER BY id"
+            ),
+            COLUMNS = COLUMNS
+        ))?;
+        stmt.query_map([before], read_row)?
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut refused = Vec::new();
+    for row in unanswered {
+        if offline_allowed(row.route) {
+            continue;
+        }
+        exec(
+            &tx,
+            "UPDATE redemptions SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
+            params![row.id, REFUSED_UNANSWERED, at],
+        )?;
+        refused.push(get_in(&tx, row.id)?);
+    }
+    tx.commit()?;
+    Ok(refused)
+}
+
+pub const REFUSED_UNANSWERED: &str = "refused at start: redeemd stopped before the till was answered, and this code may not be accepted offline";
 
 fn insert_rescan(
     conn: &Connection,
@@ -363,9 +448,12 @@ pub fn due(
     // SQLite sorts the whole backlog on every dispatcher turn. The API is part of the query:
     // filtered afterwards, another API's rows in between would take the LIMIT's places.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_pending \
-         WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
-         AND api = ?3 AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+        concat!(
+            "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_pending WHERE ",
+            needs_work!(),
+            " AND api = ?3 AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+        ),
+        COLUMNS = COLUMNS
     ))?;
     // Over-fetch by the excluded count so rows already in flight do not starve the rest.
     let fetch = (limit + exclude.len()) as i64;
@@ -391,9 +479,11 @@ pub fn next_due_after(conn: &Connection, apis: &[Api], now: Millis) -> Result<Op
     for api in apis {
         let t: Option<Millis> = one(
             conn,
-            "SELECT min(next_attempt_at) FROM redemptions \
-             WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
-             AND api = ?1 AND next_attempt_at > ?2",
+            concat!(
+                "SELECT min(next_attempt_at) FROM redemptions WHERE ",
+                needs_work!(),
+                " AND api = ?1 AND next_attempt_at > ?2"
+            ),
             params![api.as_str(), now],
         )?;
         best = match (best, t) {
@@ -593,8 +683,11 @@ pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec
     // not a write transaction (each commit is an fsync).
     let any: bool = one(
         conn,
-        "SELECT EXISTS(SELECT 1 FROM redemptions \
-         WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) AND scanned_at < ?1)",
+        concat!(
+            "SELECT EXISTS(SELECT 1 FROM redemptions WHERE ",
+            needs_work!(),
+            " AND scanned_at < ?1)"
+        ),
         [cutoff],
     )?;
     if !any {
@@ -603,9 +696,12 @@ pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec
     let tx = immediate(conn)?;
     let old: Vec<Row> = {
         let mut stmt = tx.prepare(&format!(
-            "SELECT {COLUMNS} FROM redemptions \
-             WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
-             AND scanned_at < ?1 ORDER BY id"
+            concat!(
+                "SELECT {COLUMNS} FROM redemptions WHERE ",
+                needs_work!(),
+                " AND scanned_at < ?1 ORDER BY id"
+            ),
+            COLUMNS = COLUMNS
         ))?;
         stmt.query_map([cutoff], read_row)?
             .collect::<Result<Vec<_>>>()?
@@ -630,8 +726,10 @@ pub fn expire(conn: &mut Connection, now: Millis, max_age_ms: i64) -> Result<Vec
 pub fn next_expiry_at(conn: &Connection, max_age_ms: i64) -> Result<Option<Millis>> {
     let oldest: Option<Millis> = one(
         conn,
-        "SELECT min(scanned_at) FROM redemptions \
-         WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)",
+        concat!(
+            "SELECT min(scanned_at) FROM redemptions WHERE ",
+            needs_work!()
+        ),
         [],
     )?;
     Ok(oldest.map(|t| t + max_age_ms))
@@ -641,9 +739,11 @@ pub fn next_expiry_at(conn: &Connection, max_age_ms: i64) -> Result<Option<Milli
 /// the backlog drains at once and in scan order instead of each waiting out its backoff.
 pub fn fast_forward(conn: &mut Connection, api: Api, now: Millis) -> Result<usize> {
     conn.execute(
-        "UPDATE redemptions SET next_attempt_at = ?1 \
-         WHERE (state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1)) \
-         AND api = ?2 AND next_attempt_at > ?1",
+        concat!(
+            "UPDATE redemptions SET next_attempt_at = ?1 WHERE ",
+            needs_work!(),
+            " AND api = ?2 AND next_attempt_at > ?1"
+        ),
         params![now, api.as_str()],
     )
 }

@@ -4,10 +4,10 @@
 //! through serialization (the local API and `redeemd log --json`, which carry full codes).
 
 use crate::mask::mask;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Code(String);
 

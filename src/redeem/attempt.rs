@@ -6,8 +6,8 @@ use crate::clock::SharedClock;
 use crate::ledger::store::{self, CallLog, CallRecord, Confirmation};
 use crate::ledger::{Ledger, LedgerError, Row};
 use crate::metrics::Metrics;
-use crate::redeem::Ctx;
 use crate::model::state::Settle;
+use crate::redeem::Ctx;
 use crate::redeem::verdict::{Health, Step, Verdict};
 use std::time::Duration;
 

@@ -73,9 +73,8 @@ pub fn after_consume(unconfirmed_before: bool, answer: &Answer<ConsumeReply>) ->
 /// A failed answer. `redeeming`: the call was a consume, with the row's flag before it.
 fn failure<T>(answer: &Answer<T>, redeeming: Option<bool>) -> Verdict {
     let health = health(answer);
-    let retry = |reason: String, throttled| {
-        Verdict::settle(Settle::Retry { reason, throttled }, health)
-    };
+    let retry =
+        |reason: String, throttled| Verdict::settle(Settle::Retry { reason, throttled }, health);
     // A call that never left: for a consume, the row's flag goes back.
     let not_sent = |reason: String| match redeeming {
         Some(unconfirmed_before) => Settle::NotSent {
@@ -150,9 +149,7 @@ pub fn health<T>(answer: &Answer<T>) -> Health {
     match answer {
         Answer::Ok { .. } => Health::Healthy,
         Answer::Errcode { errcode, .. } => match classify_card(*errcode) {
-            CardClass::Throttled | CardClass::Busy | CardClass::Unrecognised => {
-                Health::Congested
-            }
+            CardClass::Throttled | CardClass::Busy | CardClass::Unrecognised => Health::Congested,
             _ => Health::Healthy,
         },
         Answer::Lost {

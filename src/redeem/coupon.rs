@@ -36,7 +36,7 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
     };
     let unconfirmed = row.unconfirmed;
     let req = UseRequest {
-        coupon_code: row.code.expose().to_string(),
+        coupon_code: row.code.clone(),
         stock_id: row.stock_id.clone(),
         appid: api.appid().to_string(),
         use_time,

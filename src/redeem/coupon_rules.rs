@@ -345,7 +345,13 @@ mod tests {
     fn no_use_is_sent_for_a_cancelled_row_or_one_without_its_request_no() {
         let req = || Some(("RD1".to_string(), "2026-12-01T10:00:00+08:00".to_string()));
         assert!(before_use(Queued, req()).is_ok());
-        assert!(matches!(before_use(Cancelled, req()), Err(Settle::NeedsReview { .. })));
-        assert!(matches!(before_use(Queued, None), Err(Settle::NeedsReview { .. })));
+        assert!(matches!(
+            before_use(Cancelled, req()),
+            Err(Settle::NeedsReview { .. })
+        ));
+        assert!(matches!(
+            before_use(Queued, None),
+            Err(Settle::NeedsReview { .. })
+        ));
     }
 }

@@ -6,6 +6,7 @@ use crate::clock::Millis;
 use crate::config::Api;
 use crate::ledger::store;
 use crate::ledger::{LedgerError, Row};
+use crate::model::state::{self, State};
 use crate::outcome::{Bus, log_settled};
 use crate::redeem::aimd::Aimd;
 use crate::redeem::attempt::TryEnd;
@@ -13,7 +14,6 @@ use crate::redeem::card::try_card;
 use crate::redeem::coupon::try_coupon;
 use crate::redeem::prefetch::{Prefetch, Prefetcher};
 use crate::redeem::verdict::Health;
-use crate::model::state::{self, State};
 use crate::redeem::{Ctx, NewRow, NewRowsRx};
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::PayApi;
@@ -472,7 +472,7 @@ mod tests {
                 store::record_scan(
                     c,
                     &NewScan {
-                        code,
+                        code: &code.into(),
                         routed: &routed,
                         scanner: "s",
                         till: "t",

@@ -9,14 +9,16 @@ use crate::config::{Api, Config};
 use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Durable, Ledger, LedgerError, Row};
 use crate::mask::mask_raw;
+use crate::model::code::Code;
+use crate::model::state::{State, TillOutcome};
 use crate::outcome::{Bus, Outcome};
 use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::prefetch::Prefetcher;
-use crate::model::state::{State, TillOutcome};
 use crate::redeem::{NewRow, NewRows};
 use crate::route::{self, Decision};
 use crate::scanner::frame::Frame;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -34,6 +36,10 @@ pub struct Intake {
     /// Sends card checks ahead (None without a card API).
     pub prefetch: Option<Prefetcher>,
     pub bus: Bus,
+    /// Rows whose first read is waiting for its answer in this process. A rescan of an
+    /// unanswered row is a duplicate while its first read still waits, and is answered
+    /// anew once nobody waits for it (the process that recorded it died).
+    waiting: Arc<Mutex<HashSet<i64>>>,
 }
 
 /// A recorded scan whose answer may still depend on WeChat.
@@ -42,13 +48,58 @@ pub enum Pending {
     Waiting {
         row: Box<Row>,
         scan: Scan,
+        /// The `scans` entry of a rescan answered anew, to note its answer on.
+        rescan: Option<i64>,
         offline_allowed: bool,
         settled: broadcast::Receiver<Row>,
         started: Instant,
+        _waiter: Waiter,
     },
 }
 
+/// Marks a row as waited for, while it lives.
+pub struct Waiter {
+    id: i64,
+    waiting: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&self.id);
+        }
+    }
+}
+
 impl Intake {
+    pub fn new(
+        ledger: Ledger,
+        clock: SharedClock,
+        config: Arc<Config>,
+        new_rows: NewRows,
+        prefetch: Option<Prefetcher>,
+        bus: Bus,
+    ) -> Intake {
+        Intake {
+            ledger,
+            clock,
+            config,
+            new_rows,
+            prefetch,
+            bus,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Registers a waiter for `id`; `None` if one waits already.
+    fn wait_for(&self, id: i64) -> Option<Waiter> {
+        let mut w = self.waiting.lock().ok()?;
+        w.insert(id).then(|| Waiter {
+            id,
+            waiting: self.waiting.clone(),
+        })
+    }
+
     /// Commits the scan to the ledger. Call in arrival order.
     pub async fn record(&self, scan: Scan) -> Pending {
         let code = match &scan.frame {
@@ -65,7 +116,9 @@ impl Intake {
         };
         let routed = match route::route(code.expose(), &self.config.routes) {
             Decision::Refuse(reason) => {
-                return self.refuse(&scan, code.masked(), reason.into(), aim_id).await;
+                return self
+                    .refuse(&scan, code.masked(), reason.into(), aim_id)
+                    .await;
             }
             Decision::Route(r) => r,
         };
@@ -92,7 +145,7 @@ impl Intake {
             store::record_scan(
                 c,
                 &NewScan {
-                    code: code.expose(),
+                    code: &code,
                     routed: &r,
                     scanner: &scanner,
                     till: &till,
@@ -122,14 +175,19 @@ impl Intake {
         if let Some(c) = check.as_mut() {
             c.belongs_to(recorded.row.id);
         }
-        if let Some(scan_id) = recorded.rescan {
+        // A known code is a duplicate, unless its row starts over (refused before, or never
+        // answered and nobody waits for it any more).
+        let waiter = match recorded.rescan {
+            None => self.wait_for(recorded.row.id),
+            Some(_) if recorded.reopened => self.wait_for(recorded.row.id),
+            Some(_) => None,
+        };
+        if let (Some(scan_id), None) = (recorded.rescan, &waiter) {
             if let Err(e) = Self::on_disk(durable).await {
                 return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
             }
             let row = recorded.row;
-            self.ledger.submit("till answer", move |c| {
-                store::note_rescan_outcome(c, scan_id, TillOutcome::Duplicate)
-            });
+            self.note_rescan(scan_id, TillOutcome::Duplicate);
             let mut out = self.outcome(&row, TillOutcome::Duplicate, &scan);
             out.reason = Some(duplicate_reason(&row));
             return Pending::Answered(out);
@@ -142,12 +200,18 @@ impl Intake {
         if let Err(e) = Self::on_disk(durable).await {
             return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
         }
+        let Some(waiter) = waiter else {
+            // Cannot happen for a new row (its id is new); answer as the ledger has it.
+            return Pending::Answered(self.outcome(&recorded.row, TillOutcome::Duplicate, &scan));
+        };
         Pending::Waiting {
             row: Box::new(recorded.row),
+            rescan: recorded.rescan,
             offline_allowed: self.config.offline.accept && routed.offline,
             scan,
             settled,
             started,
+            _waiter: waiter,
         }
     }
 
@@ -162,15 +226,25 @@ impl Intake {
 
     /// Waits for WeChat up to `online_wait`, then answers.
     pub async fn answer(&self, pending: Pending) -> Outcome {
-        let (row, scan, offline_allowed, mut settled, started) = match pending {
+        let (row, scan, rescan, offline_allowed, mut settled, started, _waiter) = match pending {
             Pending::Answered(o) => return o,
             Pending::Waiting {
                 row,
                 scan,
+                rescan,
                 offline_allowed,
                 settled,
                 started,
-            } => (row, scan, offline_allowed, settled, started),
+                _waiter,
+            } => (
+                row,
+                scan,
+                rescan,
+                offline_allowed,
+                settled,
+                started,
+                _waiter,
+            ),
         };
         let id = row.id;
         let deadline = started + self.config.offline.online_wait;
@@ -194,7 +268,7 @@ impl Intake {
         if let Some(r) = early
             && let Some(outcome) = store::till_outcome_of(r.state)
         {
-            self.note_answer(id, outcome);
+            self.note_answer(id, rescan, outcome);
             return self.outcome(&r, outcome, &scan);
         }
         let max_pending = self.config.offline.max_pending;
@@ -204,17 +278,31 @@ impl Intake {
             .call(move |c| store::decide_offline(c, id, offline_allowed, max_pending, at))
             .await
         {
-            Ok((outcome, row)) => self.outcome(&row, outcome, &scan),
+            Ok((outcome, row)) => {
+                if let Some(scan_id) = rescan {
+                    self.note_rescan(scan_id, outcome);
+                }
+                self.outcome(&row, outcome, &scan)
+            }
             Err(e) => self.unrecorded(&scan, &e.to_string()),
         }
     }
 
-    /// Notes what the till was told for a code's first read. The cashier is not kept
-    /// waiting for this commit: the row's state already holds the truth, and this is the
-    /// record of the answer shown.
-    fn note_answer(&self, id: i64, outcome: TillOutcome) {
+    /// Notes what the till was told for a code's first read (and for the rescan that
+    /// started its row over). The cashier is not kept waiting for this commit: the row's
+    /// state already holds the truth, and this is the record of the answer shown.
+    fn note_answer(&self, id: i64, rescan: Option<i64>, outcome: TillOutcome) {
         self.ledger.submit("till answer", move |c| {
             store::note_till_outcome(c, id, outcome)
+        });
+        if let Some(scan_id) = rescan {
+            self.note_rescan(scan_id, outcome);
+        }
+    }
+
+    fn note_rescan(&self, scan_id: i64, outcome: TillOutcome) {
+        self.ledger.submit("till answer", move |c| {
+            store::note_rescan_outcome(c, scan_id, outcome)
         });
     }
 
@@ -252,7 +340,7 @@ impl Intake {
             // Nothing to lose here: it was going to be refused anyway; the answer says so.
             Err(e) => Outcome {
                 id: None,
-                code: shown_code,
+                code: Code::new(shown_code),
                 outcome: TillOutcome::Rejected,
                 state: Some(State::Rejected),
                 reason: Some(format!("{reason} ({CANNOT_RECORD}: {e})")),
@@ -274,7 +362,7 @@ impl Intake {
         };
         Outcome {
             id: None,
-            code,
+            code: Code::new(code),
             outcome: TillOutcome::RefusedOffline,
             state: None,
             reason: Some(format!("{CANNOT_RECORD}: {error}")),

@@ -11,8 +11,8 @@ pub mod stdin;
 
 use crate::clock::SharedClock;
 use crate::config::{ScannerConfig, ScannerKind};
-use crate::outcome::Outcome;
 use crate::model::scan::Scan;
+use crate::outcome::Outcome;
 use frame::Framer;
 use hidpos::HidPosDecoder;
 use keyboard::KeyboardDecoder;

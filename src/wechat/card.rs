@@ -3,6 +3,7 @@
 //! Transport only: it sends, reads, and refreshes the token once on 40001/40014/42001. What
 //! an answer means for a redemption is decided in `redeem::card`.
 
+use crate::model::code::Code;
 use crate::wechat::errors::{CardClass, classify_card};
 use crate::wechat::token::{TokenError, TokenManager, describe_transport};
 use serde::Deserialize;
@@ -52,7 +53,7 @@ pub struct ConsumeReply {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DecryptReply {
-    pub code: String,
+    pub code: Code,
 }
 
 pub struct CardApi {

@@ -5,6 +5,7 @@
 //! `redeem::coupon`.
 
 use crate::clock::SharedClock;
+use crate::model::code::Code;
 use crate::wechat::pay_sign::{MerchantAuth, SignedHeaders, Verifier};
 use crate::wechat::token::describe_transport;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ const PREFER_BACKUP_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UseRequest {
-    pub coupon_code: String,
+    pub coupon_code: Code,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stock_id: Option<String>,
     pub appid: String,
