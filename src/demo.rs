@@ -176,7 +176,7 @@ listen = "{listen}"
                 Ok(r) = settled.recv() => {
                     // Only later changes: the answer itself is printed above.
                     if r.till_outcome == Some(TillOutcome::AcceptedOffline) {
-                        println!("  later: #{} {} is now {}", r.id, r.code, r.state);
+                        println!("  later: #{} {} is now {}", r.id, r.code.expose(), r.state);
                     }
                 }
                 else => break,
@@ -202,5 +202,5 @@ fn print_outcome(o: &Outcome) {
         .as_deref()
         .map(|r| format!(" — {r}"))
         .unwrap_or_default();
-    println!("{mark}: {} ({} ms){reason}", o.code, o.latency_ms);
+    println!("{mark}: {} ({} ms){reason}", o.code.expose(), o.latency_ms);
 }

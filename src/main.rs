@@ -506,14 +506,13 @@ fn summary(path: PathBuf, day: Option<String>) -> ExitCode {
     };
     let now = chrono::Utc::now().timestamp_millis();
     let day = day.unwrap_or_else(|| "today".into());
-    let start = match report::parse_when(&day, now) {
-        Ok(s) if day == "today" || day.len() == 10 => s,
-        _ => {
-            eprintln!("redeemd summary: --day {day:?}: use YYYY-MM-DD");
+    let (start, end) = match report::day_bounds(&day, now, &chrono::Local) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("redeemd summary: --day: {e}");
             return ExitCode::from(2);
         }
     };
-    let end = start + 86_400_000;
     match report::summary(&conn, &config, start, end) {
         Ok(text) => finish_output(
             "redeemd",

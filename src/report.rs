@@ -80,18 +80,8 @@ pub fn parse_when(text: &str, now: Millis) -> Result<Millis, String> {
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_millis());
     }
-    let date = if t == "today" {
-        Some(Local::now().date_naive())
-    } else {
-        NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()
-    };
-    if let Some(d) = date {
-        let midnight = d.and_hms_opt(0, 0, 0).ok_or("invalid date")?;
-        return Local
-            .from_local_datetime(&midnight)
-            .earliest()
-            .map(|dt| dt.timestamp_millis())
-            .ok_or_else(|| format!("{t:?} does not exist in the local time zone"));
+    if let Some(d) = parse_day(t, now, &Local) {
+        return start_of_day(d, &Local);
     }
     match crate::duration::parse(t) {
         Ok(d) => Ok(now - d.as_millis() as i64),
@@ -99,6 +89,45 @@ pub fn parse_when(text: &str, now: Millis) -> Result<Millis, String> {
             "{t:?} is not a time: use RFC 3339 (2026-11-22T09:00:00+08:00), a date (2026-11-22), \"today\", or a duration ago (2h)"
         )),
     }
+}
+
+/// A day as a person names it: "today" (in `tz`, at `now`) or exactly `YYYY-MM-DD`.
+fn parse_day<Tz: TimeZone>(text: &str, now: Millis, tz: &Tz) -> Option<NaiveDate> {
+    if text == "today" {
+        return tz
+            .timestamp_millis_opt(now)
+            .single()
+            .map(|t| t.date_naive());
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .filter(|d| d.format("%Y-%m-%d").to_string() == text)
+}
+
+/// The first instant of `day` in `tz`: midnight, or the first hour after it where a
+/// daylight-saving change skips midnight.
+fn start_of_day<Tz: TimeZone>(day: NaiveDate, tz: &Tz) -> Result<Millis, String> {
+    (0..3)
+        .find_map(|h| {
+            let t = day.and_hms_opt(h, 0, 0)?;
+            tz.from_local_datetime(&t).earliest()
+        })
+        .map(|dt| dt.timestamp_millis())
+        .ok_or_else(|| format!("{day} has no start in the local time zone"))
+}
+
+/// The local day `text` names ("today" at `now`, or `YYYY-MM-DD`) as `[start, end)` in
+/// milliseconds, from its midnight to the next day's: a daylight-saving day has 23 or 25
+/// hours.
+pub fn day_bounds<Tz: TimeZone>(
+    text: &str,
+    now: Millis,
+    tz: &Tz,
+) -> Result<(Millis, Millis), String> {
+    let day = parse_day(text.trim(), now, tz)
+        .ok_or_else(|| format!("{text:?} is not a day: use YYYY-MM-DD or \"today\""))?;
+    let next = day.succ_opt().ok_or("the day after that does not exist")?;
+    Ok((start_of_day(day, tz)?, start_of_day(next, tz)?))
 }
 
 pub fn load(conn: &rusqlite::Connection, filter: &Filter) -> rusqlite::Result<Vec<LogEntry>> {
@@ -179,7 +208,7 @@ pub fn write_table(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Resul
             e.scanned_at,
             e.state,
             e.api.unwrap_or("-"),
-            e.code,
+            e.code.expose(),
             e.scans,
             e.attempts,
             e.reason.as_deref().unwrap_or("")
@@ -232,6 +261,28 @@ pub fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_is_exactly_a_date_or_today_on_the_given_clock() {
+        let tz = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+        // 2026-11-30T20:00:00Z is already 1 December in Shanghai.
+        let now = 1_796_068_800_000;
+        let (start, end) = day_bounds("today", now, &tz).unwrap();
+        assert_eq!(start, 1_796_054_400_000, "1 December 00:00 +08:00");
+        assert_eq!(end - start, 86_400_000);
+        assert_eq!(day_bounds("2026-12-01", 0, &tz).unwrap(), (start, end));
+        for bad in [
+            "123456789s",
+            "2026-1-05",
+            "2026-13-01",
+            "2026-12-1 ",
+            "yesterday",
+            "2026/12/01",
+            "",
+        ] {
+            assert!(day_bounds(bad, now, &tz).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn when_formats() {

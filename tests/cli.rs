@@ -281,3 +281,79 @@ fn the_daemon_keeps_running_when_its_only_scanner_input_ends() {
     assert!(d.events().iter().all(|e| e["event"] != "stopped"));
     d.kill9();
 }
+
+/// `summary --day` takes exactly a date (or "today"), and a day is from its midnight to the
+/// next: 29 March 2026 in Berlin has 23 hours, so a scan at 00:30 on the 30th is not in it.
+#[test]
+fn summary_days_follow_the_local_calendar() {
+    use redeemd::ledger::store::{self, NewScan};
+    use redeemd::model::api::Api;
+    use redeemd::model::code::Code;
+    use redeemd::route::Routed;
+    let till = Till::new(Setup::default());
+    let db = till.dir.path().join("ledger");
+    std::fs::create_dir_all(&db).unwrap();
+    let mut conn = redeemd::ledger::open_rw(&db.join("redeemd.db")).unwrap();
+    let at = |rfc: &str| {
+        chrono::DateTime::parse_from_rfc3339(rfc)
+            .unwrap()
+            .timestamp_millis()
+    };
+    for (i, when) in [
+        "2026-03-29T00:10:00+01:00",
+        "2026-03-29T23:50:00+02:00",
+        "2026-03-30T00:30:00+02:00",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let code = Code::new(format!("45000000001{i}"));
+        let routed = Routed {
+            code: code.clone(),
+            route: 0,
+            api: Api::Card,
+            card_id: None,
+            stock_id: None,
+            offline: true,
+        };
+        store::record_scan(
+            &mut conn,
+            &NewScan {
+                code: &code,
+                routed: &routed,
+                scanner: "front",
+                till: "store1-till1",
+                aim_id: None,
+                at: at(when),
+                use_request_no: None,
+                use_time: None,
+            },
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let summary = |day: &str| {
+        Command::new(bin())
+            .env("TZ", "Europe/Berlin")
+            .args(["summary", "--day", day, "--config"])
+            .arg(&till.config)
+            .output()
+            .unwrap()
+    };
+    let out = summary("2026-03-29");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim() == "queued     2"),
+        "two scans that day, not three: {text}"
+    );
+    assert!(text.contains(".. 2026-03-30T00:00:00.000+02:00"), "{text}");
+    for bad in ["123456789s", "2026-3-29", "2026-02-30"] {
+        let out = summary(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("YYYY-MM-DD"),
+            "{bad}"
+        );
+    }
+}
