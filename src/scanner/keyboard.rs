@@ -553,11 +553,40 @@ mod tests {
             }
         }
 
+        /// Any stream of well-formed events (keys, releases, autorepeat, SYN_DROPPED, other
+        /// event types): a frame ends only at a press of Enter, keypad Enter or Tab; a code is
+        /// never empty, never over the limit and never holds a control character; and what
+        /// was typed before a SYN_DROPPED never reaches the next frame.
         #[test]
-        fn structured_events_never_panic(events in proptest::collection::vec((0u16..3, 0u16..130, -1i32..4), 0..300)) {
-            let mut d = KeyboardDecoder::new(Layout::Us);
+        fn frames_end_only_at_a_terminator_and_hold_clean_codes(events in proptest::collection::vec((0u16..3, 0u16..130, -1i32..4), 0..300), layout in 0usize..4) {
+            let l = [Layout::Us, Layout::Uk, Layout::De, Layout::Fr][layout];
+            let mut d = KeyboardDecoder::new(l);
+            // Presses since the last frame or SYN_DROPPED: an upper bound on a frame's length.
+            let mut presses = 0usize;
             for (kind, code, value) in events {
-                let _ = d.event(InputEvent { kind, code, value });
+                let e = InputEvent { kind, code, value };
+                let frame = d.event(e);
+                let terminator = kind == EV_KEY && value == 1 && matches!(code, KEY_ENTER | KEY_KPENTER | KEY_TAB);
+                if kind == EV_SYN && code == SYN_DROPPED {
+                    presses = 0;
+                }
+                match frame {
+                    None => {
+                        if kind == EV_KEY && value == 1 && !terminator {
+                            presses += 1;
+                        }
+                    }
+                    Some(f) => {
+                        prop_assert!(terminator, "a frame at {e:?}");
+                        if let Frame::Code { code, .. } = &f {
+                            let c = code.expose();
+                            prop_assert!(!c.is_empty() && c.len() <= MAX_CODE_BYTES);
+                            prop_assert!(!c.chars().any(char::is_control), "{c:?}");
+                            prop_assert!(c.chars().count() <= presses, "{c:?} from {presses} presses");
+                        }
+                        presses = 0;
+                    }
+                }
             }
         }
     }
