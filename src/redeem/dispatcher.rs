@@ -362,7 +362,7 @@ impl Dispatcher {
                 let now = Instant::now().into_std();
                 match health {
                     Health::Congested => h.aimd.on_congestion(started.into_std(), now),
-                    Health::Healthy => h.aimd.on_success(now),
+                    Health::Healthy => h.aimd.on_success(started.into_std(), now),
                     Health::Down => {}
                 }
                 let healthy = health == Health::Healthy;
