@@ -14,14 +14,14 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
     let till = Till::new(Setup::default());
     let c = codes(50, 2);
     till.sim.add_codes(&c[..1]);
-    // A merchant coupon scanned yesterday and still waiting (this till has no WeChat Pay
-    // credentials, so it stays queued): the page's "pending" card counts the whole backlog.
+    // A merchant coupon accepted offline yesterday and still waiting (this till has no
+    // WeChat Pay credentials, so it stays queued): the page's "pending" card counts the whole backlog.
     {
         let conn = redeemd::ledger::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
         let yesterday = chrono::Utc::now().timestamp_millis() - 86_400_000 - 3_600_000;
         conn.execute(
-            "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at, next_attempt_at) \
-             VALUES ('BF0000000001', 'coupon', 'queued', 'front', 'till', ?1, ?1, ?1)",
+            "INSERT INTO redemptions (code, api, state, till_outcome, scanner, till, scanned_at, updated_at, next_attempt_at) \
+             VALUES ('BF0000000001', 'coupon', 'queued', 'accepted_offline', 'front', 'till', ?1, ?1, ?1)",
             [yesterday],
         )
         .unwrap();

@@ -410,3 +410,36 @@ fn sigterm_stops_even_with_an_event_stream_open() {
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("\"event\":\"stopped\""));
 }
+
+/// The test harness's event-stream reader: an event split across reads (inside a chunk,
+/// across chunks, inside the chunk-size line) is put back together; one that is not JSON
+/// is reported, not dropped.
+#[test]
+fn the_harness_reads_events_however_the_socket_splits_them() {
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    let events = b": keep-alive\n\nevent: scanner\ndata: {\"scanner\":\"front\",\n\ndata: {\"outcome\":\"redeemed\",\"code\":\"123456789001\"}\n\n";
+    // The events in two chunks, the second starting inside the first event's data line.
+    let cut = 40;
+    let mut wire = head.to_vec();
+    for part in [&events[..cut], &events[cut..]] {
+        wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        wire.extend_from_slice(part);
+        wire.extend_from_slice(b"\r\n");
+    }
+    for split in 1..wire.len() {
+        let mut s = SseStream::default();
+        let mut got = s.push(&wire[..split]);
+        got.extend(s.push(&wire[split..]));
+        assert_eq!(got.len(), 2, "split at {split}: {got:?}");
+        assert!(
+            got[0].as_ref().is_err_and(|e| e.contains("not JSON")),
+            "{got:?}"
+        );
+        let (name, v) = got[1].as_ref().expect("the second is JSON");
+        assert_eq!(
+            (name.as_str(), &v["outcome"]),
+            ("message", &json!("redeemed"))
+        );
+    }
+}

@@ -14,17 +14,16 @@
 //! commit failed has no row; its check is logged instead.
 
 use crate::clock::SharedClock;
+use crate::ledger::reader::Reader;
 use crate::ledger::store::{self, CallLog};
-use crate::ledger::{Ledger, OpenError, open_ro};
+use crate::ledger::{Ledger, OpenError};
 use crate::mask::mask;
 use crate::metrics::Metrics;
 use crate::redeem::attempt::timed;
 use crate::redeem::card_rules::record;
 use crate::wechat::card::{Answer, CardApi, GetReply};
-use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinHandle;
 
@@ -40,7 +39,7 @@ pub struct Prefetcher {
     api: Arc<CardApi>,
     ledger: Ledger,
     /// Asks whether a code is recorded already.
-    reader: Arc<Mutex<Connection>>,
+    reader: Arc<Reader>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
     /// Whether the card API answered the last try normally and is not paused (the
@@ -61,7 +60,7 @@ impl Prefetcher {
         Ok(Prefetcher {
             api,
             ledger,
-            reader: Arc::new(Mutex::new(open_ro(database)?)),
+            reader: Arc::new(Reader::open(database)?),
             clock,
             metrics,
             answering: Arc::new(AtomicBool::new(true)),
@@ -75,7 +74,7 @@ impl Prefetcher {
     /// Sends `code/get` (with `check_consume`) for a code about to be recorded, unless the
     /// card API is not answering or the code is recorded already.
     pub fn start(&self, code: &str, card_id: Option<&str>) -> Option<Prefetch> {
-        if !self.answering.load(Ordering::Relaxed) || self.maybe_recorded(code) {
+        if !self.answering.load(Ordering::Relaxed) || self.reader.maybe_recorded(code) {
             return None;
         }
         let shown = mask(code);
@@ -92,14 +91,6 @@ impl Prefetcher {
             shown,
             ledger: self.ledger.clone(),
         })
-    }
-
-    /// Whether the ledger holds `code` already; when it cannot tell, yes.
-    fn maybe_recorded(&self, code: &str) -> bool {
-        let Ok(reader) = self.reader.lock() else {
-            return true;
-        };
-        store::is_recorded(&reader, code).unwrap_or(true)
     }
 }
 
