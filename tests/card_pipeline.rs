@@ -405,12 +405,15 @@ fn a_consume_in_flight_when_the_till_refuses_goes_to_review() {
     });
     let code = "700000000071";
     till.sim.add_codes(&[code]);
+    // The consume commits at WeChat, and its answer waits until the till has refused.
+    let gate = redeemd::sim::http::Gate::default();
     till.sim
         .card
-        .update_faults(|f| f.consume_latency = Duration::from_millis(700));
+        .update_faults(|f| f.consume_gate = Some(gate.clone()));
     let d = till.start();
     till.pty.scan(code);
     assert_eq!(outcome_of(&d.outcome(code)), "refused_offline");
+    gate.open();
     let settled = d.settled(code, "review");
     assert_eq!(settled["reason"], "redeemed after the till refused it");
     assert_eq!(till.sim.card.consumed_count(code), 1);

@@ -89,6 +89,8 @@ pub struct CardFaults {
     pub latency: Duration,
     /// Answer consumes this much later still (the consume has already committed).
     pub consume_latency: Duration,
+    /// Hold consumes' answers (the consume has already committed) until this opens.
+    pub consume_gate: Option<crate::sim::http::Gate>,
     /// Token endpoints answer 40164 (caller IP not whitelisted).
     pub ip_blocked: bool,
     /// Answer card calls with a body that is not JSON (a proxy's error page).
@@ -452,7 +454,10 @@ impl Handler for CardSim {
             }
             (&Method::GET, "/cgi-bin/token") => answer(self.handle_token(&req), Duration::ZERO),
             (&Method::POST, "/card/code/get") => self.handle_code("get", &req),
-            (&Method::POST, "/card/code/consume") => self.handle_code("consume", &req),
+            (&Method::POST, "/card/code/consume") => {
+                let gate = self.lock().faults.consume_gate.clone();
+                self.handle_code("consume", &req).gated(gate)
+            }
             (&Method::POST, "/card/code/decrypt") => self.handle_code("decrypt", &req),
             _ => Reply::json(
                 StatusCode::NOT_FOUND,

@@ -41,6 +41,8 @@ pub enum Reply {
     Respond {
         response: Response<Full<Bytes>>,
         delay: Duration,
+        /// Held back until this opens, as well.
+        gate: Option<Gate>,
     },
     /// Close the connection without answering: the response is lost.
     Drop,
@@ -64,9 +66,52 @@ impl Reply {
             b = b.header(k, v);
         }
         match b.body(Full::new(body)) {
-            Ok(response) => Reply::Respond { response, delay },
+            Ok(response) => Reply::Respond {
+                response,
+                delay,
+                gate: None,
+            },
             Err(_) => Reply::Drop,
         }
+    }
+}
+
+impl Reply {
+    /// The same reply, held back until `gate` opens (if given).
+    pub fn gated(self, gate: Option<Gate>) -> Reply {
+        match self {
+            Reply::Respond {
+                response, delay, ..
+            } => Reply::Respond {
+                response,
+                delay,
+                gate,
+            },
+            Reply::Drop => Reply::Drop,
+        }
+    }
+}
+
+/// Holds answers back until a test opens it, so that a test orders events ("the till has
+/// refused the scan, now the consume's answer arrives") instead of racing two latencies.
+#[derive(Clone, Debug)]
+pub struct Gate(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(std::sync::Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Gate {
+    /// Lets every held answer (and every later one) through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn passed(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
     }
 }
 
@@ -189,9 +234,16 @@ async fn serve_one(
         body,
     };
     match handler.handle(sim_req) {
-        Reply::Respond { response, delay } => {
+        Reply::Respond {
+            response,
+            delay,
+            gate,
+        } => {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            if let Some(g) = gate {
+                g.passed().await;
             }
             Ok(response)
         }
