@@ -62,7 +62,7 @@ enum Command {
         json: bool,
         /// Only rows in this state: queued, redeemed, rejected, cancelled, review.
         #[arg(long)]
-        state: Option<String>,
+        state: Option<State>,
         /// Only rows scanned at or after: RFC 3339, a date, "today", or a duration ago ("2h").
         #[arg(long)]
         since: Option<String>,
@@ -92,8 +92,8 @@ enum Command {
         #[arg(long)]
         note: String,
         /// redeemed or rejected (default: redeemed if WeChat confirmed a redemption).
-        #[arg(long)]
-        state: Option<String>,
+        #[arg(long, value_parser = |s: &str| State::parse_among(s, &State::RESOLUTIONS))]
+        state: Option<State>,
     },
     /// The redemption log as CSV, for reconciliation against WeChat's statements.
     Export {
@@ -289,7 +289,7 @@ fn run(path: PathBuf) -> ExitCode {
 fn log(
     path: PathBuf,
     json: bool,
-    state: Option<String>,
+    state: Option<State>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<usize>,
@@ -303,15 +303,6 @@ fn log(
         ExitCode::from(2)
     };
     let now = chrono::Utc::now().timestamp_millis();
-    let state = match state.as_deref().map(|s| (s, State::parse(s))) {
-        None => None,
-        Some((_, Some(s))) => Some(s),
-        Some((s, None)) => {
-            return usage(format!(
-                "--state {s:?}: use queued, redeemed, rejected, cancelled or review"
-            ));
-        }
-    };
     let mut filter = Filter {
         state,
         limit,
@@ -421,19 +412,10 @@ fn review(path: PathBuf, json: bool) -> ExitCode {
     finish_output("redeemd", print_entries(&entries, json))
 }
 
-fn resolve(path: PathBuf, id: i64, note: String, state: Option<String>) -> ExitCode {
+fn resolve(path: PathBuf, id: i64, note: String, decision: Option<State>) -> ExitCode {
     let config = match load_config(&path) {
         Ok(c) => c,
         Err(code) => return code,
-    };
-    let decision = match state.as_deref() {
-        None => None,
-        Some("redeemed") => Some(State::Redeemed),
-        Some("rejected") => Some(State::Rejected),
-        Some(other) => {
-            eprintln!("redeemd resolve: --state {other:?}: use redeemed or rejected");
-            return ExitCode::from(2);
-        }
     };
     if note.trim().is_empty() {
         eprintln!("redeemd resolve: --note must say what was decided");

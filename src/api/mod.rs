@@ -220,9 +220,7 @@ struct ListQuery {
 fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(State::parse(s).ok_or_else(|| {
-            format!("state {s:?}: use queued, redeemed, rejected, cancelled or review")
-        })?),
+        Some(s) => Some(State::parse_among(s, &State::ALL).map_err(|e| format!("state {e}"))?),
     };
     let when = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
         match v.as_deref().filter(|s| !s.is_empty()) {
@@ -327,14 +325,10 @@ async fn resolve(
     }
     let decision = match body.state.as_deref() {
         None => None,
-        Some("redeemed") => Some(State::Redeemed),
-        Some("rejected") => Some(State::Rejected),
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("state {other:?}: use redeemed or rejected"),
-            );
-        }
+        Some(s) => match State::parse_among(s, &State::RESOLUTIONS) {
+            Ok(d) => Some(d),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("state {e}")),
+        },
     };
     let by = body.by.unwrap_or_else(|| "api".into());
     let at = st.clock.now_ms();

@@ -51,6 +51,30 @@ impl State {
     pub fn parse(s: &str) -> Option<State> {
         State::ALL.into_iter().find(|x| x.as_str() == s)
     }
+
+    /// The states a manager may close a review item in.
+    pub const RESOLUTIONS: [State; 2] = [State::Redeemed, State::Rejected];
+
+    /// One of `allowed` by name, or the message that lists them: the one parser of a state
+    /// the CLI and the local API share.
+    pub fn parse_among(s: &str, allowed: &[State]) -> Result<State, String> {
+        allowed
+            .iter()
+            .copied()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = allowed.iter().map(|x| x.as_str()).collect();
+                format!("{s:?}: use {}", names.join(", "))
+            })
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<State, String> {
+        State::parse_among(s, &State::ALL)
+    }
 }
 
 impl fmt::Display for State {
