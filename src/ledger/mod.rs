@@ -379,6 +379,9 @@ fn run_batch(
 mod model_tests;
 
 #[cfg(test)]
+pub(crate) mod durability_tests;
+
+#[cfg(test)]
 mod group_commit_tests {
     use super::*;
 

@@ -594,24 +594,6 @@ mod tests {
         d.stop().await;
     }
 
-    /// Where each commit in a WAL file ends (byte offsets), in order: a power cut keeps a
-    /// prefix of them (frames are checksummed in a chain, so SQLite's recovery stops at the
-    /// first frame that did not reach the disk).
-    fn commit_ends(wal: &[u8]) -> Vec<usize> {
-        let be = |at: usize| u32::from_be_bytes(wal[at..at + 4].try_into().unwrap());
-        let page = be(8) as usize;
-        let salts = &wal[16..24];
-        let mut ends = Vec::new();
-        let mut at = 32;
-        while at + 24 + page <= wal.len() && &wal[at + 8..at + 16] == salts {
-            at += 24 + page;
-            if be(at - page - 24 + 4) != 0 {
-                ends.push(at);
-            }
-        }
-        ends
-    }
-
     /// A try's result is committed without fsync (the fsync follows). A power cut before it
     /// loses that last commit: what the disk keeps is the row with its consume sent and
     /// no answer. The next start resolves that from WeChat's side, without a second consume.
@@ -633,7 +615,7 @@ mod tests {
         // The disk after the cut: the database file and the WAL without its last commit
         // (copied while the ledger is open: closing it would checkpoint the WAL away).
         let wal = std::fs::read(dir.path().join("l.db-wal")).unwrap();
-        let ends = commit_ends(&wal);
+        let ends = crate::ledger::durability_tests::commit_ends(&wal);
         assert!(ends.len() >= 2, "{ends:?}");
         let cut = dir.path().join("cut");
         std::fs::create_dir(&cut).unwrap();

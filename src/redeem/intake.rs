@@ -177,10 +177,11 @@ impl Intake {
         }
         // A known code is a duplicate, unless its row starts over (refused before, or never
         // answered and nobody waits for it any more).
-        let waiter = match recorded.rescan {
-            None => self.wait_for(recorded.row.id),
-            Some(_) if recorded.reopened => self.wait_for(recorded.row.id),
-            Some(_) => None,
+        let starts_over = recorded.rescan.is_none() || recorded.reopened;
+        let waiter = if starts_over {
+            self.wait_for(recorded.row.id)
+        } else {
+            None
         };
         if let (Some(scan_id), None) = (recorded.rescan, &waiter) {
             if let Err(e) = Self::on_disk(durable).await {
