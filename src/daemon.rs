@@ -321,7 +321,8 @@ impl Daemon {
             Some(ended) => ended,
             None => dispatcher_result(dispatcher.await),
         };
-        if let Err(e) = self.ledger.flush().await {
+        // Commits what is left (the last audit records), fsyncs and closes the ledger.
+        if let Err(e) = self.ledger.close().await {
             tracing::error!(event = "ledger_write_failed", error = %e, "the last audit records could not be written");
         }
         tracing::info!(event = "stopped", "redeemd stopped");

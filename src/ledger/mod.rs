@@ -83,10 +83,17 @@ pub enum LedgerError {
     Stopped,
 }
 
+/// What the ledger thread is sent: an operation, or the word to stop.
+enum Msg {
+    Job(Job),
+    /// Commit what is queued, fsync, close the connection, then answer.
+    Close(oneshot::Sender<()>),
+}
+
 /// A handle to the ledger thread; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
 }
 
 impl Ledger {
@@ -107,20 +114,22 @@ impl Ledger {
 
     /// [`Ledger::start_with`], with how long a new row waits to share an fsync.
     fn start_waiting(mut conn: Connection, submit_wait: Duration, share_wait: Duration) -> Ledger {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("ledger".into())
             .spawn(move || {
                 let mut durability = Durability::new(share_wait);
-                // Ends when every handle is dropped; the connection closes with it.
-                loop {
+                // Who asked the thread to stop, once somebody has.
+                let mut closing: Option<oneshot::Sender<()>> = None;
+                // Ends when told to close, or when every handle is dropped.
+                while closing.is_none() {
                     let first = match durability.wait_left() {
                         None => match rx.recv() {
-                            Ok(job) => job,
+                            Ok(msg) => msg,
                             Err(_) => break,
                         },
                         Some(left) => match rx.recv_timeout(left) {
-                            Ok(job) => job,
+                            Ok(msg) => msg,
                             Err(RecvTimeoutError::Timeout) => {
                                 durability.sync_if_due(&conn);
                                 continue;
@@ -128,14 +137,25 @@ impl Ledger {
                             Err(RecvTimeoutError::Disconnected) => break,
                         },
                     };
+                    let first = match first {
+                        Msg::Job(job) => job,
+                        Msg::Close(tx) => {
+                            closing = Some(tx);
+                            break;
+                        }
+                    };
                     let mut batch = vec![first];
-                    take_queued(&rx, &mut batch);
-                    while !batch.iter().any(|j| j.awaited) && batch.len() < MAX_BATCH {
+                    take_queued(&rx, &mut batch, &mut closing);
+                    while closing.is_none()
+                        && !batch.iter().any(|j| j.awaited)
+                        && batch.len() < MAX_BATCH
+                    {
                         match rx.recv_timeout(submit_wait) {
-                            Ok(job) => {
+                            Ok(Msg::Job(job)) => {
                                 batch.push(job);
-                                take_queued(&rx, &mut batch);
+                                take_queued(&rx, &mut batch, &mut closing);
                             }
+                            Ok(Msg::Close(tx)) => closing = Some(tx),
                             // Time is up, or every handle is gone: commit what there is.
                             Err(_) => break,
                         }
@@ -145,6 +165,10 @@ impl Ledger {
                     durability.sync_if_due(&conn);
                 }
                 durability.sync(&conn);
+                drop(conn);
+                if let Some(tx) = closing {
+                    let _ = tx.send(());
+                }
             })
             .expect("spawning the ledger thread");
         Ledger { jobs: tx }
@@ -208,7 +232,9 @@ impl Ledger {
         let job = job(f, true, fsync, move |result| {
             let _ = tx.send(result);
         });
-        self.jobs.send(job).map_err(|_| LedgerError::Stopped)?;
+        self.jobs
+            .send(Msg::Job(job))
+            .map_err(|_| LedgerError::Stopped)?;
         Ok(rx)
     }
 
@@ -226,7 +252,8 @@ impl Ledger {
             }
         };
         // Its fsync may wait too: it could be lost before its commit as well.
-        if self.jobs.send(job(f, false, Fsync::Soon, logged)).is_err() {
+        let job = job(f, false, Fsync::Soon, logged);
+        if self.jobs.send(Msg::Job(job)).is_err() {
             logged(Err(LedgerError::Stopped));
         }
     }
@@ -236,6 +263,26 @@ impl Ledger {
     /// when the process exits.
     pub async fn flush(&self) -> Result<(), LedgerError> {
         self.run(|_| Ok(()), Fsync::All).await
+    }
+
+    /// Stops the ledger thread: what is queued is committed and fsynced, the connection is
+    /// closed (the WAL checkpointed), and then this answers. Other handles get
+    /// [`LedgerError::Stopped`] from then on.
+    pub async fn close(self) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Msg::Close(tx))
+            .map_err(|_| LedgerError::Stopped)?;
+        rx.await.map_err(|_| LedgerError::Stopped)
+    }
+
+    /// [`Ledger::close`] for code outside a runtime: blocks until the thread has stopped.
+    pub fn close_blocking(self) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Msg::Close(tx))
+            .map_err(|_| LedgerError::Stopped)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Stopped)
     }
 }
 
@@ -309,10 +356,16 @@ fn run_synced(conn: &mut Connection, durability: &mut Durability, mut batch: Vec
 }
 
 /// Moves the jobs already queued into `batch`, up to [`MAX_BATCH`].
-fn take_queued(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-    while batch.len() < MAX_BATCH {
+/// Stops at a word to close, which it keeps in `closing`.
+fn take_queued(
+    rx: &mpsc::Receiver<Msg>,
+    batch: &mut Vec<Job>,
+    closing: &mut Option<oneshot::Sender<()>>,
+) {
+    while batch.len() < MAX_BATCH && closing.is_none() {
         match rx.try_recv() {
-            Ok(job) => batch.push(job),
+            Ok(Msg::Job(job)) => batch.push(job),
+            Ok(Msg::Close(tx)) => *closing = Some(tx),
             Err(_) => break,
         }
     }
@@ -499,14 +552,23 @@ mod group_commit_tests {
         ledger.submit("test", |c| insert(c, "111111111111"));
         let closing = Ledger::start_with(open_rw(&db).unwrap(), Duration::from_secs(600));
         closing.submit("test", |c| insert(c, "222222222222"));
-        drop(closing);
-        // Nothing to await: the writes land on the ledger thread's own schedule.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while codes_in(&db).len() < 2 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let other = closing.clone();
+        closing.close_blocking().unwrap();
+        assert!(
+            codes_in(&db).contains(&"222222222222".to_string()),
+            "closing commits what was submitted"
+        );
+        assert!(matches!(
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(other.call(|_| Ok(()))),
+            Err(LedgerError::Stopped)
+        ));
+        // The other ledger commits its write on its own after its wait; closing it waits
+        // for its thread.
+        ledger.close_blocking().unwrap();
         assert_eq!(codes_in(&db), ["111111111111", "222222222222"]);
-        drop(ledger);
     }
 
     #[tokio::test]
