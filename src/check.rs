@@ -1,8 +1,9 @@
 //! `redeemd check`: everything `run` needs, validated without starting anything. `run`
 //! performs the same checks first.
 
-use crate::config::{Config, ScannerKind, read_secret_file};
+use crate::config::{Config, ScannerKind};
 use crate::ledger::schema;
+use crate::secrets::read_secret_file;
 use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
 
 #[derive(Debug, Default)]

@@ -11,7 +11,6 @@ use regex::Regex;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -414,150 +413,23 @@ impl Config {
         if raw.scanner.is_empty() {
             problems.push("scanner: at least one [[scanner]] is needed".into());
         }
-        let mut names = HashSet::new();
-        let mut scanners = raw.scanner;
-        for (i, s) in scanners.iter_mut().enumerate() {
-            let key = format!("scanner[{i}]");
-            if s.name.trim().is_empty() {
-                problems.push(format!("{key}.name: must not be empty"));
-            } else if s.name == "keyed" {
-                problems.push(format!(
-                    "{key}.name: \"keyed\" is reserved for codes typed in by hand"
-                ));
-            } else if !names.insert(s.name.clone()) {
-                problems.push(format!("{key}.name: {:?} is used twice", s.name));
-            }
-            match (&s.kind, &s.path) {
-                (ScannerKind::Stdin, Some(_)) => {
-                    problems.push(format!("{key}.path: a stdin scanner has no path"))
-                }
-                (ScannerKind::Stdin, None) => {}
-                (_, None) => problems.push(format!("{key}.path: this scanner type needs a path")),
-                (_, Some(p)) => s.path = Some(resolve(base, p)),
-            }
-            let only = |field: &str, set: bool, kind: ScannerKind, problems: &mut Vec<String>| {
-                if set && s.kind != kind {
-                    problems.push(format!(
-                        "{key}.{field}: only for type = \"{}\"",
-                        format!("{kind:?}").to_lowercase()
-                    ));
-                }
-            };
-            only(
-                "layout",
-                s.layout.is_some(),
-                ScannerKind::Keyboard,
-                &mut problems,
-            );
-            only(
-                "report_id",
-                s.report_id.is_some(),
-                ScannerKind::Hidpos,
-                &mut problems,
-            );
-            only(
-                "good_read",
-                s.good_read.is_some(),
-                ScannerKind::Serial,
-                &mut problems,
-            );
-            only(
-                "bad_read",
-                s.bad_read.is_some(),
-                ScannerKind::Serial,
-                &mut problems,
-            );
-            if let Some(l) = &s.layout
-                && Layout::parse(l).is_none()
-            {
-                problems.push(format!(
-                    "{key}.layout: {l:?} is not a known layout ({})",
-                    Layout::NAMES
-                ));
-            }
-            if !(5..=8).contains(&s.data_bits) {
-                problems.push(format!("{key}.data_bits: must be 5, 6, 7 or 8"));
-            }
-            if !(1..=2).contains(&s.stop_bits) {
-                problems.push(format!("{key}.stop_bits: must be 1 or 2"));
-            }
-            if s.baud == 0 {
-                problems.push(format!("{key}.baud: must be a positive rate such as 9600"));
-            }
-        }
-
-        let mut wechat = raw.wechat;
-        if let Some(w) = wechat.as_mut() {
-            if w.appid.trim().is_empty() {
-                problems.push("wechat.appid: must not be empty".into());
-            }
-            w.secret_file = resolve(base, &w.secret_file);
-            if let Err(p) = check_url(&w.base_url) {
-                problems.push(format!("wechat.base_url: {p}"));
-            }
-            if let Some(t) = &w.token_url
-                && let Err(p) = check_url(t)
-            {
-                problems.push(format!("wechat.token_url: {p}"));
-            }
-        }
-
+        let scanners = check_scanners(raw.scanner, base, &mut problems);
+        let wechat = raw.wechat.map(|w| check_wechat(w, base, &mut problems));
         let mut wechat_pay = raw.wechat_pay;
         if let Some(p) = wechat_pay.as_mut() {
             check_wechat_pay(p, base, &mut problems);
         }
-
-        let mut routes = Vec::new();
-        for (i, r) in raw.route.into_iter().enumerate() {
-            let key = format!("route[{i}]");
-            match r.api {
-                Api::Card if wechat.is_none() => problems.push(format!(
-                    "{key}.api: \"card\" needs a [wechat] section with appid and secret_file"
-                )),
-                Api::Coupon if wechat_pay.is_none() => problems.push(format!(
-                    "{key}.api: \"coupon\" needs a [wechat_pay] section (mchid, keys, ...)"
-                )),
-                _ => {}
-            }
-            if r.api == Api::Card && r.stock_id.is_some() {
-                problems.push(format!("{key}.stock_id: only for api = \"coupon\""));
-            }
-            if r.api == Api::Coupon && r.card_id.is_some() {
-                problems.push(format!("{key}.card_id: only for api = \"card\""));
-            }
-            if r.stock_id
-                .as_ref()
-                .is_some_and(|s| s.is_empty() || s.len() > 20)
-            {
-                problems.push(format!("{key}.stock_id: must be 1 to 20 characters"));
-            }
-            match Regex::new(&format!("^(?:{})$", r.pattern)) {
-                Ok(regex) => routes.push(RouteConfig {
-                    pattern: r.pattern,
-                    regex,
-                    api: r.api,
-                    card_id: r.card_id,
-                    stock_id: r.stock_id,
-                    offline: r.offline,
-                }),
-                Err(e) => problems.push(format!("{key}.pattern: not a valid regex: {e}")),
-            }
-        }
+        let routes = check_routes(
+            raw.route,
+            wechat.is_some(),
+            wechat_pay.is_some(),
+            &mut problems,
+        );
         if routes.is_empty() && problems.is_empty() {
             problems
                 .push("route: at least one [[route]] is needed, or every code is refused".into());
         }
-
-        if raw.retry.base_delay.is_zero() {
-            problems.push("retry.base_delay: must be more than 0".into());
-        }
-        if raw.retry.max_delay < raw.retry.base_delay {
-            problems.push("retry.max_delay: must not be less than retry.base_delay".into());
-        }
-        if raw.offline.online_wait.is_zero() {
-            problems.push("offline.online_wait: must be more than 0".into());
-        }
-
+        check_retry_and_offline(&raw.retry, &raw.offline, &mut problems);
         let http = check_http(raw.http, base, &mut problems);
 
         if !problems.is_empty() {
@@ -575,6 +447,166 @@ impl Config {
             retry: raw.retry,
             offline: raw.offline,
         })
+    }
+}
+
+/// `[[scanner]]`: names unique, paths where the type needs them, fields only for their type.
+fn check_scanners(
+    mut scanners: Vec<ScannerConfig>,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Vec<ScannerConfig> {
+    let mut names = HashSet::new();
+    for (i, s) in scanners.iter_mut().enumerate() {
+        let key = format!("scanner[{i}]");
+        if s.name.trim().is_empty() {
+            problems.push(format!("{key}.name: must not be empty"));
+        } else if s.name == "keyed" {
+            problems.push(format!(
+                "{key}.name: \"keyed\" is reserved for codes typed in by hand"
+            ));
+        } else if !names.insert(s.name.clone()) {
+            problems.push(format!("{key}.name: {:?} is used twice", s.name));
+        }
+        match (&s.kind, &s.path) {
+            (ScannerKind::Stdin, Some(_)) => {
+                problems.push(format!("{key}.path: a stdin scanner has no path"))
+            }
+            (ScannerKind::Stdin, None) => {}
+            (_, None) => problems.push(format!("{key}.path: this scanner type needs a path")),
+            (_, Some(p)) => s.path = Some(resolve(base, p)),
+        }
+        let only = |field: &str, set: bool, kind: ScannerKind, problems: &mut Vec<String>| {
+            if set && s.kind != kind {
+                problems.push(format!(
+                    "{key}.{field}: only for type = \"{}\"",
+                    format!("{kind:?}").to_lowercase()
+                ));
+            }
+        };
+        only(
+            "layout",
+            s.layout.is_some(),
+            ScannerKind::Keyboard,
+            problems,
+        );
+        only(
+            "report_id",
+            s.report_id.is_some(),
+            ScannerKind::Hidpos,
+            problems,
+        );
+        only(
+            "good_read",
+            s.good_read.is_some(),
+            ScannerKind::Serial,
+            problems,
+        );
+        only(
+            "bad_read",
+            s.bad_read.is_some(),
+            ScannerKind::Serial,
+            problems,
+        );
+        if let Some(l) = &s.layout
+            && Layout::parse(l).is_none()
+        {
+            problems.push(format!(
+                "{key}.layout: {l:?} is not a known layout ({})",
+                Layout::NAMES
+            ));
+        }
+        if !(5..=8).contains(&s.data_bits) {
+            problems.push(format!("{key}.data_bits: must be 5, 6, 7 or 8"));
+        }
+        if !(1..=2).contains(&s.stop_bits) {
+            problems.push(format!("{key}.stop_bits: must be 1 or 2"));
+        }
+        if s.baud == 0 {
+            problems.push(format!("{key}.baud: must be a positive rate such as 9600"));
+        }
+    }
+
+    scanners
+}
+
+/// `[wechat]`: the card API's appid, secret file and URLs.
+fn check_wechat(mut w: WechatConfig, base: &Path, problems: &mut Vec<String>) -> WechatConfig {
+    if w.appid.trim().is_empty() {
+        problems.push("wechat.appid: must not be empty".into());
+    }
+    w.secret_file = resolve(base, &w.secret_file);
+    if let Err(p) = check_url(&w.base_url) {
+        problems.push(format!("wechat.base_url: {p}"));
+    }
+    if let Some(t) = &w.token_url
+        && let Err(p) = check_url(t)
+    {
+        problems.push(format!("wechat.token_url: {p}"));
+    }
+    w
+}
+
+/// `[[route]]`: each API's section present, fields only for their API, patterns that compile.
+fn check_routes(
+    raw: Vec<RawRoute>,
+    card: bool,
+    coupon: bool,
+    problems: &mut Vec<String>,
+) -> Vec<RouteConfig> {
+    let mut routes = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = format!("route[{i}]");
+        match r.api {
+            Api::Card if !card => problems.push(format!(
+                "{key}.api: \"card\" needs a [wechat] section with appid and secret_file"
+            )),
+            Api::Coupon if !coupon => problems.push(format!(
+                "{key}.api: \"coupon\" needs a [wechat_pay] section (mchid, keys, ...)"
+            )),
+            _ => {}
+        }
+        if r.api == Api::Card && r.stock_id.is_some() {
+            problems.push(format!("{key}.stock_id: only for api = \"coupon\""));
+        }
+        if r.api == Api::Coupon && r.card_id.is_some() {
+            problems.push(format!("{key}.card_id: only for api = \"card\""));
+        }
+        if r.stock_id
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > 20)
+        {
+            problems.push(format!("{key}.stock_id: must be 1 to 20 characters"));
+        }
+        match Regex::new(&format!("^(?:{})$", r.pattern)) {
+            Ok(regex) => routes.push(RouteConfig {
+                pattern: r.pattern,
+                regex,
+                api: r.api,
+                card_id: r.card_id,
+                stock_id: r.stock_id,
+                offline: r.offline,
+            }),
+            Err(e) => problems.push(format!("{key}.pattern: not a valid regex: {e}")),
+        }
+    }
+    routes
+}
+
+/// `[retry]` and `[offline]`: durations that make sense together.
+fn check_retry_and_offline(
+    retry: &RetryConfig,
+    offline: &OfflineConfig,
+    problems: &mut Vec<String>,
+) {
+    if retry.base_delay.is_zero() {
+        problems.push("retry.base_delay: must be more than 0".into());
+    }
+    if retry.max_delay < retry.base_delay {
+        problems.push("retry.max_delay: must not be less than retry.base_delay".into());
+    }
+    if offline.online_wait.is_zero() {
+        problems.push("offline.online_wait: must be more than 0".into());
     }
 }
 
@@ -709,41 +741,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Reads a file holding a secret (an AppSecret, a private key), refusing one that group or
-/// others may access.
-pub fn read_private_file(path: &Path) -> Result<Vec<u8>, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let mode = meta.permissions().mode();
-    // systemd's credentials directory is private to the service whatever the file modes.
-    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .is_some_and(|d| !d.is_empty() && path.starts_with(Path::new(&d)));
-    if mode & 0o077 != 0 && !credential {
-        return Err(format!(
-            "{}: permissions {:04o} let other users read it; run: chmod 600 {}",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        ));
-    }
-    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
-}
-
-/// Reads a secret (an AppSecret) from a file the daemon alone may read.
-///
-/// Refused when group or others have any access: a secret readable by every account on a
-/// shared till is not a secret.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    let bytes = read_private_file(path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("{}: the secret is not UTF-8 text", path.display()))?;
-    let secret = text.trim().to_string();
-    if secret.is_empty() {
-        return Err(format!("{}: the file is empty", path.display()));
-    }
-    Ok(secret)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -824,18 +821,5 @@ api = "card"
         assert!(check_url("https://api.weixin.qq.com").is_ok());
         assert!(check_url("http://10.0.0.1").is_err());
         assert!(check_url("ftp://127.0.0.1").is_err());
-    }
-
-    #[test]
-    fn secret_file_permissions() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s");
-        std::fs::write(&p, "topsecret\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_secret_file(&p).unwrap_err();
-        assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
-        assert!(!e.contains("topsecret"));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_secret_file(&p).unwrap(), "topsecret");
     }
 }

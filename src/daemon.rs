@@ -3,7 +3,7 @@
 
 use crate::api::{self, ApiState, KeyedScan};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, WechatConfig, WechatPayConfig, read_secret_file};
+use crate::config::{Config, WechatConfig, WechatPayConfig};
 use crate::ledger::store;
 use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::metrics::Metrics;
@@ -15,6 +15,7 @@ use crate::redeem::intake::{Intake, Pending};
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
+use crate::secrets::read_secret_file;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
 use crate::wechat::pay_sign::{MerchantAuth, Signer, Verifier, read_public_file};

@@ -42,5 +42,6 @@ pub mod redeem;
 pub mod report;
 pub mod route;
 pub mod scanner;
+pub mod secrets;
 pub mod sim;
 pub mod wechat;

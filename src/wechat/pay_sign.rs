@@ -2,7 +2,7 @@
 //! WeChat's responses with the WeChat Pay public key or a platform certificate, and the key
 //! files behind both. RSA PKCS#1 v1.5 over SHA-256, from aws-lc-rs.
 
-use crate::config::read_private_file;
+use crate::secrets::read_private_file;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, KeyPair, RsaKeyPair, UnparsedPublicKey};
 use base64::Engine;

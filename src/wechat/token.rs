@@ -6,7 +6,7 @@
 //! the classic "intermittent 40001" of shared appids). A chain may instead run a central token
 //! service (`wechat.token_url`).
 
-use crate::config::read_secret_file;
+use crate::secrets::read_secret_file;
 use crate::wechat::errors::{TokenClass, classify_token};
 use serde::Deserialize;
 use std::collections::VecDeque;
