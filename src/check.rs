@@ -1,10 +1,11 @@
 //! `redeemd check`: everything `run` needs, validated without starting anything. `run`
 //! performs the same checks first.
 
-use crate::config::{Config, ScannerKind};
+use crate::config::{Config, ScannerKind, WechatPayConfig};
 use crate::ledger::schema;
 use crate::secrets::read_secret_file;
 use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct Findings {
@@ -14,43 +15,47 @@ pub struct Findings {
     pub warnings: Vec<String>,
 }
 
-pub fn check(config: &Config) -> Findings {
+/// What `run` reads from disk before it starts, read once: `check` and `run` both start
+/// here, so they read the same files the same way, and `run` does not read them again.
+pub struct Loaded {
+    pub config: Config,
+    /// WeChat Pay's request signer and response verifier, when `[wechat_pay]` is set.
+    pub pay_keys: Option<PayKeys>,
+    /// The local API's bearer token, when `http.token_file` is set.
+    pub api_token: Option<Arc<str>>,
+    pub warnings: Vec<String>,
+}
+
+pub struct PayKeys {
+    pub signer: Signer,
+    pub verifier: Verifier,
+}
+
+/// Reads and checks everything `run` needs: the secret files (the AppSecret is re-read at
+/// every token fetch, so here it is only checked), the keys, the ledger, the scanners'
+/// paths. `Err` lists every problem found, not only the first.
+pub fn load(config: Config) -> Result<Loaded, Findings> {
     let mut f = Findings::default();
     if let Some(w) = &config.wechat
         && let Err(e) = read_secret_file(&w.secret_file)
     {
         f.problems.push(format!("wechat.secret_file: {e}"));
     }
-    if let Some(t) = &config.http.token_file
-        && let Err(e) = read_secret_file(t)
-    {
-        f.problems.push(format!("http.token_file: {e}"));
-    }
-    if let Some(p) = &config.wechat_pay {
-        if let Err(e) = Signer::from_file(&p.private_key_file) {
-            f.problems.push(format!("wechat_pay.private_key_file: {e}"));
-        }
-        let mut v = Verifier::default();
-        if let (Some(id), Some(file)) = (&p.public_key_id, &p.public_key_file)
-            && let Err(e) = read_public_file(file).and_then(|pem| {
-                v.add_public_key_pem(id, &pem)
-                    .map_err(|e| format!("{}: {e}", file.display()))
-            })
-        {
-            f.problems.push(format!("wechat_pay.public_key_file: {e}"));
-        }
-        for file in &p.platform_cert_files {
-            if let Err(e) = read_public_file(file).and_then(|pem| {
-                v.add_certificate_pem(&pem)
-                    .map(|_| ())
-                    .map_err(|e| format!("{}: {e}", file.display()))
-            }) {
-                f.problems
-                    .push(format!("wechat_pay.platform_cert_files: {e}"));
+    let api_token = match &config.http.token_file {
+        None => None,
+        Some(t) => match read_secret_file(t) {
+            Ok(token) => Some(Arc::from(token)),
+            Err(e) => {
+                f.problems.push(format!("http.token_file: {e}"));
+                None
             }
-        }
-    }
-    check_database(config, &mut f);
+        },
+    };
+    let pay_keys = config
+        .wechat_pay
+        .as_ref()
+        .and_then(|p| pay_keys(p, &mut f.problems));
+    check_database(&config, &mut f);
     for (i, s) in config.scanners.iter().enumerate() {
         if s.kind == ScannerKind::Stdin {
             continue;
@@ -64,7 +69,48 @@ pub fn check(config: &Config) -> Findings {
             ));
         }
     }
-    f
+    if !f.problems.is_empty() {
+        return Err(f);
+    }
+    Ok(Loaded {
+        config,
+        pay_keys,
+        api_token,
+        warnings: f.warnings,
+    })
+}
+
+/// The merchant key and WeChat Pay's public key or certificates: a key that is loose,
+/// unparsable or the wrong size is a problem naming the file and why.
+fn pay_keys(p: &WechatPayConfig, problems: &mut Vec<String>) -> Option<PayKeys> {
+    let signer = Signer::from_file(&p.private_key_file)
+        .map_err(|e| problems.push(format!("wechat_pay.private_key_file: {e}")))
+        .ok();
+    let mut verifier = Verifier::default();
+    let mut ok = true;
+    if let (Some(id), Some(file)) = (&p.public_key_id, &p.public_key_file)
+        && let Err(e) = read_public_file(file).and_then(|pem| {
+            verifier
+                .add_public_key_pem(id, &pem)
+                .map_err(|e| format!("{}: {e}", file.display()))
+        })
+    {
+        problems.push(format!("wechat_pay.public_key_file: {e}"));
+        ok = false;
+    }
+    for file in &p.platform_cert_files {
+        if let Err(e) = read_public_file(file).and_then(|pem| {
+            verifier
+                .add_certificate_pem(&pem)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", file.display()))
+        }) {
+            problems.push(format!("wechat_pay.platform_cert_files: {e}"));
+            ok = false;
+        }
+    }
+    let signer = signer.filter(|_| ok)?;
+    Some(PayKeys { signer, verifier })
 }
 
 fn check_database(config: &Config, f: &mut Findings) {

@@ -2,6 +2,7 @@
 //! and stopped in order.
 
 use crate::api::{self, ApiState, KeyedScan};
+use crate::check::{Loaded, PayKeys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig};
 use crate::ledger::store;
@@ -15,10 +16,9 @@ use crate::redeem::intake::{Intake, Pending};
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
-use crate::secrets::read_secret_file;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::{MerchantAuth, Signer, Verifier, read_public_file};
+use crate::wechat::pay_sign::MerchantAuth;
 use crate::wechat::token::{TokenManager, TokenSource};
 use std::future::Future;
 use std::sync::Arc;
@@ -108,22 +108,24 @@ pub const DRAIN_JITTER_SPREAD_MS: u64 = 3000;
 pub const USER_AGENT: &str = concat!("redeemd/", env!("CARGO_PKG_VERSION"));
 
 impl Daemon {
-    /// Checks what must be right before anything starts, and opens the ledger.
-    pub fn new(config: Config) -> Result<Daemon, DaemonError> {
+    /// Builds the clients from what [`check::load`] read, and opens the ledger.
+    pub fn new(loaded: Loaded) -> Result<Daemon, DaemonError> {
+        let Loaded {
+            config,
+            pay_keys,
+            api_token,
+            ..
+        } = loaded;
         let clock: SharedClock = Arc::new(SystemClock);
         let card = config.wechat.as_ref().map(build_card).transpose()?;
-        let coupon = config
-            .wechat_pay
-            .as_ref()
-            .map(|p| build_pay(p, clock.clone()))
-            .transpose()?;
-        let api_token = match &config.http.token_file {
-            None => None,
-            Some(f) => {
-                Some(Arc::<str>::from(read_secret_file(f).map_err(|e| {
-                    DaemonError::Config(format!("http.token_file: {e}"))
-                })?))
+        let coupon = match (&config.wechat_pay, pay_keys) {
+            (Some(p), Some(keys)) => Some(build_pay(p, keys, clock.clone())?),
+            (Some(_), None) => {
+                return Err(DaemonError::Config(
+                    "wechat_pay: its keys were not loaded".into(),
+                ));
             }
+            (None, _) => None,
         };
         let ledger = Ledger::open(&config.database)?;
         Ok(Daemon {
@@ -340,11 +342,9 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, DaemonError> {
         .map_err(|e| DaemonError::Http(e.to_string()))
 }
 
+/// The card API. Its secret file was checked by `check::load`, and is re-read at every
+/// token fetch, so a fix needs no restart.
 fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
-    // Fail now on an unreadable or loose secret file; it is re-read at every token fetch, so
-    // a fix needs no restart.
-    read_secret_file(&w.secret_file)
-        .map_err(|e| DaemonError::Config(format!("wechat.secret_file: {e}")))?;
     let http = http_client(w.request_timeout)?;
     let base = w.base_url.trim_end_matches('/');
     let source = match &w.token_url {
@@ -362,25 +362,13 @@ fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
     Ok(Arc::new(CardApi::new(http, base, tokens)))
 }
 
-/// Loads and checks the WeChat Pay keys: a key that is loose, unparsable or the wrong size
-/// stops the start, naming the file and why.
-pub fn build_pay(p: &WechatPayConfig, clock: SharedClock) -> Result<Arc<PayApi>, DaemonError> {
-    let config = |key: &str, e: String| DaemonError::Config(format!("wechat_pay.{key}: {e}"));
-    let signer =
-        Signer::from_file(&p.private_key_file).map_err(|e| config("private_key_file", e))?;
-    let mut verifier = Verifier::default();
-    if let (Some(id), Some(file)) = (&p.public_key_id, &p.public_key_file) {
-        let pem = read_public_file(file).map_err(|e| config("public_key_file", e))?;
-        verifier
-            .add_public_key_pem(id, &pem)
-            .map_err(|e| config("public_key_file", format!("{}: {e}", file.display())))?;
-    }
-    for file in &p.platform_cert_files {
-        let pem = read_public_file(file).map_err(|e| config("platform_cert_files", e))?;
-        verifier
-            .add_certificate_pem(&pem)
-            .map_err(|e| config("platform_cert_files", format!("{}: {e}", file.display())))?;
-    }
+/// WeChat Pay, with the keys `check::load` read.
+pub fn build_pay(
+    p: &WechatPayConfig,
+    keys: PayKeys,
+    clock: SharedClock,
+) -> Result<Arc<PayApi>, DaemonError> {
+    let PayKeys { signer, verifier } = keys;
     Ok(Arc::new(PayApi::new(PayApiParts {
         http: http_client(p.request_timeout)?,
         appid: p.appid.clone(),

@@ -164,7 +164,9 @@ listen = "{listen}"
     );
     let _ = out.flush();
 
-    let mut daemon = Daemon::new(config)?;
+    let loaded =
+        crate::check::load(config).map_err(|f| DaemonError::Config(f.problems.join("; ")))?;
+    let mut daemon = Daemon::new(loaded)?;
     daemon.exit_when_sources_end = true;
     let bus = daemon.bus();
     let mut outcomes = bus.outcomes.subscribe();

@@ -2,6 +2,7 @@
 //! library. Exit codes: 0 ok, 1 runtime failure, 78 (EX_CONFIG) configuration problem.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use redeemd::check::Loaded;
 use redeemd::config::{Config, DEFAULT_CONFIG_PATH};
 use redeemd::daemon::{Daemon, DaemonError, termination_signal};
 use redeemd::ledger::store::Filter;
@@ -194,32 +195,37 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-/// Runs `redeemd check`'s checks; prints what it finds; `Err` is the exit code.
-fn preflight(config: &Config, quiet_ok: bool) -> Result<(), ExitCode> {
-    let f = redeemd::check::check(config);
-    for w in &f.warnings {
-        eprintln!("redeemd: warning: {w}");
-    }
-    if f.problems.is_empty() {
-        if !quiet_ok {
-            println!("{}: OK", config.source.display());
+/// The start-up load `check` and `run` share: reads and checks everything `run` needs,
+/// prints what it finds; `Err` is the exit code.
+fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded, ExitCode> {
+    let config = load_config(path)?;
+    let source = config.source.clone();
+    match redeemd::check::load(config) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("redeemd: warning: {w}");
+            }
+            if !quiet_ok {
+                println!("{}: OK", source.display());
+            }
+            Ok(loaded)
         }
-        return Ok(());
+        Err(f) => {
+            for w in &f.warnings {
+                eprintln!("redeemd: warning: {w}");
+            }
+            eprintln!("redeemd: config {}:", source.display());
+            for p in &f.problems {
+                eprintln!("  - {p}");
+            }
+            Err(ExitCode::from(EX_CONFIG))
+        }
     }
-    eprintln!("redeemd: config {}:", config.source.display());
-    for p in &f.problems {
-        eprintln!("  - {p}");
-    }
-    Err(ExitCode::from(EX_CONFIG))
 }
 
 fn check(path: PathBuf) -> ExitCode {
-    let config = match load_config(&path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match preflight(&config, false) {
-        Ok(()) => ExitCode::SUCCESS,
+    match load_all(&path, false) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(code) => code,
     }
 }
@@ -273,15 +279,12 @@ fn block_on(fut: impl Future<Output = Result<(), DaemonError>>) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> ExitCode {
-    let config = match load_config(&path) {
-        Ok(c) => c,
+    let loaded = match load_all(&path, true) {
+        Ok(l) => l,
         Err(code) => return code,
     };
-    if let Err(code) = preflight(&config, true) {
-        return code;
-    }
     block_on(async move {
-        let daemon = Daemon::new(config)?;
+        let daemon = Daemon::new(loaded)?;
         daemon.run(termination_signal()).await
     })
 }
