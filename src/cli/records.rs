@@ -1,0 +1,234 @@
+//! The redemption log for people: `log`, `review`, `resolve`, `export` and `summary`, read
+//! from the ledger while the daemon runs (WAL).
+
+use super::load_config;
+use redeemd::config::Config;
+use redeemd::ledger::store::Filter;
+use redeemd::model::state::State;
+use redeemd::{ledger, report};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub(crate) fn log(
+    path: PathBuf,
+    json: bool,
+    state: Option<State>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let usage = |msg: String| {
+        eprintln!("redeemd log: {msg}");
+        ExitCode::from(2)
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut filter = Filter {
+        state,
+        limit,
+        ..Filter::default()
+    };
+    match time_range(since, until, now) {
+        Ok((s, u)) => (filter.since, filter.until) = (s, u),
+        Err(e) => return usage(e),
+    }
+    let conn = match open_ledger_ro(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let entries = match report::load(&conn, &filter) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("redeemd log: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    finish_output("redeemd log", print_entries(&entries, json))
+}
+
+/// `--since`/`--until` as times, or the message saying which one is wrong.
+pub(crate) fn time_range(
+    since: Option<String>,
+    until: Option<String>,
+    now: i64,
+) -> Result<(Option<i64>, Option<i64>), String> {
+    let parse = |arg: Option<String>, name: &str| {
+        arg.map(|t| report::parse_when(&t, now).map_err(|e| format!("{name}: {e}")))
+            .transpose()
+    };
+    Ok((parse(since, "--since")?, parse(until, "--until")?))
+}
+
+/// Log rows as a table, or as JSON lines.
+pub(crate) fn print_entries(entries: &[report::LogEntry], json: bool) -> std::io::Result<()> {
+    let mut out = buffered_stdout();
+    if json {
+        report::write_json(&mut out, entries)?;
+    } else {
+        report::write_table(&mut out, entries)?;
+    }
+    out.flush()
+}
+
+/// Stdout for bulk output. Rust's stdout is line-buffered and looks for a newline in every
+/// write; serde_json makes many small writes, so a log of 100,000 rows spent a third of
+/// its time there.
+pub(crate) fn buffered_stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
+}
+
+/// Loads the config and opens its ledger read-only, or says why not.
+pub(crate) fn load_ledger_ro(
+    path: &std::path::Path,
+) -> Result<(Config, rusqlite::Connection), ExitCode> {
+    let config = load_config(path)?;
+    let conn = open_ledger_ro(&config)?;
+    Ok((config, conn))
+}
+
+/// Opens the config's ledger read-only, or says why not.
+pub(crate) fn open_ledger_ro(config: &Config) -> Result<rusqlite::Connection, ExitCode> {
+    if !config.database.exists() {
+        eprintln!(
+            "redeemd: no ledger at {} yet (the daemon creates it on its first start)",
+            config.database.display()
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    ledger::open_ro(&config.database).map_err(|e| {
+        eprintln!("redeemd: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The exit code once output is written; errors are reported as `{who}: {error}`.
+pub(crate) fn finish_output(who: &str, r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`redeemd log | head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{who}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn review(path: PathBuf, json: bool) -> ExitCode {
+    let (_, conn) = match load_ledger_ro(&path) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let filter = Filter {
+        state: Some(State::Review),
+        unresolved: true,
+        ..Filter::default()
+    };
+    let entries = match report::load(&conn, &filter) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("redeemd review: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    finish_output("redeemd", print_entries(&entries, json))
+}
+
+pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<State>) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if note.trim().is_empty() {
+        eprintln!("redeemd resolve: --note must say what was decided");
+        return ExitCode::from(2);
+    }
+    let mut conn = match ledger::open_rw(&config.database) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("redeemd resolve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let by = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into());
+    let now = chrono::Utc::now().timestamp_millis();
+    match redeemd::ledger::store::resolve(&mut conn, id, decision, note.trim(), &by, now) {
+        Ok(redeemd::ledger::store::Resolved::Done(row)) => {
+            println!("#{} resolved as {} by {by}", row.id, row.state);
+            ExitCode::SUCCESS
+        }
+        Ok(redeemd::ledger::store::Resolved::NotFound) => {
+            eprintln!("redeemd resolve: no redemption {id}");
+            ExitCode::FAILURE
+        }
+        Ok(redeemd::ledger::store::Resolved::NotInReview(s)) => {
+            eprintln!("redeemd resolve: redemption {id} is {s}, not waiting for review");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("redeemd resolve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCode {
+    let (_, conn) = match load_ledger_ro(&path) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut filter = Filter::default();
+    match time_range(since, until, now) {
+        Ok((s, u)) => (filter.since, filter.until) = (s, u),
+        Err(e) => {
+            eprintln!("redeemd export: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match report::load(&conn, &filter) {
+        Ok(entries) => {
+            let mut out = buffered_stdout();
+            finish_output(
+                "redeemd",
+                report::write_csv(&mut out, &entries).and_then(|()| out.flush()),
+            )
+        }
+        Err(e) => {
+            eprintln!("redeemd export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn summary(path: PathBuf, day: Option<String>) -> ExitCode {
+    let (config, conn) = match load_ledger_ro(&path) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = day.unwrap_or_else(|| "today".into());
+    let (start, end) = match report::day_bounds(&day, now, &chrono::Local) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("redeemd summary: --day: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match report::summary(&conn, &config, start, end) {
+        Ok(text) => finish_output(
+            "redeemd",
+            std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()),
+        ),
+        Err(e) => {
+            eprintln!("redeemd summary: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
