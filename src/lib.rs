@@ -23,25 +23,25 @@
 //! [`daemon`] wires them and starts what sends last; [`config`] is read once, below every
 //! part; [`sim`] is the simulated WeChat for the demo and the tests.
 
-pub mod api;
+pub(crate) mod api;
 pub mod check;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
-pub mod duration;
+pub(crate) mod duration;
 pub mod fuzzing;
 pub mod ledger;
-pub mod mask;
+pub(crate) mod mask;
 pub mod metrics;
 pub mod model;
-pub mod notify;
+pub(crate) mod notify;
 pub mod outcome;
 pub mod redeem;
 pub mod report;
 pub mod route;
 pub mod scanner;
-pub mod secrets;
+pub(crate) mod secrets;
 pub mod sim;
 pub mod wechat;

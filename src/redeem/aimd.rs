@@ -78,6 +78,7 @@ impl Aimd {
     }
 
     /// Still growing exponentially: no congestion seen yet.
+    #[cfg(test)]
     pub fn in_slow_start(&self) -> bool {
         self.slow_start.is_some()
     }

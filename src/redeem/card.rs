@@ -13,8 +13,6 @@ use crate::redeem::prefetch::Prefetch;
 use crate::redeem::verdict::Step;
 use crate::wechat::card::CardApi;
 
-pub use crate::redeem::card_rules::RESOLVED_BY_GET;
-
 /// One try. `check` is the `code/get` the intake sent while it recorded the scan, if any.
 pub async fn try_card(
     ctx: &Ctx,

@@ -9,8 +9,6 @@ use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};
 use crate::redeem::coupon_rules::{self as rules, confirmation, record};
 use crate::wechat::pay::{PayApi, UseRequest};
 
-pub use crate::redeem::coupon_rules::{RESOLVED_BY_REPEAT, refusal_reason};
-
 /// A `use_request_no` unique across the merchant's tills, at most 32 characters:
 /// `RD` + 8 hex of the till's name + 11 hex of the scan's millisecond + 8 random hex.
 pub fn new_use_request_no(till: &str, at: Millis) -> String {
@@ -71,11 +69,5 @@ mod tests {
         assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(a, b);
         assert_ne!(a[..10], c[..10], "the till is part of it");
-    }
-
-    #[test]
-    fn reasons() {
-        assert!(refusal_reason(404, "RESOURCE_NOT_EXISTS", "").contains("not found"));
-        assert!(refusal_reason(400, "INVALID_REQUEST", "券已核销").contains("券已核销"));
     }
 }

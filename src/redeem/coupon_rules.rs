@@ -327,6 +327,12 @@ mod tests {
     }
 
     #[test]
+    fn reasons() {
+        assert!(refusal_reason(404, "RESOURCE_NOT_EXISTS", "").contains("not found"));
+        assert!(refusal_reason(400, "INVALID_REQUEST", "券已核销").contains("券已核销"));
+    }
+
+    #[test]
     fn a_sign_error_names_the_clock_when_it_is_off() {
         let answer = |d| PayAnswer::SignRejected {
             message: "SIGN_ERROR: x".into(),

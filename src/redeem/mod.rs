@@ -1,16 +1,16 @@
 //! Turning recorded scans into redemptions: the pure state machine and backoff, the
 //! per-API flows, the scan intake and the dispatcher that drives them.
 
-pub mod aimd;
-pub mod attempt;
-pub mod card;
-pub mod card_rules;
-pub mod coupon;
-pub mod coupon_rules;
+pub(crate) mod aimd;
+pub(crate) mod attempt;
+pub(crate) mod card;
+pub(crate) mod card_rules;
+pub(crate) mod coupon;
+pub(crate) mod coupon_rules;
 pub mod dispatcher;
 pub mod intake;
 pub mod prefetch;
-pub mod verdict;
+pub(crate) mod verdict;
 
 use crate::clock::SharedClock;
 use crate::config::RetryConfig;
