@@ -5,6 +5,7 @@ use crate::api::{self, ApiState, KeyedScan};
 use crate::check::{Loaded, PayKeys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig};
+use crate::ledger::lock::LedgerLock;
 use crate::ledger::store;
 use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::metrics::Metrics;
@@ -38,6 +39,9 @@ pub enum DaemonError {
     Ledger(#[from] LedgerError),
     #[error("cannot start the HTTP client: {0}")]
     Http(String),
+    /// Another daemon runs on this ledger.
+    #[error("{0}")]
+    InUse(String),
     /// The dispatcher panicked or stopped before it was told to: exit non-zero, so that
     /// systemd restarts the daemon.
     #[error("dispatcher failed: {0}")]
@@ -100,6 +104,8 @@ pub struct Daemon {
     api_token: Option<Arc<str>>,
     /// Stop once every scanner source has ended (the demo's standard input closing).
     pub exit_when_sources_end: bool,
+    /// This daemon alone runs on the ledger, while it lives.
+    _lock: LedgerLock,
 }
 
 /// A store's tills spread the drain of their backlogs over this much time after an outage.
@@ -116,6 +122,8 @@ impl Daemon {
             api_token,
             ..
         } = loaded;
+        // Before anything else: a second daemon must not touch the first one's socket.
+        let lock = LedgerLock::take(&config.database).map_err(DaemonError::InUse)?;
         let clock: SharedClock = Arc::new(SystemClock);
         let card = config.wechat.as_ref().map(build_card).transpose()?;
         let coupon = match (&config.wechat_pay, pay_keys) {
@@ -137,6 +145,7 @@ impl Daemon {
             card,
             coupon,
             exit_when_sources_end: false,
+            _lock: lock,
         })
     }
 

@@ -121,7 +121,10 @@ fn chaos_every_acknowledged_code_is_redeemed_exactly_once() {
     // rescan gets a real answer (redeemed), unless a call was in flight (review: duplicate).
     let refused: Vec<&String> = all
         .iter()
-        .filter(|c| acks.get(*c).is_some_and(|t| t.iter().all(|o| o == "refused_offline")))
+        .filter(|c| {
+            acks.get(*c)
+                .is_some_and(|t| t.iter().all(|o| o == "refused_offline"))
+        })
         .step_by(2)
         .collect();
     let rescanned: Vec<&String> = all

@@ -430,3 +430,66 @@ fn the_package_metadata_and_example_config_are_sound() {
     assert_eq!(problems.len(), 1, "{text}");
     assert!(problems[0].contains("wechat.secret_file"), "{text}");
 }
+
+/// Two daemons on one ledger would both dispatch (a second consume for a card code whose
+/// answer was lost) and the second would unlink the first's socket. The second stops at
+/// once, naming the first's pid; readers keep working meanwhile.
+#[test]
+fn a_second_daemon_on_the_same_ledger_is_refused_and_readers_still_work() {
+    let till = Till::new(Setup {
+        extra_toml: String::new(),
+        ..Setup::default()
+    });
+    let text = std::fs::read_to_string(&till.config).unwrap();
+    let socket = till.dir.path().join("api.sock");
+    std::fs::write(
+        &till.config,
+        text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"unix:{}\"", socket.display()),
+        ),
+    )
+    .unwrap();
+    let code = "460000000017";
+    till.sim.add_codes(&[code]);
+    let d = till.start();
+    d.wait_event(|e| e["event"] == "ready");
+    assert!(socket.exists());
+
+    let second = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is in use by pid {}", d.pid())),
+        "{stderr}"
+    );
+    assert!(socket.exists(), "the first daemon's socket is untouched");
+
+    till.pty.scan(code);
+    assert_eq!(d.outcome(code)["outcome"], "redeemed");
+    assert_eq!(
+        till.row(code)["state"],
+        "redeemed",
+        "log reads while it runs"
+    );
+    let backup = till.dir.path().join("copy.db");
+    let out = Command::new(bin())
+        .args(["backup", "--config"])
+        .arg(&till.config)
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.kill9();
+    // The kernel let go of the lock with the process.
+    let d = till.start();
+    d.kill9();
+}
