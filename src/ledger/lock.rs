@@ -4,7 +4,9 @@
 //! was lost), and unlink the first one's socket; it stops before anything else instead.
 //! Readers (`log`, `export`, `backup`, `review`) take no lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Held while it lives.
 #[derive(Debug)]
 pub struct LedgerLock {
-    _file: File,
+    _file: Flock<File>,
 }
 
 /// The lock's file for the ledger at `database`: `DATABASE.lock`.
@@ -31,7 +33,7 @@ impl LedgerLock {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("{}: cannot create its folder: {e}", path.display()))?;
         }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -39,9 +41,9 @@ impl LedgerLock {
             .mode(0o600)
             .open(&path)
             .map_err(|e| format!("{}: cannot open the ledger's lock: {e}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
@@ -56,10 +58,10 @@ impl LedgerLock {
                     database.display()
                 ));
             }
-            Err(TryLockError::Error(e)) => {
+            Err((_, e)) => {
                 return Err(format!("{}: cannot lock: {e}", path.display()));
             }
-        }
+        };
         let pid = std::process::id().to_string();
         let written = file
             .set_len(0)
