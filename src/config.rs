@@ -79,6 +79,8 @@ struct RawHttp {
     token_file: Option<PathBuf>,
     #[serde(default = "default_language")]
     language: Language,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 impl Default for RawHttp {
@@ -87,6 +89,7 @@ impl Default for RawHttp {
             listen: default_listen(),
             token_file: None,
             language: default_language(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -98,6 +101,9 @@ pub struct HttpConfig {
     /// Every request then needs `Authorization: Bearer <token>`; required off loopback.
     pub token_file: Option<PathBuf>,
     pub language: Language,
+    /// Host names the API answers to besides its own address (and loopback names on a
+    /// loopback listener), lowercase.
+    pub allowed_hosts: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8737";
@@ -635,10 +641,27 @@ fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConf
                 .into(),
         );
     }
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in raw.allowed_hosts.iter().enumerate() {
+        let name = h.trim().to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if valid {
+            allowed_hosts.push(name);
+        } else {
+            problems.push(format!(
+                "http.allowed_hosts[{i}]: {h:?} is not a host name (no scheme, port or path: \"pos.store12.lan\")"
+            ));
+        }
+    }
     HttpConfig {
         listen,
         token_file,
         language: raw.language,
+        allowed_hosts,
     }
 }
 

@@ -203,6 +203,10 @@ impl Daemon {
             language: config.http.language,
             online_wait: config.offline.online_wait,
             dispatcher_alive: dispatcher_alive.clone(),
+            hosts: Arc::new(crate::api::host::HostPolicy {
+                listen: config.http.listen.clone(),
+                allowed: config.http.allowed_hosts.clone(),
+            }),
             token_refreshes: Arc::new(move || card.as_ref().map_or(0, |c| c.tokens().refreshes())),
         };
         let http = api::serve(&config.http, api_state, stop_rx.clone())

@@ -443,3 +443,75 @@ fn the_harness_reads_events_however_the_socket_splits_them() {
         );
     }
 }
+
+/// DNS rebinding: a page served from a name the attacker controls, resolved to 127.0.0.1,
+/// sends that name as Host and as Origin. Every path (pages too) refuses a Host the daemon
+/// does not serve; its own address, loopback names and `allowed_hosts` are answered.
+#[test]
+fn a_rebinding_host_is_refused_on_every_path() {
+    let till = Till::new(Setup {
+        extra_toml: "allowed_hosts = [\"pos.store12.lan\"]".into(),
+        ..Setup::default()
+    });
+    let c = codes(47, 1);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    let base = d.http_url();
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let body = json!({"code": c[0]}).to_string();
+    for evil in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("10.9.8.7:{port}"),
+    ] {
+        let origin = format!("http://{evil}");
+        let forged = [
+            ("Host", evil.as_str()),
+            ("Origin", origin.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        for (method, path, b) in [
+            ("POST", "/v1/scans", body.as_bytes()),
+            ("GET", "/v1/export.csv", &b""[..]),
+            ("GET", "/v1/redemptions", &b""[..]),
+            ("GET", "/", &b""[..]),
+            ("GET", "/kiosk", &b""[..]),
+            ("GET", "/metrics", &b""[..]),
+        ] {
+            let r = http(method, &format!("{base}{path}"), &forged, b);
+            assert_eq!(r.status, 421, "{method} {path} with Host {evil}: {r:?}");
+            assert!(!r.body.contains(&c[0]));
+        }
+    }
+    assert_eq!(
+        till.sim.card.calls_for(&c[0]).consume,
+        0,
+        "nothing was redeemed"
+    );
+    for name in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("pos.store12.lan:{port}"),
+    ] {
+        let r = http(
+            "GET",
+            &format!("{base}/v1/redemptions"),
+            &[("Host", name.as_str())],
+            b"",
+        );
+        assert_eq!(r.status, 200, "Host {name}: {r:?}");
+    }
+    let origin = format!("http://pos.store12.lan:{port}");
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[
+            ("Host", &format!("pos.store12.lan:{port}")),
+            ("Origin", &origin),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.json()["outcome"], "redeemed", "{r:?}");
+    d.kill9();
+}

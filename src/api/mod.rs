@@ -5,6 +5,7 @@
 //! from another origin (a web page open on the till must not be able to redeem codes), and
 //! off loopback every request needs the bearer token.
 
+pub(crate) mod host;
 mod pages;
 
 use crate::clock::SharedClock;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub dispatcher_alive: Arc<AtomicBool>,
     /// Token refreshes so far (from the card API's token manager).
     pub token_refreshes: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The `Host` names answered (DNS rebinding).
+    pub hosts: Arc<host::HostPolicy>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -81,8 +84,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/kiosk", get(pages::kiosk))
         .route("/healthz", get(healthz))
         .merge(api)
+        .layer(middleware::from_fn_with_state(state.clone(), host_guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Every path, pages included: only the names this daemon serves (see [`host`]).
+async fn host_guard(AxState(st): AxState<ApiState>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or(""));
+    if !st.hosts.allows(host) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {:?} is not a name this till's API serves: add it to [http] allowed_hosts",
+                host.unwrap_or("")
+            ),
+        );
+    }
+    next.run(req).await
 }
 
 /// Bearer token (when configured) and same-origin writes.
