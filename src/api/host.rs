@@ -25,7 +25,7 @@ impl HostPolicy {
         let Some(name) = name_of(host) else {
             return false;
         };
-        if self.allowed.iter().any(|a| *a == name) {
+        if self.allowed.contains(&name) {
             return true;
         }
         let local = self.listen.is_local();
