@@ -133,13 +133,14 @@ fn check_database(config: &Config, f: &mut Findings) {
     match schema::open_ro(db) {
         Err(e) => f.problems.push(format!("database: {e}")),
         Ok(conn) => {
-            if let Err(detail) = schema::quick_check(&conn) {
+            let path = db.display().to_string();
+            if let Some(what) = schema::not_a_ledger(db, &conn) {
+                let e = schema::OpenError::NotALedger { path, what };
+                f.problems.push(format!("database: {e}"));
+            } else if let Err(detail) = schema::quick_check(&conn) {
                 f.problems.push(format!(
                     "database: {}",
-                    schema::OpenError::Corrupt {
-                        path: db.display().to_string(),
-                        detail
-                    }
+                    schema::OpenError::Corrupt { path, detail }
                 ));
             }
         }

@@ -357,3 +357,32 @@ fn summary_days_follow_the_local_calendar() {
         );
     }
 }
+
+/// A 0-byte file at the ledger's path (a botched restore, say) is not started over as a new
+/// ledger: `check` names it under `database` (exit 78), and `run` refuses to start.
+#[test]
+fn an_empty_file_at_the_ledger_path_is_refused_by_check_and_run() {
+    let till = Till::new(Setup::default());
+    let db = till.dir.path().join("ledger");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("redeemd.db"), b"").unwrap();
+    let check = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("database:") && text.contains("not a redeemd ledger"),
+        "{text}"
+    );
+    let run = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    assert_ne!(run.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not a redeemd ledger"));
+    assert_eq!(std::fs::metadata(db.join("redeemd.db")).unwrap().len(), 0);
+}

@@ -352,9 +352,11 @@ fn wal_and_full_sync_are_on() {
 fn a_ledger_made_with_another_page_size_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("l.db");
-    let old = rusqlite::Connection::open(&db).unwrap();
-    old.execute_batch("PRAGMA page_size = 4096; CREATE TABLE before_us (x);")
+    // A ledger of an older version, whose new ledgers had 4 KiB pages.
+    let mut old = rusqlite::Connection::open(&db).unwrap();
+    old.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;")
         .unwrap();
+    crate::ledger::schema::migrate_for_tests(&mut old);
     drop(old);
     let conn = open_rw(&db).unwrap();
     let page: i64 = conn
@@ -368,5 +370,40 @@ fn a_ledger_made_with_another_page_size_keeps_it() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(tables, 1, "and is migrated as any other");
+    assert_eq!(tables, 1, "and opens as any other");
+}
+
+/// Only a missing file becomes a new ledger: an empty file, or another program's SQLite
+/// database, at the ledger's path is refused with what to do, and left as it was.
+#[test]
+fn an_empty_or_foreign_file_is_not_made_a_new_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let e = open_rw(&empty).unwrap_err().to_string();
+    assert!(
+        e.contains("is not a redeemd ledger (the file is empty)"),
+        "{e}"
+    );
+    assert!(e.contains("mv "), "says what to do: {e}");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "left as it was"
+    );
+
+    let foreign = dir.path().join("foreign.db");
+    let other = rusqlite::Connection::open(&foreign).unwrap();
+    other.execute_batch("CREATE TABLE invoices (n);").unwrap();
+    drop(other);
+    let e = open_rw(&foreign).unwrap_err().to_string();
+    assert!(e.contains("an SQLite database of something else"), "{e}");
+    let names: i64 = rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(names, 1, "nothing was added to it");
+
+    let missing = dir.path().join("new.db");
+    assert!(open_rw(&missing).is_ok(), "a missing file becomes a ledger");
 }

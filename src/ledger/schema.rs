@@ -130,6 +130,12 @@ pub enum OpenError {
         "the ledger {path} has schema version {found}, newer than this redeemd understands ({SCHEMA_VERSION}); upgrade redeemd"
     )]
     TooNew { path: String, found: i64 },
+    /// A file at the ledger's path that is not a ledger: only a missing file becomes a new
+    /// one, so that history and duplicate detection are never silently started over.
+    #[error(
+        "{path} is not a redeemd ledger ({what}); redeemd will not start a new ledger over it. If it is the ledger, restore the newest backup (made by `redeemd backup --config FILE DEST`) to {path}; if the path is wrong, fix `database` in the config; to really start with an empty ledger, move the file away: mv {path} {path}.old"
+    )]
+    NotALedger { path: String, what: String },
     #[error(
         "the ledger {path} is damaged ({detail}); redeemd will not write to it. Keep it for inspection: mv {path} {path}.damaged; then restore the newest backup (made by `redeemd backup --config FILE DEST`) to {path}, or start with an empty ledger"
     )]
@@ -177,6 +183,9 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
         detail,
     };
     if existed {
+        if let Some(what) = not_a_ledger(path, &conn) {
+            return Err(OpenError::NotALedger { path: p, what });
+        }
         quick_check(&conn).map_err(corrupt)?;
     }
     if !existed {
@@ -204,6 +213,28 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
         },
     })?;
     Ok(conn)
+}
+
+/// Why an existing file is not a ledger, if it is not: empty (0 bytes), or an SQLite
+/// database this schema never touched (no `user_version`) that holds tables of its own.
+pub fn not_a_ledger(path: &Path, conn: &Connection) -> Option<String> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Some("the file is empty".into());
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .ok()?;
+    if version != 0 {
+        return None;
+    }
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()?;
+    (tables > 0).then(|| "an SQLite database of something else".into())
 }
 
 /// Opens the ledger read-only, for reports while the daemon runs.
@@ -250,6 +281,14 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 enum MigrateError {
     Sqlite(rusqlite::Error),
     TooNew(i64),
+}
+
+/// [`migrate`], for tests that build a ledger as an older version left it.
+#[cfg(test)]
+pub(crate) fn migrate_for_tests(conn: &mut Connection) {
+    if migrate(conn).is_err() {
+        panic!("migrating a test ledger");
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
