@@ -483,22 +483,31 @@ async fn health_loop(
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
 /// the future is first polled: a SIGTERM that arrives just after "ready" must still stop the
-/// daemon gracefully rather than kill it.
+/// daemon gracefully rather than kill it. SIGHUP (which would otherwise kill it) reloads
+/// nothing and says so: the AppSecret is re-read at every token fetch anyway, and the
+/// config and keys take a restart.
 pub fn termination_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     );
     async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
             // Without signal handlers the default action (terminate) still applies.
             std::future::pending::<()>().await;
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => tracing::info!(
+                    event = "sighup",
+                    "SIGHUP: nothing is reloaded; the AppSecret file is re-read at every token fetch, and a changed config or key takes a restart (systemctl restart redeemd)"
+                ),
+            }
         }
     }
 }

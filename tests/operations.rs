@@ -493,3 +493,28 @@ fn a_second_daemon_on_the_same_ledger_is_refused_and_readers_still_work() {
     let d = till.start();
     d.kill9();
 }
+
+/// SIGHUP (a closed terminal, a `kill -HUP` by habit) neither kills the daemon nor goes
+/// unnoticed: it says what it reloads (nothing) and goes on; SIGTERM still stops it cleanly.
+#[test]
+fn sighup_is_answered_in_the_log_and_the_daemon_goes_on() {
+    let till = Till::new(Setup::default());
+    let c = codes(48, 1);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    d.wait_event(|e| e["event"] == "ready");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let said = d.wait_event(|e| e["event"] == "sighup");
+    assert!(
+        said["message"].as_str().unwrap_or("").contains("restart"),
+        "{said}"
+    );
+    till.pty.scan(&c[0]);
+    assert_eq!(d.outcome(&c[0])["outcome"], "redeemed", "still working");
+    let (status, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
