@@ -108,6 +108,9 @@ pub struct HttpConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8737";
 
+/// The longest a scan may wait for WeChat before the till gets an offline answer.
+pub const MAX_ONLINE_WAIT: Duration = Duration::from_secs(60);
+
 fn default_listen() -> String {
     DEFAULT_LISTEN.into()
 }
@@ -613,6 +616,11 @@ fn check_retry_and_offline(
     }
     if offline.online_wait.is_zero() {
         problems.push("offline.online_wait: must be more than 0".into());
+    } else if offline.online_wait > MAX_ONLINE_WAIT {
+        problems.push(format!(
+            "offline.online_wait: at most {} s (a cashier waits that long for every scan)",
+            MAX_ONLINE_WAIT.as_secs()
+        ));
     }
 }
 
@@ -834,6 +842,35 @@ api = "card"
             .to_string();
         assert!(msg.contains("base_delay") || msg.contains("retry"), "{msg}");
         assert!(msg.contains("soon"), "{msg}");
+    }
+
+    /// Bounds a careless value would break: a cashier waiting ten years for every scan, a
+    /// Host name that is a URL.
+    #[test]
+    fn online_wait_and_allowed_hosts_are_bounded() {
+        for (extra, key) in [
+            (
+                "\n[offline]\nonline_wait = \"3650d\"\n",
+                "offline.online_wait: at most 60 s",
+            ),
+            (
+                "\n[http]\nallowed_hosts = [\"http://pos.lan\"]\n",
+                "http.allowed_hosts[0]",
+            ),
+            (
+                "\n[http]\nallowed_hosts = [\"pos.lan:8737\"]\n",
+                "http.allowed_hosts[0]",
+            ),
+        ] {
+            let text = GOOD.to_string() + extra;
+            let msg = Config::parse(&text, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(key), "{extra}: {msg}");
+        }
+        let text = GOOD.to_string() + "\n[http]\nallowed_hosts = [\"POS.Store12.lan\"]\n";
+        let c = Config::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.http.allowed_hosts, ["pos.store12.lan"]);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum DaemonError {
     Ledger(#[from] LedgerError),
     #[error("cannot start the HTTP client: {0}")]
     Http(String),
+    /// The local API cannot listen where the config says.
+    #[error("{0}")]
+    Listen(String),
     /// Another daemon runs on this ledger.
     #[error("{0}")]
     InUse(String),
@@ -211,7 +214,7 @@ impl Daemon {
         };
         let http = api::serve(&config.http, api_state, stop_rx.clone())
             .await
-            .map_err(|e| DaemonError::Http(format!("http.listen: cannot listen: {e}")))?;
+            .map_err(|e| DaemonError::Listen(format!("http.listen: cannot listen: {e}")))?;
 
         // `_ev_tx` stays here: when every scanner source has ended (standard input closed),
         // the daemon still serves keyed entry and drains the backlog.

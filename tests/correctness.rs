@@ -205,7 +205,11 @@ fn a_start_that_fails_sends_nothing() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("http.listen"), "{stderr}");
+    assert!(stderr.contains("http.listen: cannot listen"), "{stderr}");
+    assert!(
+        !stderr.contains("HTTP client"),
+        "named as what it is: {stderr}"
+    );
     assert!(!stderr.contains("dispatcher_started"), "{stderr}");
     let calls = till.sim.card.calls_for(code);
     assert_eq!((calls.get, calls.consume), (0, 0), "{calls:?}");

@@ -264,6 +264,17 @@ fn review_items_are_resolved_through_the_api_and_the_cli() {
     assert!(listed.contains(&c[0]) && listed.contains(&c[1]), "{listed}");
 
     let id0 = till.row(&c[0])["id"].as_i64().unwrap();
+    let long = "x".repeat(15_000);
+    let r = post_json(
+        &base,
+        &format!("/v1/redemptions/{id0}/resolve"),
+        &json!({"note": "checked", "by": long}),
+    );
+    assert_eq!(
+        r.status, 400,
+        "who resolved it is a name, not a page: {r:?}"
+    );
+    assert!(r.body.contains("by:"), "{r:?}");
     let r = post_json(
         &base,
         &format!("/v1/redemptions/{id0}/resolve"),

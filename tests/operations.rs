@@ -518,3 +518,38 @@ fn sighup_is_answered_in_the_log_and_the_daemon_goes_on() {
     let (status, log) = d.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// The backup is written as `DEST.partial` (as the README says), and renamed only when whole:
+/// where that name cannot be written, the backup fails naming it, and DEST never appears.
+#[test]
+fn a_backup_is_written_as_dest_partial_first() {
+    let till = Till::new(Setup::default());
+    let d = till.start();
+    d.wait_event(|e| e["event"] == "ready");
+    let dest = till.dir.path().join("bk2.db");
+    std::fs::create_dir(till.dir.path().join("bk2.db.partial")).unwrap();
+    let out = Command::new(bin())
+        .args(["backup", "--config"])
+        .arg(&till.config)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("bk2.db.partial"), "{stderr}");
+    assert!(!dest.exists());
+    std::fs::remove_dir(till.dir.path().join("bk2.db.partial")).unwrap();
+    let out = Command::new(bin())
+        .args(["backup", "--config"])
+        .arg(&till.config)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dest.exists() && !till.dir.path().join("bk2.db.partial").exists());
+    d.kill9();
+}

@@ -37,6 +37,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
+/// The longest name accepted as who resolved a review item.
+pub const MAX_BY: usize = 100;
+
 /// Request bodies are small JSON objects; anything bigger is refused (413).
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -353,6 +356,12 @@ async fn resolve(
         },
     };
     let by = body.by.unwrap_or_else(|| "api".into());
+    if by.trim().is_empty() || by.chars().count() > MAX_BY {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("by: who resolved it, 1 to {MAX_BY} characters"),
+        );
+    }
     let at = st.clock.now_ms();
     match st
         .ledger

@@ -24,7 +24,11 @@ pub use schema::{OpenError, open_ro, open_rw};
 pub fn backup(src: &Path, dest: &Path) -> Result<u64, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let from = open_ro(src).map_err(|e| e.to_string())?;
-    let partial = dest.with_extension("partial");
+    let partial = {
+        let mut p = dest.as_os_str().to_owned();
+        p.push(".partial");
+        std::path::PathBuf::from(p)
+    };
     let _ = std::fs::remove_file(&partial);
     // Created private: the ledger holds live coupon codes.
     std::fs::OpenOptions::new()
