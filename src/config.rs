@@ -81,6 +81,8 @@ struct RawHttp {
     language: Language,
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    #[serde(default)]
+    socket_mode: Option<String>,
 }
 
 impl Default for RawHttp {
@@ -90,6 +92,7 @@ impl Default for RawHttp {
             token_file: None,
             language: default_language(),
             allowed_hosts: Vec::new(),
+            socket_mode: None,
         }
     }
 }
@@ -104,7 +107,12 @@ pub struct HttpConfig {
     /// Host names the API answers to besides its own address (and loopback names on a
     /// loopback listener), lowercase.
     pub allowed_hosts: Vec<String>,
+    /// The unix socket's mode (default 0660: the service's group, e.g. the POS user in
+    /// group `redeemd`, may connect), whatever the umask.
+    pub socket_mode: u32,
 }
+
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8737";
 
@@ -665,11 +673,28 @@ fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConf
             ));
         }
     }
+    let socket_mode = match raw.socket_mode.as_deref() {
+        None => DEFAULT_SOCKET_MODE,
+        Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 && matches!(listen, Listen::Unix(_)) => mode,
+            Ok(mode) if mode <= 0o777 => {
+                problems.push("http.socket_mode: only for listen = \"unix:/path\"".into());
+                mode
+            }
+            _ => {
+                problems.push(format!(
+                    "http.socket_mode: {m:?} is not a file mode (octal, such as \"0660\")"
+                ));
+                DEFAULT_SOCKET_MODE
+            }
+        },
+    };
     HttpConfig {
         listen,
         token_file,
         language: raw.language,
         allowed_hosts,
+        socket_mode,
     }
 }
 

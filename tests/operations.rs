@@ -436,6 +436,7 @@ fn the_package_metadata_and_example_config_are_sound() {
 /// once, naming the first's pid; readers keep working meanwhile.
 #[test]
 fn a_second_daemon_on_the_same_ledger_is_refused_and_readers_still_work() {
+    // Also: the socket's mode is http.socket_mode (default 0660).
     let till = Till::new(Setup {
         extra_toml: String::new(),
         ..Setup::default()
@@ -455,6 +456,11 @@ fn a_second_daemon_on_the_same_ledger_is_refused_and_readers_still_work() {
     let d = till.start();
     d.wait_event(|e| e["event"] == "ready");
     assert!(socket.exists());
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o660,
+        "the service's group (the POS user) may connect, whatever the umask"
+    );
 
     let second = Command::new(bin())
         .args(["run", "--config"])

@@ -486,6 +486,12 @@ pub async fn serve(
             // A socket left by a previous run would make bind fail.
             let _ = std::fs::remove_file(path);
             let listener = tokio::net::UnixListener::bind(path)?;
+            // Whatever the umask (the unit's is 0077): the POS user in the service's group
+            // must be able to connect.
+            std::fs::set_permissions(
+                path,
+                std::os::unix::fs::PermissionsExt::from_mode(http.socket_mode),
+            )?;
             tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "HTTP API listening");
             Ok(tokio::spawn(async move {
                 let _ = axum::serve(listener, app)

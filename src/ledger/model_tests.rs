@@ -407,3 +407,29 @@ fn an_empty_or_foreign_file_is_not_made_a_new_ledger() {
     let missing = dir.path().join("new.db");
     assert!(open_rw(&missing).is_ok(), "a missing file becomes a ledger");
 }
+
+/// The ledger holds live codes: it, its WAL and its shared-memory file are 0600 whatever
+/// the umask; an existing ledger readable by others is made so.
+#[test]
+fn the_ledger_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The test's own umask is usually 022: SQLite alone would make these 0644.
+    let conn = open_rw(&db).unwrap();
+    conn.execute(
+        "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
+         VALUES ('100000000001', 'card', 'queued', 's', 't', 1, 1)",
+        [],
+    )
+    .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    drop(conn);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(open_rw(&db).unwrap());
+    assert_eq!(mode(&db), 0o600, "an existing ledger is made private");
+}

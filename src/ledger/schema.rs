@@ -120,6 +120,12 @@ pub enum OpenError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot create or protect the ledger file {path} (mode 0600): {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create the ledger's folder {path}: {source}")]
     Folder {
         path: String,
@@ -175,8 +181,23 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
             source,
         })?;
     }
-    let wrap = |source| classify(&p, source);
     let existed = path.exists();
+    private_files(path, existed).map_err(|source| OpenError::File {
+        path: p.clone(),
+        source,
+    })?;
+    let opened = open_created(path, &p, existed);
+    // A new file left empty by a failed start would be refused as "not a ledger" next time.
+    if opened.is_err() && !existed && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(path);
+    }
+    opened
+}
+
+/// [`open_rw`] once the file exists (`existed`: it did before this start).
+fn open_created(path: &Path, p: &str, existed: bool) -> Result<Connection, OpenError> {
+    let wrap = |source| classify(p, source);
+    let p = p.to_string();
     let mut conn = Connection::open(path).map_err(wrap)?;
     let corrupt = |detail: String| OpenError::Corrupt {
         path: p.clone(),
@@ -213,6 +234,33 @@ pub fn open_rw(path: &Path) -> Result<Connection, OpenError> {
         },
     })?;
     Ok(conn)
+}
+
+/// The ledger holds live codes: its file is 0600 whatever the umask (a new one is created
+/// so before SQLite opens it, and SQLite gives the WAL and shared-memory files the
+/// database's mode), and an existing one, or its WAL and shared-memory files, readable by
+/// others is made so.
+fn private_files(path: &Path, existed: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !existed {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut f = path.as_os_str().to_owned();
+        f.push(suffix);
+        let f = std::path::PathBuf::from(f);
+        if let Ok(meta) = std::fs::metadata(&f)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why an existing file is not a ledger, if it is not: empty (0 bytes), or an SQLite
