@@ -559,3 +559,47 @@ fn a_backup_is_written_as_dest_partial_first() {
     assert!(dest.exists() && !till.dir.path().join("bk2.db.partial").exists());
     d.kill9();
 }
+
+/// SIGTERM stops a daemon whose standard input (a stdin scanner) stays open and silent: it
+/// does not wait for one more line (the demo's Ctrl-C used to need an extra Enter).
+#[test]
+fn sigterm_stops_the_daemon_while_a_stdin_scanner_waits_for_input() {
+    let till = Till::new(Setup {
+        extra_toml: "\n[[scanner]]\nname = \"typed\"\ntype = \"stdin\"\n".into(),
+        ..Setup::default()
+    });
+    let mut child = Command::new(bin())
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&till.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open, never written to.
+    let _stdin = child.stdin.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("\"event\":\"ready\""));
+    assert!(ready, "the daemon never said ready");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running {WAIT:?} after SIGTERM, waiting for standard input"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,12 +1,17 @@
 //! Lines typed on standard input as a scanner: `redeemd demo`, and piping codes in by hand.
+//!
+//! Standard input is read on a plain thread of its own, not through `tokio::io::stdin`:
+//! tokio reads it on its blocking pool, and a runtime waits for that read to end before it
+//! shuts down, so SIGTERM or Ctrl-C waited for one more line. A plain thread blocked in
+//! `read` does not hold the process when `main` returns.
 
 use super::SourceEvent;
 use super::frame::Framer;
 use crate::clock::SharedClock;
 use crate::config::ScannerConfig;
 use crate::model::scan::Scan;
+use std::io::Read;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
 pub async fn run(
@@ -17,8 +22,7 @@ pub async fn run(
 ) {
     let name: Arc<str> = cfg.name.as_str().into();
     let mut framer = Framer::new(cfg.aim_ids);
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 512];
+    let mut reads = read_stdin();
     let _ = events
         .send(SourceEvent::Connected {
             scanner: name.clone(),
@@ -26,12 +30,12 @@ pub async fn run(
         })
         .await;
     loop {
-        let n = tokio::select! {
-            r = stdin.read(&mut buf) => r,
+        let chunk = tokio::select! {
+            r = reads.recv() => r,
             _ = shutdown.changed() => return,
         };
-        match n {
-            Ok(0) | Err(_) => {
+        match chunk {
+            None => {
                 // A last line without a newline still counts.
                 let at = clock.now_ms();
                 for frame in framer.push(b"\n") {
@@ -46,9 +50,9 @@ pub async fn run(
                 let _ = events.send(SourceEvent::Ended { scanner: name }).await;
                 return;
             }
-            Ok(n) => {
+            Some(bytes) => {
                 let at = clock.now_ms();
-                for frame in framer.push(&buf[..n]) {
+                for frame in framer.push(&bytes) {
                     if events
                         .send(SourceEvent::Scan(Scan {
                             scanner: name.clone(),
@@ -64,4 +68,30 @@ pub async fn run(
             }
         }
     }
+}
+
+/// What standard input brings, read by a thread of its own; the channel closes at its end
+/// (or on a read error).
+fn read_stdin() -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(16);
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 512];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(event = "stdin_unreadable", error = %e, "cannot read standard input");
+    }
+    rx
 }
