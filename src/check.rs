@@ -5,6 +5,7 @@ use crate::config::{Config, ScannerKind, WechatPayConfig};
 use crate::ledger::schema;
 use crate::secrets::read_secret_file;
 use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
+use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, Default)]
@@ -113,9 +114,43 @@ fn pay_keys(p: &WechatPayConfig, problems: &mut Vec<String>) -> Option<PayKeys> 
     Some(PayKeys { signer, verifier })
 }
 
+/// Whether this process may create `db` (its folders included) where the config puts it:
+/// the first folder that exists up the path must be a folder, and writable.
+fn creatable(db: &Path) -> Result<(), String> {
+    let mut at = db.parent();
+    while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if !meta.is_dir() {
+                return Err(format!(
+                    "cannot create {}: {} is a file, not a folder",
+                    db.display(),
+                    dir.display()
+                ));
+            }
+            return nix::unistd::access(
+                dir,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot create {}: the folder {} is not writable by this user ({e})",
+                    db.display(),
+                    dir.display()
+                )
+            });
+        }
+        at = dir.parent();
+    }
+    Ok(())
+}
+
 fn check_database(config: &Config, f: &mut Findings) {
     let db = &config.database;
     if !db.exists() {
+        if let Err(e) = creatable(db) {
+            f.problems.push(format!("database: {e}"));
+            return;
+        }
         let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
         match dir {
             Some(d) if !d.exists() => f.warnings.push(format!(

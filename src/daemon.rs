@@ -33,7 +33,7 @@ pub enum DaemonError {
     /// The configuration cannot work (exit code 78, EX_CONFIG).
     #[error("{0}")]
     Config(String),
-    #[error(transparent)]
+    #[error("database: {0}")]
     Open(#[from] OpenError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),

@@ -386,3 +386,35 @@ fn an_empty_file_at_the_ledger_path_is_refused_by_check_and_run() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("not a redeemd ledger"));
     assert_eq!(std::fs::metadata(db.join("redeemd.db")).unwrap().len(), 0);
 }
+
+/// A database path `run` cannot create (under a regular file, here) is a problem `check`
+/// finds and names under `database` (exit 78), as `run` then does, instead of failing later
+/// with a message that does not name the key.
+#[test]
+fn check_tries_the_database_location_run_will_use() {
+    let till = Till::new(Setup::default());
+    std::fs::write(till.dir.path().join("blocker"), b"not a folder").unwrap();
+    let text = std::fs::read_to_string(&till.config).unwrap();
+    std::fs::write(
+        &till.config,
+        text.replace(
+            "database = \"ledger/redeemd.db\"",
+            "database = \"blocker/redeemd.db\"",
+        ),
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = Command::new(bin())
+            .args([cmd, "--config"])
+            .arg(&till.config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("database: cannot create")
+                && stderr.contains("is a file, not a folder"),
+            "{cmd}: {stderr}"
+        );
+    }
+}
