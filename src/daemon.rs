@@ -465,15 +465,20 @@ async fn health_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let writable = ledger.call(store::probe_writable).await.is_ok();
+        let health = ledger.health().await;
+        let writable = health.is_ok();
         let alive = dispatcher_alive.load(Ordering::SeqCst);
-        let status = status_line(&ledger, &metrics).await;
+        let mut status = status_line(&ledger, &metrics).await;
+        if let Err(why) = &health {
+            status = format!("ledger {why}; {status}");
+        }
         if writable && alive && watchdog.is_some() {
             notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"));
         } else {
             if !(writable && alive) {
                 tracing::error!(
                     event = "unhealthy",
+                    ledger = health.as_ref().err().map(String::as_str),
                     ledger_writable = writable,
                     dispatcher_alive = alive,
                     "health check failed; not pinging the watchdog"

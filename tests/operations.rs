@@ -336,11 +336,27 @@ fn a_full_disk_refuses_new_scans_then_recovers() {
         "{o}"
     );
     assert_eq!(till.sim.card.calls_for(&c[1]).consume, 0);
+    // Health says so: the last write could not reach the disk.
+    let base = d.http_url();
+    let h = http("GET", &format!("{base}/healthz"), &[], b"");
+    assert_eq!(h.status, 503, "{h:?}");
+    assert!(
+        h.json()["ledger"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot write"),
+        "{h:?}"
+    );
 
     // Space returns: the daemon is still there and records again.
     std::fs::remove_file(&filler).unwrap();
     till.pty.scan(&c[2]);
     assert_eq!(d.outcome(&c[2])["outcome"], "redeemed");
+    let h = http("GET", &format!("{base}/healthz"), &[], b"");
+    assert_eq!(
+        h.status, 200,
+        "healthy again after a write reached the disk: {h:?}"
+    );
     let log = till.log();
     assert_eq!(
         log.len(),

@@ -382,10 +382,10 @@ async fn resolve(
 }
 
 async fn healthz(AxState(st): AxState<ApiState>) -> Response {
-    let ledger = st.ledger.call(store::probe_writable).await;
+    let ledger = st.ledger.health().await;
     let dispatcher = st.dispatcher_alive.load(Ordering::SeqCst);
     let body = json!({
-        "ledger": ledger.as_ref().map(|_| "writable".to_string()).unwrap_or_else(|e| e.to_string()),
+        "ledger": ledger.as_ref().map(|_| "writable".to_string()).unwrap_or_else(|e| e.clone()),
         "dispatcher": if dispatcher { "running" } else { "stopped" },
     });
     if ledger.is_ok() && dispatcher {

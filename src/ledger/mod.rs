@@ -13,6 +13,7 @@ mod sync;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sync::{Committed, Durability, Fsync};
 use tokio::sync::oneshot;
@@ -99,6 +100,9 @@ enum Msg {
 #[derive(Clone)]
 pub struct Ledger {
     jobs: mpsc::Sender<Msg>,
+    /// Why the last write that tried to reach the disk failed (a full disk, an I/O error),
+    /// until a later write succeeds: what `/healthz` and the watchdog report.
+    trouble: Arc<Mutex<Option<String>>>,
 }
 
 impl Ledger {
@@ -176,7 +180,10 @@ impl Ledger {
                 }
             })
             .expect("spawning the ledger thread");
-        Ledger { jobs: tx }
+        Ledger {
+            jobs: tx,
+            trouble: Arc::default(),
+        }
     }
 
     /// Runs `f` on the ledger thread; answers once its writes are committed.
@@ -234,7 +241,7 @@ impl Ledger {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job = job(f, true, fsync, move |result| {
+        let job = job(f, true, fsync, &self.trouble, move |result| {
             let _ = tx.send(result);
         });
         self.jobs
@@ -257,7 +264,7 @@ impl Ledger {
             }
         };
         // Its fsync may wait too: it could be lost before its commit as well.
-        let job = job(f, false, Fsync::Soon, logged);
+        let job = job(f, false, Fsync::Soon, &self.trouble, logged);
         if self.jobs.send(Msg::Job(job)).is_err() {
             logged(Err(LedgerError::Stopped));
         }
@@ -289,21 +296,72 @@ impl Ledger {
             .map_err(|_| LedgerError::Stopped)?;
         rx.blocking_recv().map_err(|_| LedgerError::Stopped)
     }
+
+    /// Whether the ledger takes writes: no write has failed to reach the disk since the
+    /// last one that did, and a write transaction can be begun now. `Err` says why not.
+    ///
+    /// Only a real write that was committed clears a failure: a probe that rewrites a page
+    /// in place succeeds on a disk too full for a new scan's row.
+    pub async fn health(&self) -> Result<(), String> {
+        let trouble = self.trouble.lock().ok().and_then(|t| t.clone());
+        if let Some(why) = trouble {
+            return Err(format!("cannot write: {why}"));
+        }
+        self.call(store::probe_writable)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The errors that say the disk, not the operation, is the trouble.
+fn disk_trouble(e: &rusqlite::Error) -> Option<String> {
+    use rusqlite::ErrorCode::*;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseCorrupt | NotADatabase
+            ) =>
+        {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Wraps `f` as a job for the ledger thread: `answer` gets its result once the commit that
 /// holds its writes is known (an operation that succeeded in a failed commit failed too).
-fn job<T, F, A>(f: F, awaited: bool, fsync: Fsync, answer: A) -> Job
+/// On the way it notes in `trouble` a write the disk refused, or clears it after a write
+/// that was committed.
+fn job<T, F, A>(
+    f: F,
+    awaited: bool,
+    fsync: Fsync,
+    trouble: &Arc<Mutex<Option<String>>>,
+    answer: A,
+) -> Job
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     A: FnOnce(Result<T, LedgerError>) + Send + 'static,
 {
+    let trouble = trouble.clone();
     Job {
         run: Box::new(move |conn| {
+            let before = conn.total_changes();
             let result = f(conn);
+            let wrote = conn.total_changes() > before;
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit_failed: Option<&str>| {
+                let noted = match (&result, commit_failed) {
+                    (Ok(_), Some(why)) => Some(Some(why.to_string())),
+                    (Ok(_), None) if wrote => Some(None),
+                    (Err(e), _) => disk_trouble(e).map(Some),
+                    _ => None,
+                };
+                if let (Some(now), Ok(mut t)) = (noted, trouble.lock()) {
+                    *t = now;
+                }
                 answer(match (result, commit_failed) {
                     (Ok(_), Some(why)) => Err(LedgerError::Commit(why.to_string())),
                     (r, _) => r.map_err(LedgerError::from),
