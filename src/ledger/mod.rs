@@ -122,16 +122,30 @@ impl Ledger {
     }
 
     /// [`Ledger::start_with`], with how long a new row waits to share an fsync.
-    fn start_waiting(mut conn: Connection, submit_wait: Duration, share_wait: Duration) -> Ledger {
+    fn start_waiting(conn: Connection, submit_wait: Duration, share_wait: Duration) -> Ledger {
+        Self::start_syncing(conn, submit_wait, share_wait, std::fs::File::sync_data)
+    }
+
+    /// [`Ledger::start_waiting`], syncing the WAL with `sync_data` (a failing one in tests).
+    fn start_syncing(
+        mut conn: Connection,
+        submit_wait: Duration,
+        share_wait: Duration,
+        sync_data: sync::SyncFn,
+    ) -> Ledger {
         let (tx, rx) = mpsc::channel::<Msg>();
+        let trouble: Arc<Mutex<Option<String>>> = Arc::default();
+        let failure = trouble.clone();
         std::thread::Builder::new()
             .name("ledger".into())
             .spawn(move || {
-                let mut durability = Durability::new(share_wait);
+                let mut durability = Durability::with_sync(share_wait, sync_data);
                 // Who asked the thread to stop, once somebody has.
                 let mut closing: Option<oneshot::Sender<()>> = None;
-                // Ends when told to close, or when every handle is dropped.
-                while closing.is_none() {
+                // Ends when told to close, when every handle is dropped, or after a failed
+                // fsync: then nothing can be acknowledged any more, and the daemon stops and
+                // is restarted with a fresh view of the disk.
+                while closing.is_none() && durability.failed().is_none() {
                     let first = match durability.wait_left() {
                         None => match rx.recv() {
                             Ok(msg) => msg,
@@ -173,17 +187,17 @@ impl Ledger {
                     // Even while work keeps coming, a deferred fsync waits no longer.
                     durability.sync_if_due(&conn);
                 }
-                durability.sync(&conn);
+                let _ = durability.sync(&conn);
+                if let (Some(why), Ok(mut t)) = (durability.failed(), failure.lock()) {
+                    *t = Some(why.to_string());
+                }
                 drop(conn);
                 if let Some(tx) = closing {
                     let _ = tx.send(());
                 }
             })
             .expect("spawning the ledger thread");
-        Ledger {
-            jobs: tx,
-            trouble: Arc::default(),
-        }
+        Ledger { jobs: tx, trouble }
     }
 
     /// Runs `f` on the ledger thread; answers once its writes are committed.
@@ -375,11 +389,14 @@ where
 }
 
 /// Told once a commit answered before its fsync is on disk ([`Ledger::call_sync_with_next`]).
-pub struct Durable(oneshot::Receiver<()>);
+pub struct Durable(oneshot::Receiver<Result<(), String>>);
 
 impl Durable {
     pub async fn wait(self) -> Result<(), LedgerError> {
-        self.0.await.map_err(|_| LedgerError::Stopped)
+        match self.0.await {
+            Ok(synced) => synced.map_err(LedgerError::Commit),
+            Err(_) => Err(LedgerError::Stopped),
+        }
     }
 }
 
@@ -391,7 +408,7 @@ fn run_synced(conn: &mut Connection, durability: &mut Durability, mut batch: Vec
     let soon_only = batch.iter().all(|j| matches!(j.fsync, Fsync::Soon));
     let everything = batch.iter().any(|j| matches!(j.fsync, Fsync::All));
     // Whoever waits for the fsync is told by the thread's Durability from here on.
-    let durable: Vec<oneshot::Sender<()>> = batch
+    let durable: Vec<sync::Waiter> = batch
         .iter_mut()
         .filter_map(|j| match &mut j.fsync {
             Fsync::WithNext(tx) => tx.take(),
@@ -401,13 +418,16 @@ fn run_synced(conn: &mut Connection, durability: &mut Durability, mut batch: Vec
     let sqlite_syncs = durability.prepare(conn, defer);
     let before = conn.total_changes();
     let ok = run_batch(conn, batch, |c| {
+        // Nobody is told a write is on disk that an fsync failed to put there.
+        let mut failed = None;
         if !sqlite_syncs {
-            sync::sync_wal(c);
+            failed = durability.sync_wal(c).err();
         }
         if everything {
             // This commit was synced; the ones before it may not have been.
-            durability.sync(c);
+            failed = failed.or(durability.sync(c).err());
         }
+        failed
     });
     let committed = Committed {
         wrote: conn.total_changes() > before,
@@ -443,7 +463,7 @@ fn take_queued(
 fn run_batch(
     conn: &mut Connection,
     batch: Vec<Job>,
-    before_answers: impl FnOnce(&Connection),
+    before_answers: impl FnOnce(&Connection) -> Option<String>,
 ) -> bool {
     if batch.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
         let mut all_ok = true;
@@ -453,11 +473,11 @@ fn run_batch(
             all_ok &= ok;
             replies.push(reply);
         }
-        before_answers(conn);
+        let failed = before_answers(conn);
         for reply in replies {
-            reply(None);
+            reply(failed.as_deref());
         }
-        return all_ok;
+        return all_ok && failed.is_none();
     }
     let mut done: Vec<Reply> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
@@ -468,23 +488,23 @@ fn run_batch(
             // write of this batch so far is gone. Say so, and run the rest one by one.
             let why = "SQLite rolled the shared transaction back after an error";
             let rest: Vec<Reply> = jobs.map(|job| (job.run)(conn).1).collect();
-            before_answers(conn);
+            let failed = before_answers(conn);
             for r in done.drain(..) {
                 r(Some(why));
             }
             reply(Some(why));
             for r in rest {
-                r(None);
+                r(failed.as_deref());
             }
             return false;
         }
         done.push(reply);
     }
-    let failed = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    let mut failed = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
     if failed.is_some() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    before_answers(conn);
+    failed = failed.or(before_answers(conn));
     for r in done {
         r(failed.as_deref());
     }
@@ -632,6 +652,36 @@ mod group_commit_tests {
         // for its thread.
         ledger.close_blocking().unwrap();
         assert_eq!(codes_in(&db), ["111111111111", "222222222222"]);
+    }
+
+    /// A failed fsync is never reported as durable: whoever waits for it is told it failed
+    /// ("cannot record" at the till), and the ledger stops acknowledging anything (the daemon
+    /// stops and is restarted: after an fsync error the page cache cannot be trusted), with
+    /// the reason for `/healthz` and the watchdog.
+    #[tokio::test]
+    async fn a_failed_fsync_fails_its_waiters_and_stops_the_ledger() {
+        fn failing(_: &std::fs::File) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(5))
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::start_syncing(
+            open_rw(&dir.path().join("l.db")).unwrap(),
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+            failing,
+        );
+        let (_, on_disk) = ledger
+            .call_sync_with_next(|c| insert(c, "111111111111"))
+            .await
+            .unwrap();
+        let e = on_disk.wait().await.unwrap_err().to_string();
+        assert!(e.contains("could not be synced"), "{e}");
+        assert!(matches!(
+            ledger.call(|c| insert(c, "222222222222")).await,
+            Err(LedgerError::Stopped)
+        ));
+        let health = ledger.health().await.unwrap_err();
+        assert!(health.contains("must restart"), "{health}");
     }
 
     #[tokio::test]

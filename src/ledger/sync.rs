@@ -21,6 +21,7 @@
 //! checksummed in a chain, so recovery after a power cut keeps a prefix of the commits.
 
 use rusqlite::Connection;
+use std::fs::File;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -42,7 +43,7 @@ pub enum Fsync {
     /// Its caller is answered at commit, and told on `durable` once an fsync covers it: the
     /// next synced commit's (online, the consume intent of the row's try) or within
     /// [`SHARE_WAIT`].
-    WithNext(Option<oneshot::Sender<()>>),
+    WithNext(Option<Waiter>),
     /// Before its caller is answered, with everything committed before it (shutdown).
     All,
 }
@@ -65,8 +66,14 @@ pub struct Committed {
     /// for may just have ended without writing an intent.
     pub soon_only: bool,
     /// Who waits to be told that it is on disk.
-    pub durable: Vec<oneshot::Sender<()>>,
+    pub durable: Vec<Waiter>,
 }
+
+/// Told whether a commit reached the disk: `Err` says why not.
+pub type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// Syncs a file's data to the disk (`File::sync_data`; a failing one in tests).
+pub type SyncFn = fn(&File) -> std::io::Result<()>;
 
 /// What the ledger thread knows about its connection's syncing.
 #[derive(Debug)]
@@ -76,19 +83,74 @@ pub struct Durability {
     /// The latest moment the commits written without fsync so far may wait for one.
     sync_by: Option<Instant>,
     /// Told once everything committed so far is on disk.
-    waiting: Vec<oneshot::Sender<()>>,
+    waiting: Vec<Waiter>,
     /// [`SHARE_WAIT`], or another for tests.
     share_wait: Duration,
+    /// The WAL, open for as long as the connection: fsyncing a descriptor opened afresh
+    /// would not report a write-back error the kernel saw before it was opened.
+    wal: Option<File>,
+    sync_data: SyncFn,
+    /// An fsync failed: after that the page cache cannot be trusted (what it says is on
+    /// disk may not be), so nothing is acknowledged any more; the ledger must be reopened
+    /// (the daemon restarted), as PostgreSQL does.
+    failed: Option<String>,
 }
 
 impl Durability {
+    #[cfg(test)]
     pub fn new(share_wait: Duration) -> Durability {
+        Self::with_sync(share_wait, File::sync_data)
+    }
+
+    /// [`Durability::new`], syncing with `sync_data`.
+    pub fn with_sync(share_wait: Duration, sync_data: SyncFn) -> Durability {
         Durability {
             deferring: false,
             sync_by: None,
             waiting: Vec::new(),
             share_wait,
+            wal: None,
+            sync_data,
+            failed: None,
         }
+    }
+
+    /// Why an fsync failed, once one has: the ledger acknowledges nothing from then on.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// fdatasync on the connection's WAL: what a `FULL` commit would have done. A failure
+    /// is final (see `failed`): retrying would not help, the kernel may have dropped the
+    /// pages already.
+    pub fn sync_wal(&mut self, conn: &Connection) -> Result<(), String> {
+        if let Some(why) = &self.failed {
+            return Err(why.clone());
+        }
+        let Some(db) = conn.path().filter(|p| !p.is_empty()) else {
+            return Ok(()); // in memory: nothing on disk
+        };
+        if self.wal.is_none() {
+            match File::open(format!("{db}-wal")) {
+                Ok(f) => self.wal = Some(f),
+                // No WAL yet, or a checkpoint removed it and synced the database file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(self.fail(&e)),
+            }
+        }
+        let synced = match &self.wal {
+            Some(f) => (self.sync_data)(f),
+            None => Ok(()),
+        };
+        synced.map_err(|e| self.fail(&e))
+    }
+
+    fn fail(&mut self, e: &std::io::Error) -> String {
+        let why =
+            format!("the ledger's WAL could not be synced to disk ({e}); redeemd must restart");
+        tracing::error!(event = "ledger_sync_failed", error = %e, "could not sync the ledger's write-ahead log: nothing more is acknowledged until redeemd restarts");
+        self.failed = Some(why.clone());
+        why
     }
 
     /// Sets how the next batch commits: `defer` writes it without fsync. Answers whether
@@ -119,7 +181,7 @@ impl Durability {
         }
         if batch.wrote && self.deferring && batch.soon_only && !self.waiting.is_empty() {
             // A try ended without an intent (or after it): nothing more is coming to share.
-            self.sync(conn);
+            let _ = self.sync(conn);
             return;
         }
         if batch.wrote || !self.waiting.is_empty() {
@@ -139,42 +201,32 @@ impl Durability {
     /// Syncs the WAL if a commit has waited as long as it may.
     pub fn sync_if_due(&mut self, conn: &Connection) {
         if self.wait_left() == Some(Duration::ZERO) {
-            self.sync(conn);
+            let _ = self.sync(conn);
         }
     }
 
     /// Syncs the WAL now if a commit waits for it (for a flush, or when the ledger closes).
-    pub fn sync(&mut self, conn: &Connection) {
-        if self.sync_by.is_some() || !self.waiting.is_empty() {
-            sync_wal(conn);
-        }
-        self.release();
+    /// Whoever waits is told whether it worked.
+    pub fn sync(&mut self, conn: &Connection) -> Result<(), String> {
+        let synced = if self.sync_by.is_some() || !self.waiting.is_empty() {
+            self.sync_wal(conn)
+        } else {
+            Ok(())
+        };
+        self.release_with(synced.clone());
+        synced
     }
 
     /// Everything committed so far is on disk.
     fn release(&mut self) {
+        self.release_with(Ok(()));
+    }
+
+    fn release_with(&mut self, synced: Result<(), String>) {
         self.sync_by = None;
         for durable in self.waiting.drain(..) {
-            let _ = durable.send(());
+            let _ = durable.send(synced.clone());
         }
-    }
-}
-
-/// fdatasync on the connection's WAL: what a `FULL` commit would have done. A failure is
-/// logged; retrying would not help (the kernel may have dropped the pages already).
-pub fn sync_wal(conn: &Connection) {
-    let Some(db) = conn.path().filter(|p| !p.is_empty()) else {
-        return; // in memory: nothing on disk
-    };
-    let wal = format!("{db}-wal");
-    let synced = match std::fs::File::open(&wal) {
-        Ok(f) => f.sync_data(),
-        // A checkpoint that truncated the WAL synced the database file itself.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = synced {
-        tracing::error!(event = "ledger_sync_failed", error = %e, "could not sync the ledger's write-ahead log; the latest results may not survive a power cut");
     }
 }
 
@@ -232,7 +284,7 @@ mod tests {
 
         assert!(d.prepare(&conn, true));
         d.committed(&conn, batch(true, true, true));
-        d.sync(&conn);
+        d.sync(&conn).unwrap();
         assert_eq!(d.wait_left(), None, "synced when the ledger closes");
     }
 
