@@ -183,6 +183,10 @@ pub struct ScannerConfig {
     /// till's desktop or console.
     #[serde(default = "yes")]
     pub grab: bool,
+    /// Keyboard: a partial code is dropped (recorded as unreadable) when its next key comes
+    /// later than this (default 100 ms).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub inter_key_timeout: Option<Duration>,
     /// HID-POS: the input report id carrying scan data.
     #[serde(default)]
     pub report_id: Option<u8>,
@@ -504,6 +508,12 @@ fn check_scanners(
         only(
             "layout",
             s.layout.is_some(),
+            ScannerKind::Keyboard,
+            problems,
+        );
+        only(
+            "inter_key_timeout",
+            s.inter_key_timeout.is_some(),
             ScannerKind::Keyboard,
             problems,
         );
@@ -867,6 +877,21 @@ api = "card"
             .to_string();
         assert!(msg.contains("base_delay") || msg.contains("retry"), "{msg}");
         assert!(msg.contains("soon"), "{msg}");
+    }
+
+    #[test]
+    fn inter_key_timeout_is_for_keyboards_only() {
+        let text = GOOD.replace(
+            "type = \"serial\"",
+            "type = \"serial\"\ninter_key_timeout = \"50ms\"",
+        );
+        let msg = Config::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("scanner[0].inter_key_timeout: only for type = \"keyboard\""),
+            "{msg}"
+        );
     }
 
     /// Bounds a careless value would break: a cashier waiting ten years for every scan, a

@@ -41,6 +41,11 @@ pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse(&s).map_err(serde::de::Error::custom)
 }
 
+/// Serde adapter for an optional duration: `#[serde(default, deserialize_with = "duration::de_opt")]`.
+pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

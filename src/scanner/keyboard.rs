@@ -201,6 +201,17 @@ pub struct InputEvent {
     pub value: i32,
 }
 
+/// An event's kernel timestamp (`struct timeval`: seconds and microseconds, 64-bit), in
+/// microseconds.
+fn time_us(b: &[u8; EVENT_SIZE]) -> i64 {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        i64::from_ne_bytes(w)
+    };
+    word(0).saturating_mul(1_000_000).saturating_add(word(8))
+}
+
 impl InputEvent {
     pub fn parse(b: &[u8; EVENT_SIZE]) -> InputEvent {
         InputEvent {
@@ -234,11 +245,27 @@ pub struct KeyboardDecoder {
     right_shift: bool,
     altgr: bool,
     caps: bool,
+    /// A partial code whose next key comes later than this is dropped (recorded as
+    /// unreadable): scanners type a code in a few milliseconds, people far slower, so a
+    /// code without Enter is never joined to the next scan.
+    gap_us: i64,
+    /// When the last key was pressed (the kernel's timestamp), in microseconds.
+    last_key_us: Option<i64>,
 }
+
+/// The default for `inter_key_timeout`.
+pub const DEFAULT_GAP: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl KeyboardDecoder {
     pub fn new(layout: Layout) -> Self {
+        Self::with_gap(layout, DEFAULT_GAP)
+    }
+
+    /// A decoder that drops a partial code after `gap` without a key.
+    pub fn with_gap(layout: Layout, gap: std::time::Duration) -> Self {
         Self {
+            gap_us: i64::try_from(gap.as_micros()).unwrap_or(i64::MAX),
+            last_key_us: None,
             layout,
             pending: Vec::with_capacity(EVENT_SIZE),
             line: String::new(),
@@ -262,12 +289,38 @@ impl KeyboardDecoder {
                 let mut raw = [0u8; EVENT_SIZE];
                 raw.copy_from_slice(&self.pending);
                 self.pending.clear();
-                if let Some(f) = self.event(InputEvent::parse(&raw)) {
+                let e = InputEvent::parse(&raw);
+                if let Some(f) = self.gap(&e, time_us(&raw)) {
+                    out.push(f);
+                }
+                if let Some(f) = self.event(e) {
                     out.push(f);
                 }
             }
         }
         out
+    }
+
+    /// A key pressed `at` (kernel time, µs) after more than the gap since the last one, with
+    /// a partial code pending: that code is dropped, as an unreadable read.
+    fn gap(&mut self, e: &InputEvent, at: i64) -> Option<Frame> {
+        if e.kind != EV_KEY || e.value != 1 {
+            return None;
+        }
+        let last = self.last_key_us.replace(at);
+        let late = last.is_some_and(|l| at.saturating_sub(l) > self.gap_us);
+        if !late || (self.line.is_empty() && !self.overflow) {
+            return None;
+        }
+        let frame = Frame::Unreadable {
+            raw: self.line.as_bytes().to_vec(),
+            reason: format!(
+                "unreadable scan: a partial code without Enter, then no key for over {} ms (scanner.inter_key_timeout)",
+                self.gap_us / 1000
+            ),
+        };
+        self.discard();
+        Some(frame)
     }
 
     pub fn event(&mut self, e: InputEvent) -> Option<Frame> {
@@ -421,6 +474,7 @@ pub fn us_keystrokes(text: &str) -> Vec<InputEvent> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn key(code: u16, value: i32) -> InputEvent {
         InputEvent {
@@ -439,6 +493,43 @@ mod tests {
             code: s.into(),
             aim_id: None,
         }
+    }
+
+    /// Events as the kernel sends them, `step_us` apart from `start_us` on.
+    fn timed(events: &[InputEvent], start_us: i64, step_us: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            let mut b = e.to_bytes();
+            let t = start_us + step_us * i as i64;
+            b[0..8].copy_from_slice(&(t / 1_000_000).to_ne_bytes());
+            b[8..16].copy_from_slice(&(t % 1_000_000).to_ne_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    /// "1234" typed without Enter, then a real scan two seconds later: the partial code is
+    /// dropped as an unreadable read, and the scan is read whole (not "1234" joined to it).
+    #[test]
+    fn a_partial_code_is_dropped_after_the_gap() {
+        let mut d = KeyboardDecoder::with_gap(Layout::Us, Duration::from_millis(100));
+        // us_keystrokes ends every code with Enter: without it, "1234" alone.
+        let partial = us_keystrokes("1234");
+        let partial = &partial[..partial.len() - 2];
+        let mut frames = d.push(&timed(partial, 0, 40_000));
+        frames.extend(d.push(&timed(&us_keystrokes("123456789012"), 2_000_000, 2_000)));
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(
+            matches!(&frames[0], Frame::Unreadable { raw, reason } if raw == b"1234" && reason.contains("inter_key_timeout")),
+            "{frames:?}"
+        );
+        assert_eq!(frames[1], code("123456789012"));
+        // A scanner's keys, milliseconds apart: one code, as ever.
+        let mut d = KeyboardDecoder::with_gap(Layout::Us, Duration::from_millis(100));
+        assert_eq!(
+            d.push(&timed(&us_keystrokes("999988887777"), 5_000_000, 3_000)),
+            vec![code("999988887777")]
+        );
     }
 
     #[test]

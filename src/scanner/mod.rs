@@ -66,7 +66,10 @@ pub fn spawn_all(
                 set.spawn(source::run(cfg, framer, port::open_serial, io));
             }
             ScannerKind::Keyboard => {
-                let decoder = Box::new(KeyboardDecoder::new(s.layout()));
+                let decoder = Box::new(KeyboardDecoder::with_gap(
+                    s.layout(),
+                    s.inter_key_timeout.unwrap_or(keyboard::DEFAULT_GAP),
+                ));
                 set.spawn(source::run(
                     cfg,
                     decoder,
