@@ -83,6 +83,18 @@ struct RawHttp {
     allowed_hosts: Vec<String>,
     #[serde(default)]
     socket_mode: Option<String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration::de")]
+    idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    64
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl Default for RawHttp {
@@ -93,6 +105,8 @@ impl Default for RawHttp {
             language: default_language(),
             allowed_hosts: Vec::new(),
             socket_mode: None,
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }
@@ -110,6 +124,11 @@ pub struct HttpConfig {
     /// The unix socket's mode (default 0660: the service's group, e.g. the POS user in
     /// group `redeemd`, may connect), whatever the umask.
     pub socket_mode: u32,
+    /// Connections served at once; beyond it, 503 at once (well below the descriptor limit).
+    pub max_connections: usize,
+    /// A connection that sends nothing, or not its whole request head, for this long is
+    /// closed.
+    pub idle_timeout: Duration,
 }
 
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
@@ -699,12 +718,20 @@ fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConf
             }
         },
     };
+    if !(1..=1024).contains(&raw.max_connections) {
+        problems.push("http.max_connections: must be 1 to 1024".into());
+    }
+    if raw.idle_timeout.is_zero() || raw.idle_timeout > Duration::from_secs(300) {
+        problems.push("http.idle_timeout: must be more than 0 and at most 5m".into());
+    }
     HttpConfig {
         listen,
         token_file,
         language: raw.language,
         allowed_hosts,
         socket_mode,
+        max_connections: raw.max_connections,
+        idle_timeout: raw.idle_timeout,
     }
 }
 

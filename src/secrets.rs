@@ -4,11 +4,22 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// A read error, named as what it is: out of descriptors is not a problem with the file.
+fn cannot_read(path: &Path, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(24) {
+        format!(
+            "{}: cannot be opened now: this process has no file descriptor left (EMFILE), the file itself may be fine",
+            path.display()
+        )
+    } else {
+        format!("{}: cannot read: {e}", path.display())
+    }
+}
+
 /// Reads a file holding a secret (an AppSecret, a private key), refusing one that group or
 /// others may access.
 pub fn read_private_file(path: &Path) -> Result<Vec<u8>, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| cannot_read(path, &e))?;
     let mode = meta.permissions().mode();
     // systemd's credentials directory is private to the service whatever the file modes.
     let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
@@ -21,7 +32,7 @@ pub fn read_private_file(path: &Path) -> Result<Vec<u8>, String> {
             path.display()
         ));
     }
-    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+    std::fs::read(path).map_err(|e| cannot_read(path, &e))
 }
 
 /// Reads a secret (an AppSecret) from a file the daemon alone may read.
@@ -42,6 +53,13 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_descriptors_is_named_as_such() {
+        let e = std::io::Error::from_raw_os_error(24);
+        let m = cannot_read(Path::new("/etc/redeemd/appsecret"), &e);
+        assert!(m.contains("no file descriptor left (EMFILE)"), "{m}");
+    }
 
     #[test]
     fn secret_file_permissions() {

@@ -526,3 +526,97 @@ fn a_rebinding_host_is_refused_on_every_path() {
     assert_eq!(r.json()["outcome"], "redeemed", "{r:?}");
     d.kill9();
 }
+
+/// Connections that send nothing, half a request's head, or half its body are closed:
+/// none holds a descriptor for ever.
+#[test]
+fn idle_and_half_sent_connections_are_closed() {
+    use std::io::{Read, Write};
+    let till = Till::new(Setup {
+        online_wait: "200ms",
+        extra_toml: "idle_timeout = \"300ms\"".into(),
+        ..Setup::default()
+    });
+    let d = till.start();
+    let base = d.http_url();
+    let host = base.strip_prefix("http://").unwrap().to_string();
+    let closed = |mut s: std::net::TcpStream, what: &str| {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got);
+        assert!(r.is_ok(), "{what}: still open after {WAIT:?}: {r:?}");
+        got
+    };
+    let silent = std::net::TcpStream::connect(&host).unwrap();
+    assert!(closed(silent, "nothing sent").is_empty());
+    let mut half_head = std::net::TcpStream::connect(&host).unwrap();
+    half_head
+        .write_all(format!("GET /v1/redemptions HTTP/1.1\r\nHost: {host}\r\n").as_bytes())
+        .unwrap();
+    closed(half_head, "half a request head");
+    let mut half_body = std::net::TcpStream::connect(&host).unwrap();
+    half_body
+        .write_all(
+            format!(
+                "POST /v1/scans HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"code\":"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let answer = String::from_utf8_lossy(&closed(half_body, "half a body")).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // And the API still answers.
+    assert_eq!(
+        http("GET", &format!("{base}/healthz"), &[], b"").status,
+        200
+    );
+    d.kill9();
+}
+
+/// 150 connections that send nothing, against a daemon with 128 file descriptors: they
+/// cannot starve it. Those beyond `max_connections` are answered 503 at once and closed,
+/// the scanner's scans are still redeemed (the token fetch and WeChat calls have their
+/// descriptors), and the API answers again once the idle ones are gone.
+#[test]
+fn idle_connections_cannot_starve_the_till() {
+    let till = Till::new(Setup {
+        extra_toml: "max_connections = 16\nidle_timeout = \"30s\"".into(),
+        ..Setup::default()
+    });
+    let c = codes(49, 1);
+    till.sim.add_codes(&c);
+    let d = Daemon::spawn_limited(&till.config, 128);
+    d.wait_event(|e| e["event"] == "scanner_connected");
+    let base = d.http_url();
+    let host = base.strip_prefix("http://").unwrap().to_string();
+    let idle: Vec<std::net::TcpStream> = (0..150)
+        .filter_map(|_| std::net::TcpStream::connect(&host).ok())
+        .collect();
+    assert!(idle.len() >= 100, "{} connections", idle.len());
+    let busy = http("GET", &format!("{base}/healthz"), &[], b"");
+    assert_eq!(busy.status, 503, "{busy:?}");
+    assert!(busy.body.contains("too many connections"), "{busy:?}");
+    till.pty.scan(&c[0]);
+    let o = d.outcome(&c[0]);
+    assert_eq!(o["outcome"], "redeemed", "the till still works: {o}");
+    drop(idle);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if http("GET", &format!("{base}/healthz"), &[], b"").status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API never answered again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        d.events().iter().all(|e| !e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Too many open files")),
+        "no descriptor ran out"
+    );
+    d.kill9();
+}

@@ -7,6 +7,7 @@
 
 pub(crate) mod host;
 mod pages;
+mod serve;
 
 use crate::clock::SharedClock;
 use crate::config::{HttpConfig, Language, Listen};
@@ -462,22 +463,31 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
 pub async fn serve(
     http: &HttpConfig,
     state: ApiState,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let app = router(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
+    let limits = serve::Limits {
+        max_connections: http.max_connections,
+        idle_timeout: http.idle_timeout,
+        // A scan waits up to online_wait for WeChat before it is answered; its body is
+        // small and sent at once.
+        request_timeout: state.online_wait + 2 * http.idle_timeout,
     };
+    let app = router(state);
     match &http.listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             tracing::info!(event = "http_listening", address = %format!("http://{local}"), "HTTP API listening");
-            Ok(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await;
-            }))
+            let listener = Arc::new(listener);
+            Ok(tokio::spawn(serve::run(
+                app,
+                limits,
+                move || {
+                    let l = listener.clone();
+                    async move { l.accept().await.map(|(c, _)| c) }
+                },
+                stop,
+            )))
         }
         Listen::Unix(path) => {
             if let Some(dir) = path.parent() {
@@ -493,11 +503,16 @@ pub async fn serve(
                 std::os::unix::fs::PermissionsExt::from_mode(http.socket_mode),
             )?;
             tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "HTTP API listening");
-            Ok(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await;
-            }))
+            let listener = Arc::new(listener);
+            Ok(tokio::spawn(serve::run(
+                app,
+                limits,
+                move || {
+                    let l = listener.clone();
+                    async move { l.accept().await.map(|(c, _)| c) }
+                },
+                stop,
+            )))
         }
     }
 }

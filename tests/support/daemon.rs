@@ -215,9 +215,24 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(config: &Path) -> Daemon {
-        let mut child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(config);
+        Self::spawn_cmd(cmd)
+    }
+
+    /// [`Daemon::spawn`] with at most `nofile` open file descriptors (`ulimit -n`).
+    pub fn spawn_limited(config: &Path, nofile: u32) -> Daemon {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" \"$@\"")])
+            .arg(bin())
             .args(["--log-format", "json", "run", "--config"])
-            .arg(config)
+            .arg(config);
+        Self::spawn_cmd(cmd)
+    }
+
+    fn spawn_cmd(mut cmd: Command) -> Daemon {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
