@@ -413,6 +413,9 @@ fn default_max_age() -> Duration {
 pub struct ConfigError {
     pub path: PathBuf,
     pub problems: Vec<String>,
+    /// The config as far as it could be built (when the TOML itself was readable), so that
+    /// the start-up checks can add their findings: every problem is listed at once.
+    pub partial: Option<Box<Config>>,
 }
 
 impl fmt::Display for ConfigError {
@@ -432,6 +435,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             problems: vec![format!("cannot read the file: {e}")],
+            partial: None,
         })?;
         Self::parse(&text, path)
     }
@@ -441,6 +445,7 @@ impl Config {
         let err = |problems| ConfigError {
             path: path.to_path_buf(),
             problems,
+            partial: None,
         };
         let text = expand_env(text).map_err(|p| err(vec![p]))?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| err(vec![toml_error(&e)]))?;
@@ -472,10 +477,7 @@ impl Config {
         check_retry_and_offline(&raw.retry, &raw.offline, &mut problems);
         let http = check_http(raw.http, base, &mut problems);
 
-        if !problems.is_empty() {
-            return Err(err(problems));
-        }
-        Ok(Config {
+        let config = Config {
             http,
             source: path.to_path_buf(),
             database: resolve(base, &raw.database),
@@ -486,7 +488,14 @@ impl Config {
             routes,
             retry: raw.retry,
             offline: raw.offline,
-        })
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                partial: Some(Box::new(config)),
+                ..err(problems)
+            });
+        }
+        Ok(config)
     }
 }
 

@@ -418,3 +418,32 @@ fn check_tries_the_database_location_run_will_use() {
         );
     }
 }
+
+/// Several kinds of problem at once (a bad pattern, a missing secret, a broken key): `check`
+/// lists every one of them, not only the config's own, so one round of fixes is enough.
+#[test]
+fn check_lists_every_kind_of_problem_at_once() {
+    let till = Till::with_coupons(Setup::default());
+    let text = std::fs::read_to_string(&till.config).unwrap();
+    std::fs::write(
+        &till.config,
+        text.replace("pattern = \"[0-9]{12}\"", "pattern = \"[0-9\""),
+    )
+    .unwrap();
+    std::fs::remove_file(till.dir.path().join("appsecret")).unwrap();
+    std::fs::write(till.dir.path().join("apiclient_key.pem"), "not a key").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&till.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    for key in [
+        "route[0].pattern",
+        "wechat.secret_file",
+        "wechat_pay.private_key_file",
+    ] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+}

@@ -84,6 +84,11 @@ fn bad_requests_get_specific_errors() {
         b"{\"kode\":\"1\"}",
     );
     assert_eq!(r.status, 422, "{}", r.body);
+    for empty in [&b"{\"code\":\"\"}"[..], b"{\"code\":\"   \"}"] {
+        let r = http("POST", &format!("{base}/v1/scans"), &ct, empty);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains("code: must not be empty"), "{}", r.body);
+    }
     let big = format!("{{\"code\":\"{}\"}}", "1".repeat(40_000));
     let r = http("POST", &format!("{base}/v1/scans"), &ct, big.as_bytes());
     assert_eq!(r.status, 413, "{}", r.body);

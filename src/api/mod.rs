@@ -172,6 +172,10 @@ async fn post_scan(
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
     };
+    if body.code.trim().is_empty() {
+        // Nothing was typed: nothing to record.
+        return error(StatusCode::BAD_REQUEST, "code: must not be empty");
+    }
     let scan = Scan {
         scanner: "keyed".into(),
         frame: classify_line(body.code.trim().as_bytes(), false),

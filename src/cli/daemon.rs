@@ -3,7 +3,9 @@
 
 use super::{EX_CONFIG, load_config};
 use crate::LogFormat;
+use redeemd::check::Findings;
 use redeemd::check::Loaded;
+use redeemd::config::Config;
 use redeemd::daemon::{Daemon, DaemonError, termination_signal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,29 +40,43 @@ pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
 /// The start-up load `check` and `run` share: reads and checks everything `run` needs,
 /// prints what it finds; `Err` is the exit code.
 pub(crate) fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded, ExitCode> {
-    let config = load_config(path)?;
-    let source = config.source.clone();
-    match redeemd::check::load(config) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("redeemd: warning: {w}");
+    let (source, found) = match Config::load(path) {
+        Ok(config) => {
+            let source = config.source.clone();
+            match redeemd::check::load(config) {
+                Ok(loaded) => {
+                    for w in &loaded.warnings {
+                        eprintln!("redeemd: warning: {w}");
+                    }
+                    if !quiet_ok {
+                        println!("{}: OK", source.display());
+                    }
+                    return Ok(loaded);
+                }
+                Err(f) => (source, f),
             }
-            if !quiet_ok {
-                println!("{}: OK", source.display());
-            }
-            Ok(loaded)
         }
-        Err(f) => {
-            for w in &f.warnings {
-                eprintln!("redeemd: warning: {w}");
-            }
-            eprintln!("redeemd: config {}:", source.display());
-            for p in &f.problems {
-                eprintln!("  - {p}");
-            }
-            Err(ExitCode::from(EX_CONFIG))
+        // What the config's own checks found, and what the start-up checks find in the
+        // config as far as it could be built: every problem at once.
+        Err(e) => {
+            let mut found = match e.partial {
+                Some(partial) => redeemd::check::load(*partial).err().unwrap_or_default(),
+                None => Findings::default(),
+            };
+            let mut problems = e.problems;
+            problems.append(&mut found.problems);
+            found.problems = problems;
+            (e.path, found)
         }
+    };
+    for w in &found.warnings {
+        eprintln!("redeemd: warning: {w}");
     }
+    eprintln!("redeemd: config {}:", source.display());
+    for p in &found.problems {
+        eprintln!("  - {p}");
+    }
+    Err(ExitCode::from(EX_CONFIG))
 }
 
 pub(crate) fn check(path: PathBuf) -> ExitCode {

@@ -36,10 +36,12 @@ pub fn classify_line(line: &[u8], aim_ids: bool) -> Frame {
         (None, text)
     };
     if code.is_empty() {
-        return unreadable(
-            line,
-            "unreadable scan: no data after the symbology id".into(),
-        );
+        let why = if aim_id.is_some() {
+            "unreadable scan: no data after the symbology id"
+        } else {
+            "unreadable scan: empty"
+        };
+        return unreadable(line, why.into());
     }
     Frame::Code {
         code: Code::new(code),
