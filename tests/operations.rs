@@ -357,6 +357,13 @@ fn a_full_disk_refuses_new_scans_then_recovers() {
         h.status, 200,
         "healthy again after a write reached the disk: {h:?}"
     );
+    // What the till was told for the scan just before the disk filled is in the ledger
+    // (its record may have failed while the disk was full: it is written again).
+    let deadline = std::time::Instant::now() + WAIT;
+    while till.row(&c[0])["till_outcome"] != "redeemed" {
+        assert!(std::time::Instant::now() < deadline, "{}", till.row(&c[0]));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let log = till.log();
     assert_eq!(
         log.len(),

@@ -69,6 +69,9 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 type Ran = (bool, Reply);
 type Answer<T> = oneshot::Receiver<Result<T, LedgerError>>;
 
+/// How long [`Ledger::submit_retrying`] keeps trying a write.
+pub const RETRY_FOR: Duration = Duration::from_secs(600);
+
 /// At most this many operations share one commit, so that no caller waits behind an
 /// unbounded batch.
 const MAX_BATCH: usize = 256;
@@ -281,6 +284,49 @@ impl Ledger {
         let job = job(f, false, Fsync::Soon, &self.trouble, logged);
         if self.jobs.send(Msg::Job(job)).is_err() {
             logged(Err(LedgerError::Stopped));
+        }
+    }
+
+    /// [`Ledger::submit`] for a record that must not be lost to a passing failure (what the
+    /// till was told, written just before the disk filled): a failed write is submitted
+    /// again a second later, for up to [`RETRY_FOR`] (then it is logged as lost).
+    pub fn submit_retrying<F>(&self, what: &'static str, f: F)
+    where
+        F: Fn(&mut Connection) -> rusqlite::Result<()> + Clone + Send + 'static,
+    {
+        self.submit_attempt(what, f, RETRY_FOR.as_secs());
+    }
+
+    fn submit_attempt<F>(&self, what: &'static str, f: F, retries_left: u64)
+    where
+        F: Fn(&mut Connection) -> rusqlite::Result<()> + Clone + Send + 'static,
+    {
+        let ledger = self.clone();
+        let again = f.clone();
+        // Taken here: the answer comes on the ledger thread, which has no runtime.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let done = move |result: Result<(), LedgerError>| {
+            let Err(e) = result else { return };
+            match (runtime, &e) {
+                (Some(rt), LedgerError::Sqlite(_) | LedgerError::Commit(_)) if retries_left > 0 => {
+                    tracing::warn!(event = "ledger_write_retried", what, error = %e, "a ledger write failed; trying again in a second");
+                    rt.spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        ledger.submit_attempt(what, again, retries_left - 1);
+                    });
+                }
+                _ => {
+                    tracing::error!(event = "ledger_write_failed", what, error = %e, "a ledger write failed and is lost")
+                }
+            }
+        };
+        let job = job(f, false, Fsync::Soon, &self.trouble, done);
+        if self.jobs.send(Msg::Job(job)).is_err() {
+            tracing::error!(
+                event = "ledger_write_failed",
+                what,
+                "the ledger thread has stopped; a write is lost"
+            );
         }
     }
 
@@ -682,6 +728,34 @@ mod group_commit_tests {
         ));
         let health = ledger.health().await.unwrap_err();
         assert!(health.contains("must restart"), "{health}");
+    }
+
+    /// What the till was told is not lost to a passing failure: a submitted record whose
+    /// write failed is written again a second later.
+    #[tokio::test]
+    async fn a_failed_submitted_record_is_written_again() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("l.db");
+        let ledger = Ledger::start_with(open_rw(&db).unwrap(), Duration::from_millis(1));
+        let tries = Arc::new(AtomicU32::new(0));
+        let t = tries.clone();
+        ledger.submit_retrying("test", move |c| {
+            if t.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    Some("database or disk is full".into()),
+                ));
+            }
+            insert(c, "111111111111")
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while codes_in(&db).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never written again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert_eq!(codes_in(&db), ["111111111111"]);
     }
 
     #[tokio::test]

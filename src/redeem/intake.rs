@@ -293,7 +293,7 @@ impl Intake {
     /// started its row over). The cashier is not kept waiting for this commit: the row's
     /// state already holds the truth, and this is the record of the answer shown.
     fn note_answer(&self, id: i64, rescan: Option<i64>, outcome: TillOutcome) {
-        self.ledger.submit("till answer", move |c| {
+        self.ledger.submit_retrying("till answer", move |c| {
             store::note_till_outcome(c, id, outcome)
         });
         if let Some(scan_id) = rescan {
@@ -302,7 +302,7 @@ impl Intake {
     }
 
     fn note_rescan(&self, scan_id: i64, outcome: TillOutcome) {
-        self.ledger.submit("till answer", move |c| {
+        self.ledger.submit_retrying("till answer", move |c| {
             store::note_rescan_outcome(c, scan_id, outcome)
         });
     }
