@@ -206,6 +206,7 @@ impl Daemon {
             language: config.http.language,
             online_wait: config.offline.online_wait,
             dispatcher_alive: dispatcher_alive.clone(),
+            card: self.card.clone(),
             hosts: Arc::new(crate::api::host::HostPolicy {
                 listen: config.http.listen.clone(),
                 allowed: config.http.allowed_hosts.clone(),

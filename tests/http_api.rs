@@ -625,3 +625,45 @@ fn idle_connections_cannot_starve_the_till() {
     );
     d.kill9();
 }
+
+/// A kiosk or mini program hands over a card's `encrypt_code`: it is decrypted with
+/// `card/code/decrypt` and then handled as a scan of the plain code; a decryption that is
+/// not a code this till accepts is refused (never sent), and one WeChat cannot decrypt is
+/// answered 422 without a row.
+#[test]
+fn an_encrypt_code_is_decrypted_then_routed_like_a_scan() {
+    let till = Till::new(Setup::default());
+    let c = codes(51, 1);
+    till.sim.add_codes(&c);
+    let enc = till.sim.card.encrypt(&c[0]);
+    let garbage = till.sim.card.encrypt("hello-world");
+    let d = till.start();
+    let base = d.http_url();
+    let r = post_json(&base, "/v1/scans", &json!({ "encrypt_code": enc })).json();
+    assert_eq!(
+        (r["outcome"].as_str(), r["code"].as_str()),
+        (Some("redeemed"), Some(c[0].as_str())),
+        "{r}"
+    );
+    assert_eq!(till.sim.card.consumed_count(&c[0]), 1);
+
+    let r = post_json(&base, "/v1/scans", &json!({ "encrypt_code": garbage })).json();
+    assert_eq!(r["outcome"], "rejected", "{r}");
+    assert_eq!(
+        till.sim.card.calls_for("hello-world").consume,
+        0,
+        "never sent"
+    );
+
+    let r = post_json(&base, "/v1/scans", &json!({ "encrypt_code": "ENC00" }));
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(r.body.contains("40075"), "{r:?}");
+    let r = post_json(
+        &base,
+        "/v1/scans",
+        &json!({ "code": c[0], "encrypt_code": enc }),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(till.log().len(), 2, "the undecryptable one left no row");
+    d.kill9();
+}

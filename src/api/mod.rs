@@ -64,6 +64,8 @@ pub struct ApiState {
     pub token_refreshes: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// The `Host` names answered (DNS rebinding).
     pub hosts: Arc<host::HostPolicy>,
+    /// The card API, to decrypt `encrypt_code`s (none without `[wechat]`).
+    pub card: Option<Arc<crate::wechat::card::CardApi>>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -161,7 +163,53 @@ fn same_origin(h: &HeaderMap) -> bool {
 
 #[derive(Deserialize)]
 struct ScanBody {
-    code: String,
+    #[serde(default)]
+    code: Option<String>,
+    /// From a card's outbound link (a kiosk, a mini program): decrypted with
+    /// `card/code/decrypt`, then handled as if scanned.
+    #[serde(default)]
+    encrypt_code: Option<String>,
+}
+
+/// The longest `encrypt_code` accepted.
+const MAX_ENCRYPT_CODE: usize = 512;
+
+/// The plain code behind an `encrypt_code`, or the answer that says why there is none.
+async fn decrypted(st: &ApiState, encrypt_code: &str) -> Result<String, Response> {
+    use crate::wechat::card::Answer;
+    let Some(card) = &st.card else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "encrypt_code: this till has no [wechat] card API to decrypt it with",
+        ));
+    };
+    let enc = encrypt_code.trim();
+    if enc.is_empty() || enc.len() > MAX_ENCRYPT_CODE {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("encrypt_code: 1 to {MAX_ENCRYPT_CODE} characters"),
+        ));
+    }
+    match card.decrypt(enc).await {
+        Answer::Ok { reply, .. } => Ok(reply.code.expose().to_string()),
+        Answer::Errcode {
+            errcode, errmsg, ..
+        } => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "encrypt_code: WeChat could not decrypt it ({errcode}: {})",
+                errmsg.split(" rid:").next().unwrap_or("")
+            ),
+        )),
+        Answer::NotSent(detail) | Answer::Lost { detail, .. } => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("encrypt_code: cannot be decrypted now, WeChat does not answer ({detail})"),
+        )),
+        Answer::NoToken(e) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("encrypt_code: cannot be decrypted now ({e})"),
+        )),
+    }
 }
 
 async fn post_scan(
@@ -172,13 +220,33 @@ async fn post_scan(
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
     };
-    if body.code.trim().is_empty() {
+    let text = match (body.code, body.encrypt_code) {
+        (Some(code), None) => code,
+        // The decrypted value goes through the routes like any scan: garbage is refused.
+        (None, Some(enc)) => match decrypted(&st, &enc).await {
+            Ok(code) => code,
+            Err(answer) => return answer,
+        },
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give code or encrypt_code, not both",
+            );
+        }
+        (None, None) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "code (or encrypt_code): missing",
+            );
+        }
+    };
+    if text.trim().is_empty() {
         // Nothing was typed: nothing to record.
         return error(StatusCode::BAD_REQUEST, "code: must not be empty");
     }
     let scan = Scan {
         scanner: "keyed".into(),
-        frame: classify_line(body.code.trim().as_bytes(), false),
+        frame: classify_line(text.trim().as_bytes(), false),
         at: st.clock.now_ms(),
     };
     let (tx, rx) = oneshot::channel();
