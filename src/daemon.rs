@@ -435,8 +435,13 @@ async fn status_line(ledger: &Ledger, metrics: &Metrics) -> String {
         .into_iter()
         .map(|(s, up)| format!("{s} {}", if up { "up" } else { "down" }))
         .collect();
+    let quota = if metrics.quota_exhausted() {
+        "WeChat daily API quota exhausted; "
+    } else {
+        ""
+    };
     format!(
-        "{pending} pending; WeChat: {}; scanners: {}",
+        "{quota}{pending} pending; WeChat: {}; scanners: {}",
         if apis.is_empty() {
             "not called yet".to_string()
         } else {

@@ -26,6 +26,8 @@ pub struct Metrics {
     apis: Mutex<BTreeMap<String, bool>>,
     /// api → calls allowed in flight now (AIMD).
     concurrency: Mutex<BTreeMap<String, usize>>,
+    /// APIs paused until WeChat's daily reset (45009: the daily quota is used up).
+    quota_exhausted: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Metrics {
@@ -53,6 +55,20 @@ impl Metrics {
         if let Ok(mut s) = self.apis.lock() {
             s.insert(api.into(), healthy);
         }
+    }
+
+    pub fn set_quota_exhausted(&self, api: &str, exhausted: bool) {
+        if let Ok(mut s) = self.quota_exhausted.lock() {
+            s.insert(api.into(), exhausted);
+        }
+    }
+
+    /// Whether some API's daily quota is used up.
+    pub fn quota_exhausted(&self) -> bool {
+        self.quota_exhausted
+            .lock()
+            .map(|s| s.values().any(|x| *x))
+            .unwrap_or(false)
     }
 
     pub fn set_concurrency(&self, api: &str, limit: usize) {
@@ -139,6 +155,17 @@ impl Metrics {
         }
         header(
             out,
+            "redeemd_wechat_quota_exhausted",
+            "gauge",
+            "1 while WeChat's daily API quota is used up (45009) and calls wait for its reset.",
+        );
+        let _ = writeln!(
+            out,
+            "redeemd_wechat_quota_exhausted {}",
+            u8::from(self.quota_exhausted())
+        );
+        header(
+            out,
             "redeemd_scanner_connected",
             "gauge",
             "1 while the scanner's device is open.",
@@ -190,5 +217,10 @@ mod tests {
         );
         assert!(s.contains("redeemd_token_refreshes_total 2"));
         assert!(s.contains("redeemd_scanner_connected{scanner=\"front\"} 1"));
+        assert!(s.contains("redeemd_wechat_quota_exhausted 0"));
+        m.set_quota_exhausted("card", true);
+        let mut s = String::new();
+        m.render(&mut s, 2);
+        assert!(s.contains("redeemd_wechat_quota_exhausted 1"));
     }
 }

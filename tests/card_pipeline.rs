@@ -487,9 +487,10 @@ fn busy_rate_limits_and_garbage_replies_are_retried_until_redeemed_once() {
     let till = Till::new(Setup::default());
     let codes = codes(10, 3);
     till.sim.add_codes(&codes);
+    // (45009, the daily quota, pauses the card API until WeChat's reset instead: see the
+    // dispatcher's tests.)
     till.sim.card.set_faults(CardFaults {
         busy: 2,
-        quota: 1,
         frequency: 1,
         garbage: 2,
         ..CardFaults::default()
@@ -506,8 +507,8 @@ fn busy_rate_limits_and_garbage_replies_are_retried_until_redeemed_once() {
     }
     let f = till.sim.card.faults();
     assert_eq!(
-        (f.busy, f.quota, f.frequency, f.garbage),
-        (0, 0, 0, 0),
+        (f.busy, f.frequency, f.garbage),
+        (0, 0, 0),
         "every fault was hit"
     );
     assert_eq!(till.sim.card.calls().consume_of_consumed, 0);

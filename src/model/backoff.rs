@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// How much harder to back off when WeChat said "slow down" (45009/45011/429) or "busy" (-1):
+/// How much harder to back off when WeChat said "slow down" (45011/429) or "busy" (-1):
 /// four times the ordinary delay for the same attempt, still capped by `max`.
 const THROTTLE_FACTOR: u32 = 4;
 

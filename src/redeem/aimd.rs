@@ -1,5 +1,5 @@
 //! Adaptive concurrency (AIMD, as TCP does): grow while calls go well, halve when WeChat says
-//! "slow down" (45009, 45011, 429) or calls time out. The daemon is never told WeChat's
+//! "slow down" (45011, 429) or calls time out. The daemon is never told WeChat's
 //! limit; it finds it. Pure: the caller passes the time.
 //!
 //! Refinements over the textbook rule, all for WeChat's limits being *quotas counted over a

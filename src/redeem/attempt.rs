@@ -8,7 +8,7 @@ use crate::ledger::{Ledger, LedgerError, Row};
 use crate::metrics::Metrics;
 use crate::model::state::Settle;
 use crate::redeem::Ctx;
-use crate::redeem::verdict::{Health, Step, Verdict};
+use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
 use std::time::Duration;
 
 /// How a try ended.
@@ -24,7 +24,12 @@ pub enum TryEnd {
     },
     /// The API cannot be used for a while (credentials misconfigured, clock off, token
     /// fetches throttled locally); the row is left as it was.
-    Pause { retry_in: Duration, reason: String },
+    Pause {
+        retry_in: Duration,
+        reason: String,
+        /// A daily quota is used up: the pause lasts until WeChat's reset.
+        quota: bool,
+    },
     /// The row may no longer be redeemed (the till refused it meanwhile); nothing was sent.
     Dropped,
 }
@@ -169,7 +174,11 @@ pub async fn conclude(
             if let Some(settle) = settle {
                 finish(ctx, trail, settle, info, health).await?;
             }
-            Ok(TryEnd::Pause { retry_in, reason })
+            Ok(TryEnd::Pause {
+                retry_in: retry_in.from(ctx.clock.now_ms()),
+                quota: retry_in == PauseFor::DailyReset,
+                reason,
+            })
         }
     }
 }

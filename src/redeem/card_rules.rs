@@ -3,7 +3,7 @@
 
 use crate::ledger::store::{CallRecord, Confirmation};
 use crate::model::state::Settle;
-use crate::redeem::verdict::{Health, Step, Verdict};
+use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
 use crate::wechat::card::{Answer, ConsumeReply, GetReply};
 use crate::wechat::errors::{
     ALREADY_REDEEMED_ELSEWHERE, CardClass, card_status_reason, classify_card,
@@ -11,6 +11,7 @@ use crate::wechat::errors::{
 use crate::wechat::token::TokenError;
 
 pub const RESOLVED_BY_GET: &str = "confirmed by code/get after a consume whose answer was lost";
+pub const QUOTA_EXHAUSTED: &str = "WeChat daily API quota exhausted (45009): card calls resume after WeChat's daily reset (00:00 Asia/Shanghai)";
 
 /// What the check (`code/get` with `check_consume`) of a row with nothing unanswered found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +89,7 @@ fn failure<T>(answer: &Answer<T>, redeeming: Option<bool>) -> Verdict {
     };
     let pause = |retry_in, reason: String| Verdict {
         step: Step::Pause {
-            retry_in,
+            retry_in: PauseFor::This(retry_in),
             settle: redeeming.map(|_| not_sent(reason.clone())),
             reason,
         },
@@ -117,6 +118,20 @@ fn failure<T>(answer: &Answer<T>, redeeming: Option<bool>) -> Verdict {
                 false,
             ),
             CardClass::Throttled => retry(format!("WeChat rate limit ({errcode})"), true),
+            // Nothing gets through before the reset: pause the card API; rows stay queued
+            // (a consume refused for the quota did nothing, but its flag is kept all the
+            // same: the next try asks first).
+            CardClass::QuotaExhausted => Verdict {
+                step: Step::Pause {
+                    retry_in: PauseFor::DailyReset,
+                    settle: redeeming.map(|_| Settle::Retry {
+                        reason: QUOTA_EXHAUSTED.into(),
+                        throttled: true,
+                    }),
+                    reason: QUOTA_EXHAUSTED.into(),
+                },
+                health,
+            },
             CardClass::Busy => retry("WeChat system busy (-1)".into(), true),
             CardClass::Unrecognised => {
                 tracing::warn!(event = "unrecognised_errcode", errcode, errmsg = %errmsg, "WeChat answered an errcode this version does not know; will retry");
@@ -150,6 +165,8 @@ pub fn health<T>(answer: &Answer<T>) -> Health {
         Answer::Ok { .. } => Health::Healthy,
         Answer::Errcode { errcode, .. } => match classify_card(*errcode) {
             CardClass::Throttled | CardClass::Busy | CardClass::Unrecognised => Health::Congested,
+            // A used-up quota is not congestion: sending less would not help.
+            CardClass::QuotaExhausted => Health::Down,
             _ => Health::Healthy,
         },
         Answer::Lost {
@@ -329,10 +346,11 @@ mod tests {
                 out(Queued, true, Backoff, Healthy, false),
                 out(Queued, true, Backoff, Healthy, false),
                 out(Cancelled, true, Backoff, Healthy, false)]),
+            // The daily quota: the card API pauses until WeChat's reset; the row stays.
             ("45009", errcode(45009), [
-                out(Queued, true, Throttled, Congested, false),
-                out(Queued, true, Throttled, Congested, false),
-                out(Cancelled, true, Throttled, Congested, false)]),
+                out(Queued, true, Throttled, Down, true),
+                out(Queued, true, Throttled, Down, true),
+                out(Cancelled, true, Throttled, Down, true)]),
             ("45011", errcode(45011), [
                 out(Queued, true, Throttled, Congested, false),
                 out(Queued, true, Throttled, Congested, false),
@@ -378,6 +396,33 @@ mod tests {
                 assert_eq!(got, want, "{name} on {row:?}");
             }
         }
+    }
+
+    /// 45009 pauses the card API until WeChat's daily reset (midnight in China), whichever
+    /// call it answers.
+    #[test]
+    fn the_daily_quota_pauses_until_the_reset() {
+        for v in [
+            after_consume(false, &errcode(45009)),
+            after_query(true, &errcode(45009)),
+        ] {
+            assert!(
+                matches!(&v.step, Step::Pause { retry_in: PauseFor::DailyReset, reason, .. } if reason.contains("daily API quota exhausted")),
+                "{v:?}"
+            );
+            assert_eq!(v.health, Health::Down, "not congestion");
+        }
+        let Check::Done(v) = after_check(&errcode(45009)) else {
+            panic!("usable");
+        };
+        assert!(matches!(
+            v.step,
+            Step::Pause {
+                retry_in: PauseFor::DailyReset,
+                settle: None,
+                ..
+            }
+        ));
     }
 
     /// A consume that never left, on a row whose earlier consume is still unanswered: the
@@ -429,7 +474,7 @@ mod tests {
             ("40056", errcode(40056),
                 [out(Rejected, false, Never, Healthy, false), out(Review, false, Never, Healthy, false)]),
             ("45009", errcode(45009),
-                [out(Queued, false, Throttled, Congested, false), out(Queued, false, Throttled, Congested, false)]),
+                [out(Queued, false, Never, Down, true), out(Queued, false, Never, Down, true)]),
             ("45011", errcode(45011),
                 [out(Queued, false, Throttled, Congested, false), out(Queued, false, Throttled, Congested, false)]),
             ("-1", errcode(-1),

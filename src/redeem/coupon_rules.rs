@@ -8,7 +8,7 @@
 
 use crate::ledger::store::{CallRecord, Confirmation};
 use crate::model::state::{Settle, State};
-use crate::redeem::verdict::{Health, Step, Verdict};
+use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
 use crate::wechat::pay::PayAnswer;
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ pub fn after_use(unconfirmed_before: bool, answer: &PayAnswer, now_s: i64) -> Ve
             };
             return Verdict {
                 step: Step::Pause {
-                    retry_in: SIGN_ERROR_PAUSE,
+                    retry_in: PauseFor::This(SIGN_ERROR_PAUSE),
                     settle: Some(Settle::NotSent {
                         reason: reason.clone(),
                         unconfirmed_before,

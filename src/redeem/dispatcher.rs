@@ -244,6 +244,7 @@ impl Dispatcher {
                         "resuming dispatch"
                     );
                     h.paused = None;
+                    self.ctx.metrics.set_quota_exhausted(api.as_str(), false);
                 }
                 h.paused.is_none().then_some(*api)
             })
@@ -388,7 +389,14 @@ impl Dispatcher {
                 self.ctx.metrics.set_api_healthy(api.as_str(), healthy);
                 self.card_answering(api, healthy);
             }
-            TryEnd::Pause { retry_in, reason } => {
+            TryEnd::Pause {
+                retry_in,
+                reason,
+                quota,
+            } => {
+                if quota {
+                    self.ctx.metrics.set_quota_exhausted(api.as_str(), true);
+                }
                 if h.paused.is_none() {
                     tracing::error!(event = "api_paused", api = api.as_str(), retry_in_s = retry_in.as_secs(), reason = %reason, "dispatch paused; scans stay queued");
                 }
@@ -523,20 +531,46 @@ mod tests {
         task: JoinHandle<Result<(), LedgerError>>,
     }
 
+    /// The real clock, shifted: a test can stand just before or after midnight in China.
+    struct Shifted(i64);
+
+    impl crate::clock::Clock for Shifted {
+        fn now_ms(&self) -> Millis {
+            chrono::Utc::now().timestamp_millis() + self.0
+        }
+    }
+
+    /// A shift that puts the clock `ms` after the last midnight in China (UTC+8).
+    fn after_midnight_in_china(ms: i64) -> Shifted {
+        let now = chrono::Utc::now().timestamp_millis();
+        let into_day = (now + 8 * 3_600_000).rem_euclid(86_400_000);
+        Shifted(ms - into_day)
+    }
+
     impl Running {
         fn start(ledger: &Ledger, card: Arc<CardApi>) -> Running {
+            Self::start_with(ledger, card, Arc::new(SystemClock), Default::default())
+        }
+
+        fn start_with(
+            ledger: &Ledger,
+            card: Arc<CardApi>,
+            clock: crate::clock::SharedClock,
+            metrics: Arc<crate::metrics::Metrics>,
+        ) -> Running {
             let bus = Bus::new();
             let settled = bus.settled.subscribe();
             let d = Dispatcher {
                 ctx: Ctx {
                     ledger: ledger.clone(),
-                    clock: Arc::new(SystemClock),
+                    clock,
                     retry: Default::default(),
-                    metrics: Default::default(),
+                    metrics,
                 },
                 card: Some(card),
                 coupon: None,
-                max_age: Duration::from_secs(3600),
+                // Longer than any clock shift of these tests: rows are recorded in real time.
+                max_age: Duration::from_secs(3 * 86_400),
                 bus,
                 drain_jitter: Duration::ZERO,
                 prefetch: None,
@@ -640,6 +674,55 @@ mod tests {
         let calls = sim.calls_for(code);
         assert_eq!(calls.consume, 1, "never consumed again: {calls:?}");
         assert_eq!(calls.get, 2, "the restart asked WeChat instead: {calls:?}");
+        d.stop().await;
+    }
+
+    /// 45009 (the daily quota) pauses card calls until WeChat's daily reset, midnight in
+    /// China: half a second before it, the row is redeemed once the reset has passed; just
+    /// after one, nothing is sent for the day (and the gauge says so), though the row waits.
+    #[tokio::test]
+    async fn the_daily_quota_pauses_card_calls_until_the_reset() {
+        use crate::sim::card::CardFaults;
+        let code = "100000000041";
+        let (dir, sim, server) = sim_knowing(code).await;
+        let card = card_api(dir.path(), &server.url());
+        let ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
+
+        sim.set_faults(CardFaults {
+            quota: 1,
+            ..CardFaults::default()
+        });
+        let metrics: Arc<crate::metrics::Metrics> = Default::default();
+        let clock = Arc::new(after_midnight_in_china(86_400_000 - 500));
+        let mut d = Running::start_with(&ledger, card.clone(), clock, metrics.clone());
+        d.hand_over(record(&ledger, code).await);
+        assert_eq!(d.next_settled().await.state, State::Redeemed);
+        assert!(!metrics.quota_exhausted(), "resumed after the reset");
+        // The refused check, then after the reset the check and the consume.
+        let calls = sim.calls();
+        assert_eq!((calls.get, calls.consume), (2, 1), "{calls:?}");
+        d.stop().await;
+
+        let late = "100000000058";
+        sim.add_code(late, SimCode::normal("pCARD"));
+        sim.set_faults(CardFaults {
+            quota: 1,
+            ..CardFaults::default()
+        });
+        let metrics: Arc<crate::metrics::Metrics> = Default::default();
+        let clock = Arc::new(after_midnight_in_china(1000));
+        let mut d = Running::start_with(&ledger, card, clock, metrics.clone());
+        let before = sim.calls();
+        d.hand_over(record(&ledger, late).await);
+        let waited = tokio::time::timeout(Duration::from_secs(2), d.next_settled()).await;
+        assert!(waited.is_err(), "a card call got through: {waited:?}");
+        assert!(metrics.quota_exhausted());
+        let after = sim.calls();
+        assert_eq!(
+            (after.get - before.get, after.consume - before.consume),
+            (1, 0),
+            "the refused check, and nothing more"
+        );
         d.stop().await;
     }
 }

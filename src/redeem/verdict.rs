@@ -33,10 +33,35 @@ pub enum Step {
     /// throttled locally). `settle` is applied first, when the call was a redeeming one
     /// that never took effect: the row's flag goes back to what it was.
     Pause {
-        retry_in: Duration,
+        retry_in: PauseFor,
         reason: String,
         settle: Option<Settle>,
     },
+}
+
+/// How long an API is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseFor {
+    This(Duration),
+    /// Until WeChat's next daily reset (00:00 Asia/Shanghai): a daily quota is used up.
+    DailyReset,
+}
+
+/// WeChat's daily quotas reset at midnight in China (UTC+8, no daylight saving).
+const RESET_OFFSET_MS: i64 = 8 * 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+impl PauseFor {
+    /// The pause, from `now_ms` (unix milliseconds).
+    pub fn from(self, now_ms: i64) -> Duration {
+        match self {
+            PauseFor::This(d) => d,
+            PauseFor::DailyReset => {
+                let into_day = (now_ms + RESET_OFFSET_MS).rem_euclid(DAY_MS);
+                Duration::from_millis((DAY_MS - into_day) as u64)
+            }
+        }
+    }
 }
 
 impl Verdict {
@@ -102,5 +127,26 @@ pub(crate) mod table {
             unconfirmed,
             accepted_offline,
         }
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+
+    #[test]
+    fn the_daily_reset_is_midnight_in_china() {
+        // 2026-12-01T15:59:59Z is 23:59:59 in Shanghai: one second to go.
+        let almost = 1_796_140_799_000;
+        assert_eq!(PauseFor::DailyReset.from(almost), Duration::from_secs(1));
+        // 16:00:00Z is midnight there: a whole day to the next one.
+        assert_eq!(
+            PauseFor::DailyReset.from(almost + 1000),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            PauseFor::This(Duration::from_secs(5)).from(almost),
+            Duration::from_secs(5)
+        );
     }
 }

@@ -14,8 +14,11 @@ pub enum CardClass {
     Refused(&'static str),
     /// The access token is invalid, not the latest, or expired: refresh once and retry.
     RefreshToken,
-    /// Quota or frequency limit: back off hard, retry later.
+    /// Frequency limit: back off hard, retry later.
     Throttled,
+    /// 45009: the account's daily quota for the API is used up; nothing gets through before
+    /// WeChat's daily reset.
+    QuotaExhausted,
     /// System busy: retry later, backing off hard.
     Busy,
     /// An errcode this version does not know: not a refusal we can show a cashier, so retry
@@ -35,7 +38,8 @@ pub fn classify_card(errcode: i64) -> CardClass {
         40079 => CardClass::Refused("not within the card's valid time"),
         40075 => CardClass::Refused("invalid encrypted code"),
         40001 | 40014 | 42001 => CardClass::RefreshToken,
-        45009 | 45011 => CardClass::Throttled,
+        45009 => CardClass::QuotaExhausted,
+        45011 => CardClass::Throttled,
         -1 => CardClass::Busy,
         _ => CardClass::Unrecognised,
     }
@@ -92,7 +96,7 @@ mod tests {
             (40001, RefreshToken),
             (40014, RefreshToken),
             (42001, RefreshToken),
-            (45009, Throttled),
+            (45009, QuotaExhausted),
             (45011, Throttled),
             (-1, Busy),
             (12345, Unrecognised),
