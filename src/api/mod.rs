@@ -550,16 +550,7 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             tracing::info!(event = "http_listening", address = %format!("http://{local}"), "HTTP API listening");
-            let listener = Arc::new(listener);
-            Ok(tokio::spawn(serve::run(
-                app,
-                limits,
-                move || {
-                    let l = listener.clone();
-                    async move { l.accept().await.map(|(c, _)| c) }
-                },
-                stop,
-            )))
+            Ok(tokio::spawn(serve::run(app, limits, listener, stop)))
         }
         Listen::Unix(path) => {
             if let Some(dir) = path.parent() {
@@ -575,16 +566,7 @@ pub async fn serve(
                 std::os::unix::fs::PermissionsExt::from_mode(http.socket_mode),
             )?;
             tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "HTTP API listening");
-            let listener = Arc::new(listener);
-            Ok(tokio::spawn(serve::run(
-                app,
-                limits,
-                move || {
-                    let l = listener.clone();
-                    async move { l.accept().await.map(|(c, _)| c) }
-                },
-                stop,
-            )))
+            Ok(tokio::spawn(serve::run(app, limits, listener, stop)))
         }
     }
 }

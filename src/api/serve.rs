@@ -36,6 +36,26 @@ pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
+/// Where connections come from: a TCP or a unix-socket listener.
+pub trait Listener: Send + 'static {
+    type Conn: Conn;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Conn = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Conn> {
+        tokio::net::TcpListener::accept(self).await.map(|(c, _)| c)
+    }
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Conn = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Conn> {
+        tokio::net::UnixListener::accept(self).await.map(|(c, _)| c)
+    }
+}
+
 impl Conn for tokio::net::TcpStream {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::TcpStream::readable(self)
@@ -50,23 +70,19 @@ impl Conn for tokio::net::UnixStream {
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 58\r\n\r\n{\"error\":\"too many connections to the API; try again soon\"}";
 
-/// Serves `app` on the connections `accept` yields, within `limits`, until `stop` turns
+/// Serves `app` on the connections `listener` accepts, within `limits`, until `stop` turns
 /// true; then lets requests in flight finish (their connections close after them).
-pub async fn run<C, A, F>(
+pub async fn run<L: Listener>(
     app: Router,
     limits: Limits,
-    mut accept: A,
+    listener: L,
     mut stop: watch::Receiver<bool>,
-) where
-    C: Conn,
-    A: FnMut() -> F,
-    F: Future<Output = std::io::Result<C>>,
-{
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut last_complaint: Option<tokio::time::Instant> = None;
     loop {
         let conn = tokio::select! {
-            c = accept() => c,
+            c = listener.accept() => c,
             _ = stopped(&mut stop) => return,
         };
         let mut conn = match conn {
