@@ -613,16 +613,8 @@ fn sigterm_stops_the_daemon_while_a_stdin_scanner_waits_for_input() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running {WAIT:?} after SIGTERM, waiting for standard input"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let Some(status) = exit_within(&mut child, WAIT) else {
+        panic!("still running {WAIT:?} after SIGTERM, waiting for standard input");
     };
     assert!(status.success(), "{status:?}");
 }

@@ -360,17 +360,11 @@ impl Daemon {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("SIGTERM");
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let Some(status) = exit_within(&mut self.child, WAIT) else {
+            panic!(
                 "redeemd did not exit within {WAIT:?} of SIGTERM; log:\n{}",
                 self.stderr()
             );
-            std::thread::sleep(Duration::from_millis(20));
         };
         self.wait_closed();
         (status, self.stderr())
@@ -394,5 +388,19 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How `child` exited, if it does within `within`.
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
