@@ -431,6 +431,12 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Whether scans of the `[[route]]` at this index may be accepted offline: `[offline]
+    /// accept` and the route's own `offline`. An unknown route may not.
+    pub fn offline_allowed(&self, route: usize) -> bool {
+        self.offline.accept && self.routes.get(route).is_some_and(|r| r.offline)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),

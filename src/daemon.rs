@@ -69,22 +69,16 @@ fn dispatcher_result(
 /// accepted offline (see `store::refuse_unanswered`).
 async fn refuse_unanswered(
     ledger: &Ledger,
-    config: &Config,
+    config: Arc<Config>,
     now: crate::clock::Millis,
     bus: &Bus,
 ) -> Result<(), DaemonError> {
-    let allowed: Vec<bool> = config
-        .routes
-        .iter()
-        .map(|r| config.offline.accept && r.offline)
-        .collect();
     let refused = ledger
         .call(move |c| {
             let offline_allowed = |route: Option<i64>| {
                 route
                     .and_then(|r| usize::try_from(r).ok())
-                    .and_then(|r| allowed.get(r).copied())
-                    .unwrap_or(false)
+                    .is_some_and(|r| config.offline_allowed(r))
             };
             store::refuse_unanswered(c, &offline_allowed, now, now)
         })
@@ -221,7 +215,7 @@ impl Daemon {
         // the daemon still serves keyed entry and drains the backlog.
         let (_ev_tx, mut ev_rx) = mpsc::channel(256);
         // Rows whose cashier died with the last process are settled before anything sends.
-        refuse_unanswered(&self.ledger, &config, self.clock.now_ms(), &self.bus).await?;
+        refuse_unanswered(&self.ledger, config.clone(), self.clock.now_ms(), &self.bus).await?;
         let mut sources = scanner::spawn_all(
             &config.scanners,
             _ev_tx.clone(),

@@ -29,7 +29,6 @@ pub struct Routed {
     pub api: Api,
     pub card_id: Option<String>,
     pub stock_id: Option<String>,
-    pub offline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +64,6 @@ pub fn route(scan: &str, routes: &[RouteConfig]) -> Decision {
             api: r.api,
             card_id: r.card_id.clone(),
             stock_id: r.stock_id.clone(),
-            offline: r.offline,
         });
     }
     Decision::Refuse(REFUSED_NO_ROUTE)

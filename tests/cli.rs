@@ -314,7 +314,6 @@ fn summary_days_follow_the_local_calendar() {
             api: Api::Card,
             card_id: None,
             stock_id: None,
-            offline: true,
         };
         store::record_scan(
             &mut conn,

@@ -197,7 +197,6 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     api: if i % 2 == 0 { Api::Card } else { Api::Coupon },
                     card_id: None,
                     stock_id: None,
-                    offline: true,
                 };
                 // As the intake does: a request number of its own for every scan.
                 let request_no = (i % 2 == 1).then(|| format!("RD{seq:06}"));

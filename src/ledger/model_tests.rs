@@ -147,7 +147,7 @@ proptest! {
         let mut conn = open_rw(&path).unwrap();
         let mut model: BTreeMap<String, (i64, Model)> = BTreeMap::new();
         let mut refusals = 0i64;
-        let routed = Routed { code: Code::default(), route: 0, api: Api::Card, card_id: None, stock_id: None, offline: true };
+        let routed = Routed { code: Code::default(), route: 0, api: Api::Card, card_id: None, stock_id: None };
         let retry = Retry { base: Duration::from_millis(10), max: Duration::from_millis(100), jitter: 0.5 };
         let mut at = 1_000_000i64;
         for op in ops {
@@ -282,7 +282,6 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
         api: Api::Card,
         card_id: None,
         stock_id: None,
-        offline: true,
     };
     let coupon = Routed {
         api: Api::Coupon,

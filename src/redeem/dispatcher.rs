@@ -475,7 +475,6 @@ mod tests {
                     api: Api::Card,
                     card_id: None,
                     stock_id: None,
-                    offline: true,
                 };
                 store::record_scan(
                     c,

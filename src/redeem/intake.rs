@@ -208,7 +208,7 @@ impl Intake {
         Pending::Waiting {
             row: Box::new(recorded.row),
             rescan: recorded.rescan,
-            offline_allowed: self.config.offline.accept && routed.offline,
+            offline_allowed: self.config.offline_allowed(routed.route),
             scan,
             settled,
             started,
