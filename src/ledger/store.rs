@@ -288,6 +288,8 @@ pub fn refuse_unanswered(
 ) -> Result<Vec<Row>> {
     let tx = immediate(conn)?;
     let unanswered: Vec<Row> = {
+        // The work queue's partial index holds these rows; naming it means repeating its
+        // WHERE (needs_work), before narrowing to the queued ones.
         let mut stmt = tx.prepare(&format!(
             concat!(
                 "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_pending WHERE ",
