@@ -104,6 +104,7 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
     let metrics = Arc::new(Metrics::default());
     let (stop, stop_rx) = watch::channel(false);
     let mut prefetch = None;
+    let catalog = Arc::new(redeemd::redeem::catalog::Catalog::in_memory());
     if let Some(url) = sim_url {
         let http = reqwest::Client::new();
         let tokens = Arc::new(TokenManager::new(
@@ -131,6 +132,8 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
                 clock: clock.clone(),
                 retry: cfg.retry.clone(),
                 metrics: metrics.clone(),
+                catalog: catalog.clone(),
+                routes: Arc::new(cfg.routes.clone()),
             },
             card: Some(card),
             coupon: None,
@@ -149,6 +152,7 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
             new_rows,
             prefetch,
             bus,
+            catalog,
         ),
         metrics,
         stop,
@@ -183,6 +187,7 @@ async fn bench_record(dir: &Path, cfg: &Config, n: usize) -> (f64, f64, f64, f64
                 scanner: "bench".into(),
                 frame,
                 at: chrono::Utc::now().timestamp_millis(),
+                sale: Default::default(),
             };
             let _pending = p.intake.record(scan).await;
         }
@@ -230,6 +235,7 @@ async fn bench_online(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usi
                     aim_id: None,
                 },
                 at: chrono::Utc::now().timestamp_millis(),
+                sale: Default::default(),
             })
             .await;
         let o = p.intake.answer(pending).await;

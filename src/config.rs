@@ -6,7 +6,9 @@
 
 use crate::duration;
 pub use crate::model::api::Api;
+use crate::model::catalog::CardTypes;
 pub use crate::model::layout::Layout;
+use crate::model::offline::Limits;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -281,7 +283,26 @@ struct RawRoute {
     stock_id: Option<String>,
     #[serde(default = "yes")]
     offline: bool,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    card_types: Option<Vec<String>>,
 }
+
+/// WeChat's card types (`card_type`), for checking `card_types`.
+pub const CARD_TYPES: &[&str] = &[
+    "GROUPON",
+    "CASH",
+    "DISCOUNT",
+    "GIFT",
+    "GENERAL_COUPON",
+    "MEMBER_CARD",
+    "SCENIC_TICKET",
+    "MOVIE_TICKET",
+    "BOARDING_PASS",
+    "MEETING_TICKET",
+    "BUS_TICKET",
+];
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -296,6 +317,10 @@ pub struct RouteConfig {
     /// May scans on this route be accepted while WeChat is unreachable (and `[offline]
     /// accept` allows it)?
     pub offline: bool,
+    /// What people call the route ("火锅套餐券"); pages show it instead of "card #0".
+    pub name: Option<String>,
+    /// The card types this route consumes (card routes).
+    pub card_types: CardTypes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +353,15 @@ pub struct OfflineConfig {
     pub max_pending: u32,
     #[serde(default = "default_max_age", deserialize_with = "duration::de")]
     pub max_age: Duration,
+    /// Fen: no single offline acceptance worth more (none: no limit).
+    #[serde(default)]
+    pub max_value: Option<i64>,
+    /// Fen: the face value of all unconfirmed offline acceptances together (none: no limit).
+    #[serde(default)]
+    pub max_pending_value: Option<i64>,
+    /// A code whose value is not known counts as above `max_value` unless this is true.
+    #[serde(default)]
+    pub accept_unknown_value: bool,
 }
 
 impl Default for OfflineConfig {
@@ -337,6 +371,9 @@ impl Default for OfflineConfig {
             online_wait: default_online_wait(),
             max_pending: default_max_pending(),
             max_age: default_max_age(),
+            max_value: None,
+            max_pending_value: None,
+            accept_unknown_value: false,
         }
     }
 }
@@ -435,6 +472,17 @@ impl Config {
     /// accept` and the route's own `offline`. An unknown route may not.
     pub fn offline_allowed(&self, route: usize) -> bool {
         self.offline.accept && self.routes.get(route).is_some_and(|r| r.offline)
+    }
+
+    /// Every `[offline]` limit that applies to a scan on the `[[route]]` at this index.
+    pub fn offline_limits(&self, route: usize) -> Limits {
+        Limits {
+            allowed: self.offline_allowed(route),
+            max_pending: self.offline.max_pending,
+            max_value: self.offline.max_value,
+            max_pending_value: self.offline.max_pending_value,
+            accept_unknown_value: self.offline.accept_unknown_value,
+        }
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -639,6 +687,22 @@ fn check_routes(
         {
             problems.push(format!("{key}.stock_id: must be 1 to 20 characters"));
         }
+        if r.api == Api::Coupon && r.card_types.is_some() {
+            problems.push(format!("{key}.card_types: only for api = \"card\""));
+        }
+        if r.name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 40)
+        {
+            problems.push(format!("{key}.name: must be 1 to 40 characters"));
+        }
+        let card_types = match card_types(r.card_types.as_deref()) {
+            Ok(t) => t,
+            Err(p) => {
+                problems.push(format!("{key}.card_types: {p}"));
+                CardTypes::Coupons
+            }
+        };
         match Regex::new(&format!("^(?:{})$", r.pattern)) {
             Ok(regex) => routes.push(RouteConfig {
                 pattern: r.pattern,
@@ -647,11 +711,42 @@ fn check_routes(
                 card_id: r.card_id,
                 stock_id: r.stock_id,
                 offline: r.offline,
+                name: r.name.map(|n| n.trim().to_string()),
+                card_types,
             }),
             Err(e) => problems.push(format!("{key}.pattern: not a valid regex: {e}")),
         }
     }
     routes
+}
+
+/// `card_types`: absent → every coupon type; `["any"]` → no check; else known types.
+fn card_types(raw: Option<&[String]>) -> Result<CardTypes, String> {
+    let Some(raw) = raw else {
+        return Ok(CardTypes::Coupons);
+    };
+    if raw.iter().any(|t| t.eq_ignore_ascii_case("any")) {
+        return if raw.len() == 1 {
+            Ok(CardTypes::Any)
+        } else {
+            Err("\"any\" stands alone".into())
+        };
+    }
+    if raw.is_empty() {
+        return Err("empty: no card could be redeemed (leave the key out for every coupon type, or [\"any\"])".into());
+    }
+    let mut kinds = Vec::new();
+    for t in raw {
+        let upper = t.to_ascii_uppercase();
+        if !CARD_TYPES.contains(&upper.as_str()) {
+            return Err(format!(
+                "{t:?} is not a WeChat card type (one of {})",
+                CARD_TYPES.join(", ")
+            ));
+        }
+        kinds.push(upper);
+    }
+    Ok(CardTypes::Only(kinds))
 }
 
 /// `[retry]` and `[offline]`: durations that make sense together.
@@ -673,6 +768,14 @@ fn check_retry_and_offline(
             "offline.online_wait: at most {} s (a cashier waits that long for every scan)",
             MAX_ONLINE_WAIT.as_secs()
         ));
+    }
+    for (key, v) in [
+        ("max_value", offline.max_value),
+        ("max_pending_value", offline.max_pending_value),
+    ] {
+        if v.is_some_and(|v| v < 0) {
+            problems.push(format!("offline.{key}: fen, 0 or more"));
+        }
     }
 }
 

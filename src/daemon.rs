@@ -12,9 +12,11 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::aimd::reconnect_jitter;
+use crate::redeem::catalog::Catalog;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::{Intake, Pending};
 use crate::redeem::prefetch::Prefetcher;
+use crate::redeem::voids::VoidWorker;
 use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
 use crate::wechat::card::CardApi;
@@ -159,11 +161,14 @@ impl Daemon {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stop_sources_tx, stop_sources_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        let catalog = Arc::new(Catalog::load(&self.ledger).await?);
         let ctx = Ctx {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),
             retry: config.retry.clone(),
             metrics: metrics.clone(),
+            catalog: catalog.clone(),
+            routes: Arc::new(config.routes.clone()),
         };
         // Without its read connection the daemon works as well, only without checks ahead.
         let prefetch = self.card.as_ref().and_then(|card| {
@@ -177,6 +182,13 @@ impl Daemon {
             .inspect_err(|e| tracing::warn!(event = "no_checks_ahead", error = %e, "card checks will not be sent ahead"))
             .ok()
         });
+        let voids_wake = Arc::new(tokio::sync::Notify::new());
+        let void_worker = VoidWorker {
+            ctx: ctx.clone(),
+            pay: self.coupon.clone(),
+            bus: self.bus.clone(),
+            wake: voids_wake.clone(),
+        };
         let dispatcher = Dispatcher {
             ctx,
             card: self.card.clone(),
@@ -201,6 +213,8 @@ impl Daemon {
             online_wait: config.offline.online_wait,
             dispatcher_alive: dispatcher_alive.clone(),
             card: self.card.clone(),
+            till: config.till.clone(),
+            voids: voids_wake.clone(),
             hosts: Arc::new(crate::api::host::HostPolicy {
                 listen: config.http.listen.clone(),
                 allowed: config.http.allowed_hosts.clone(),
@@ -230,6 +244,7 @@ impl Daemon {
             new_rows,
             prefetch,
             self.bus.clone(),
+            catalog,
         );
         // What sends to WeChat starts last, once nothing else can fail to start.
         let alive = dispatcher_alive.clone();
@@ -242,6 +257,7 @@ impl Daemon {
             }
             result
         });
+        let returns = tokio::spawn(void_worker.run(stop_rx.clone()));
         let mut answers = JoinSet::new();
         let mut live_sources = config.scanners.len();
         let notifier = Arc::new(Notifier::from_env());
@@ -331,6 +347,8 @@ impl Daemon {
         if let Some(h) = health {
             let _ = h.await;
         }
+        // A return in flight is recorded as started: stopping mid-call loses nothing.
+        let _ = returns.await;
         let result = match dispatcher_ended {
             Some(ended) => ended,
             None => dispatcher_result(dispatcher.await),

@@ -5,7 +5,7 @@ mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::daemon::{backup, block_on, check, init_logging, run};
-use cli::records::{export, log, resolve, review, summary};
+use cli::records::{export, log, resolve, review, summary, void};
 use redeemd::config::DEFAULT_CONFIG_PATH;
 use redeemd::model::state::State;
 use std::path::PathBuf;
@@ -93,6 +93,18 @@ enum Command {
         #[arg(long, value_parser = |s: &str| State::parse_among(s, &State::RESOLUTIONS))]
         state: Option<State>,
     },
+    /// Void the sale a redemption belongs to: a code not yet confirmed is cancelled, a
+    /// redeemed merchant coupon is given back (by the running daemon), a redeemed card code
+    /// goes to review (WeChat cannot undo a consume).
+    Void {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The redemption's id.
+        id: i64,
+        /// Why the sale is voided.
+        #[arg(long)]
+        reason: String,
+    },
     /// The redemption log as CSV, for reconciliation against WeChat's statements.
     Export {
         #[command(flatten)]
@@ -156,6 +168,7 @@ fn main() -> ExitCode {
             note,
             state,
         } => resolve(config.config, id, note, state),
+        Command::Void { config, id, reason } => void(config.config, id, reason),
         Command::Export {
             config,
             since,

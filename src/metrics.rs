@@ -28,6 +28,8 @@ pub struct Metrics {
     concurrency: Mutex<BTreeMap<String, usize>>,
     /// APIs paused until WeChat's daily reset (45009: the daily quota is used up).
     quota_exhausted: Mutex<BTreeMap<String, bool>>,
+    /// Void requests by what they did (`model::void::VoidPlan`, `already`, `refused`).
+    voids: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -71,6 +73,12 @@ impl Metrics {
             .unwrap_or(false)
     }
 
+    pub fn count_void(&self, result: &str) {
+        if let Ok(mut v) = self.voids.lock() {
+            *v.entry(result.into()).or_default() += 1;
+        }
+    }
+
     pub fn set_concurrency(&self, api: &str, limit: usize) {
         if let Ok(mut s) = self.concurrency.lock() {
             s.insert(api.into(), limit);
@@ -99,6 +107,17 @@ impl Metrics {
 
     /// Writes the in-memory series.
     pub fn render(&self, out: &mut String, token_refreshes: u64) {
+        header(
+            out,
+            "redeemd_voids_total",
+            "counter",
+            "Void requests since start, by what they did (cancelled, return_pending, card_in_review, nothing_to_undo, in_review, already).",
+        );
+        if let Ok(v) = self.voids.lock() {
+            for (result, n) in v.iter() {
+                let _ = writeln!(out, "redeemd_voids_total{{result=\"{result}\"}} {n}");
+            }
+        }
         header(
             out,
             "redeemd_api_call_duration_seconds",

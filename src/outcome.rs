@@ -24,6 +24,15 @@ pub struct Outcome {
     pub latency_ms: i64,
     /// Index of the `[[route]]` that matched, if one did.
     pub route: Option<i64>,
+    /// What the code is (the coupon's title, WeChat's type, its face value in fen), when
+    /// known.
+    pub title: Option<String>,
+    pub kind: Option<String>,
+    pub value: Option<i64>,
+    /// The sale it belongs to, as the POS named it.
+    pub order_id: Option<String>,
+    pub amount: Option<i64>,
+    pub cashier: Option<String>,
 }
 
 impl Outcome {
@@ -45,6 +54,42 @@ impl Outcome {
             scanned_at: clock::rfc3339(scanned_at),
             latency_ms: now - scanned_at,
             route: row.route,
+            title: row.title.clone(),
+            kind: row.kind.clone(),
+            value: row.value,
+            order_id: row.order_id.clone(),
+            amount: row.amount,
+            cashier: row.cashier.clone(),
+        }
+    }
+
+    /// The answer to a scan the ledger holds no row for (it could not be recorded).
+    pub fn without_row(
+        code: Code,
+        outcome: TillOutcome,
+        state: Option<State>,
+        reason: String,
+        scanner: &str,
+        scanned_at: Millis,
+        now: Millis,
+    ) -> Self {
+        Self {
+            id: None,
+            code,
+            outcome,
+            state,
+            reason: Some(reason),
+            api: None,
+            scanner: scanner.to_string(),
+            scanned_at: clock::rfc3339(scanned_at),
+            latency_ms: now - scanned_at,
+            route: None,
+            title: None,
+            kind: None,
+            value: None,
+            order_id: None,
+            amount: None,
+            cashier: None,
         }
     }
 

@@ -39,6 +39,27 @@ pub struct LogEntry {
     pub resolved_at: Option<String>,
     pub resolved_by: Option<String>,
     pub resolution: Option<String>,
+    /// What the code is, when known: title, WeChat's type, face value in fen.
+    pub title: Option<String>,
+    pub kind: Option<String>,
+    pub value: Option<i64>,
+    /// The sale: the POS's order, its total before the coupon (fen), the cashier.
+    pub order_id: Option<String>,
+    pub amount: Option<i64>,
+    pub cashier: Option<String>,
+    /// The void of the sale, if there was one.
+    pub void: Option<VoidEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoidEntry {
+    /// `pending` (a coupon's return waits for WeChat Pay), `done` or `failed`.
+    pub state: &'static str,
+    pub reason: String,
+    pub by: Option<String>,
+    pub at: String,
+    pub return_request_no: Option<String>,
+    pub returned_at: Option<String>,
 }
 
 impl From<&Row> for LogEntry {
@@ -69,6 +90,20 @@ impl From<&Row> for LogEntry {
             resolved_at: r.resolved_at.map(clock::rfc3339),
             resolved_by: r.resolved_by.clone(),
             resolution: r.resolution.clone(),
+            title: r.title.clone(),
+            kind: r.kind.clone(),
+            value: r.value,
+            order_id: r.order_id.clone(),
+            amount: r.amount,
+            cashier: r.cashier.clone(),
+            void: r.void.as_ref().map(|v| VoidEntry {
+                state: v.state.as_str(),
+                reason: v.reason.clone(),
+                by: v.by.clone(),
+                at: clock::rfc3339(v.at),
+                return_request_no: v.return_request_no.clone(),
+                returned_at: v.returned_at.map(clock::rfc3339),
+            }),
         }
     }
 }
@@ -146,7 +181,7 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 }
 
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
-pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution";
+pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at";
 
 fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
     // Quote what needs it; neutralise spreadsheet formulas (=, +, -, @ at the start).
@@ -162,7 +197,9 @@ fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
 pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
     writeln!(out, "{CSV_HEADER}")?;
     for e in entries {
-        let fields: [String; 19] = [
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let void = e.void.as_ref();
+        let fields: [String; 29] = [
             e.id.to_string(),
             e.code.expose().to_string(),
             e.api.unwrap_or("").into(),
@@ -182,6 +219,16 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
             e.resolved_at.clone().unwrap_or_default(),
             e.resolved_by.clone().unwrap_or_default(),
             e.resolution.clone().unwrap_or_default(),
+            e.title.clone().unwrap_or_default(),
+            e.kind.clone().unwrap_or_default(),
+            opt(e.value),
+            e.order_id.clone().unwrap_or_default(),
+            opt(e.amount),
+            e.cashier.clone().unwrap_or_default(),
+            void.map(|v| v.reason.clone()).unwrap_or_default(),
+            void.and_then(|v| v.by.clone()).unwrap_or_default(),
+            void.map(|v| v.at.clone()).unwrap_or_default(),
+            void.and_then(|v| v.returned_at.clone()).unwrap_or_default(),
         ];
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
@@ -247,7 +294,14 @@ pub fn summary(
     let pending = store::pending_count(conn)?;
     let mut out = String::new();
     let _ = writeln!(out, "{} .. {}", clock::rfc3339(start), clock::rfc3339(end));
-    for st in ["redeemed", "rejected", "review", "queued", "cancelled"] {
+    for st in [
+        "redeemed",
+        "rejected",
+        "review",
+        "queued",
+        "cancelled",
+        "returned",
+    ] {
         let _ = writeln!(out, "  {st:<10} {}", by_state.get(st).copied().unwrap_or(0));
     }
     let _ = writeln!(out, "pending now (all days): {pending}");

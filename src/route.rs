@@ -81,6 +81,8 @@ mod tests {
             card_id: card_id.map(Into::into),
             stock_id: None,
             offline: true,
+            name: None,
+            card_types: crate::model::catalog::CardTypes::Coupons,
         }
     }
 

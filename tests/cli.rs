@@ -326,6 +326,8 @@ fn summary_days_follow_the_local_calendar() {
                 at: at(when),
                 use_request_no: None,
                 use_time: None,
+                sale: &Default::default(),
+                meta: None,
             },
         )
         .unwrap();

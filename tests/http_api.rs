@@ -3,23 +3,10 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use support::*;
-
-fn post_json(base: &str, path: &str, body: &Value) -> HttpResponse {
-    http(
-        "POST",
-        &format!("{base}{path}"),
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-}
-
-fn get(base: &str, path: &str) -> HttpResponse {
-    http("GET", &format!("{base}{path}"), &[], b"")
-}
 
 #[test]
 fn keyed_entry_and_scanner_reads_reach_the_event_stream() {

@@ -7,6 +7,7 @@
 
 pub(crate) mod host;
 mod pages;
+mod sale;
 mod serve;
 
 use crate::clock::SharedClock;
@@ -14,7 +15,7 @@ use crate::config::{HttpConfig, Language, Listen};
 use crate::ledger::store::{self, Filter, Resolved};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::{self, Metrics};
-use crate::model::scan::Scan;
+use crate::model::scan::{Sale, Scan};
 use crate::model::state::State;
 use crate::outcome::{Bus, Outcome};
 use crate::report::{self, LogEntry};
@@ -66,6 +67,10 @@ pub struct ApiState {
     pub hosts: Arc<host::HostPolicy>,
     /// The card API, to decrypt `encrypt_code`s (none without `[wechat]`).
     pub card: Option<Arc<crate::wechat::card::CardApi>>,
+    /// This till's name (in the return's idempotency key).
+    pub till: String,
+    /// Wakes the void worker when a coupon's return is due.
+    pub voids: Arc<tokio::sync::Notify>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -82,6 +87,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/redemptions", get(redemptions))
         .route("/v1/redemptions/{id}/resolve", post(resolve))
+        .route("/v1/redemptions/{id}/order", post(sale::order))
+        .route("/v1/redemptions/{id}/void", post(sale::void))
         .route("/v1/export.csv", get(export))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
@@ -169,6 +176,13 @@ struct ScanBody {
     /// `card/code/decrypt`, then handled as if scanned.
     #[serde(default)]
     encrypt_code: Option<String>,
+    /// The sale the code is used in (all optional).
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    cashier: Option<String>,
 }
 
 /// The longest `encrypt_code` accepted.
@@ -220,6 +234,10 @@ async fn post_scan(
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
     };
+    let sale = match Sale::checked(body.order_id, body.amount, body.cashier) {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let text = match (body.code, body.encrypt_code) {
         (Some(code), None) => code,
         // The decrypted value goes through the routes like any scan: garbage is refused.
@@ -248,6 +266,7 @@ async fn post_scan(
         scanner: "keyed".into(),
         frame: classify_line(text.trim().as_bytes(), false),
         at: st.clock.now_ms(),
+        sale,
     };
     let (tx, rx) = oneshot::channel();
     if st.keyed.send((scan, tx)).await.is_err() {
@@ -262,6 +281,12 @@ async fn post_scan(
             "reason": o.reason,
             "api": o.api,
             "scanned_at": o.scanned_at,
+            "title": o.title,
+            "kind": o.kind,
+            "value": o.value,
+            "order_id": o.order_id,
+            "amount": o.amount,
+            "cashier": o.cashier,
         }))
         .into_response(),
         _ => error(StatusCode::SERVICE_UNAVAILABLE, "no answer from the intake"),
@@ -312,6 +337,7 @@ struct ListQuery {
     until: Option<String>,
     q: Option<String>,
     limit: Option<usize>,
+    order_id: Option<String>,
 }
 
 /// The log filters from a query string; `Err` is the message for a 400.
@@ -340,6 +366,12 @@ fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
         limit: Some(q.limit.unwrap_or(100).min(1000)),
         newest_first: true,
         unresolved: false,
+        order_id: q
+            .order_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from),
     })
 }
 

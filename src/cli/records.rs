@@ -154,9 +154,7 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
             return ExitCode::FAILURE;
         }
     };
-    let by = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "cli".into());
+    let by = operator();
     let now = chrono::Utc::now().timestamp_millis();
     match redeemd::ledger::store::resolve(&mut conn, id, decision, note.trim(), &by, now) {
         Ok(redeemd::ledger::store::Resolved::Done(row)) => {
@@ -176,6 +174,104 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
             ExitCode::FAILURE
         }
     }
+}
+
+/// `redeemd void`: the void is written here, in one commit; a coupon's return is then
+/// carried out by the running daemon, which this waits a little for.
+pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
+    use redeemd::ledger::store::{self, VoidRequest, Voided};
+    use redeemd::model::void::{VOIDED_CARD, VoidPlan};
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let reason = reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        eprintln!("redeemd void: --reason must say why the sale is voided (1 to 500 characters)");
+        return ExitCode::from(2);
+    }
+    let mut conn = match ledger::open_rw(&config.database) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("redeemd void: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let by = operator();
+    let now = chrono::Utc::now().timestamp_millis();
+    let rrn = redeemd::redeem::voids::new_return_request_no(&config.till, now);
+    let request = VoidRequest {
+        reason: &reason,
+        by: Some(&by),
+        at: now,
+        return_request_no: &rrn,
+    };
+    match store::void(&mut conn, id, &request) {
+        Ok(Voided::Done(plan, row)) => match plan {
+            VoidPlan::Cancel => {
+                println!("#{id} voided: cancelled, it will never be redeemed");
+                ExitCode::SUCCESS
+            }
+            VoidPlan::Nothing => {
+                println!("#{id} voided: it is {}, nothing to undo", row.state);
+                ExitCode::SUCCESS
+            }
+            VoidPlan::Review => {
+                eprintln!("#{id} is in review: {VOIDED_CARD}");
+                ExitCode::FAILURE
+            }
+            VoidPlan::ResolveFirst => {
+                eprintln!("redeemd void: #{id} waits for a manager's review: resolve it first");
+                ExitCode::FAILURE
+            }
+            VoidPlan::Return => await_return(&conn, id, &rrn),
+        },
+        Ok(Voided::Already(row)) => {
+            println!("#{id} was voided before; it is {}", row.state);
+            ExitCode::SUCCESS
+        }
+        Ok(Voided::NotFound) => {
+            eprintln!("redeemd void: no redemption {id}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("redeemd void: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits (10 s at most) for the running daemon to give the coupon back.
+fn await_return(conn: &rusqlite::Connection, id: i64, rrn: &str) -> ExitCode {
+    use redeemd::ledger::VoidState;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let Ok(Some(row)) = redeemd::ledger::store::get(conn, id) else {
+            break;
+        };
+        match row.void.as_ref().map(|v| v.state) {
+            Some(VoidState::Done) => {
+                println!("#{id} voided: the coupon was given back (return_request_no {rrn})");
+                return ExitCode::SUCCESS;
+            }
+            Some(VoidState::Failed) => {
+                eprintln!("#{id}: {}", row.reason.unwrap_or_default());
+                return ExitCode::FAILURE;
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+    println!(
+        "#{id} voided: the coupon's return is recorded (return_request_no {rrn}) and pending; the running redeemd gives it back, retrying until WeChat Pay answers"
+    );
+    ExitCode::SUCCESS
+}
+
+/// Who runs the command, for the record.
+fn operator() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into())
 }
 
 pub(crate) fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCode {

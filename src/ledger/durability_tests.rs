@@ -214,6 +214,8 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 at,
                                 use_request_no: request_no.as_deref(),
                                 use_time: request_no.as_ref().map(|_| "2026-12-01T10:00:00+08:00"),
+                                sale: &Default::default(),
+                                meta: None,
                             },
                         )
                     })

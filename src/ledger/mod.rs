@@ -52,7 +52,7 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, String> {
     std::fs::rename(&partial, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     Ok(rows)
 }
-pub use store::Row;
+pub use store::{Row, VoidState};
 
 /// A ledger operation, run on the ledger thread. `run` returns whether the operation
 /// succeeded, and how to answer its caller once the commit it is part of is known: `None`

@@ -162,7 +162,7 @@ proptest! {
             match op {
                 Op::Scan(i) => {
                     let c = code(i);
-                    let rec = store::record_scan(&mut conn, &NewScan { code: &Code::new(c.as_str()), routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None }).unwrap();
+                    let rec = store::record_scan(&mut conn, &NewScan { code: &Code::new(c.as_str()), routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None, sale: &Default::default(), meta: None }).unwrap();
                     let stored = store::get(&conn, rec.row.id).unwrap();
                     prop_assert_eq!(Some(&rec.row), stored.as_ref(), "the row handed back is the row stored");
                     match model.get_mut(&c) {
@@ -196,14 +196,14 @@ proptest! {
                 }
                 Op::DecideOffline(i, allowed) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
-                    let (outcome, _) = store::decide_offline(&mut conn, *id, allowed, 10_000, at).unwrap();
+                    let (outcome, _) = store::decide_offline(&mut conn, *id, &crate::model::offline::Limits { allowed, max_pending: 10_000, ..Default::default() }, at).unwrap();
                     let first_answer = !m.answered;
                     m.answered = true;
                     let expected = match m.state {
                         State::Queued if allowed => { m.accepted_offline |= first_answer; TillOutcome::AcceptedOffline }
                         State::Queued => { m.state = State::Cancelled; TillOutcome::RefusedOffline }
                         State::Redeemed => TillOutcome::Redeemed,
-                        State::Rejected | State::Review => TillOutcome::Rejected,
+                        State::Rejected | State::Review | State::Returned => TillOutcome::Rejected,
                         State::Cancelled => TillOutcome::RefusedOffline,
                     };
                     prop_assert_eq!(outcome, expected);
@@ -302,6 +302,8 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
                 at: 100 + i64::from(i),
                 use_request_no: None,
                 use_time: None,
+                sale: &Default::default(),
+                meta: None,
             },
         )
         .unwrap();

@@ -1,6 +1,6 @@
 //! Opening the ledger: pragmas and versioned migrations.
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
 
@@ -107,6 +107,91 @@ DROP INDEX redemptions_scanned;
 DROP INDEX redemptions_pending;
 CREATE INDEX redemptions_pending ON redemptions(id, state, unconfirmed, api, next_attempt_at, scanned_at)
     WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1);
+"#,
+    // 7: inside the sale. The state `returned` (a voided merchant coupon given back) needs a
+    // new CHECK, and SQLite changes a CHECK only by rebuilding the table (run with foreign
+    // keys off, see `migrate`). New: the sale (order_id, amount, cashier), what the code is
+    // (title, kind, value, from the catalog), and the void: its
+    // request (reason, who, when), its progress (`void_state`: pending until WeChat Pay
+    // answered the return) and the return's idempotency key, fixed in the commit that
+    // records the void, before any return is sent.
+    r#"
+CREATE TABLE redemptions_new (
+    id              INTEGER PRIMARY KEY,
+    code            TEXT NOT NULL,
+    api             TEXT CHECK (api IN ('card', 'coupon')),
+    route           INTEGER,
+    card_id         TEXT,
+    aim_id          TEXT,
+    state           TEXT NOT NULL
+                    CHECK (state IN ('queued', 'redeemed', 'rejected', 'cancelled', 'review', 'returned')),
+    reason          TEXT,
+    till_outcome    TEXT,
+    unconfirmed     INTEGER NOT NULL DEFAULT 0,
+    scans           INTEGER NOT NULL DEFAULT 1,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    scanner         TEXT NOT NULL,
+    till            TEXT NOT NULL,
+    scanned_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    redeemed_at     INTEGER,
+    next_attempt_at INTEGER,
+    openid          TEXT,
+    note            TEXT,
+    stock_id        TEXT,
+    use_request_no  TEXT,
+    use_time        TEXT,
+    wechatpay_use_time TEXT,
+    resolved_at     INTEGER,
+    resolved_by     TEXT,
+    resolution      TEXT,
+    order_id        TEXT,
+    amount          INTEGER,
+    cashier         TEXT,
+    title           TEXT,
+    kind            TEXT,
+    value           INTEGER,
+    void_state      TEXT CHECK (void_state IN ('pending', 'done', 'failed')),
+    void_reason     TEXT,
+    voided_by       TEXT,
+    voided_at       INTEGER,
+    return_request_no TEXT,
+    next_void_at    INTEGER,
+    returned_at     INTEGER
+);
+INSERT INTO redemptions_new (id, code, api, route, card_id, aim_id, state, reason, till_outcome,
+    unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at,
+    next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time,
+    resolved_at, resolved_by, resolution)
+SELECT id, code, api, route, card_id, aim_id, state, reason, till_outcome,
+    unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at,
+    next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time,
+    resolved_at, resolved_by, resolution FROM redemptions;
+DROP TABLE redemptions;
+ALTER TABLE redemptions_new RENAME TO redemptions;
+CREATE UNIQUE INDEX redemptions_code ON redemptions(code) WHERE api IS NOT NULL;
+CREATE UNIQUE INDEX redemptions_use_request_no ON redemptions(use_request_no)
+    WHERE use_request_no IS NOT NULL;
+CREATE UNIQUE INDEX redemptions_return_request_no ON redemptions(return_request_no)
+    WHERE return_request_no IS NOT NULL;
+CREATE INDEX redemptions_pending ON redemptions(id, state, unconfirmed, api, next_attempt_at, scanned_at)
+    WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1);
+CREATE INDEX redemptions_voids ON redemptions(next_void_at) WHERE void_state = 'pending';
+CREATE INDEX redemptions_order ON redemptions(order_id) WHERE order_id IS NOT NULL;
+
+-- What a card (key `card:<card_id>`) or a merchant-coupon stock (`stock:<stock_id>`) is,
+-- as WeChat last said; read offline, refreshed at most daily.
+CREATE TABLE catalog (
+    key         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    value       INTEGER,
+    minimum     INTEGER,
+    detail      TEXT,
+    valid_from  TEXT,
+    valid_until TEXT,
+    fetched_at  INTEGER NOT NULL
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -340,6 +425,18 @@ pub(crate) fn migrate_for_tests(conn: &mut Connection) {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    // Rebuilding a table (migration 7) drops the one the other tables' foreign keys name;
+    // SQLite's documented way is with the checks off, and a check of every key before the
+    // commit. The pragma does nothing inside a transaction, so it is set around it.
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(MigrateError::Sqlite)?;
+    let migrated = migrate_in_transaction(conn);
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(MigrateError::Sqlite)?;
+    migrated
+}
+
+fn migrate_in_transaction(conn: &mut Connection) -> Result<(), MigrateError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(MigrateError::Sqlite)?;
@@ -352,6 +449,16 @@ fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     for sql in &MIGRATIONS[found as usize..] {
         tx.execute_batch(sql).map_err(MigrateError::Sqlite)?;
     }
+    let broken: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()
+        .map_err(MigrateError::Sqlite)?;
+    if let Some(table) = broken {
+        return Err(MigrateError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+            Some(format!("migration left a broken foreign key in {table}")),
+        )));
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(MigrateError::Sqlite)?;
     tx.commit().map_err(MigrateError::Sqlite)
@@ -360,6 +467,51 @@ fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Migration 7 rebuilds the table (the `returned` state): every row, its scans and its
+    /// attempts survive, with their ids, and the new state is accepted.
+    #[test]
+    fn migration_7_keeps_rows_and_their_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO redemptions (id, code, api, state, scanner, till, scanned_at, updated_at, stock_id)
+                 VALUES (7, 'BF0000000007', 'coupon', 'redeemed', 's', 't', 10, 10, '1212');
+             INSERT INTO scans (redemption_id, scanner, scanned_at) VALUES (7, 's', 20);
+             INSERT INTO attempts (redemption_id, call, started_at) VALUES (7, 'coupons/use', 10);",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_rw(&path).unwrap();
+        let (code, stock): (String, String) = conn
+            .query_row(
+                "SELECT code, stock_id FROM redemptions WHERE id = 7",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((code.as_str(), stock.as_str()), ("BF0000000007", "1212"));
+        let history: i64 = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM scans WHERE redemption_id = 7) + \
+                 (SELECT count(*) FROM attempts WHERE redemption_id = 7)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(history, 2);
+        conn.execute("UPDATE redemptions SET state = 'returned' WHERE id = 7", [])
+            .unwrap();
+        let fk: bool = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert!(fk, "foreign keys are on again after the migration");
+    }
 
     /// A ledger written by a version-5 redeemd keeps every later read and its answers.
     #[test]
@@ -405,8 +557,11 @@ mod tests {
             [
                 "attempts_redemption",
                 "redemptions_code",
+                "redemptions_order",
                 "redemptions_pending",
-                "redemptions_use_request_no"
+                "redemptions_return_request_no",
+                "redemptions_use_request_no",
+                "redemptions_voids"
             ]
         );
         let queued: i64 = conn

@@ -6,8 +6,14 @@
 use crate::clock::Millis;
 use crate::config::Api;
 use crate::model::backoff;
+use crate::model::catalog::Meta;
 use crate::model::code::Code;
+use crate::model::offline::{self, Backlog, Limits};
+use crate::model::scan::Sale;
 use crate::model::state::{self, Schedule, Settle, State, TillOutcome};
+use crate::model::void::{
+    ReturnStep, VOID_FAILED, VOIDED_BEFORE_REDEMPTION, VOIDED_CARD, VoidPlan, plan as void_plan,
+};
 use crate::route::Routed;
 use rusqlite::{
     Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params,
@@ -28,12 +34,14 @@ macro_rules! needs_work {
     };
 }
 
-pub use crate::model::row::Row;
+pub use crate::model::row::{Row, Void, VoidState};
 
 const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
     unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at, \
     next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time, \
-    resolved_at, resolved_by, resolution";
+    resolved_at, resolved_by, resolution, order_id, amount, cashier, title, kind, value, \
+    void_state, void_reason, voided_by, voided_at, return_request_no, \
+    next_void_at, returned_at";
 
 fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -86,7 +94,30 @@ fn read_row(r: &rusqlite::Row) -> Result<Row> {
         resolved_at: r.get(24)?,
         resolved_by: r.get(25)?,
         resolution: r.get(26)?,
+        order_id: r.get(27)?,
+        amount: r.get(28)?,
+        cashier: r.get(29)?,
+        title: r.get(30)?,
+        kind: r.get(31)?,
+        value: r.get(32)?,
+        void: read_void(r)?,
     })
+}
+
+/// The void columns (33..=39), when the row has been voided.
+fn read_void(r: &rusqlite::Row) -> Result<Option<Void>> {
+    let Some(state) = r.get::<_, Option<String>>(33)? else {
+        return Ok(None);
+    };
+    Ok(Some(Void {
+        state: VoidState::parse(&state).ok_or_else(|| bad_value(33, "void state", &state))?,
+        reason: r.get::<_, Option<String>>(34)?.unwrap_or_default(),
+        by: r.get(35)?,
+        at: r.get::<_, Option<Millis>>(36)?.unwrap_or_default(),
+        return_request_no: r.get(37)?,
+        next_at: r.get(38)?,
+        returned_at: r.get(39)?,
+    }))
 }
 
 /// One operation's writes, all or nothing. On its own: an `IMMEDIATE` transaction (another
@@ -180,6 +211,10 @@ pub struct NewScan<'a> {
     /// For merchant coupons: the idempotency key and use time, fixed now.
     pub use_request_no: Option<&'a str>,
     pub use_time: Option<&'a str>,
+    /// The sale the POS named with the scan.
+    pub sale: &'a Sale,
+    /// What the route's card or stock is, when the catalog knows it already.
+    pub meta: Option<&'a Meta>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,8 +240,10 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
     let inserted = tx
         .prepare_cached(&format!(
             "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
-             scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11) \
+             scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time, \
+             order_id, amount, cashier, title, kind, value) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17) \
              ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
         ))?
         .query_row(
@@ -221,7 +258,13 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
                 s.at,
                 s.routed.stock_id,
                 s.use_request_no,
-                s.use_time
+                s.use_time,
+                s.sale.order_id,
+                s.sale.amount,
+                s.sale.cashier,
+                s.meta.map(|m| &m.title),
+                s.meta.map(|m| &m.kind),
+                s.meta.and_then(|m| m.value)
             ],
             read_row,
         )
@@ -247,7 +290,7 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
                 // over. The unconfirmed flag stays, so a call that may have gone out is
                 // resolved before anything is sent again.
                 State::Cancelled => {
-                    row = reopen(&tx, row.id, s.at)?;
+                    row = reopen(&tx, row.id, s.at, s.sale)?;
                     true
                 }
                 State::Queued => row.till_outcome.is_none(),
@@ -267,12 +310,28 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
 /// Queues a cancelled row again, due now, with no till answer yet: the next answer given
 /// for it is its first again (so a later refusal by WeChat after an offline acceptance
 /// goes to review, as for any offline acceptance).
-fn reopen(conn: &Connection, id: i64, at: Millis) -> Result<Row> {
+/// The rescan's sale, when it names one, replaces the refused one's.
+fn reopen(conn: &Connection, id: i64, at: Millis, sale: &Sale) -> Result<Row> {
+    let new_sale = !sale.is_empty();
     conn.prepare_cached(&format!(
         "UPDATE redemptions SET state = 'queued', till_outcome = NULL, reason = NULL, \
-         next_attempt_at = ?2, updated_at = ?2, note = ?3 WHERE id = ?1 RETURNING {COLUMNS}"
+         next_attempt_at = ?2, updated_at = ?2, note = ?3, \
+         order_id = CASE WHEN ?4 THEN ?5 ELSE order_id END, \
+         amount = CASE WHEN ?4 THEN ?6 ELSE amount END, \
+         cashier = CASE WHEN ?4 THEN ?7 ELSE cashier END WHERE id = ?1 RETURNING {COLUMNS}"
     ))?
-    .query_row(params![id, at, REOPENED_BY_RESCAN], read_row)
+    .query_row(
+        params![
+            id,
+            at,
+            REOPENED_BY_RESCAN,
+            new_sale,
+            sale.order_id,
+            sale.amount,
+            sale.cashier
+        ],
+        read_row,
+    )
 }
 
 /// At start: rows whose first read never got an answer (the process died while the
@@ -384,7 +443,7 @@ pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
     match state {
         State::Queued => None,
         State::Redeemed => Some(TillOutcome::Redeemed),
-        State::Rejected | State::Review => Some(TillOutcome::Rejected),
+        State::Rejected | State::Review | State::Returned => Some(TillOutcome::Rejected),
         State::Cancelled => Some(TillOutcome::RefusedOffline),
     }
 }
@@ -394,8 +453,7 @@ pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
 pub fn decide_offline(
     conn: &mut Connection,
     id: i64,
-    offline_allowed: bool,
-    max_pending: u32,
+    limits: &Limits,
     at: Millis,
 ) -> Result<(TillOutcome, Row)> {
     let tx = immediate(conn)?;
@@ -408,22 +466,31 @@ pub fn decide_offline(
                 "SELECT count(*) FROM redemptions WHERE state = 'queued' AND id != ?1",
                 [id],
             )?;
-            if offline_allowed && pending < i64::from(max_pending) {
-                TillOutcome::AcceptedOffline
-            } else {
-                let reason = if offline_allowed {
-                    format!(
-                        "refused at the till: WeChat did not answer and {pending} redemptions already await confirmation (offline.max_pending)"
-                    )
-                } else {
-                    "refused at the till: WeChat did not answer in time and this code may not be accepted offline".to_string()
-                };
-                exec(
+            // Summed only when a limit needs it: it reads every queued row.
+            let pending_value: i64 = if limits.max_pending_value.is_some() {
+                one(
                     &tx,
-                    "UPDATE redemptions SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, reason, at],
-                )?;
-                TillOutcome::RefusedOffline
+                    "SELECT coalesce(sum(value), 0) FROM redemptions WHERE state = 'queued' \
+                     AND till_outcome = 'accepted_offline' AND id != ?1",
+                    [id],
+                )?
+            } else {
+                0
+            };
+            let backlog = Backlog {
+                pending,
+                pending_value,
+            };
+            match offline::decide(limits, row.value, backlog) {
+                Ok(()) => TillOutcome::AcceptedOffline,
+                Err(reason) => {
+                    exec(
+                        &tx,
+                        "UPDATE redemptions SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![id, reason, at],
+                    )?;
+                    TillOutcome::RefusedOffline
+                }
             }
         }
     };
@@ -609,11 +676,15 @@ pub struct Retry {
     pub jitter: f64,
 }
 
-/// What WeChat told us about a redeemed code.
+/// What WeChat told us about a code: its holder, its use time, its card and what it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confirmation {
     pub openid: Option<String>,
     pub wechatpay_use_time: Option<String>,
+    pub card_id: Option<String>,
+    pub meta: Option<Meta>,
+    /// The stock a used coupon belongs to (a route may name none; a return needs it).
+    pub stock_id: Option<String>,
 }
 
 /// Applies what a try found out (through the pure state machine) and schedules the next,
@@ -658,7 +729,10 @@ pub fn apply(
          attempts = ?5, next_attempt_at = ?6, updated_at = ?7, \
          redeemed_at = CASE WHEN ?8 THEN ?7 ELSE redeemed_at END, \
          openid = coalesce(?9, openid), note = coalesce(?10, note), \
-         wechatpay_use_time = coalesce(?11, wechatpay_use_time) WHERE id = ?1",
+         wechatpay_use_time = coalesce(?11, wechatpay_use_time), \
+         card_id = coalesce(?12, card_id), title = coalesce(?13, title), \
+         kind = coalesce(?14, kind), value = coalesce(?15, value), \
+         stock_id = coalesce(stock_id, ?16) WHERE id = ?1",
         params![
             id,
             change.state.as_str(),
@@ -670,12 +744,66 @@ pub fn apply(
             change.redeemed,
             info.openid,
             note,
-            info.wechatpay_use_time
+            info.wechatpay_use_time,
+            info.card_id,
+            info.meta.as_ref().map(|m| &m.title),
+            info.meta.as_ref().map(|m| &m.kind),
+            info.meta.as_ref().and_then(|m| m.value),
+            info.stock_id
         ],
     )?;
     let row = get_in(&tx, id)?;
     tx.commit()?;
     Ok((row, changed))
+}
+
+/// A card's or a stock's metadata, as WeChat last gave it (`key`: `card:<card_id>` or
+/// `stock:<stock_id>`).
+pub fn catalog_put(conn: &mut Connection, key: &str, m: &Meta, at: Millis) -> Result<()> {
+    let tx = immediate(conn)?;
+    exec(
+        &tx,
+        "INSERT INTO catalog (key, kind, title, value, minimum, detail, valid_from, valid_until, \
+         fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (key) DO UPDATE SET \
+         kind = ?2, title = ?3, value = ?4, minimum = ?5, detail = ?6, valid_from = ?7, \
+         valid_until = ?8, fetched_at = ?9",
+        params![
+            key,
+            m.kind,
+            m.title,
+            m.value,
+            m.minimum,
+            m.detail,
+            m.valid_from,
+            m.valid_until,
+            at
+        ],
+    )?;
+    tx.commit()
+}
+
+/// Every catalog entry with when it was fetched.
+pub fn catalog_all(conn: &Connection) -> Result<Vec<(String, Meta, Millis)>> {
+    let mut stmt = conn.prepare(
+        "SELECT key, kind, title, value, minimum, detail, valid_from, valid_until, fetched_at \
+         FROM catalog",
+    )?;
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            Meta {
+                kind: r.get(1)?,
+                title: r.get(2)?,
+                value: r.get(3)?,
+                minimum: r.get(4)?,
+                detail: r.get(5)?,
+                valid_from: r.get(6)?,
+                valid_until: r.get(7)?,
+            },
+            r.get(8)?,
+        ))
+    })?
+    .collect()
 }
 
 /// Moves rows unsettled for longer than `max_age` to review. Returns the rows moved.
@@ -771,6 +899,8 @@ pub struct Filter {
     pub newest_first: bool,
     /// Only review items no manager has resolved yet.
     pub unresolved: bool,
+    /// Only the rows of this sale.
+    pub order_id: Option<String>,
 }
 
 pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
@@ -785,6 +915,7 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR scanned_at >= ?2) \
          AND (?3 IS NULL OR scanned_at < ?3) \
          AND (?4 IS NULL OR substr(code, -length(?4)) = ?4) {unresolved} \
+         AND (?6 IS NULL OR order_id = ?6) \
          ORDER BY id {order} LIMIT ?5"
     ))?;
     let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
@@ -794,7 +925,8 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
             f.since,
             f.until,
             f.code_suffix,
-            limit
+            limit,
+            f.order_id
         ],
         read_row,
     )?
@@ -841,6 +973,222 @@ pub fn resolve(
     let row = get_in(&tx, id)?;
     tx.commit()?;
     Ok(Resolved::Done(Box::new(row)))
+}
+
+/// What tying a row to a sale came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tied {
+    Done(Box<Row>),
+    NotFound,
+    /// The row belongs to another order already (the one named).
+    OtherOrder(String),
+}
+
+/// Ties a scanned code to its sale, once: a row with no order takes this one; a row with
+/// the same order takes what it lacks (amount, cashier); another order is refused.
+pub fn tie_to_sale(conn: &mut Connection, id: i64, sale: &Sale, at: Millis) -> Result<Tied> {
+    let tx = immediate(conn)?;
+    let Some(row) = get(&tx, id)? else {
+        return Ok(Tied::NotFound);
+    };
+    if let Some(existing) = row.order_id.as_ref()
+        && sale.order_id.as_ref() != Some(existing)
+    {
+        return Ok(Tied::OtherOrder(existing.clone()));
+    }
+    exec(
+        &tx,
+        "UPDATE redemptions SET order_id = coalesce(order_id, ?2), \
+         amount = coalesce(amount, ?3), cashier = coalesce(cashier, ?4), updated_at = ?5 \
+         WHERE id = ?1",
+        params![id, sale.order_id, sale.amount, sale.cashier, at],
+    )?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok(Tied::Done(Box::new(row)))
+}
+
+/// A void of a sale, as asked for.
+#[derive(Debug, Clone)]
+pub struct VoidRequest<'a> {
+    pub reason: &'a str,
+    pub by: Option<&'a str>,
+    pub at: Millis,
+    /// The return's idempotency key if a coupon must be given back: fixed by this commit.
+    pub return_request_no: &'a str,
+}
+
+/// What a void came to (see `model::void::plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Voided {
+    /// Done with the row as it is now: cancelled, returned, in review or nothing to undo.
+    Done(VoidPlan, Box<Row>),
+    NotFound,
+    /// The row was voided before: the first void stands.
+    Already(Box<Row>),
+}
+
+/// Voids the sale a row belongs to, deciding by `model::void::plan`. The void is recorded
+/// (and audited in `attempts`) in one commit; a coupon's return is then pending with its
+/// `return_request_no` fixed here, and carried out by the void worker.
+pub fn void(conn: &mut Connection, id: i64, v: &VoidRequest) -> Result<Voided> {
+    let tx = immediate(conn)?;
+    let Some(row) = get(&tx, id)? else {
+        return Ok(Voided::NotFound);
+    };
+    if row.void.is_some() {
+        return Ok(Voided::Already(Box::new(row)));
+    }
+    let plan = void_plan(row.state, row.api());
+    let (state, reason, void_state, rrn, next) = match plan {
+        VoidPlan::Cancel => (
+            State::Cancelled,
+            Some(format!("{VOIDED_BEFORE_REDEMPTION}: {}", v.reason)),
+            VoidState::Done,
+            None,
+            None,
+        ),
+        VoidPlan::Return => (
+            row.state,
+            None,
+            VoidState::Pending,
+            Some(v.return_request_no),
+            Some(v.at),
+        ),
+        VoidPlan::Review => (
+            State::Review,
+            Some(VOIDED_CARD.to_string()),
+            VoidState::Done,
+            None,
+            None,
+        ),
+        VoidPlan::Nothing | VoidPlan::ResolveFirst => {
+            (row.state, None, VoidState::Done, None, None)
+        }
+    };
+    if plan == VoidPlan::ResolveFirst {
+        return Ok(Voided::Done(plan, Box::new(row)));
+    }
+    exec(
+        &tx,
+        "UPDATE redemptions SET state = ?2, reason = coalesce(?3, reason), void_state = ?4, \
+         void_reason = ?5, voided_by = ?6, voided_at = ?7, return_request_no = ?8, \
+         next_void_at = ?9, updated_at = ?7, \
+         next_attempt_at = CASE WHEN ?2 = 'cancelled' AND unconfirmed = 1 THEN ?7 \
+                                WHEN ?2 IN ('cancelled', 'review') THEN NULL \
+                                ELSE next_attempt_at END WHERE id = ?1",
+        params![
+            id,
+            state.as_str(),
+            reason,
+            void_state.as_str(),
+            v.reason,
+            v.by,
+            v.at,
+            rrn,
+            next
+        ],
+    )?;
+    exec(
+        &tx,
+        "INSERT INTO attempts (redemption_id, call, started_at, ended_at, outcome, detail) \
+         VALUES (?1, 'void', ?2, ?2, ?3, ?4)",
+        params![id, v.at, plan.as_str(), v.reason],
+    )?;
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok(Voided::Done(plan, Box::new(row)))
+}
+
+/// Rows whose coupon return is due, oldest void first.
+pub fn due_returns(conn: &Connection, now: Millis, limit: usize) -> Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM redemptions INDEXED BY redemptions_voids \
+         WHERE void_state = 'pending' AND next_void_at <= ?1 ORDER BY next_void_at LIMIT ?2"
+    ))?;
+    stmt.query_map(params![now, limit as i64], read_row)?
+        .collect()
+}
+
+/// When the next pending return is due.
+pub fn next_return_at(conn: &Connection) -> Result<Option<Millis>> {
+    one(
+        conn,
+        "SELECT min(next_void_at) FROM redemptions WHERE void_state = 'pending'",
+        [],
+    )
+}
+
+/// Records a return as started, before it is sent (its `return_request_no` is already
+/// fixed). Returns the `attempts` row, or `None` if the return is no longer pending.
+pub fn begin_return(conn: &mut Connection, id: i64, at: Millis) -> Result<Option<i64>> {
+    let tx = immediate(conn)?;
+    let pending: bool = one(
+        &tx,
+        "SELECT void_state = 'pending' FROM redemptions WHERE id = ?1",
+        [id],
+    )?;
+    if !pending {
+        return Ok(None);
+    }
+    exec(
+        &tx,
+        "INSERT INTO attempts (redemption_id, call, started_at) VALUES (?1, 'coupons/return', ?2)",
+        params![id, at],
+    )?;
+    let attempt = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Some(attempt))
+}
+
+/// Applies a return's answer, with its call record, in one commit.
+pub fn finish_return(
+    conn: &mut Connection,
+    id: i64,
+    step: &ReturnStep,
+    retry: Retry,
+    at: Millis,
+    call: &CallLog,
+) -> Result<Row> {
+    let tx = immediate(conn)?;
+    write_calls(&tx, id, std::slice::from_ref(call))?;
+    match step {
+        ReturnStep::Returned => exec(
+            &tx,
+            "UPDATE redemptions SET state = 'returned', void_state = 'done', returned_at = ?2, \
+             next_void_at = NULL, updated_at = ?2 WHERE id = ?1 AND void_state = 'pending'",
+            params![id, at],
+        )?,
+        ReturnStep::Refused { reason } => exec(
+            &tx,
+            "UPDATE redemptions SET state = 'review', void_state = 'failed', reason = ?3, \
+             next_void_at = NULL, updated_at = ?2 WHERE id = ?1 AND void_state = 'pending'",
+            params![id, at, format!("{VOID_FAILED}: {reason}")],
+        )?,
+        ReturnStep::Again { throttled, .. } => {
+            let tries: i64 = one(
+                &tx,
+                "SELECT count(*) FROM attempts WHERE redemption_id = ?1 AND call = 'coupons/return'",
+                [id],
+            )?;
+            let d = backoff::delay(
+                u32::try_from(tries).unwrap_or(u32::MAX),
+                retry.base,
+                retry.max,
+                *throttled,
+                retry.jitter,
+            );
+            exec(
+                &tx,
+                "UPDATE redemptions SET next_void_at = ?2, updated_at = ?3 \
+                 WHERE id = ?1 AND void_state = 'pending'",
+                params![id, at + d.as_millis() as i64, at],
+            )?
+        }
+    };
+    let row = get_in(&tx, id)?;
+    tx.commit()?;
+    Ok(row)
 }
 
 /// One group of [`counts`]: api, route index, state, rows.

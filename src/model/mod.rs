@@ -4,9 +4,12 @@
 
 pub mod api;
 pub mod backoff;
+pub mod catalog;
 pub mod code;
 pub mod frame;
 pub mod layout;
+pub mod offline;
 pub mod row;
 pub mod scan;
 pub mod state;
+pub mod void;

@@ -38,6 +38,58 @@ pub struct Row {
     pub resolved_at: Option<Millis>,
     pub resolved_by: Option<String>,
     pub resolution: Option<String>,
+    /// The sale the code was used in, its total before the coupon (fen), and who sold it.
+    pub order_id: Option<String>,
+    pub amount: Option<i64>,
+    pub cashier: Option<String>,
+    /// What the code is, from the catalog (card/get, the stock query), once known.
+    pub title: Option<String>,
+    pub kind: Option<String>,
+    /// Face value in fen, when the type has one.
+    pub value: Option<i64>,
+    pub void: Option<Void>,
+}
+
+/// A void of the sale the code was used in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Void {
+    pub state: VoidState,
+    pub reason: String,
+    pub by: Option<String>,
+    pub at: Millis,
+    /// WeChat Pay's idempotency key for the coupon's return, fixed with the void.
+    pub return_request_no: Option<String>,
+    /// When the next try at the return is due (pending only).
+    pub next_at: Option<Millis>,
+    pub returned_at: Option<Millis>,
+}
+
+/// A void's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoidState {
+    /// A coupon's return waits for WeChat Pay's answer.
+    Pending,
+    /// Done: the row was cancelled, returned, or sent to review.
+    Done,
+    /// WeChat Pay refused the return: the row is in review.
+    Failed,
+}
+
+impl VoidState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoidState::Pending => "pending",
+            VoidState::Done => "done",
+            VoidState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VoidState> {
+        [VoidState::Pending, VoidState::Done, VoidState::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
 }
 
 impl Row {

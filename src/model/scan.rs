@@ -11,4 +11,51 @@ pub struct Scan {
     pub frame: Frame,
     /// When the read completed.
     pub at: Millis,
+    /// The sale the POS named with the scan (keyed scans through the API).
+    pub sale: Sale,
+}
+
+/// Which sale a code belongs to: the POS's order, the sale's total before the coupon (fen),
+/// and who sold it. All optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sale {
+    pub order_id: Option<String>,
+    pub amount: Option<i64>,
+    pub cashier: Option<String>,
+}
+
+/// The longest `order_id` and `cashier` accepted.
+pub const MAX_ORDER_ID: usize = 64;
+pub const MAX_CASHIER: usize = 32;
+
+impl Sale {
+    pub fn is_empty(&self) -> bool {
+        *self == Sale::default()
+    }
+
+    /// The sale as given, or what is wrong with it (for a 400).
+    pub fn checked(
+        order_id: Option<String>,
+        amount: Option<i64>,
+        cashier: Option<String>,
+    ) -> Result<Sale, String> {
+        let text = |v: Option<String>, name: &str, max: usize| -> Result<Option<String>, String> {
+            match v.map(|t| t.trim().to_string()) {
+                None => Ok(None),
+                Some(t) if t.is_empty() => Ok(None),
+                Some(t) if t.chars().count() > max || t.chars().any(char::is_control) => Err(
+                    format!("{name}: at most {max} characters, no control characters"),
+                ),
+                Some(t) => Ok(Some(t)),
+            }
+        };
+        if amount.is_some_and(|a| a < 0) {
+            return Err("amount: the sale's total in fen, 0 or more".into());
+        }
+        Ok(Sale {
+            order_id: text(order_id, "order_id", MAX_ORDER_ID)?,
+            amount,
+            cashier: text(cashier, "cashier", MAX_CASHIER)?,
+        })
+    }
 }

@@ -27,15 +27,19 @@ pub enum State {
     Cancelled,
     /// Needs a person.
     Review,
+    /// A redeemed merchant coupon given back to the customer (voided sale): WeChat Pay
+    /// confirmed the return.
+    Returned,
 }
 
 impl State {
-    pub const ALL: [State; 5] = [
+    pub const ALL: [State; 6] = [
         State::Queued,
         State::Redeemed,
         State::Rejected,
         State::Cancelled,
         State::Review,
+        State::Returned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl State {
             State::Rejected => "rejected",
             State::Cancelled => "cancelled",
             State::Review => "review",
+            State::Returned => "returned",
         }
     }
 
@@ -197,7 +202,9 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
         redeemed: false,
     };
     match s.state {
-        State::Redeemed | State::Rejected | State::Review => return keep(Schedule::Never),
+        State::Redeemed | State::Rejected | State::Review | State::Returned => {
+            return keep(Schedule::Never);
+        }
         State::Queued | State::Cancelled => {}
     }
     let cancelled = s.state == State::Cancelled;
@@ -418,7 +425,12 @@ mod tests {
 
     #[test]
     fn settled_rows_never_change() {
-        for st in [State::Redeemed, State::Rejected, State::Review] {
+        for st in [
+            State::Redeemed,
+            State::Rejected,
+            State::Review,
+            State::Returned,
+        ] {
             for r in [
                 Settle::Redeemed { note: None },
                 Settle::Refused { reason: "x".into() },

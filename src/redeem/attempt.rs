@@ -139,7 +139,7 @@ where
     let started = std::time::Instant::now();
     let answer = send.await;
     let rec = record(&answer);
-    let api = if call.starts_with("code/") {
+    let api = if call.starts_with("code/") || call.starts_with("card/") {
         "card"
     } else {
         "coupon"

@@ -2,9 +2,10 @@
 //! for the row and for the API. Pure; `redeem::card` only carries the verdicts out.
 
 use crate::ledger::store::{CallRecord, Confirmation};
+use crate::model::catalog::Meta;
 use crate::model::state::Settle;
 use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
-use crate::wechat::card::{Answer, ConsumeReply, GetReply};
+use crate::wechat::card::{Answer, CardInfoReply, ConsumeReply, GetReply};
 use crate::wechat::errors::{
     ALREADY_REDEEMED_ELSEWHERE, CardClass, card_status_reason, classify_card,
 };
@@ -12,6 +13,46 @@ use crate::wechat::token::TokenError;
 
 pub const RESOLVED_BY_GET: &str = "confirmed by code/get after a consume whose answer was lost";
 pub const QUOTA_EXHAUSTED: &str = "WeChat daily API quota exhausted (45009): card calls resume after WeChat's daily reset (00:00 Asia/Shanghai)";
+
+pub const TYPE_NOT_KNOWN: &str =
+    "card type not yet known: nothing is consumed before card/get says what the card is";
+pub const NO_CARD_ID: &str = "card type not yet known: code/get named no card_id (set card_id on the route, or card_types = [\"any\"])";
+
+/// What `card/get` said the card is, or the verdict for a try that cannot go on without it.
+/// However card/get failed, the row only waits (a card whose type is not known is neither
+/// consumed nor refused), except that a used-up quota or a token that cannot be had pauses
+/// the card API as for any call.
+pub fn after_card_info(answer: &Answer<CardInfoReply>) -> Result<Meta, Verdict> {
+    let wait = |detail: String, health| {
+        Verdict::settle(
+            Settle::Retry {
+                reason: format!("{TYPE_NOT_KNOWN} ({detail})"),
+                throttled: false,
+            },
+            health,
+        )
+    };
+    match answer {
+        Answer::Ok { reply, .. } => reply.meta().ok_or_else(|| {
+            wait(
+                "card/get: no card_type or title in the reply".into(),
+                Health::Healthy,
+            )
+        }),
+        other => {
+            let verdict = failure(other, None);
+            match verdict.step {
+                Step::Pause { .. } => Err(verdict),
+                Step::Settle(
+                    Settle::Retry { reason, .. }
+                    | Settle::Refused { reason }
+                    | Settle::NotSent { reason, .. },
+                ) => Err(wait(format!("card/get: {reason}"), verdict.health)),
+                Step::Settle(_) => Err(wait("card/get failed".into(), verdict.health)),
+            }
+        }
+    }
+}
 
 /// What the check (`code/get` with `check_consume`) of a row with nothing unanswered found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,14 +217,18 @@ pub fn health<T>(answer: &Answer<T>) -> Health {
     }
 }
 
-/// A reply that may name the user whose card it is.
+/// A reply that may name the user whose card it is, and the card.
 pub trait Openid {
     fn openid(&self) -> Option<&str>;
+    fn card_id(&self) -> Option<&str>;
 }
 
 impl Openid for GetReply {
     fn openid(&self) -> Option<&str> {
         self.openid.as_deref()
+    }
+    fn card_id(&self) -> Option<&str> {
+        self.card.as_ref().map(|c| c.card_id.as_str())
     }
 }
 
@@ -191,16 +236,20 @@ impl Openid for ConsumeReply {
     fn openid(&self) -> Option<&str> {
         self.openid.as_deref()
     }
+    fn card_id(&self) -> Option<&str> {
+        self.card.as_ref().map(|c| c.card_id.as_str())
+    }
 }
 
-/// What an answer tells about the card's holder, for the row.
+/// What an answer tells about the card's holder and the card, for the row.
 pub fn confirmation<T: Openid>(answer: &Answer<T>) -> Confirmation {
-    Confirmation {
-        openid: match answer {
-            Answer::Ok { reply, .. } => reply.openid().map(str::to_string),
-            _ => None,
+    match answer {
+        Answer::Ok { reply, .. } => Confirmation {
+            openid: reply.openid().map(str::to_string),
+            card_id: reply.card_id().map(str::to_string),
+            ..Confirmation::default()
         },
-        wechatpay_use_time: None,
+        _ => Confirmation::default(),
     }
 }
 
@@ -293,6 +342,7 @@ mod tests {
                 openid: Some("o1".into()),
                 can_consume,
                 user_card_status: status.map(str::to_string),
+                card: None,
             },
         }
     }
@@ -310,6 +360,7 @@ mod tests {
                 status: 200,
                 reply: ConsumeReply {
                     openid: Some("o1".into()),
+                    card: None,
                 },
             }
         };

@@ -4,10 +4,14 @@
 use crate::clock::Millis;
 use crate::ledger::store::Confirmation;
 use crate::ledger::{LedgerError, Row};
+use crate::model::catalog::{Admit, Meta, admit_coupon};
+use crate::model::state::Settle;
 use crate::redeem::Ctx;
 use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};
+use crate::redeem::catalog::stock_key;
 use crate::redeem::coupon_rules::{self as rules, confirmation, record};
-use crate::wechat::pay::{PayApi, UseRequest};
+use crate::redeem::verdict::Health;
+use crate::wechat::pay::{PayAnswer, PayApi, UseRequest};
 
 /// A `use_request_no` unique across the merchant's tills, at most 32 characters:
 /// `RD` + 8 hex of the till's name + 11 hex of the scan's millisecond + 8 random hex.
@@ -32,6 +36,19 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
         Ok(r) => r,
         Err(settle) => return finish(ctx, trail, settle, Confirmation::default(), None).await,
     };
+    let meta = match row.stock_id.clone() {
+        // An unconfirmed row passed the rule before its first use.
+        Some(stock) if !row.unconfirmed => describe(ctx, api, trail, &stock).await?,
+        _ => None,
+    };
+    if let Admit::Refuse(r) = admit_coupon(meta.as_ref(), row.amount) {
+        let info = Confirmation {
+            meta,
+            ..Confirmation::default()
+        };
+        let settle = Settle::Refused { reason: r.reason };
+        return finish(ctx, trail, settle, info, Some(Health::Healthy)).await;
+    }
     let unconfirmed = row.unconfirmed;
     let req = UseRequest {
         coupon_code: row.code.clone(),
@@ -53,7 +70,43 @@ pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, Led
         return Ok(TryEnd::Dropped);
     };
     let verdict = rules::after_use(unconfirmed, &answer, ctx.clock.now_ms() / 1000);
-    conclude(ctx, trail, verdict, confirmation(&answer)).await
+    let info = Confirmation {
+        meta,
+        ..confirmation(&answer)
+    };
+    conclude(ctx, trail, verdict, info).await
+}
+
+/// What the stock is: the catalog's entry while fresh, else the stock query. A coupon
+/// does not wait for it: if the query fails, the use goes ahead without (and the stock is
+/// not asked about again for a while).
+async fn describe(
+    ctx: &Ctx,
+    api: &PayApi,
+    trail: &mut Trail,
+    stock_id: &str,
+) -> Result<Option<Meta>, LedgerError> {
+    let key = stock_key(stock_id);
+    let now = ctx.clock.now_ms();
+    let cached = ctx.catalog.get(&key, now);
+    if cached.as_ref().is_some_and(|e| e.fresh) || ctx.catalog.missed_recently(&key, now) {
+        return Ok(cached.map(|e| e.meta));
+    }
+    let answer = logged(ctx, trail, "stocks/get", Effect::Query, record, || {
+        api.stock(stock_id)
+    })
+    .await?;
+    match answer {
+        Some(PayAnswer::Used { reply, .. }) => {
+            let meta = reply.meta();
+            ctx.catalog.put(key, meta.clone(), ctx.clock.now_ms());
+            Ok(Some(meta))
+        }
+        _ => {
+            ctx.catalog.note_miss(&key, ctx.clock.now_ms());
+            Ok(cached.map(|e| e.meta))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ pub fn after_use(unconfirmed_before: bool, answer: &PayAnswer, now_s: i64) -> Ve
 }
 
 /// How WeChat Pay behaved on this call.
-pub fn health(answer: &PayAnswer) -> Health {
+pub fn health<T>(answer: &PayAnswer<T>) -> Health {
     match answer {
         PayAnswer::Used { .. } | PayAnswer::Refused { .. } => Health::Healthy,
         PayAnswer::Retry {
@@ -133,6 +133,8 @@ pub fn confirmation(answer: &PayAnswer) -> Confirmation {
         PayAnswer::Used { reply, .. } => Confirmation {
             openid: reply.openid.clone(),
             wechatpay_use_time: reply.wechatpay_use_time.clone(),
+            stock_id: reply.stock_id.clone(),
+            ..Confirmation::default()
         },
         _ => Confirmation::default(),
     }
@@ -153,7 +155,7 @@ pub fn refusal_reason(status: u16, code: &str, message: &str) -> String {
 }
 
 /// A call's record for the audit trail.
-pub fn record(a: &PayAnswer) -> CallRecord {
+pub fn record<T>(a: &PayAnswer<T>) -> CallRecord {
     match a {
         PayAnswer::Used { status, host, .. } => CallRecord {
             http_status: Some(*status),

@@ -487,6 +487,8 @@ mod tests {
                         at: chrono::Utc::now().timestamp_millis(),
                         use_request_no: None,
                         use_time: None,
+                        sale: &Default::default(),
+                        meta: None,
                     },
                 )
             })
@@ -565,6 +567,8 @@ mod tests {
                     clock,
                     retry: Default::default(),
                     metrics,
+                    catalog: Arc::new(crate::redeem::catalog::Catalog::in_memory()),
+                    routes: Default::default(),
                 },
                 card: Some(card),
                 coupon: None,

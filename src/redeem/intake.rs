@@ -10,8 +10,10 @@ use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Durable, Ledger, LedgerError, Row};
 use crate::mask::mask_raw;
 use crate::model::code::Code;
+use crate::model::offline::Limits;
 use crate::model::state::{State, TillOutcome};
 use crate::outcome::{Bus, Outcome};
+use crate::redeem::catalog::{Catalog, card_key, stock_key};
 use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::{NewRow, NewRows};
@@ -36,6 +38,8 @@ pub struct Intake {
     /// Sends card checks ahead (None without a card API).
     pub prefetch: Option<Prefetcher>,
     pub bus: Bus,
+    /// What the route's card or stock is, for the row and the offline answer.
+    pub catalog: Arc<Catalog>,
     /// Rows whose first read is waiting for its answer in this process. A rescan of an
     /// unanswered row is a duplicate while its first read still waits, and is answered
     /// anew once nobody waits for it (the process that recorded it died).
@@ -50,7 +54,7 @@ pub enum Pending {
         scan: Scan,
         /// The `scans` entry of a rescan answered anew, to note its answer on.
         rescan: Option<i64>,
-        offline_allowed: bool,
+        limits: Limits,
         settled: broadcast::Receiver<Row>,
         started: Instant,
         _waiter: Waiter,
@@ -79,6 +83,7 @@ impl Intake {
         new_rows: NewRows,
         prefetch: Option<Prefetcher>,
         bus: Bus,
+        catalog: Arc<Catalog>,
     ) -> Intake {
         Intake {
             ledger,
@@ -87,6 +92,7 @@ impl Intake {
             new_rows,
             prefetch,
             bus,
+            catalog,
             waiting: Arc::default(),
         }
     }
@@ -141,6 +147,14 @@ impl Intake {
             (Some(p), Api::Card) => p.start(routed.code.expose(), routed.card_id.as_deref()),
             _ => None,
         };
+        // A stock is the route's own; a card is the route's when it names one (else the
+        // code's card is known only once code/get answers).
+        let key = match routed.api {
+            Api::Coupon => routed.stock_id.as_deref().map(stock_key),
+            Api::Card => routed.card_id.as_deref().map(card_key),
+        };
+        let meta = key.and_then(|k| self.catalog.get(&k, at)).map(|e| e.meta);
+        let sale = scan.sale.clone();
         let record = move |c: &mut rusqlite::Connection| {
             store::record_scan(
                 c,
@@ -153,6 +167,8 @@ impl Intake {
                     at,
                     use_request_no: use_request_no.as_deref(),
                     use_time: use_time.as_deref(),
+                    sale: &sale,
+                    meta: meta.as_ref(),
                 },
             )
         };
@@ -208,7 +224,7 @@ impl Intake {
         Pending::Waiting {
             row: Box::new(recorded.row),
             rescan: recorded.rescan,
-            offline_allowed: self.config.offline_allowed(routed.route),
+            limits: self.config.offline_limits(routed.route),
             scan,
             settled,
             started,
@@ -227,25 +243,17 @@ impl Intake {
 
     /// Waits for WeChat up to `online_wait`, then answers.
     pub async fn answer(&self, pending: Pending) -> Outcome {
-        let (row, scan, rescan, offline_allowed, mut settled, started, _waiter) = match pending {
+        let (row, scan, rescan, limits, mut settled, started, _waiter) = match pending {
             Pending::Answered(o) => return o,
             Pending::Waiting {
                 row,
                 scan,
                 rescan,
-                offline_allowed,
+                limits,
                 settled,
                 started,
                 _waiter,
-            } => (
-                row,
-                scan,
-                rescan,
-                offline_allowed,
-                settled,
-                started,
-                _waiter,
-            ),
+            } => (row, scan, rescan, limits, settled, started, _waiter),
         };
         let id = row.id;
         let deadline = started + self.config.offline.online_wait;
@@ -272,11 +280,10 @@ impl Intake {
             self.note_answer(id, rescan, outcome);
             return self.outcome(&r, outcome, &scan);
         }
-        let max_pending = self.config.offline.max_pending;
         let at = self.clock.now_ms();
         match self
             .ledger
-            .call(move |c| store::decide_offline(c, id, offline_allowed, max_pending, at))
+            .call(move |c| store::decide_offline(c, id, &limits, at))
             .await
         {
             Ok((outcome, row)) => {
@@ -339,18 +346,15 @@ impl Intake {
         Pending::Answered(match res {
             Ok(row) => self.outcome(&row, TillOutcome::Rejected, scan),
             // Nothing to lose here: it was going to be refused anyway; the answer says so.
-            Err(e) => Outcome {
-                id: None,
-                code: Code::new(shown_code),
-                outcome: TillOutcome::Rejected,
-                state: Some(State::Rejected),
-                reason: Some(format!("{reason} ({CANNOT_RECORD}: {e})")),
-                api: None,
-                scanner: scan.scanner.to_string(),
-                scanned_at: crate::clock::rfc3339(scan.at),
-                latency_ms: self.clock.now_ms() - scan.at,
-                route: None,
-            },
+            Err(e) => Outcome::without_row(
+                Code::new(shown_code),
+                TillOutcome::Rejected,
+                Some(State::Rejected),
+                format!("{reason} ({CANNOT_RECORD}: {e})"),
+                &scan.scanner,
+                scan.at,
+                self.clock.now_ms(),
+            ),
         })
     }
 
@@ -361,18 +365,15 @@ impl Intake {
             Frame::Code { code, .. } => code.masked(),
             Frame::Unreadable { raw, .. } => mask_raw(raw),
         };
-        Outcome {
-            id: None,
-            code: Code::new(code),
-            outcome: TillOutcome::RefusedOffline,
-            state: None,
-            reason: Some(format!("{CANNOT_RECORD}: {error}")),
-            api: None,
-            scanner: scan.scanner.to_string(),
-            scanned_at: crate::clock::rfc3339(scan.at),
-            latency_ms: self.clock.now_ms() - scan.at,
-            route: None,
-        }
+        Outcome::without_row(
+            Code::new(code),
+            TillOutcome::RefusedOffline,
+            None,
+            format!("{CANNOT_RECORD}: {error}"),
+            &scan.scanner,
+            scan.at,
+            self.clock.now_ms(),
+        )
     }
 
     fn outcome(&self, row: &Row, outcome: TillOutcome, scan: &Scan) -> Outcome {
@@ -394,5 +395,8 @@ pub fn duplicate_reason(row: &Row) -> String {
         State::Review => {
             format!("already scanned here; waiting for a manager's review (first scanned {when})")
         }
+        State::Returned => format!(
+            "already redeemed here and given back when its sale was voided (first scanned {when})"
+        ),
     }
 }

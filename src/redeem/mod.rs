@@ -5,17 +5,21 @@ pub(crate) mod aimd;
 pub(crate) mod attempt;
 pub(crate) mod card;
 pub(crate) mod card_rules;
+pub mod catalog;
 pub(crate) mod coupon;
 pub(crate) mod coupon_rules;
 pub mod dispatcher;
 pub mod intake;
 pub mod prefetch;
 pub(crate) mod verdict;
+pub mod voids;
 
 use crate::clock::SharedClock;
-use crate::config::RetryConfig;
+use crate::config::{RetryConfig, RouteConfig};
 use crate::ledger::store::Retry;
 use crate::ledger::{Ledger, Row};
+use crate::model::catalog::CardTypes;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// A row the intake has just committed for a new code, on its way to the dispatcher: it
@@ -39,10 +43,22 @@ pub struct Ctx {
     pub ledger: Ledger,
     pub clock: SharedClock,
     pub retry: RetryConfig,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// What each card and stock is.
+    pub catalog: Arc<catalog::Catalog>,
+    /// The `[[route]]`s, by index (`Row::route`): a card route's accepted card types.
+    pub routes: Arc<Vec<RouteConfig>>,
 }
 
 impl Ctx {
+    /// The card types the row's route accepts (every coupon type for an unknown route).
+    pub fn card_types(&self, row: &Row) -> CardTypes {
+        row.route
+            .and_then(|r| usize::try_from(r).ok())
+            .and_then(|r| self.routes.get(r))
+            .map_or(CardTypes::Coupons, |r| r.card_types.clone())
+    }
+
     /// The retry settings with a fresh random draw for the jitter.
     pub fn retry_draw(&self) -> Retry {
         Retry {

@@ -177,6 +177,7 @@ async fn read_until_gone(
                         scanner: name.clone(),
                         frame,
                         at,
+                        sale: Default::default(),
                     };
                     if io.events.send(SourceEvent::Scan(scan)).await.is_err() {
                         return None;

@@ -44,6 +44,7 @@ pub async fn run(
                             scanner: name.clone(),
                             frame,
                             at,
+                            sale: Default::default(),
                         }))
                         .await;
                 }
@@ -58,6 +59,7 @@ pub async fn run(
                             scanner: name.clone(),
                             frame,
                             at,
+                            sale: Default::default(),
                         }))
                         .await
                         .is_err()

@@ -1,5 +1,6 @@
 //! A simulated Official Account card API: `cgi-bin/stable_token`, `cgi-bin/token`,
-//! `card/code/get`, `card/code/consume`, `card/code/decrypt`.
+//! `card/code/get`, `card/code/consume`, `card/code/decrypt`, `card/get` and
+//! `cgi-bin/openapi/quota/get`.
 //!
 //! It keeps a ledger of consumed codes — the ground truth the tests count — and counts every
 //! call, so a test can prove a code was consumed exactly once and never consumed twice.
@@ -61,6 +62,11 @@ pub struct CardCalls {
     /// Consume calls for a code that was already consumed: a double redemption attempt.
     pub consume_of_consumed: u32,
     pub decrypt: u32,
+    /// `card/get` calls.
+    pub card_get: u32,
+    /// Consume calls for a code of a MEMBER_CARD: what redeemd must never send.
+    pub consume_of_member_card: u32,
+    pub quota_get: u32,
     /// Calls refused with 45011 by `CardFaults::rate_limit`.
     pub rate_limited: u32,
 }
@@ -98,6 +104,11 @@ pub struct CardFaults {
     /// At most this many card calls in any second; beyond it, errcode 45011 (the limit the
     /// daemon is never told).
     pub rate_limit: Option<u32>,
+    /// The daily quota: after this many card calls (get/consume/card/get) every one answers
+    /// 45009 until [`CardSim::reset_daily_quota`] (WeChat's midnight).
+    pub daily_quota: Option<u32>,
+    /// `card/get` answers -1 (system busy): the card's type cannot be learnt.
+    pub card_get_down: bool,
 }
 
 #[derive(Debug)]
@@ -116,6 +127,10 @@ struct State {
     faults: CardFaults,
     /// When recent card calls were let through, for `rate_limit`.
     window: std::collections::VecDeque<std::time::Instant>,
+    /// card_id → the `card` object `card/get` answers with.
+    cards: HashMap<String, serde_json::Value>,
+    /// Card calls counted against `daily_quota` since the last reset.
+    used_today: u32,
 }
 
 pub struct CardSim {
@@ -169,6 +184,8 @@ impl CardSim {
                 per_code: HashMap::new(),
                 window: std::collections::VecDeque::new(),
                 faults: CardFaults::default(),
+                cards: HashMap::new(),
+                used_today: 0,
             }),
         })
     }
@@ -183,6 +200,18 @@ impl CardSim {
 
     pub fn add_code(&self, code: &str, c: SimCode) {
         self.lock().codes.insert(code.into(), c);
+    }
+
+    /// Describes a card for `card/get`: `card_type` and the type's object (`base_info.title`,
+    /// `reduce_cost`, ...), e.g. `SimCard::cash("满100减10", 1000, 10000)`. A card nobody
+    /// described answers as a GENERAL_COUPON titled after its id.
+    pub fn add_card(&self, card_id: &str, card: SimCard) {
+        self.lock().cards.insert(card_id.into(), card.0);
+    }
+
+    /// WeChat's midnight: the daily quota starts over.
+    pub fn reset_daily_quota(&self) {
+        self.lock().used_today = 0;
     }
 
     /// The `encrypt_code` a card's outbound link would carry for `code`.
@@ -298,6 +327,79 @@ impl CardSim {
         json!({"access_token": t, "expires_in": 7200})
     }
 
+    /// `card/get`: the card object for a card_id.
+    fn handle_card_get(&self, req: &SimRequest) -> Reply {
+        let mut st = self.lock();
+        st.calls.card_get += 1;
+        let delay = st.faults.latency;
+        if let Some(refusal) = Self::gatekeep(&mut st, req) {
+            return answer(refusal, delay);
+        }
+        if st.faults.card_get_down {
+            return answer(err(-1, "system error"), delay);
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            card_id: String,
+        }
+        let Ok(body) = serde_json::from_slice::<Body>(&req.body) else {
+            return answer(err(47001, "data format error"), delay);
+        };
+        let known = st.codes.values().any(|c| c.card_id == body.card_id);
+        let card = match st.cards.get(&body.card_id) {
+            Some(c) => c.clone(),
+            None if known => SimCard::general(&format!("优惠券 {}", body.card_id)).0,
+            None => return answer(err(40056, "invalid card id"), delay),
+        };
+        answer(json!({"errcode": 0, "errmsg": "ok", "card": card}), delay)
+    }
+
+    /// `cgi-bin/openapi/quota/get`: a path's daily limit and use.
+    fn handle_quota_get(&self, req: &SimRequest) -> Reply {
+        let mut st = self.lock();
+        st.calls.quota_get += 1;
+        let token = req.query_param("access_token").unwrap_or_default();
+        if !st.valid_tokens.contains(&token) {
+            return answer(err(40001, "invalid credential"), Duration::ZERO);
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            cgi_path: String,
+        }
+        let Ok(body) = serde_json::from_slice::<Body>(&req.body) else {
+            return answer(err(47001, "data format error"), Duration::ZERO);
+        };
+        if !body.cgi_path.starts_with("/card/") {
+            return answer(err(76021, "cgi_path not found"), Duration::ZERO);
+        }
+        let limit = st.faults.daily_quota.unwrap_or(1_000_000);
+        let used = st.used_today.min(limit);
+        answer(
+            json!({"errcode": 0, "errmsg": "ok",
+                   "quota": {"daily_limit": limit, "used": used, "remain": limit - used}}),
+            Duration::ZERO,
+        )
+    }
+
+    /// The checks every card call passes first: token, garbage, rate limit, injected
+    /// errcodes and the daily quota. `Some`: the answer instead.
+    fn gatekeep(st: &mut State, req: &SimRequest) -> Option<serde_json::Value> {
+        let token = req.query_param("access_token").unwrap_or_default();
+        if !st.valid_tokens.contains(&token) {
+            return Some(err(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            ));
+        }
+        if let Some(limit) = st.faults.daily_quota {
+            if st.used_today >= limit {
+                return Some(err(45009, "reach max api daily quota limit"));
+            }
+            st.used_today += 1;
+        }
+        None
+    }
+
     fn handle_code(&self, verb: &str, req: &SimRequest) -> Reply {
         let mut st = self.lock();
         let delay = st.faults.latency
@@ -311,15 +413,8 @@ impl CardSim {
             "consume" => st.calls.consume += 1,
             _ => st.calls.decrypt += 1,
         }
-        let token = req.query_param("access_token").unwrap_or_default();
-        if !st.valid_tokens.contains(&token) {
-            return answer(
-                err(
-                    40001,
-                    "invalid credential, access_token is invalid or not latest",
-                ),
-                delay,
-            );
+        if let Some(refusal) = Self::gatekeep(&mut st, req) {
+            return answer(refusal, delay);
         }
         if st.faults.garbage > 0 {
             st.faults.garbage -= 1;
@@ -405,6 +500,15 @@ impl CardSim {
             );
         }
         // consume
+        let member = st
+            .cards
+            .get(&card.card_id)
+            .and_then(|c| c.get("card_type"))
+            .and_then(serde_json::Value::as_str)
+            == Some("MEMBER_CARD");
+        if member {
+            st.calls.consume_of_member_card += 1;
+        }
         if card.status == "CONSUMED" {
             st.calls.consume_of_consumed += 1;
             return answer(err(40099, "invalid code, this code has consumed."), delay);
@@ -437,6 +541,54 @@ impl CardSim {
     }
 }
 
+/// A card as `card/get` describes it.
+#[derive(Debug, Clone)]
+pub struct SimCard(serde_json::Value);
+
+impl SimCard {
+    fn of(kind: &str, title: &str, extra: serde_json::Value) -> SimCard {
+        let mut body = json!({"base_info": {"title": title, "brand_name": "redeemd 模拟商户",
+            "date_info": {"type": "DATE_TYPE_FIX_TIME_RANGE", "begin_timestamp": 0, "end_timestamp": 4_102_444_800_i64}}});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        SimCard(json!({"card_type": kind, kind.to_ascii_lowercase(): body}))
+    }
+
+    /// 代金券: `reduce_cost` off a sale of at least `least_cost` (fen).
+    pub fn cash(title: &str, reduce_cost: i64, least_cost: i64) -> SimCard {
+        Self::of(
+            "CASH",
+            title,
+            json!({"reduce_cost": reduce_cost, "least_cost": least_cost}),
+        )
+    }
+
+    pub fn groupon(title: &str, deal_detail: &str) -> SimCard {
+        Self::of("GROUPON", title, json!({"deal_detail": deal_detail}))
+    }
+
+    pub fn discount(title: &str, percent_off: i64) -> SimCard {
+        Self::of("DISCOUNT", title, json!({"discount": percent_off}))
+    }
+
+    pub fn general(title: &str) -> SimCard {
+        Self::of(
+            "GENERAL_COUPON",
+            title,
+            json!({"default_detail": "通用优惠"}),
+        )
+    }
+
+    pub fn member(title: &str) -> SimCard {
+        Self::of(
+            "MEMBER_CARD",
+            title,
+            json!({"prerogative": "会员折扣", "supply_bonus": true}),
+        )
+    }
+}
+
 fn err(code: i64, msg: &str) -> serde_json::Value {
     // Live errmsg strings carry a hint and request id: clients must not match on text.
     json!({"errcode": code, "errmsg": format!("{msg} hint: [sim{:04}] rid: sim-{:08x}", fastrand::u16(..), fastrand::u32(..))})
@@ -459,6 +611,8 @@ impl Handler for CardSim {
                 self.handle_code("consume", &req).gated(gate)
             }
             (&Method::POST, "/card/code/decrypt") => self.handle_code("decrypt", &req),
+            (&Method::POST, "/card/get") => self.handle_card_get(&req),
+            (&Method::POST, "/cgi-bin/openapi/quota/get") => self.handle_quota_get(&req),
             _ => Reply::json(
                 StatusCode::NOT_FOUND,
                 &json!({"errcode": 404, "errmsg": "not found"}),

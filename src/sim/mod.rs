@@ -8,6 +8,6 @@ pub mod card;
 pub mod http;
 pub mod pay;
 
-pub use card::{CardSim, SimCode};
+pub use card::{CardSim, SimCard, SimCode};
 pub use http::SimServer;
 pub use pay::{PayIdentity, PaySim};

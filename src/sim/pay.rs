@@ -1,4 +1,5 @@
-//! A simulated WeChat Pay API v3 for merchant coupons: `POST /v3/marketing/busifavor/coupons/use`.
+//! A simulated WeChat Pay API v3 for merchant coupons: `POST /v3/marketing/busifavor/coupons/use`,
+//! `POST .../coupons/return` (idempotent on `return_request_no`) and `GET .../stocks/{stock_id}`.
 //!
 //! Like the real one it verifies each request's signature with the merchant's public key
 //! (401 SIGN_ERROR otherwise, including a timestamp more than 5 minutes off its clock), signs
@@ -8,7 +9,7 @@
 //! a primary and a backup host.
 
 use super::http::{Handler, Reply, SimRequest, SimServer};
-use crate::wechat::pay::USE_PATH;
+use crate::wechat::pay::{RETURN_PATH, STOCKS_PATH, USE_PATH};
 use crate::wechat::pay_sign::{
     self, MAX_RESPONSE_SKEW_S, Signer, parse_authorization, request_message, response_message,
     verify_signature,
@@ -88,6 +89,19 @@ pub struct PayCalls {
     pub replays: u32,
     /// Uses of an already-used coupon under a new `use_request_no`: double redemption attempts.
     pub use_of_used: u32,
+    /// Return requests that reached the simulator (signature checked).
+    pub return_calls: u32,
+    /// Repeats of a committed `return_request_no`, answered with the original 200.
+    pub return_replays: u32,
+    /// Stock queries.
+    pub stock_calls: u32,
+}
+
+/// One committed return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Return {
+    pub coupon_code: String,
+    pub return_request_no: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,10 +123,19 @@ pub struct PayFaults {
     /// Forget committed `use_request_no`s: a repeat is then treated as a new use (the
     /// undocumented case the daemon must not guess about).
     pub no_idempotency: bool,
+    /// Answer the next N returns 500 (nothing committed).
+    pub return_server_error: u32,
+    /// Commit the next N returns, then drop the connection without answering.
+    pub drop_after_return: u32,
 }
 
 struct State {
     coupons: HashMap<String, Coupon>,
+    /// stock_id → the stock query's answer body.
+    stocks: HashMap<String, serde_json::Value>,
+    returns: Vec<Return>,
+    /// return_request_no → (coupon, the 200 body).
+    by_return_no: HashMap<String, (String, String)>,
     uses: Vec<Use>,
     /// use_request_no → (coupon, the 200 body), for idempotent replays.
     by_request_no: HashMap<String, (String, String)>,
@@ -164,6 +187,9 @@ impl PaySim {
             forger,
             state: Mutex::new(State {
                 coupons: HashMap::new(),
+                stocks: HashMap::new(),
+                returns: Vec::new(),
+                by_return_no: HashMap::new(),
                 uses: Vec::new(),
                 by_request_no: HashMap::new(),
                 calls: PayCalls::default(),
@@ -201,6 +227,44 @@ impl PaySim {
                 state,
             },
         );
+    }
+
+    /// Describes a stock for the stock query: a fixed discount of `discount_amount` fen off a
+    /// sale of at least `transaction_minimum` fen. A stock nobody described answers 404.
+    pub fn add_stock(
+        &self,
+        stock_id: &str,
+        name: &str,
+        discount_amount: i64,
+        transaction_minimum: i64,
+    ) {
+        let body = json!({
+            "stock_id": stock_id, "stock_name": name, "belong_merchant": self.id.mchid,
+            "goods_name": "全场通用", "stock_type": "NORMAL", "stock_state": "RUNNING",
+            "coupon_code_mode": "MERCHANT_API",
+            "coupon_use_rule": {
+                "coupon_available_time": {"available_begin_time": "2026-01-01T00:00:00+08:00",
+                                          "available_end_time": "2099-12-31T23:59:59+08:00"},
+                "fixed_normal_coupon": {"discount_amount": discount_amount,
+                                        "transaction_minimum": transaction_minimum},
+                "use_method": "OFF_LINE"
+            },
+            "stock_send_rule": {"max_amount": 100_000_000, "max_coupons_per_user": 10}
+        });
+        self.lock().stocks.insert(stock_id.into(), body);
+    }
+
+    /// How many times `code` was returned (committed), replays not counted.
+    pub fn returned_count(&self, code: &str) -> usize {
+        self.lock()
+            .returns
+            .iter()
+            .filter(|r| r.coupon_code == code)
+            .count()
+    }
+
+    pub fn returns(&self) -> Vec<Return> {
+        self.lock().returns.clone()
     }
 
     /// How many times `code` was used (committed), replays not counted.
@@ -497,10 +561,145 @@ impl PaySim {
     }
 }
 
+impl PaySim {
+    /// `coupons/return`: a used coupon goes back to the customer (SENDED again).
+    fn handle_return(&self, req: &SimRequest) -> Reply {
+        let mut st = self.lock();
+        let now_s = real_now_s() + st.faults.clock_offset_s;
+        if let Err(why) = self.check_signature(req, now_s) {
+            st.calls.sign_errors += 1;
+            return self.error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", why, &st, now_s);
+        }
+        st.calls.return_calls += 1;
+        if st.faults.return_server_error > 0 {
+            st.faults.return_server_error -= 1;
+            return self.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SYSTEM_ERROR",
+                "系统错误",
+                &st,
+                now_s,
+            );
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            coupon_code: String,
+            stock_id: String,
+            return_request_no: String,
+        }
+        let Ok(body) = serde_json::from_slice::<Body>(&req.body) else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "PARAM_ERROR",
+                "a required field is missing",
+                &st,
+                now_s,
+            );
+        };
+        if let Some((code, reply)) = st.by_return_no.get(&body.return_request_no).cloned() {
+            if code == body.coupon_code {
+                st.calls.return_replays += 1;
+                return self.respond(StatusCode::OK, reply, &st, now_s);
+            }
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "return_request_no 已被使用",
+                &st,
+                now_s,
+            );
+        }
+        let Some(coupon) = st.coupons.get(&body.coupon_code).cloned() else {
+            return self.error(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_EXISTS",
+                "券不存在 (no such coupon)",
+                &st,
+                now_s,
+            );
+        };
+        if coupon.stock_id != body.stock_id {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "批次号不匹配 (stock_id does not match)",
+                &st,
+                now_s,
+            );
+        }
+        if coupon.state != CouponState::Used {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "券未核销，不能退券 (coupon not used)",
+                &st,
+                now_s,
+            );
+        }
+        if let Some(c) = st.coupons.get_mut(&body.coupon_code) {
+            c.state = CouponState::Sended;
+        }
+        let at = chrono::FixedOffset::east_opt(8 * 3600)
+            .zip(chrono::DateTime::from_timestamp(now_s, 0))
+            .map(|(beijing, d)| d.with_timezone(&beijing).to_rfc3339())
+            .unwrap_or_default();
+        let reply = json!({"wechatpay_return_time": at}).to_string();
+        st.returns.push(Return {
+            coupon_code: body.coupon_code.clone(),
+            return_request_no: body.return_request_no.clone(),
+        });
+        st.by_return_no
+            .insert(body.return_request_no, (body.coupon_code, reply.clone()));
+        if st.faults.drop_after_return > 0 {
+            st.faults.drop_after_return -= 1;
+            return Reply::Drop;
+        }
+        self.respond(StatusCode::OK, reply, &st, now_s)
+    }
+
+    /// `GET .../stocks/{stock_id}`.
+    fn handle_stock(&self, req: &SimRequest, stock_id: &str) -> Reply {
+        let mut st = self.lock();
+        let now_s = real_now_s() + st.faults.clock_offset_s;
+        if let Err(why) = self.check_signature(req, now_s) {
+            st.calls.sign_errors += 1;
+            return self.error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", why, &st, now_s);
+        }
+        st.calls.stock_calls += 1;
+        match st.stocks.get(stock_id) {
+            Some(body) => {
+                let body = body.to_string();
+                self.respond(StatusCode::OK, body, &st, now_s)
+            }
+            None => self.error(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_EXISTS",
+                "批次不存在",
+                &st,
+                now_s,
+            ),
+        }
+    }
+}
+
 impl Handler for PaySim {
     fn handle(&self, req: SimRequest) -> Reply {
         if req.method == Method::POST && req.path == USE_PATH {
             return self.handle_use(&req);
+        }
+        if req.method == Method::POST && req.path == RETURN_PATH {
+            return self.handle_return(&req);
+        }
+        if req.method == Method::GET
+            && let Some(stock) = req
+                .path
+                .strip_prefix(STOCKS_PATH)
+                .and_then(|p| p.strip_prefix('/'))
+            && !stock.is_empty()
+            && !stock.contains('/')
+        {
+            let stock = stock.to_string();
+            return self.handle_stock(&req, &stock);
         }
         Reply::json(
             StatusCode::NOT_FOUND,

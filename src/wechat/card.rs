@@ -1,8 +1,10 @@
-//! The Official Account card-code API (卡券): `code/get`, `code/consume`, `code/decrypt`.
+//! The Official Account card-code API (卡券): `code/get`, `code/consume`, `code/decrypt`, and
+//! `card/get` (what a card is: its type, title and value).
 //!
 //! Transport only: it sends, reads, and refreshes the token once on 40001/40014/42001. What
 //! an answer means for a redemption is decided in `redeem::card`.
 
+use crate::model::catalog::Meta;
 use crate::model::code::Code;
 use crate::wechat::errors::{CardClass, classify_card};
 use crate::wechat::token::{TokenError, TokenManager, describe_transport};
@@ -43,12 +45,69 @@ pub struct GetReply {
     pub can_consume: Option<bool>,
     #[serde(default)]
     pub user_card_status: Option<String>,
+    #[serde(default)]
+    pub card: Option<CardRef>,
+}
+
+/// The card a code belongs to, as `code/get` names it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CardRef {
+    pub card_id: String,
+}
+
+/// `card/get`: `{"card": {"card_type": "CASH", "cash": {"base_info": {...}, ...}}}`. The
+/// type's own object is named after the type, in lower case.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CardInfoReply {
+    pub card: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CardInfoReply {
+    /// The card as the catalog keeps it; `None` when the reply lacks a type or a title.
+    pub fn meta(&self) -> Option<Meta> {
+        let kind = self.card.get("card_type")?.as_str()?.to_ascii_uppercase();
+        let body = self.card.get(&kind.to_ascii_lowercase())?;
+        let base = body.get("base_info")?;
+        let title = base.get("title")?.as_str()?.to_string();
+        let int = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_i64);
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        let (value, minimum, detail) = match kind.as_str() {
+            "CASH" => (int(body, "reduce_cost"), int(body, "least_cost"), None),
+            // `discount`: percent off (30 = 30 % off).
+            "DISCOUNT" => (
+                None,
+                None,
+                int(body, "discount").map(|d| format!("{d}% off")),
+            ),
+            "GIFT" => (None, None, text("gift")),
+            "GROUPON" => (None, None, text("deal_detail")),
+            "GENERAL_COUPON" => (None, None, text("default_detail")),
+            _ => (None, None, None),
+        };
+        let date = base.get("date_info");
+        let stamp = |k: &str| date.and_then(|d| int(d, k)).map(|t| t.to_string());
+        Some(Meta {
+            kind,
+            title,
+            value,
+            minimum,
+            detail,
+            valid_from: stamp("begin_timestamp"),
+            valid_until: stamp("end_timestamp"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumeReply {
     #[serde(default)]
     pub openid: Option<String>,
+    #[serde(default)]
+    pub card: Option<CardRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,14 +167,28 @@ impl CardApi {
         .await
     }
 
+    /// `card/get`: the card's type, title and value.
+    pub async fn card_info(&self, card_id: &str) -> Answer<CardInfoReply> {
+        self.call_at("/card/get", &serde_json::json!({ "card_id": card_id }))
+            .await
+    }
+
     async fn call<T: DeserializeOwned>(&self, verb: &str, body: &serde_json::Value) -> Answer<T> {
+        self.call_at(&format!("/card/code/{verb}"), body).await
+    }
+
+    async fn call_at<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Answer<T> {
         let mut refreshed = false;
         loop {
             let token = match self.tokens.get().await {
                 Ok(t) => t,
                 Err(e) => return Answer::NoToken(e),
             };
-            let answer = self.send::<T>(verb, &token, body).await;
+            let answer = self.send::<T>(path, &token, body).await;
             match answer {
                 Answer::Errcode { errcode, .. }
                     if classify_card(errcode) == CardClass::RefreshToken && !refreshed =>
@@ -135,11 +208,11 @@ impl CardApi {
 
     async fn send<T: DeserializeOwned>(
         &self,
-        verb: &str,
+        path: &str,
         token: &str,
         body: &serde_json::Value,
     ) -> Answer<T> {
-        let url = format!("{}/card/code/{verb}", self.base_url);
+        let url = format!("{}{path}", self.base_url);
         let resp = match self
             .http
             .post(&url)
@@ -206,6 +279,51 @@ pub fn parse_reply<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Answer<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn card_get_replies_become_catalog_entries() {
+        let reply = |body: &str| -> CardInfoReply {
+            match parse_reply::<CardInfoReply>(200, body.as_bytes()) {
+                Answer::Ok { reply, .. } => reply,
+                other => panic!("{other:?}"),
+            }
+        };
+        let cash = reply(
+            r#"{"errcode":0,"errmsg":"ok","card":{"card_type":"CASH","cash":{"base_info":{"title":"满100减10","date_info":{"type":"DATE_TYPE_FIX_TIME_RANGE","begin_timestamp":1,"end_timestamp":2}},"least_cost":10000,"reduce_cost":1000}}}"#,
+        )
+        .meta()
+        .expect("meta");
+        assert_eq!(
+            (cash.kind.as_str(), cash.title.as_str()),
+            ("CASH", "满100减10")
+        );
+        assert_eq!((cash.value, cash.minimum), (Some(1000), Some(10000)));
+        assert_eq!(cash.valid_until.as_deref(), Some("2"));
+        let member = reply(
+            r#"{"errcode":0,"card":{"card_type":"MEMBER_CARD","member_card":{"base_info":{"title":"会员卡"},"prerogative":"x"}}}"#,
+        )
+        .meta()
+        .expect("meta");
+        assert_eq!(member.kind, "MEMBER_CARD");
+        assert_eq!(member.value, None);
+        let discount = reply(
+            r#"{"errcode":0,"card":{"card_type":"DISCOUNT","discount":{"base_info":{"title":"八折"},"discount":20}}}"#,
+        )
+        .meta()
+        .expect("meta");
+        assert_eq!(discount.detail.as_deref(), Some("20% off"));
+        // A type without its object, or without a title, is not a description.
+        assert!(
+            reply(r#"{"errcode":0,"card":{"card_type":"CASH"}}"#)
+                .meta()
+                .is_none()
+        );
+        assert!(
+            reply(r#"{"errcode":0,"card":{"card_type":"GIFT","gift":{"base_info":{}}}}"#)
+                .meta()
+                .is_none()
+        );
+    }
 
     #[test]
     fn parses_ok_error_and_junk() {

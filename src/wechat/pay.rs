@@ -1,19 +1,25 @@
-//! WeChat Pay API v3 merchant coupons (商家券): `POST /v3/marketing/busifavor/coupons/use`.
+//! WeChat Pay API v3 merchant coupons (商家券): `POST /v3/marketing/busifavor/coupons/use`,
+//! the stock query `GET /v3/marketing/busifavor/stocks/{stock_id}` and the return of a used
+//! coupon `POST /v3/marketing/busifavor/coupons/return`.
 //!
 //! Transport only: sign, send (failing over to the backup host when the primary cannot be
 //! reached), verify, and say what came back. What it means for a redemption is decided in
 //! `redeem::coupon`.
 
 use crate::clock::SharedClock;
+use crate::model::catalog::{Meta, yuan};
 use crate::model::code::Code;
 use crate::wechat::pay_sign::{MerchantAuth, SignedHeaders, Verifier};
 use crate::wechat::token::describe_transport;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 pub const USE_PATH: &str = "/v3/marketing/busifavor/coupons/use";
+pub const RETURN_PATH: &str = "/v3/marketing/busifavor/coupons/return";
+pub const STOCKS_PATH: &str = "/v3/marketing/busifavor/stocks";
 /// After the primary host could not be reached, go to the backup first for this long.
 const PREFER_BACKUP_FOR: Duration = Duration::from_secs(60);
 
@@ -37,6 +43,105 @@ pub struct UseReply {
     pub wechatpay_use_time: Option<String>,
 }
 
+/// `coupons/return`: idempotent on `return_request_no`, like `use` on `use_request_no`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReturnRequest {
+    pub coupon_code: Code,
+    pub stock_id: String,
+    pub return_request_no: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReturnReply {
+    #[serde(default)]
+    pub wechatpay_return_time: Option<String>,
+}
+
+/// The parts of a stock (`GET .../stocks/{stock_id}`) redeemd uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StockReply {
+    pub stock_name: String,
+    #[serde(default)]
+    pub stock_type: Option<String>,
+    #[serde(default)]
+    pub coupon_use_rule: Option<UseRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UseRule {
+    #[serde(default)]
+    pub coupon_available_time: Option<AvailableTime>,
+    #[serde(default)]
+    pub fixed_normal_coupon: Option<FixedNormal>,
+    #[serde(default)]
+    pub discount_coupon: Option<DiscountRule>,
+    #[serde(default)]
+    pub exchange_coupon: Option<ExchangeRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AvailableTime {
+    #[serde(default)]
+    pub available_begin_time: Option<String>,
+    #[serde(default)]
+    pub available_end_time: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FixedNormal {
+    pub discount_amount: i64,
+    #[serde(default)]
+    pub transaction_minimum: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DiscountRule {
+    pub discount_percent: i64,
+    #[serde(default)]
+    pub transaction_minimum: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExchangeRule {
+    pub exchange_price: i64,
+    #[serde(default)]
+    pub transaction_minimum: Option<i64>,
+}
+
+impl StockReply {
+    /// The stock as the catalog keeps it.
+    pub fn meta(&self) -> Meta {
+        let rule = self.coupon_use_rule.clone().unwrap_or_default();
+        let (value, minimum, detail) = if let Some(f) = &rule.fixed_normal_coupon {
+            (Some(f.discount_amount), f.transaction_minimum, None)
+        } else if let Some(d) = &rule.discount_coupon {
+            (
+                None,
+                d.transaction_minimum,
+                Some(format!("pay {}%", d.discount_percent)),
+            )
+        } else if let Some(e) = &rule.exchange_coupon {
+            (
+                None,
+                e.transaction_minimum,
+                Some(format!("exchange for ¥{}", yuan(e.exchange_price))),
+            )
+        } else {
+            (None, None, None)
+        };
+        let time = rule.coupon_available_time.unwrap_or_default();
+        Meta {
+            kind: self.stock_type.clone().unwrap_or_else(|| "NORMAL".into()),
+            title: self.stock_name.clone(),
+            value,
+            minimum,
+            detail,
+            valid_from: time.available_begin_time,
+            valid_until: time.available_end_time,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 struct ErrorBody {
     #[serde(default)]
@@ -45,15 +150,11 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-/// What one use request came to.
+/// What one request came to (a use, a return, a stock query: `T` is its reply).
 #[derive(Debug, Clone)]
-pub enum PayAnswer {
-    /// 200, signature verified.
-    Used {
-        status: u16,
-        reply: UseReply,
-        host: String,
-    },
+pub enum PayAnswer<T = UseReply> {
+    /// 2xx, signature verified, the reply read.
+    Used { status: u16, reply: T, host: String },
     /// 400/403/404: WeChat Pay refused this coupon.
     Refused {
         status: u16,
@@ -145,16 +246,43 @@ impl PayApi {
     /// Uses a coupon. A host that cannot be reached is skipped for the other; the request is
     /// idempotent on `use_request_no`, so the same body may go to either.
     pub async fn use_coupon(&self, req: &UseRequest) -> PayAnswer {
-        let body = match serde_json::to_vec(req) {
-            Ok(b) => b,
-            Err(e) => {
-                return PayAnswer::NotSent {
-                    detail: format!("cannot encode the request: {e}"),
-                };
-            }
-        };
+        self.post(USE_PATH, req).await
+    }
+
+    /// Gives a used coupon back (the sale was voided). Idempotent on `return_request_no`.
+    pub async fn return_coupon(&self, req: &ReturnRequest) -> PayAnswer<ReturnReply> {
+        self.post(RETURN_PATH, req).await
+    }
+
+    /// Reads a stock: its name and use rule.
+    pub async fn stock(&self, stock_id: &str) -> PayAnswer<StockReply> {
+        if stock_id.is_empty() || !stock_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return PayAnswer::NotSent {
+                detail: format!("{stock_id:?} is not a stock id"),
+            };
+        }
+        self.send("GET", &format!("{STOCKS_PATH}/{stock_id}"), Vec::new())
+            .await
+    }
+
+    async fn post<T: DeserializeOwned, R: Serialize>(&self, path: &str, req: &R) -> PayAnswer<T> {
+        match serde_json::to_vec(req) {
+            Ok(body) => self.send("POST", path, body).await,
+            Err(e) => PayAnswer::NotSent {
+                detail: format!("cannot encode the request: {e}"),
+            },
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> PayAnswer<T> {
+        let body = &body;
         let [first, second] = self.hosts();
-        match self.send_once(first, &body).await {
+        match self.send_once(method, path, first, body).await {
             Sent::NotSent(detail) if first != second => {
                 if first == self.primary
                     && let Ok(mut g) = self.prefer_backup_until.lock()
@@ -162,7 +290,7 @@ impl PayApi {
                     *g = Some(Instant::now() + PREFER_BACKUP_FOR);
                 }
                 tracing::warn!(event = "pay_failover", unreachable = %first, to = %second, error = %detail, "WeChat Pay host unreachable; trying the other");
-                match self.send_once(second, &body).await {
+                match self.send_once(method, path, second, body).await {
                     Sent::NotSent(detail2) => PayAnswer::NotSent {
                         detail: format!("{first}: {detail}; {second}: {detail2}"),
                     },
@@ -174,23 +302,33 @@ impl PayApi {
         }
     }
 
-    async fn send_once(&self, base: &str, body: &[u8]) -> Sent {
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        base: &str,
+        body: &[u8],
+    ) -> Sent<T> {
         let timestamp = self.clock.now_ms() / 1000;
         let nonce = format!("{:016X}{:016X}", fastrand::u64(..), fastrand::u64(..));
         let authorization = match self
             .auth
-            .authorization("POST", USE_PATH, body, timestamp, &nonce)
+            .authorization(method, path, body, timestamp, &nonce)
         {
             Ok(a) => a,
             Err(e) => return Sent::NotSent(e),
         };
-        let mut request = self
-            .http
-            .post(format!("{base}{USE_PATH}"))
-            .header("Authorization", authorization)
-            .header("Accept", "application/json")
-            .header("Content-Type", "application/json")
-            .body(body.to_vec());
+        let url = format!("{base}{path}");
+        let mut request = if method == "GET" {
+            self.http.get(url)
+        } else {
+            self.http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_vec())
+        }
+        .header("Authorization", authorization)
+        .header("Accept", "application/json");
         if let Some(id) = &self.public_key_id {
             request = request.header("Wechatpay-Serial", id);
         }
@@ -220,13 +358,13 @@ impl PayApi {
         Sent::Answer(self.classify(base, status, &headers, &bytes))
     }
 
-    fn classify(
+    fn classify<T: DeserializeOwned>(
         &self,
         base: &str,
         status: u16,
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
-    ) -> PayAnswer {
+    ) -> PayAnswer<T> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let signed = SignedHeaders {
             timestamp: header("Wechatpay-Timestamp"),
@@ -246,7 +384,9 @@ impl PayApi {
                         timed_out: false,
                     };
                 }
-                match serde_json::from_slice::<UseReply>(body) {
+                // A 204 (no body) reads as an empty object.
+                let body = if body.is_empty() { b"{}" } else { body };
+                match serde_json::from_slice::<T>(body) {
                     Ok(reply) => PayAnswer::Used {
                         status,
                         reply,
@@ -254,7 +394,7 @@ impl PayApi {
                     },
                     Err(e) => PayAnswer::Unknown {
                         status: Some(status),
-                        detail: format!("verified response is not the use reply: {e}"),
+                        detail: format!("verified response is not the expected reply: {e}"),
                         timed_out: false,
                     },
                 }
@@ -305,8 +445,33 @@ impl PayApi {
     }
 }
 
-enum Sent {
+enum Sent<T> {
     /// The request certainly did not reach the host.
     NotSent(String),
-    Answer(PayAnswer),
+    Answer(PayAnswer<T>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_replies_become_catalog_entries() {
+        let stock: StockReply = serde_json::from_str(
+            r#"{"stock_name":"满100减10","stock_type":"NORMAL","belong_merchant":"1","goods_name":"x",
+                "coupon_use_rule":{"coupon_available_time":{"available_begin_time":"2026-01-01T00:00:00+08:00","available_end_time":"2026-12-31T23:59:59+08:00"},
+                "fixed_normal_coupon":{"discount_amount":1000,"transaction_minimum":10000},"use_method":"OFF_LINE"}}"#,
+        )
+        .expect("stock");
+        let m = stock.meta();
+        assert_eq!((m.kind.as_str(), m.title.as_str()), ("NORMAL", "满100减10"));
+        assert_eq!((m.value, m.minimum), (Some(1000), Some(10000)));
+        assert_eq!(m.valid_until.as_deref(), Some("2026-12-31T23:59:59+08:00"));
+        let discount: StockReply = serde_json::from_str(
+            r#"{"stock_name":"88折","stock_type":"DISCOUNT","coupon_use_rule":{"discount_coupon":{"discount_percent":88,"transaction_minimum":0}}}"#,
+        )
+        .expect("stock");
+        let m = discount.meta();
+        assert_eq!((m.value, m.detail.as_deref()), (None, Some("pay 88%")));
+    }
 }

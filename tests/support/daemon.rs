@@ -23,6 +23,10 @@ pub struct Setup {
     pub request_timeout: &'static str,
     /// Raw TOML appended to the config (more scanners, more routes).
     pub extra_toml: String,
+    /// Raw TOML inside `[offline]` (value caps).
+    pub offline_toml: String,
+    /// Raw TOML inside the card route (`name`, `card_types`).
+    pub card_route_toml: String,
 }
 
 impl Default for Setup {
@@ -37,6 +41,8 @@ impl Default for Setup {
             max_delay: "300ms",
             request_timeout: "2s",
             extra_toml: String::new(),
+            offline_toml: String::new(),
+            card_route_toml: String::new(),
         }
     }
 }
@@ -104,6 +110,7 @@ request_timeout = "{timeout}"
 pattern = "[0-9]{{12}}"
 api = "card"
 offline = {route_offline}
+{card_route_toml}
 
 [retry]
 base_delay = "{base}"
@@ -114,6 +121,7 @@ accept = {accept}
 online_wait = "{wait}"
 max_pending = {max_pending}
 max_age = "{max_age}"
+{offline_toml}
 
 [http]
 listen = "127.0.0.1:0"
@@ -128,6 +136,8 @@ listen = "127.0.0.1:0"
             wait = s.online_wait,
             max_pending = s.max_pending,
             max_age = s.max_age,
+            offline_toml = s.offline_toml,
+            card_route_toml = s.card_route_toml,
         );
         let text = text + "\n" + &s.extra_toml + "\n";
         let text = match &self.sim.pay {

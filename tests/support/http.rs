@@ -26,6 +26,20 @@ impl HttpResponse {
     }
 }
 
+/// `POST base+path` with a JSON body.
+pub fn post_json(base: &str, path: &str, body: &Value) -> HttpResponse {
+    http(
+        "POST",
+        &format!("{base}{path}"),
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+pub fn get(base: &str, path: &str) -> HttpResponse {
+    http("GET", &format!("{base}{path}"), &[], b"")
+}
+
 /// A plain HTTP/1.1 exchange over a real socket (`Connection: close`), so the tests see
 /// exactly what a POS application would.
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {

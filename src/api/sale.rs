@@ -1,0 +1,200 @@
+//! The sale around a code: tie a scanned code to its order afterwards, and void it.
+
+use super::{ApiState, MAX_BY, error, ledger_error};
+use crate::ledger::store::{self, Tied, VoidRequest, Voided};
+use crate::model::row::{Row, VoidState};
+use crate::model::scan::Sale;
+use crate::model::state::State;
+use crate::model::void::VoidPlan;
+use crate::redeem::voids::new_return_request_no;
+use crate::report::LogEntry;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+fn no_row(id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no redemption {id:?}"))
+}
+
+#[derive(Deserialize)]
+pub(super) struct OrderBody {
+    order_id: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    cashier: Option<String>,
+}
+
+/// `POST /v1/redemptions/{id}/order`: once per row; the same order again is harmless.
+pub(super) async fn order(
+    AxState(st): AxState<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<OrderBody>, JsonRejection>,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return no_row(&id);
+    };
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let sale = match Sale::checked(body.order_id, body.amount, body.cashier) {
+        Ok(s) if s.order_id.is_some() => s,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "order_id: missing"),
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let at = st.clock.now_ms();
+    match st
+        .ledger
+        .call(move |c| store::tie_to_sale(c, id, &sale, at))
+        .await
+    {
+        Ok(Tied::Done(row)) => {
+            let _ = st.bus.settled.send((*row).clone());
+            Json(LogEntry::from(&*row)).into_response()
+        }
+        Ok(Tied::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
+        Ok(Tied::OtherOrder(o)) => error(
+            StatusCode::CONFLICT,
+            format!("redemption {id} belongs to order {o:?} already"),
+        ),
+        Err(e) => ledger_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct VoidBody {
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /v1/redemptions/{id}/void`. A coupon's return is waited for up to `online_wait`;
+/// after that the answer is 202 and the return goes on in the background.
+pub(super) async fn void(
+    AxState(st): AxState<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<VoidBody>, JsonRejection>,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return no_row(&id);
+    };
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let reason = body.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reason: why the sale is voided (1 to 500 characters)",
+        );
+    }
+    let by = body.by.map(|b| b.trim().to_string());
+    if by
+        .as_ref()
+        .is_some_and(|b| b.is_empty() || b.chars().count() > MAX_BY)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("by: who voided it, 1 to {MAX_BY} characters"),
+        );
+    }
+    let at = st.clock.now_ms();
+    let rrn = new_return_request_no(&st.till, at);
+    // Subscribed before the void is written, so the return's end cannot slip past.
+    let settled = st.bus.settled.subscribe();
+    let voided = st
+        .ledger
+        .call(move |c| {
+            store::void(
+                c,
+                id,
+                &VoidRequest {
+                    reason: &reason,
+                    by: by.as_deref(),
+                    at,
+                    return_request_no: &rrn,
+                },
+            )
+        })
+        .await;
+    st.metrics.count_void(match &voided {
+        Ok(Voided::Done(plan, _)) => plan.as_str(),
+        Ok(Voided::Already(_)) => "already",
+        _ => "refused",
+    });
+    match voided {
+        Ok(Voided::Done(plan, row)) => {
+            let _ = st.bus.settled.send((*row).clone());
+            answer(&st, plan, *row, settled).await
+        }
+        Ok(Voided::Already(row)) => Json(LogEntry::from(&*row)).into_response(),
+        Ok(Voided::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
+        Err(e) => ledger_error(e),
+    }
+}
+
+async fn answer(
+    st: &ApiState,
+    plan: VoidPlan,
+    row: Row,
+    mut settled: broadcast::Receiver<Row>,
+) -> Response {
+    match plan {
+        VoidPlan::Review => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": crate::model::void::VOIDED_CARD,
+                "redemption": LogEntry::from(&row),
+            })),
+        )
+            .into_response(),
+        VoidPlan::ResolveFirst => error(
+            StatusCode::CONFLICT,
+            format!(
+                "redemption {} waits for a manager's review: resolve it first",
+                row.id
+            ),
+        ),
+        VoidPlan::Return => {
+            st.voids.notify_one();
+            let id = row.id;
+            let wait = async {
+                loop {
+                    match settled.recv().await {
+                        Ok(r) if r.id == id && !returning(&r) => return Some(r),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            };
+            match tokio::time::timeout(st.online_wait, wait).await {
+                Ok(Some(r)) if r.state == State::Returned => {
+                    Json(LogEntry::from(&r)).into_response()
+                }
+                Ok(Some(r)) => (
+                    StatusCode::CONFLICT,
+                    Json(json!({
+                        "error": r.reason.clone().unwrap_or_default(),
+                        "redemption": LogEntry::from(&r),
+                    })),
+                )
+                    .into_response(),
+                _ => (StatusCode::ACCEPTED, Json(LogEntry::from(&row))).into_response(),
+            }
+        }
+        VoidPlan::Cancel | VoidPlan::Nothing => Json(LogEntry::from(&row)).into_response(),
+    }
+}
+
+fn returning(r: &Row) -> bool {
+    r.void
+        .as_ref()
+        .is_some_and(|v| v.state == VoidState::Pending)
+}

@@ -1,0 +1,192 @@
+//! Giving voided merchant coupons back: the return worker. A void is recorded first (its
+//! `return_request_no` fixed in that commit); each try is recorded as started before it is
+//! sent and reuses that number, so through lost answers, 5xx and restarts a coupon is
+//! returned at most once (WeChat Pay is idempotent on it).
+
+use crate::ledger::Row;
+use crate::ledger::store;
+use crate::model::void::ReturnStep;
+use crate::outcome::Bus;
+use crate::redeem::Ctx;
+use crate::redeem::attempt::timed;
+use crate::redeem::coupon::new_use_request_no;
+use crate::redeem::coupon_rules::{record, refusal_reason};
+use crate::wechat::pay::{PayAnswer, PayApi, ReturnReply, ReturnRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// How often the worker looks for returns without being woken: a void written by
+/// `redeemd void` (another process) is found within this.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A `return_request_no` unique across the merchant's tills, ≤ 32 characters.
+pub fn new_return_request_no(till: &str, at: crate::clock::Millis) -> String {
+    format!("RT{}", &new_use_request_no(till, at)[2..])
+}
+
+/// What a return's answer means. Pure.
+pub fn after_return(answer: &PayAnswer<ReturnReply>) -> ReturnStep {
+    match answer {
+        PayAnswer::Used { .. } => ReturnStep::Returned,
+        PayAnswer::Refused {
+            status,
+            code,
+            message,
+        } => ReturnStep::Refused {
+            reason: refusal_reason(*status, code, message),
+        },
+        PayAnswer::Retry {
+            detail, throttled, ..
+        } => ReturnStep::Again {
+            reason: detail.clone(),
+            throttled: *throttled,
+        },
+        PayAnswer::SignRejected { message, .. } => ReturnStep::Again {
+            reason: format!("WeChat Pay rejected the signature: {message}"),
+            throttled: false,
+        },
+        PayAnswer::NotSent { detail } | PayAnswer::Unknown { detail, .. } => ReturnStep::Again {
+            reason: detail.clone(),
+            throttled: false,
+        },
+    }
+}
+
+pub struct VoidWorker {
+    pub ctx: Ctx,
+    pub pay: Option<Arc<PayApi>>,
+    pub bus: Bus,
+    pub wake: Arc<Notify>,
+}
+
+impl VoidWorker {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = self.ctx.clock.now_ms();
+            let due = self
+                .ctx
+                .ledger
+                .call(move |c| store::due_returns(c, now, 16))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(event = "returns_unreadable", error = %e, "cannot read the pending coupon returns");
+                    Vec::new()
+                });
+            for row in due {
+                self.try_return(row).await;
+            }
+            let next = self
+                .ctx
+                .ledger
+                .call(|c| store::next_return_at(c))
+                .await
+                .ok()
+                .flatten();
+            let now = self.ctx.clock.now_ms();
+            let wait = next.map_or(POLL, |t| {
+                Duration::from_millis(u64::try_from(t - now).unwrap_or(0)).min(POLL)
+            });
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn try_return(&self, row: Row) {
+        let Some(pay) = &self.pay else { return };
+        let id = row.id;
+        let (Some(stock_id), Some(rrn)) = (
+            row.stock_id.clone(),
+            row.void.as_ref().and_then(|v| v.return_request_no.clone()),
+        ) else {
+            tracing::error!(
+                event = "return_impossible",
+                id,
+                "a pending return without stock_id or return_request_no"
+            );
+            return;
+        };
+        let at = self.ctx.clock.now_ms();
+        let begun = self
+            .ctx
+            .ledger
+            .call(move |c| store::begin_return(c, id, at))
+            .await;
+        let Ok(Some(attempt)) = begun else { return };
+        let req = ReturnRequest {
+            coupon_code: row.code.clone(),
+            stock_id,
+            return_request_no: rrn,
+        };
+        let (answer, log) = timed(
+            &self.ctx.clock,
+            &self.ctx.metrics,
+            "coupons/return",
+            Some(attempt),
+            record,
+            pay.return_coupon(&req),
+        )
+        .await;
+        let step = after_return(&answer);
+        let (retry, at) = (self.ctx.retry_draw(), self.ctx.clock.now_ms());
+        match self
+            .ctx
+            .ledger
+            .call(move |c| store::finish_return(c, id, &step, retry, at, &log))
+            .await
+        {
+            Ok(row) => {
+                tracing::info!(event = "return", id, code = %row.code, state = %row.state, reason = row.reason.as_deref(), "coupon return tried");
+                let _ = self.bus.settled.send(row);
+            }
+            Err(e) => {
+                tracing::error!(event = "return_unrecorded", id, error = %e, "a return's answer could not be recorded; it is asked again with the same return_request_no")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_return_table() {
+        let used: PayAnswer<ReturnReply> = PayAnswer::Used {
+            status: 200,
+            reply: ReturnReply::default(),
+            host: "h".into(),
+        };
+        assert_eq!(after_return(&used), ReturnStep::Returned);
+        let refused: PayAnswer<ReturnReply> = PayAnswer::Refused {
+            status: 400,
+            code: "INVALID_REQUEST".into(),
+            message: "券未核销".into(),
+        };
+        assert!(matches!(after_return(&refused), ReturnStep::Refused { .. }));
+        for again in [
+            PayAnswer::<ReturnReply>::NotSent { detail: "d".into() },
+            PayAnswer::Unknown {
+                status: None,
+                detail: "d".into(),
+                timed_out: true,
+            },
+            PayAnswer::Retry {
+                status: 500,
+                detail: "d".into(),
+                throttled: false,
+            },
+            PayAnswer::SignRejected {
+                message: "m".into(),
+                server_date: None,
+            },
+        ] {
+            assert!(matches!(after_return(&again), ReturnStep::Again { .. }));
+        }
+        let rrn = new_return_request_no("store12-till3", 1_796_000_000_000);
+        assert!(rrn.starts_with("RT") && rrn.len() <= 32, "{rrn}");
+    }
+}

@@ -1,0 +1,364 @@
+//! Inside the sale, end to end against the real binary: what a code is (card/get, the stock
+//! query), member cards never consumed, the sale's order and minimum, offline value caps,
+//! and voids (a coupon returned at most once through lost answers, 5xx and `kill -9`; a card
+//! code sent to review and never consumed again).
+
+mod support;
+
+use redeemd::sim::{SimCard, SimCode};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Instant;
+use support::*;
+
+const MEMBER_CARD_ID: &str = "pMEMBERcard";
+
+fn scan(base: &str, body: Value) -> Value {
+    let r = post_json(base, "/v1/scans", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Waits until `redeemd log` shows `code` in `state`.
+fn wait_state(till: &Till, code: &str, state: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(r) = till
+            .log()
+            .into_iter()
+            .find(|r| r["code"] == code && r["state"] == state)
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{code} never became {state}: {:?}",
+            till.row_state(code)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A member card's code is the member's identity: it is refused before any consume, online
+/// and offline (accepted offline while its type is unknown, then refused once card/get
+/// answers, so a review item, never a consume). A cash coupon's title, type and value reach
+/// the till's answer and the log, with the card's id.
+#[test]
+fn a_member_card_is_never_consumed_online_or_offline() {
+    let till = Till::new(Setup::default());
+    let card = &till.sim.card;
+    card.add_card(MEMBER_CARD_ID, SimCard::member("会员卡"));
+    card.add_card(CARD_ID, SimCard::cash("满100减10元", 1000, 10000));
+    let (member_online, member_offline, cash) = ("777700000001", "777700000002", "777700000003");
+    for m in [member_online, member_offline] {
+        card.add_code(m, SimCode::normal(MEMBER_CARD_ID));
+    }
+    till.sim.add_codes(&[cash]);
+    let d = till.start();
+    let base = d.http_url();
+
+    let refused = scan(&base, json!({ "code": member_online }));
+    assert_eq!(refused["outcome"], "rejected", "{refused}");
+    assert_eq!(refused["reason"], "member card, not a coupon", "{refused}");
+    assert_eq!(refused["kind"], "MEMBER_CARD", "{refused}");
+
+    let ok = scan(&base, json!({ "code": cash }));
+    assert_eq!(ok["outcome"], "redeemed", "{ok}");
+    assert_eq!(ok["title"], "满100减10元", "{ok}");
+    assert_eq!(ok["kind"], "CASH", "{ok}");
+    assert_eq!(ok["value"], 1000, "{ok}");
+    let row = till.row(cash);
+    assert_eq!(row["card_id"], CARD_ID, "code/get's card_id is kept: {row}");
+    assert_eq!(row["title"], "满100减10元", "{row}");
+
+    till.sim.set_down(true);
+    let offline = scan(&base, json!({ "code": member_offline }));
+    assert_eq!(offline["outcome"], "accepted_offline", "{offline}");
+    till.sim.set_down(false);
+    let row = wait_state(&till, member_offline, "review");
+    assert!(
+        row["reason"].as_str().unwrap_or("").contains("member card"),
+        "{row}"
+    );
+    for m in [member_online, member_offline] {
+        assert_eq!(card.calls_for(m).consume, 0, "a consume was sent for {m}");
+    }
+    assert_eq!(card.calls().consume_of_member_card, 0);
+    assert_eq!(
+        card.calls().card_get,
+        2,
+        "card/get once per card: the catalog answers the rest"
+    );
+    d.kill9();
+}
+
+/// While card/get cannot answer, a card's type is not known: nothing is consumed, the row
+/// waits, and it is redeemed once card/get answers. `card_types = ["any"]` needs no card/get.
+#[test]
+fn an_unknown_card_type_waits_and_any_turns_the_check_off() {
+    let till = Till::new(Setup {
+        accept_offline: false,
+        ..Setup::default()
+    });
+    let code = "777700000010";
+    till.sim.add_codes(&[code]);
+    till.sim.card.update_faults(|f| f.card_get_down = true);
+    let d = till.start();
+    let first = scan(&d.http_url(), json!({ "code": code }));
+    assert_eq!(first["outcome"], "refused_offline", "{first}");
+    assert_eq!(till.sim.card.calls_for(code).consume, 0);
+    d.kill9();
+
+    let any = Till::new(Setup {
+        card_route_toml: "card_types = [\"any\"]".into(),
+        ..Setup::default()
+    });
+    any.sim.add_codes(&[code]);
+    any.sim.card.update_faults(|f| f.card_get_down = true);
+    let d = any.start();
+    let ok = scan(&d.http_url(), json!({ "code": code }));
+    assert_eq!(ok["outcome"], "redeemed", "{ok}");
+    assert_eq!(any.sim.card.calls().card_get, 0);
+    d.kill9();
+}
+
+/// The sale: order, amount and cashier with the scan; a sale below the coupon's minimum is
+/// refused before anything is sent; a scanner's read is tied to its order afterwards (once);
+/// `?order_id=` finds the sale's codes.
+#[test]
+fn a_code_belongs_to_its_sale() {
+    let till = Till::new(Setup::default());
+    till.sim
+        .card
+        .add_card(CARD_ID, SimCard::cash("满100减10元", 1000, 10000));
+    let (small, big, scanned) = ("777700000020", "777700000021", "777700000022");
+    till.sim.add_codes(&[small, big, scanned]);
+    let d = till.start();
+    let base = d.http_url();
+
+    let low = scan(
+        &base,
+        json!({ "code": small, "order_id": "A-1", "amount": 9999, "cashier": "王芳" }),
+    );
+    assert_eq!(low["outcome"], "rejected", "{low}");
+    assert_eq!(
+        low["reason"], "sale below the coupon's minimum of ¥100",
+        "{low}"
+    );
+    assert_eq!(till.sim.card.calls_for(small).consume, 0);
+
+    let ok = scan(
+        &base,
+        json!({ "code": big, "order_id": "A-2", "amount": 10000, "cashier": "王芳" }),
+    );
+    assert_eq!(ok["outcome"], "redeemed", "{ok}");
+    assert_eq!(ok["order_id"], "A-2");
+
+    till.pty.scan(scanned);
+    let read = d.settled(scanned, "redeemed");
+    let id = read["id"].as_i64().expect("row id");
+    let tie = |order: &str| {
+        post_json(
+            &base,
+            &format!("/v1/redemptions/{id}/order"),
+            &json!({ "order_id": order, "amount": 12000, "cashier": "李雷" }),
+        )
+    };
+    let tied = tie("A-2");
+    assert_eq!(tied.status, 200, "{}", tied.body);
+    assert_eq!(tied.json()["amount"], 12000);
+    assert_eq!(tie("A-2").status, 200, "the same order again is harmless");
+    assert_eq!(tie("B-9").status, 409, "a second order is refused");
+
+    let found = get(&base, "/v1/redemptions?order_id=A-2").json();
+    let codes: Vec<&str> = found
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert_eq!(codes.len(), 2, "{found}");
+    assert!(codes.contains(&big) && codes.contains(&scanned), "{found}");
+    let bad = post_json(&base, "/v1/scans", &json!({ "code": big, "amount": -1 }));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    d.kill9();
+}
+
+/// Offline acceptance by value: a coupon's value is known from its stock (queried once
+/// online); above `max_value`, or past `max_pending_value` with what already waits, the
+/// till refuses, saying which limit; a refused row is never sent; an unknown value counts
+/// as above `max_value`.
+#[test]
+fn offline_value_caps_refuse_above_the_limit_and_never_send() {
+    let till = Till::with_coupons(Setup {
+        offline_toml: "max_value = 1000\nmax_pending_value = 1500".into(),
+        online_wait: "600ms",
+        ..Setup::default()
+    });
+    let pay = till.sim.pay();
+    pay.add_stock(STOCK_ID, "满100减10元", 1000, 0);
+    let codes = ["BFVALUE00001", "BFVALUE00002", "BFVALUE00003"];
+    for c in codes {
+        pay.add_coupon(c, STOCK_ID);
+    }
+    let unknown = "777700000030";
+    till.sim.add_codes(&[unknown]);
+    let d = till.start();
+    let base = d.http_url();
+    assert_eq!(
+        scan(&base, json!({ "code": codes[0] }))["outcome"],
+        "redeemed"
+    );
+
+    till.sim.set_pay_down(true, true);
+    till.sim.set_pay_down(false, true);
+    till.sim.set_down(true);
+    let first = scan(&base, json!({ "code": codes[1] }));
+    assert_eq!(first["outcome"], "accepted_offline", "{first}");
+    assert_eq!(first["value"], 1000, "{first}");
+    let second = scan(&base, json!({ "code": codes[2] }));
+    assert_eq!(second["outcome"], "refused_offline", "{second}");
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("offline.max_pending_value"),
+        "{second}"
+    );
+    let card = scan(&base, json!({ "code": unknown }));
+    assert_eq!(card["outcome"], "refused_offline", "{card}");
+    assert!(
+        card["reason"].as_str().unwrap_or("").contains("not known"),
+        "{card}"
+    );
+
+    till.sim.set_pay_down(true, false);
+    till.sim.set_pay_down(false, false);
+    till.sim.set_down(false);
+    d.settled(codes[1], "redeemed");
+    assert_eq!(pay.used_count(codes[2]), 0, "a refused coupon was sent");
+    assert_eq!(till.sim.card.calls_for(unknown).consume, 0);
+    assert_eq!(till.row_state(codes[2]).as_deref(), Some("cancelled"));
+    d.kill9();
+}
+
+/// A voided coupon is given back exactly once: its return's answer is lost once, it gets a
+/// 500 once, and the daemon is killed (-9) with a return on the wire; every try carries the
+/// return_request_no fixed with the void, and WeChat Pay's ledger shows one return.
+#[test]
+fn a_voided_coupon_is_returned_at_most_once() {
+    let till = Till::with_coupons(Setup::default());
+    let pay = till.sim.pay();
+    pay.add_stock(STOCK_ID, "满100减10元", 1000, 0);
+    let code = "BFVOID000001";
+    pay.add_coupon(code, STOCK_ID);
+    let d = till.start();
+    let used = scan(&d.http_url(), json!({ "code": code, "order_id": "V-1" }));
+    assert_eq!(used["outcome"], "redeemed", "{used}");
+    let id = used["id"].as_i64().expect("id");
+    d.kill9();
+
+    // Voided from the command line while the daemon is down: recorded, pending.
+    let out = Command::new(bin())
+        .args(["void", "--config"])
+        .arg(&till.config)
+        .args([&id.to_string(), "--reason", "顾客退货"])
+        .output()
+        .expect("redeemd void");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = till.row(code);
+    assert_eq!(row["void"]["state"], "pending", "{row}");
+    let rrn = row["void"]["return_request_no"]
+        .as_str()
+        .expect("fixed with the void")
+        .to_string();
+
+    pay.update_faults(|f| f.drop_after_return = 1);
+    let d = till.start();
+    let deadline = Instant::now() + WAIT;
+    while pay.calls().return_calls == 0 {
+        assert!(Instant::now() < deadline, "no return was tried");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    d.kill9();
+    assert_eq!(
+        pay.returned_count(code),
+        1,
+        "the lost answer's return committed"
+    );
+
+    pay.update_faults(|f| f.return_server_error = 1);
+    let d = till.start();
+    d.wait_event(|e| e["event"] == "return" && e["state"] == "returned");
+    let row = till.row(code);
+    assert_eq!(row["state"], "returned", "{row}");
+    assert_eq!(row["void"]["state"], "done", "{row}");
+    assert_eq!(row["void"]["reason"], "顾客退货");
+    assert_eq!(pay.returned_count(code), 1, "returned at most once");
+    assert!(pay.calls().return_replays >= 1, "the retry was a replay");
+    assert!(
+        pay.returns().iter().all(|r| r.return_request_no == rrn),
+        "every try carries the return_request_no fixed with the void"
+    );
+    let metrics = get(&d.http_url(), "/metrics").body;
+    assert!(metrics.contains("state=\"returned\""), "{metrics}");
+    d.kill9();
+}
+
+/// A redeemed card code cannot be returned: the void puts it in review and answers 409 with
+/// the reason; a rescan is a duplicate, never consumed again. A code accepted offline and
+/// voided before WeChat confirmed it is cancelled and never sent.
+#[test]
+fn a_voided_card_code_goes_to_review_and_is_never_consumed_again() {
+    let till = Till::new(Setup::default());
+    let (redeemed, offline) = ("777700000040", "777700000041");
+    till.sim.add_codes(&[redeemed, offline]);
+    let d = till.start();
+    let base = d.http_url();
+    let ok = scan(&base, json!({ "code": redeemed }));
+    assert_eq!(ok["outcome"], "redeemed");
+    let id = ok["id"].as_i64().expect("id");
+    let voided = post_json(
+        &base,
+        &format!("/v1/redemptions/{id}/void"),
+        &json!({ "reason": "整单取消", "by": "店长" }),
+    );
+    assert_eq!(voided.status, 409, "{}", voided.body);
+    assert!(
+        voided.body.contains("compensate the customer"),
+        "{}",
+        voided.body
+    );
+    let again = scan(&base, json!({ "code": redeemed }));
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+    assert_eq!(till.row_state(redeemed).as_deref(), Some("review"));
+    assert_eq!(till.sim.card.consumed_count(redeemed), 1);
+
+    till.sim.set_down(true);
+    let accepted = scan(&base, json!({ "code": offline }));
+    assert_eq!(accepted["outcome"], "accepted_offline", "{accepted}");
+    let id = accepted["id"].as_i64().expect("id");
+    let voided = post_json(
+        &base,
+        &format!("/v1/redemptions/{id}/void"),
+        &json!({ "reason": "顾客取消" }),
+    );
+    assert_eq!(voided.status, 200, "{}", voided.body);
+    assert_eq!(voided.json()["state"], "cancelled");
+    till.sim.set_down(false);
+    // Another code drains through the same dispatcher: the voided one is never sent.
+    let later = "777700000042";
+    till.sim.add_codes(&[later]);
+    assert_eq!(scan(&base, json!({ "code": later }))["outcome"], "redeemed");
+    assert_eq!(till.sim.card.calls_for(offline).consume, 0);
+    let metrics = get(&base, "/metrics").body;
+    assert!(
+        metrics.contains("redeemd_voids_total{result=\"card_in_review\"} 1"),
+        "{metrics}"
+    );
+    d.kill9();
+}
