@@ -89,6 +89,8 @@ struct RawHttp {
     max_connections: usize,
     #[serde(default = "default_idle_timeout", deserialize_with = "duration::de")]
     idle_timeout: Duration,
+    #[serde(default)]
+    forward_payment_codes: bool,
 }
 
 fn default_max_connections() -> usize {
@@ -109,6 +111,7 @@ impl Default for RawHttp {
             socket_mode: None,
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
+            forward_payment_codes: false,
         }
     }
 }
@@ -131,6 +134,10 @@ pub struct HttpConfig {
     /// A connection that sends nothing, or not its whole request head, for this long is
     /// closed.
     pub idle_timeout: Duration,
+    /// A payment code scanned by mistake is answered `payment_code` with the full code, in
+    /// the answer to the POS's own scan and on the event stream when a token guards it, so
+    /// the POS can charge it. Never stored or logged in full.
+    pub forward_payment_codes: bool,
 }
 
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
@@ -850,6 +857,7 @@ fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConf
         socket_mode,
         max_connections: raw.max_connections,
         idle_timeout: raw.idle_timeout,
+        forward_payment_codes: raw.forward_payment_codes,
     }
 }
 

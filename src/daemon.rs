@@ -258,6 +258,10 @@ impl Daemon {
             result
         });
         let returns = tokio::spawn(void_worker.run(stop_rx.clone()));
+        let quotas = self
+            .card
+            .clone()
+            .map(|card| tokio::spawn(quota_loop(card, metrics.clone(), stop_rx.clone())));
         let mut answers = JoinSet::new();
         let mut live_sources = config.scanners.len();
         let notifier = Arc::new(Notifier::from_env());
@@ -349,6 +353,9 @@ impl Daemon {
         }
         // A return in flight is recorded as started: stopping mid-call loses nothing.
         let _ = returns.await;
+        if let Some(q) = quotas {
+            q.abort();
+        }
         let result = match dispatcher_ended {
             Some(ended) => ended,
             None => dispatcher_result(dispatcher.await),
@@ -359,6 +366,25 @@ impl Daemon {
         }
         tracing::info!(event = "stopped", "redeemd stopped");
         result
+    }
+}
+
+/// Reads WeChat's daily quotas for the paths redeemd calls, for the gauges: at start, then
+/// hourly (each read is itself a call, so no more often).
+async fn quota_loop(card: Arc<CardApi>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    loop {
+        for (path, q) in card.quotas().await {
+            match q {
+                Ok(q) => metrics.set_quota(path, q.daily_limit, q.used, q.remain),
+                Err(e) => {
+                    tracing::debug!(event = "quota_unread", path, error = %e, "WeChat's quota for a path could not be read")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -373,7 +399,7 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, DaemonError> {
 
 /// The card API. Its secret file was checked by `check::load`, and is re-read at every
 /// token fetch, so a fix needs no restart.
-fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
+pub fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
     let http = http_client(w.request_timeout)?;
     let base = w.base_url.trim_end_matches('/');
     let source = match &w.token_url {

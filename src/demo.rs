@@ -198,6 +198,7 @@ fn print_outcome(o: &Outcome) {
         TillOutcome::Duplicate => "↺ duplicate",
         TillOutcome::AcceptedOffline => "… accepted offline",
         TillOutcome::RefusedOffline => "✘ refused offline",
+        TillOutcome::PaymentCode => "¥ payment code (for the POS to charge)",
     };
     let reason = o
         .reason

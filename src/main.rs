@@ -43,7 +43,14 @@ enum Command {
     /// Run the daemon in the foreground.
     Run(ConfigArg),
     /// Validate the config, secrets, keys and ledger without starting (exit 78 on problems).
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also read WeChat's daily call quotas for the paths redeemd uses
+        /// (openapi/quota/get).
+        #[arg(long)]
+        quota: bool,
+    },
     /// Copy the ledger consistently while the daemon runs (SQLite backup API).
     Backup {
         #[command(flatten)]
@@ -139,7 +146,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, if demo { "warn" } else { "info" });
     match cli.command {
         Command::Run(c) => run(c.config),
-        Command::Check(c) => check(c.config),
+        Command::Check { config, quota } => check(config.config, quota),
         Command::Backup { config, dest } => backup(config.config, dest),
         Command::Demo => block_on(async { redeemd::demo::run().await }),
         Command::Devices { sys_root, dev_root } => {

@@ -28,6 +28,8 @@ pub struct Metrics {
     concurrency: Mutex<BTreeMap<String, usize>>,
     /// APIs paused until WeChat's daily reset (45009: the daily quota is used up).
     quota_exhausted: Mutex<BTreeMap<String, bool>>,
+    /// path → (daily_limit, used, remain), from `openapi/quota/get`.
+    quotas: Mutex<BTreeMap<String, (i64, i64, i64)>>,
     /// Void requests by what they did (`model::void::VoidPlan`, `already`, `refused`).
     voids: Mutex<BTreeMap<String, u64>>,
 }
@@ -73,6 +75,12 @@ impl Metrics {
             .unwrap_or(false)
     }
 
+    pub fn set_quota(&self, path: &str, limit: i64, used: i64, remain: i64) {
+        if let Ok(mut q) = self.quotas.lock() {
+            q.insert(path.into(), (limit, used, remain));
+        }
+    }
+
     pub fn count_void(&self, result: &str) {
         if let Ok(mut v) = self.voids.lock() {
             *v.entry(result.into()).or_default() += 1;
@@ -107,6 +115,33 @@ impl Metrics {
 
     /// Writes the in-memory series.
     pub fn render(&self, out: &mut String, token_refreshes: u64) {
+        if let Ok(q) = self.quotas.lock()
+            && !q.is_empty()
+        {
+            for (name, help, pick) in [
+                (
+                    "redeemd_wechat_quota_daily_limit",
+                    "WeChat's daily call quota per path (openapi/quota/get, read hourly).",
+                    0,
+                ),
+                (
+                    "redeemd_wechat_quota_used",
+                    "Calls used today per path, as WeChat counts them.",
+                    1,
+                ),
+                (
+                    "redeemd_wechat_quota_remaining",
+                    "Calls left today per path, as WeChat counts them.",
+                    2,
+                ),
+            ] {
+                header(out, name, "gauge", help);
+                for (path, v) in q.iter() {
+                    let n = [v.0, v.1, v.2][pick];
+                    let _ = writeln!(out, "{name}{{path=\"{}\"}} {n}", escape_label(path));
+                }
+            }
+        }
         header(
             out,
             "redeemd_voids_total",

@@ -33,6 +33,11 @@ pub struct Outcome {
     pub order_id: Option<String>,
     pub amount: Option<i64>,
     pub cashier: Option<String>,
+    /// The full payment code, for the POS to charge (outcome `payment_code` only). Never
+    /// serialized with the rest: the API adds it to the scan's own answer and to an
+    /// authenticated event stream, and nothing else ever sees it.
+    #[serde(skip)]
+    pub payment_code: Option<Code>,
 }
 
 impl Outcome {
@@ -60,6 +65,7 @@ impl Outcome {
             order_id: row.order_id.clone(),
             amount: row.amount,
             cashier: row.cashier.clone(),
+            payment_code: None,
         }
     }
 
@@ -90,6 +96,7 @@ impl Outcome {
             order_id: None,
             amount: None,
             cashier: None,
+            payment_code: None,
         }
     }
 

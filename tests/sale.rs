@@ -362,3 +362,106 @@ fn a_voided_card_code_goes_to_review_and_is_never_consumed_again() {
     );
     d.kill9();
 }
+
+/// With `forward_payment_codes`, a payment code scanned by mistake is answered
+/// `payment_code` with the full code: in the answer to the POS's own scan and on the
+/// authenticated event stream. The ledger, the log, the metrics and the daemon's own log
+/// only ever hold it masked.
+#[test]
+fn a_forwarded_payment_code_reaches_only_the_pos() {
+    use std::os::unix::fs::PermissionsExt;
+    let token = "pos-token-0123456789abcdef";
+    let till = Till::new(Setup {
+        extra_toml: "forward_payment_codes = true\ntoken_file = \"api.token\"".into(),
+        ..Setup::default()
+    });
+    let token_file = till.dir.path().join("api.token");
+    std::fs::write(&token_file, token).expect("token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (keyed, scanned) = ("134567890123456789", "101234567890123456");
+    let d = till.start();
+    let base = d.http_url();
+    let auth = format!("Bearer {token}");
+    let mut events = Sse::connect(&base, &format!("?token={token}"));
+    events.wait(|name, _| name == "scanner");
+
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        json!({ "code": keyed }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer = r.json();
+    assert_eq!(answer["outcome"], "payment_code", "{answer}");
+    assert_eq!(answer["payment_code"], keyed, "{answer}");
+    assert_eq!(answer["code"], masked(keyed), "{answer}");
+
+    till.pty.scan(scanned);
+    let event = events.wait(|_, v| v["outcome"] == "payment_code" && v["code"] == masked(scanned));
+    assert_eq!(event["payment_code"], scanned, "{event}");
+
+    let metrics = http(
+        "GET",
+        &format!("{base}/metrics"),
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .body;
+    let log = serde_json::to_string(&till.log()).expect("log");
+    let mut ledger = Vec::new();
+    for f in ["redeemd.db", "redeemd.db-wal"] {
+        if let Ok(bytes) = std::fs::read(till.dir.path().join("ledger").join(f)) {
+            ledger.extend(bytes);
+        }
+    }
+    let ledger = String::from_utf8_lossy(&ledger);
+    let stderr = d.kill9();
+    for full in [keyed, scanned] {
+        assert!(!log.contains(full), "redeemd log holds {full}");
+        assert!(!metrics.contains(full), "/metrics holds {full}");
+        assert!(!ledger.contains(full), "the ledger file holds {full}");
+        assert!(!stderr.contains(full), "the daemon's log holds {full}");
+        assert!(log.contains(&masked(full)), "the read is recorded, masked");
+    }
+}
+
+/// `redeemd check --quota` reads WeChat's daily quota of every path redeemd calls, and the
+/// running daemon exports the same as gauges.
+#[test]
+fn quotas_are_read_by_check_and_exported() {
+    let till = Till::new(Setup::default());
+    till.sim.card.update_faults(|f| f.daily_quota = Some(5000));
+    let out = Command::new(bin())
+        .args(["check", "--quota", "--config"])
+        .arg(&till.config)
+        .output()
+        .expect("redeemd check --quota");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("/card/code/consume"), "{stdout}");
+    assert!(stdout.contains("5000"), "{stdout}");
+
+    let d = till.start();
+    let deadline = Instant::now() + WAIT;
+    let metrics = loop {
+        let m = get(&d.http_url(), "/metrics").body;
+        if m.contains("redeemd_wechat_quota_remaining{path=\"/card/code/consume\"}") {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no quota gauge: {m}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        metrics.contains("redeemd_wechat_quota_daily_limit{path=\"/card/get\"} 5000"),
+        "{metrics}"
+    );
+    d.kill9();
+}

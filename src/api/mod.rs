@@ -274,6 +274,8 @@ async fn post_scan(
     }
     match tokio::time::timeout(st.online_wait + Duration::from_secs(10), rx).await {
         Ok(Ok(o)) => Json(json!({
+            // Only here, to the POS that scanned it, and never stored (outcome payment_code).
+            "payment_code": o.payment_code.as_ref().map(|c| c.expose()),
             "id": o.id,
             "code": o.code,
             "outcome": o.outcome,
@@ -296,9 +298,11 @@ async fn post_scan(
 async fn events(
     AxState(st): AxState<ApiState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // A payment code goes out in full only where a token keeps strangers out.
+    let authenticated = st.token.is_some();
     let outcomes = BroadcastStream::new(st.bus.outcomes.subscribe())
         .filter_map(|o| o.ok())
-        .map(|o| Event::default().json_data(o));
+        .map(move |o| Event::default().json_data(outcome_event(&o, authenticated)));
     let scanners = BroadcastStream::new(st.bus.scanners.subscribe())
         .filter_map(|s| s.ok())
         .map(|s| Event::default().event("scanner").json_data(s));
@@ -328,6 +332,15 @@ async fn events(
             .interval(Duration::from_secs(15))
             .text("keep-alive"),
     )
+}
+
+/// An outcome as the event stream carries it.
+fn outcome_event(o: &Outcome, with_payment_code: bool) -> serde_json::Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    if let (true, Some(code), Some(map)) = (with_payment_code, &o.payment_code, v.as_object_mut()) {
+        map.insert("payment_code".into(), code.expose().into());
+    }
+    v
 }
 
 #[derive(Deserialize, Default)]

@@ -79,11 +79,42 @@ pub(crate) fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded,
     Err(ExitCode::from(EX_CONFIG))
 }
 
-pub(crate) fn check(path: PathBuf) -> ExitCode {
+pub(crate) fn check(path: PathBuf, quota: bool) -> ExitCode {
     match load_all(&path, false) {
+        Ok(loaded) if quota => quotas(&loaded),
         Ok(_) => ExitCode::SUCCESS,
         Err(code) => code,
     }
+}
+
+/// `check --quota`: WeChat's daily quota of every path redeemd calls.
+fn quotas(loaded: &Loaded) -> ExitCode {
+    let Some(w) = &loaded.config.wechat else {
+        eprintln!("redeemd check --quota: no [wechat] section: the card API has no quota to read");
+        return ExitCode::FAILURE;
+    };
+    let mut failed = false;
+    let code = block_on(async {
+        let card = redeemd::daemon::build_card(w)?;
+        println!(
+            "{:<22} {:>12} {:>12} {:>12}",
+            "PATH", "DAILY LIMIT", "USED", "REMAINING"
+        );
+        for (path, q) in card.quotas().await {
+            match q {
+                Ok(q) => println!(
+                    "{path:<22} {:>12} {:>12} {:>12}",
+                    q.daily_limit, q.used, q.remain
+                ),
+                Err(e) => {
+                    failed = true;
+                    println!("{path:<22} cannot be read: {e}");
+                }
+            }
+        }
+        Ok(())
+    });
+    if failed { ExitCode::FAILURE } else { code }
 }
 
 pub(crate) fn run(path: PathBuf) -> ExitCode {

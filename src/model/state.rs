@@ -96,6 +96,9 @@ pub enum TillOutcome {
     Duplicate,
     AcceptedOffline,
     RefusedOffline,
+    /// A payment code, not a coupon: forwarded to the POS to charge (`[http]
+    /// forward_payment_codes`).
+    PaymentCode,
 }
 
 impl TillOutcome {
@@ -106,6 +109,7 @@ impl TillOutcome {
             TillOutcome::Duplicate => "duplicate",
             TillOutcome::AcceptedOffline => "accepted_offline",
             TillOutcome::RefusedOffline => "refused_offline",
+            TillOutcome::PaymentCode => "payment_code",
         }
     }
 
@@ -116,6 +120,7 @@ impl TillOutcome {
             TillOutcome::Duplicate,
             TillOutcome::AcceptedOffline,
             TillOutcome::RefusedOffline,
+            TillOutcome::PaymentCode,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

@@ -121,6 +121,19 @@ impl Intake {
             Frame::Unreadable { .. } => None,
         };
         let routed = match route::route(code.expose(), &self.config.routes) {
+            Decision::Refuse(reason)
+                if reason == route::REFUSED_PAYMENT_CODE
+                    && self.config.http.forward_payment_codes =>
+            {
+                let mut answered = self
+                    .refuse(&scan, code.masked(), reason.into(), aim_id)
+                    .await;
+                if let Pending::Answered(o) = &mut answered {
+                    o.outcome = TillOutcome::PaymentCode;
+                    o.payment_code = Some(code);
+                }
+                return answered;
+            }
             Decision::Refuse(reason) => {
                 return self
                     .refuse(&scan, code.masked(), reason.into(), aim_id)

@@ -215,9 +215,11 @@ impl Feedback {
     fn for_outcome(&self, o: TillOutcome) -> Option<&[u8]> {
         match o {
             TillOutcome::Redeemed | TillOutcome::AcceptedOffline => self.good.as_deref(),
-            TillOutcome::Rejected | TillOutcome::RefusedOffline | TillOutcome::Duplicate => {
-                self.bad.as_deref()
-            }
+            // Not a coupon: the cashier hears the refusal beep; the POS charges it.
+            TillOutcome::Rejected
+            | TillOutcome::RefusedOffline
+            | TillOutcome::Duplicate
+            | TillOutcome::PaymentCode => self.bad.as_deref(),
         }
     }
 }

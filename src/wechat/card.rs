@@ -49,6 +49,27 @@ pub struct GetReply {
     pub card: Option<CardRef>,
 }
 
+/// `cgi-bin/openapi/quota/get`: a path's daily call quota.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuotaReply {
+    pub quota: Quota,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Quota {
+    pub daily_limit: i64,
+    pub used: i64,
+    pub remain: i64,
+}
+
+/// The paths redeemd calls, whose quotas `redeemd check --quota` and the gauges read.
+pub const QUOTA_PATHS: [&str; 4] = [
+    "/card/code/get",
+    "/card/code/consume",
+    "/card/get",
+    "/card/code/decrypt",
+];
+
 /// The card a code belongs to, as `code/get` names it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CardRef {
@@ -165,6 +186,35 @@ impl CardApi {
             &serde_json::json!({ "encrypt_code": encrypt_code }),
         )
         .await
+    }
+
+    /// `openapi/quota/get` for one path (e.g. `/card/code/consume`).
+    pub async fn quota(&self, cgi_path: &str) -> Answer<QuotaReply> {
+        self.call_at(
+            "/cgi-bin/openapi/quota/get",
+            &serde_json::json!({ "cgi_path": cgi_path }),
+        )
+        .await
+    }
+
+    /// Every path's quota, or why it could not be read.
+    pub async fn quotas(&self) -> Vec<(&'static str, Result<Quota, String>)> {
+        let mut out = Vec::new();
+        for path in QUOTA_PATHS {
+            let q = match self.quota(path).await {
+                Answer::Ok { reply, .. } => Ok(reply.quota),
+                Answer::Errcode {
+                    errcode, errmsg, ..
+                } => Err(format!(
+                    "errcode {errcode}: {}",
+                    errmsg.split(" rid:").next().unwrap_or("")
+                )),
+                Answer::NotSent(d) | Answer::Lost { detail: d, .. } => Err(d),
+                Answer::NoToken(e) => Err(e.to_string()),
+            };
+            out.push((path, q));
+        }
+        out
     }
 
     /// `card/get`: the card's type, title and value.
