@@ -55,22 +55,7 @@ impl Listen {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Language {
-    #[serde(rename = "zh-CN")]
-    ZhCn,
-    #[serde(rename = "en")]
-    En,
-}
-
-impl Language {
-    pub fn tag(self) -> &'static str {
-        match self {
-            Language::ZhCn => "zh-CN",
-            Language::En => "en",
-        }
-    }
-}
+pub use crate::model::reason::Language;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

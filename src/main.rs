@@ -21,6 +21,10 @@ struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The language of the reasons `log`, `review` and `export` print: zh-CN or en
+    /// (default: the config's [http] language).
+    #[arg(long, global = true, value_parser = |s: &str| redeemd::config::Language::parse(s).ok_or("use zh-CN or en"))]
+    lang: Option<redeemd::config::Language>,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,6 +146,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cli::set_lang(cli.lang);
     let demo = matches!(cli.command, Command::Demo);
     init_logging(cli.log_format, if demo { "warn" } else { "info" });
     match cli.command {

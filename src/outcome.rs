@@ -2,6 +2,7 @@
 
 use crate::clock::{self, Millis};
 use crate::model::code::Code;
+use crate::model::reason::{self, Language};
 use crate::model::row::Row;
 use crate::model::state::{State, TillOutcome};
 use serde::Serialize;
@@ -17,6 +18,10 @@ pub struct Outcome {
     pub outcome: TillOutcome,
     pub state: Option<State>,
     pub reason: Option<String>,
+    /// `reason`'s stable name (`model::reason`).
+    pub reason_code: Option<&'static str>,
+    /// The reason as stored (with WeChat's own words), when `reason` is a translation.
+    pub detail: Option<String>,
     pub api: Option<&'static str>,
     pub scanner: String,
     pub scanned_at: String,
@@ -54,6 +59,8 @@ impl Outcome {
             outcome,
             state: Some(row.state),
             reason: row.reason.clone(),
+            reason_code: row.reason.as_deref().map(reason::code_of),
+            detail: None,
             api: row.api,
             scanner: scanner.to_string(),
             scanned_at: clock::rfc3339(scanned_at),
@@ -84,7 +91,9 @@ impl Outcome {
             code,
             outcome,
             state,
+            reason_code: Some(reason::code_of(&reason)),
             reason: Some(reason),
+            detail: None,
             api: None,
             scanner: scanner.to_string(),
             scanned_at: clock::rfc3339(scanned_at),
@@ -98,6 +107,18 @@ impl Outcome {
             cashier: None,
             payment_code: None,
         }
+    }
+
+    /// The outcome as a reader of `lang` gets it (the log keeps the English).
+    pub fn in_language(&self, lang: Language) -> Outcome {
+        let mut o = self.clone();
+        if let Some(r) = &self.reason {
+            (o.reason, o.detail) = {
+                let (text, detail) = reason::localized(r, lang);
+                (Some(text), detail)
+            };
+        }
+        o
     }
 
     /// Writes the one log line every outcome gets. Codes are masked here, always.

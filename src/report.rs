@@ -4,6 +4,7 @@ use crate::clock::{self, Millis};
 use crate::ledger::Row;
 use crate::ledger::store::{self, Filter};
 use crate::model::code::Code;
+use crate::model::reason::{self, Language};
 use chrono::{Local, NaiveDate, TimeZone};
 use serde::Serialize;
 use std::io::Write;
@@ -16,6 +17,10 @@ pub struct LogEntry {
     pub api: Option<&'static str>,
     pub state: &'static str,
     pub reason: Option<String>,
+    /// `reason`'s stable name (`model::reason`).
+    pub reason_code: Option<&'static str>,
+    /// The reason as stored (with WeChat's own words), when `reason` is a translation.
+    pub detail: Option<String>,
     pub attempts: i64,
     pub scans: i64,
     pub scanner: String,
@@ -70,6 +75,8 @@ impl From<&Row> for LogEntry {
             api: r.api,
             state: r.state.as_str(),
             reason: r.reason.clone(),
+            reason_code: r.reason.as_deref().map(reason::code_of),
+            detail: None,
             attempts: r.attempts,
             scans: r.scans,
             scanner: r.scanner.clone(),
@@ -105,6 +112,19 @@ impl From<&Row> for LogEntry {
                 returned_at: v.returned_at.map(clock::rfc3339),
             }),
         }
+    }
+}
+
+impl LogEntry {
+    /// The entry as a reader of `lang` gets it: the reason translated, the stored one kept
+    /// as `detail`.
+    pub fn in_language(mut self, lang: Language) -> LogEntry {
+        if let Some(r) = self.reason.take() {
+            let (text, detail) = reason::localized(&r, lang);
+            self.reason = Some(text);
+            self.detail = detail;
+        }
+        self
     }
 }
 
@@ -181,7 +201,7 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 }
 
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
-pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at";
+pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail";
 
 fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
     // Quote what needs it; neutralise spreadsheet formulas (=, +, -, @ at the start).
@@ -199,7 +219,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
     for e in entries {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let void = e.void.as_ref();
-        let fields: [String; 29] = [
+        let fields: [String; 31] = [
             e.id.to_string(),
             e.code.expose().to_string(),
             e.api.unwrap_or("").into(),
@@ -229,6 +249,8 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
             void.and_then(|v| v.by.clone()).unwrap_or_default(),
             void.map(|v| v.at.clone()).unwrap_or_default(),
             void.and_then(|v| v.returned_at.clone()).unwrap_or_default(),
+            e.reason_code.unwrap_or_default().into(),
+            e.detail.clone().unwrap_or_default(),
         ];
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {

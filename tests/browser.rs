@@ -11,7 +11,11 @@ use support::*;
 
 #[test]
 fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
-    let till = Till::new(Setup::default());
+    let till = Till::new(Setup {
+        // The pages' default language.
+        language: "zh-CN",
+        ..Setup::default()
+    });
     let c = codes(50, 2);
     till.sim.add_codes(&c[..1]);
     // A merchant coupon accepted offline yesterday and still waiting (this till has no

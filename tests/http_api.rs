@@ -116,7 +116,11 @@ fn bad_requests_get_specific_errors() {
 
 #[test]
 fn log_filters_export_health_metrics_and_pages() {
-    let till = Till::new(Setup::default());
+    let till = Till::new(Setup {
+        // The pages' default language.
+        language: "zh-CN",
+        ..Setup::default()
+    });
     let c = codes(41, 3);
     till.sim.add_codes(&c[..2]);
     let d = till.start();
@@ -338,7 +342,7 @@ fn off_loopback_needs_a_token_and_every_request_carries_it() {
         &till.config,
         text.replace(
             "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\ntoken_file = \"api-token\"\nlanguage = \"en\"",
+            "listen = \"127.0.0.1:0\"\ntoken_file = \"api-token\"",
         ),
     )
     .unwrap();

@@ -465,3 +465,43 @@ fn quotas_are_read_by_check_and_exported() {
     );
     d.kill9();
 }
+
+/// Reasons in the reader's language: with the default `[http] language` (zh-CN) the answer's
+/// reason is Chinese, its `reason_code` stable, and the stored English kept as `detail`; the
+/// log reads the same with `--lang`.
+#[test]
+fn reasons_come_in_the_readers_language_with_a_stable_code() {
+    let till = Till::new(Setup {
+        language: "zh-CN",
+        ..Setup::default()
+    });
+    till.sim
+        .card
+        .add_card(MEMBER_CARD_ID, SimCard::member("会员卡"));
+    let code = "777700000050";
+    till.sim
+        .card
+        .add_code(code, SimCode::normal(MEMBER_CARD_ID));
+    let d = till.start();
+    let answer = scan(&d.http_url(), json!({ "code": code }));
+    assert_eq!(answer["reason_code"], "member_card", "{answer}");
+    assert_eq!(answer["reason"], "会员卡，不是优惠券，不予核销", "{answer}");
+    assert_eq!(answer["detail"], "member card, not a coupon", "{answer}");
+    let listed = get(&d.http_url(), "/v1/redemptions").json();
+    assert_eq!(
+        listed[0]["reason"], "会员卡，不是优惠券，不予核销",
+        "{listed}"
+    );
+    let out = Command::new(bin())
+        .args(["log", "--json", "--lang", "en", "--config"])
+        .arg(&till.config)
+        .output()
+        .expect("redeemd log");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"reason\":\"member card, not a coupon\""),
+        "{text}"
+    );
+    assert!(text.contains("\"reason_code\":\"member_card\""), "{text}");
+    d.kill9();
+}

@@ -73,6 +73,13 @@ pub struct ApiState {
     pub voids: Arc<tokio::sync::Notify>,
 }
 
+impl ApiState {
+    /// A row as this till's readers get it (`[http] language`).
+    fn entry(&self, row: &crate::ledger::Row) -> LogEntry {
+        LogEntry::from(row).in_language(self.language)
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
@@ -273,24 +280,29 @@ async fn post_scan(
         return error(StatusCode::SERVICE_UNAVAILABLE, "redeemd is shutting down");
     }
     match tokio::time::timeout(st.online_wait + Duration::from_secs(10), rx).await {
-        Ok(Ok(o)) => Json(json!({
-            // Only here, to the POS that scanned it, and never stored (outcome payment_code).
-            "payment_code": o.payment_code.as_ref().map(|c| c.expose()),
-            "id": o.id,
-            "code": o.code,
-            "outcome": o.outcome,
-            "state": o.state,
-            "reason": o.reason,
-            "api": o.api,
-            "scanned_at": o.scanned_at,
-            "title": o.title,
-            "kind": o.kind,
-            "value": o.value,
-            "order_id": o.order_id,
-            "amount": o.amount,
-            "cashier": o.cashier,
-        }))
-        .into_response(),
+        Ok(Ok(o)) => {
+            let o = o.in_language(st.language);
+            Json(json!({
+                // Only here, to the POS that scanned it, and never stored (outcome payment_code).
+                "payment_code": o.payment_code.as_ref().map(|c| c.expose()),
+                "id": o.id,
+                "code": o.code,
+                "outcome": o.outcome,
+                "state": o.state,
+                "reason": o.reason,
+                "api": o.api,
+                "scanned_at": o.scanned_at,
+                "title": o.title,
+                "kind": o.kind,
+                "value": o.value,
+                "order_id": o.order_id,
+                "amount": o.amount,
+                "cashier": o.cashier,
+                "reason_code": o.reason_code,
+                "detail": o.detail,
+            }))
+            .into_response()
+        }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, "no answer from the intake"),
     }
 }
@@ -300,18 +312,21 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     // A payment code goes out in full only where a token keeps strangers out.
     let authenticated = st.token.is_some();
+    let lang = st.language;
     let outcomes = BroadcastStream::new(st.bus.outcomes.subscribe())
         .filter_map(|o| o.ok())
-        .map(move |o| Event::default().json_data(outcome_event(&o, authenticated)));
+        .map(move |o| {
+            Event::default().json_data(outcome_event(&o.in_language(lang), authenticated))
+        });
     let scanners = BroadcastStream::new(st.bus.scanners.subscribe())
         .filter_map(|s| s.ok())
         .map(|s| Event::default().event("scanner").json_data(s));
     let settled = BroadcastStream::new(st.bus.settled.subscribe())
         .filter_map(|r| r.ok())
-        .map(|r| {
+        .map(move |r| {
             Event::default()
                 .event("settled")
-                .json_data(LogEntry::from(&r))
+                .json_data(LogEntry::from(&r).in_language(lang))
         });
     // The current scanner states first, so a page opened later knows them too.
     let now: Vec<_> = st
@@ -402,7 +417,13 @@ async fn redemptions(AxState(st): AxState<ApiState>, q: ListParams) -> Response 
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     match st.ledger.call(move |c| report::load(c, &filter)).await {
-        Ok(rows) => Json(rows).into_response(),
+        Ok(rows) => {
+            let rows: Vec<LogEntry> = rows
+                .into_iter()
+                .map(|e| e.in_language(st.language))
+                .collect();
+            Json(rows).into_response()
+        }
         Err(e) => ledger_error(e),
     }
 }
@@ -416,6 +437,10 @@ async fn export(AxState(st): AxState<ApiState>, q: ListParams) -> Response {
     filter.newest_first = false;
     match st.ledger.call(move |c| report::load(c, &filter)).await {
         Ok(rows) => {
+            let rows: Vec<LogEntry> = rows
+                .into_iter()
+                .map(|e| e.in_language(st.language))
+                .collect();
             let mut out = Vec::new();
             if let Err(e) = report::write_csv(&mut out, &rows) {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -488,7 +513,7 @@ async fn resolve(
     {
         Ok(Resolved::Done(row)) => {
             let _ = st.bus.settled.send((*row).clone());
-            Json(LogEntry::from(&*row)).into_response()
+            Json(st.entry(&row)).into_response()
         }
         Ok(Resolved::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
         Ok(Resolved::NotInReview(s)) => error(

@@ -7,7 +7,6 @@ use crate::model::scan::Sale;
 use crate::model::state::State;
 use crate::model::void::VoidPlan;
 use crate::redeem::voids::new_return_request_no;
-use crate::report::LogEntry;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxState};
@@ -56,7 +55,7 @@ pub(super) async fn order(
     {
         Ok(Tied::Done(row)) => {
             let _ = st.bus.settled.send((*row).clone());
-            Json(LogEntry::from(&*row)).into_response()
+            Json(st.entry(&row)).into_response()
         }
         Ok(Tied::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
         Ok(Tied::OtherOrder(o)) => error(
@@ -134,7 +133,7 @@ pub(super) async fn void(
             let _ = st.bus.settled.send((*row).clone());
             answer(&st, plan, *row, settled).await
         }
-        Ok(Voided::Already(row)) => Json(LogEntry::from(&*row)).into_response(),
+        Ok(Voided::Already(row)) => Json(st.entry(&row)).into_response(),
         Ok(Voided::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
         Err(e) => ledger_error(e),
     }
@@ -151,7 +150,7 @@ async fn answer(
             StatusCode::CONFLICT,
             Json(json!({
                 "error": crate::model::void::VOIDED_CARD,
-                "redemption": LogEntry::from(&row),
+                "redemption": st.entry(&row),
             })),
         )
             .into_response(),
@@ -175,21 +174,19 @@ async fn answer(
                 }
             };
             match tokio::time::timeout(st.online_wait, wait).await {
-                Ok(Some(r)) if r.state == State::Returned => {
-                    Json(LogEntry::from(&r)).into_response()
-                }
+                Ok(Some(r)) if r.state == State::Returned => Json(st.entry(&r)).into_response(),
                 Ok(Some(r)) => (
                     StatusCode::CONFLICT,
                     Json(json!({
                         "error": r.reason.clone().unwrap_or_default(),
-                        "redemption": LogEntry::from(&r),
+                        "redemption": st.entry(&r),
                     })),
                 )
                     .into_response(),
-                _ => (StatusCode::ACCEPTED, Json(LogEntry::from(&row))).into_response(),
+                _ => (StatusCode::ACCEPTED, Json(st.entry(&row))).into_response(),
             }
         }
-        VoidPlan::Cancel | VoidPlan::Nothing => Json(LogEntry::from(&row)).into_response(),
+        VoidPlan::Cancel | VoidPlan::Nothing => Json(st.entry(&row)).into_response(),
     }
 }
 

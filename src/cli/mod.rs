@@ -7,6 +7,20 @@ pub(crate) mod records;
 use redeemd::config::Config;
 use std::process::ExitCode;
 
+/// `--lang`, for the commands that print reasons (set once, from the command line).
+static LANG: std::sync::OnceLock<redeemd::config::Language> = std::sync::OnceLock::new();
+
+pub(crate) fn set_lang(lang: Option<redeemd::config::Language>) {
+    if let Some(l) = lang {
+        let _ = LANG.set(l);
+    }
+}
+
+/// The language reasons are printed in: `--lang`, else the config's `[http] language`.
+pub(crate) fn lang(config: &Config) -> redeemd::config::Language {
+    LANG.get().copied().unwrap_or(config.http.language)
+}
+
 /// A configuration problem (`EX_CONFIG`).
 pub(crate) const EX_CONFIG: u8 = 78;
 

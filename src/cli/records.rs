@@ -41,7 +41,7 @@ pub(crate) fn log(
         Err(code) => return code,
     };
     let entries = match report::load(&conn, &filter) {
-        Ok(e) => e,
+        Ok(e) => in_language(e, &config),
         Err(e) => {
             eprintln!("redeemd log: {e}");
             return ExitCode::FAILURE;
@@ -51,6 +51,12 @@ pub(crate) fn log(
 }
 
 /// `--since`/`--until` as times, or the message saying which one is wrong.
+/// The entries' reasons in `--lang` (or the config's language).
+fn in_language(entries: Vec<report::LogEntry>, config: &Config) -> Vec<report::LogEntry> {
+    let lang = super::lang(config);
+    entries.into_iter().map(|e| e.in_language(lang)).collect()
+}
+
 pub(crate) fn time_range(
     since: Option<String>,
     until: Option<String>,
@@ -119,7 +125,7 @@ pub(crate) fn finish_output(who: &str, r: std::io::Result<()>) -> ExitCode {
 }
 
 pub(crate) fn review(path: PathBuf, json: bool) -> ExitCode {
-    let (_, conn) = match load_ledger_ro(&path) {
+    let (config, conn) = match load_ledger_ro(&path) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -129,7 +135,7 @@ pub(crate) fn review(path: PathBuf, json: bool) -> ExitCode {
         ..Filter::default()
     };
     let entries = match report::load(&conn, &filter) {
-        Ok(e) => e,
+        Ok(e) => in_language(e, &config),
         Err(e) => {
             eprintln!("redeemd review: {e}");
             return ExitCode::FAILURE;
@@ -275,7 +281,7 @@ fn operator() -> String {
 }
 
 pub(crate) fn export(path: PathBuf, since: Option<String>, until: Option<String>) -> ExitCode {
-    let (_, conn) = match load_ledger_ro(&path) {
+    let (config, conn) = match load_ledger_ro(&path) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -290,6 +296,7 @@ pub(crate) fn export(path: PathBuf, since: Option<String>, until: Option<String>
     }
     match report::load(&conn, &filter) {
         Ok(entries) => {
+            let entries = in_language(entries, &config);
             let mut out = buffered_stdout();
             finish_output(
                 "redeemd",

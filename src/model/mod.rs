@@ -9,6 +9,7 @@ pub mod code;
 pub mod frame;
 pub mod layout;
 pub mod offline;
+pub mod reason;
 pub mod row;
 pub mod scan;
 pub mod state;

@@ -23,6 +23,8 @@ pub struct Setup {
     pub request_timeout: &'static str,
     /// Raw TOML appended to the config (more scanners, more routes).
     pub extra_toml: String,
+    /// `[http] language`: the tests read English reasons unless they say otherwise.
+    pub language: &'static str,
     /// Raw TOML inside `[offline]` (value caps).
     pub offline_toml: String,
     /// Raw TOML inside the card route (`name`, `card_types`).
@@ -43,6 +45,7 @@ impl Default for Setup {
             extra_toml: String::new(),
             offline_toml: String::new(),
             card_route_toml: String::new(),
+            language: "en",
         }
     }
 }
@@ -125,6 +128,7 @@ max_age = "{max_age}"
 
 [http]
 listen = "127.0.0.1:0"
+language = "{language}"
 "#,
             pty = self.pty.path,
             url = self.sim.url(),
@@ -138,6 +142,7 @@ listen = "127.0.0.1:0"
             max_age = s.max_age,
             offline_toml = s.offline_toml,
             card_route_toml = s.card_route_toml,
+            language = s.language,
         );
         let text = text + "\n" + &s.extra_toml + "\n";
         let text = match &self.sim.pay {

@@ -1,0 +1,326 @@
+//! Reasons in the reader's language. The ledger keeps every reason as the English sentence
+//! redeemd wrote (with WeChat's own words inside, where it quoted them); this table gives
+//! each a stable `reason_code` and its zh-CN wording, for the answers, the events, the pages,
+//! the CLI and the CSV alike. Pure.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Language {
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+impl Language {
+    pub fn tag(self) -> &'static str {
+        match self {
+            Language::ZhCn => "zh-CN",
+            Language::En => "en",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Language> {
+        match s {
+            "zh-CN" | "zh" => Some(Language::ZhCn),
+            "en" => Some(Language::En),
+            _ => None,
+        }
+    }
+}
+
+/// How a stored reason is recognised: its start, or a marker it contains.
+enum Match {
+    Starts(&'static str),
+    Contains(&'static str),
+}
+
+use Match::{Contains, Starts};
+
+/// (how it is recognised, reason_code, zh-CN). Order matters: the first match wins, so the
+/// more specific come first. Codes are stable: tools and people depend on them.
+const TABLE: &[(Match, &str, &str)] = &[
+    (
+        Starts("already redeemed elsewhere"),
+        "already_redeemed_elsewhere",
+        "已在别处核销",
+    ),
+    (
+        Starts("payment code, not a coupon"),
+        "payment_code",
+        "这是付款码，不是优惠券",
+    ),
+    (
+        Starts("member card, not a coupon"),
+        "member_card",
+        "会员卡，不是优惠券，不予核销",
+    ),
+    (
+        Starts("card type not yet known"),
+        "card_type_unknown",
+        "卡券类型尚未确认，暂不核销",
+    ),
+    (
+        Starts("card type "),
+        "card_type_not_accepted",
+        "本收银台不受理此类卡券",
+    ),
+    (
+        Starts("sale below the coupon's minimum"),
+        "below_minimum",
+        "消费金额未达到优惠券使用门槛",
+    ),
+    (
+        Starts("not a code this till accepts"),
+        "not_accepted_here",
+        "本收银台不受理此码",
+    ),
+    (
+        Starts("the route found no code"),
+        "no_code_in_scan",
+        "扫码内容中没有券码",
+    ),
+    (Starts("unreadable scan"), "unreadable", "无法识别的扫码"),
+    (
+        Contains("value is not known"),
+        "refused_offline_unknown_value",
+        "微信未应答，此券面值未知，不可离线受理",
+    ),
+    (
+        Contains("above offline.max_pending_value"),
+        "refused_offline_max_pending_value",
+        "微信未应答，待确认的离线核销总额已达上限，拒绝受理",
+    ),
+    (
+        Contains("offline.max_value"),
+        "refused_offline_max_value",
+        "微信未应答，此券面值超过离线受理上限",
+    ),
+    (
+        Contains("(offline.max_pending)"),
+        "refused_offline_max_pending",
+        "微信未应答，待确认的离线核销笔数已达上限，拒绝受理",
+    ),
+    (
+        Starts("refused at the till: WeChat did not answer"),
+        "refused_offline_not_allowed",
+        "微信未及时应答，此券不可离线受理",
+    ),
+    (
+        Starts("refused at start"),
+        "refused_at_start",
+        "redeemd 在应答前停止，此券不可离线受理，已拒绝",
+    ),
+    (
+        Starts("refused at the till while a use request"),
+        "refused_while_unanswered",
+        "收银台拒绝时核销请求尚无应答，请在商户平台核对此券",
+    ),
+    (
+        Starts("accepted offline, then refused by WeChat"),
+        "accepted_offline_then_refused",
+        "离线受理后被微信拒绝",
+    ),
+    (
+        Starts("invalid code"),
+        "invalid_code",
+        "无效券码：微信不认识此码，或不属于此卡券",
+    ),
+    (
+        Starts("card deleted, being gifted"),
+        "card_unavailable",
+        "卡券已删除、转赠中、过期或已失效",
+    ),
+    (
+        Starts("card status does not allow"),
+        "card_status",
+        "卡券状态不允许核销",
+    ),
+    (
+        Starts("not within the card's valid time"),
+        "not_valid_now",
+        "不在卡券有效期内",
+    ),
+    (Starts("card expired"), "expired", "卡券已过期"),
+    (Starts("card is being gifted"), "gifting", "卡券转赠中"),
+    (
+        Starts("card gift timed out"),
+        "gift_timeout",
+        "卡券转赠超时",
+    ),
+    (
+        Starts("card deleted by its owner"),
+        "deleted",
+        "卡券已被用户删除",
+    ),
+    (Starts("card made unavailable"), "unavailable", "卡券已失效"),
+    (
+        Starts("card cannot be redeemed"),
+        "card_status",
+        "卡券状态不允许核销",
+    ),
+    (Starts("coupon not found"), "coupon_not_found", "券不存在"),
+    (
+        Starts("not allowed (appid"),
+        "not_allowed",
+        "无权核销此券（appid 未与商户号绑定，或不是本商户的券）",
+    ),
+    (
+        Starts("refused by WeChat Pay"),
+        "refused_by_wechat_pay",
+        "微信支付拒绝核销",
+    ),
+    (
+        Starts("voided before WeChat"),
+        "voided",
+        "整单已作废（此券未核销）",
+    ),
+    (
+        Starts("voided after redemption"),
+        "voided_card_redeemed",
+        "核销后整单作废：卡券无法退回，请补偿顾客",
+    ),
+    (
+        Starts("voided, but WeChat Pay refused"),
+        "void_failed",
+        "整单已作废，但微信支付拒绝退券",
+    ),
+    (
+        Starts("redeemed after the till refused it"),
+        "redeemed_after_refusal",
+        "收银台拒绝后仍被核销，请处理",
+    ),
+    (
+        Starts("not confirmed by WeChat within offline.max_age"),
+        "max_age",
+        "超过离线最长等待时间仍未获微信确认",
+    ),
+    (
+        Starts("refused at the till, and whether WeChat"),
+        "unknown_after_refusal",
+        "收银台已拒绝，但微信是否已核销未知",
+    ),
+    (
+        Starts("cannot record"),
+        "cannot_record",
+        "无法记录：账本写入失败，不予受理",
+    ),
+    (
+        Starts("already redeemed here and given back"),
+        "duplicate_returned",
+        "此券已在本机核销并已退回",
+    ),
+    (
+        Starts("already redeemed here"),
+        "duplicate_redeemed",
+        "此券已在本机核销",
+    ),
+    (
+        Starts("already accepted here"),
+        "duplicate_pending",
+        "此券已在本机受理，等待微信确认",
+    ),
+    (
+        Starts("already scanned here and rejected"),
+        "duplicate_rejected",
+        "此券已在本机扫描并被拒",
+    ),
+    (
+        Starts("already scanned here and refused"),
+        "duplicate_refused",
+        "此券已在本机被拒绝受理",
+    ),
+    (
+        Starts("already scanned here; waiting"),
+        "duplicate_review",
+        "此券已扫描，等待店长处理",
+    ),
+    (
+        Starts("WeChat daily API quota exhausted"),
+        "quota_exhausted",
+        "微信每日接口调用次数已用完",
+    ),
+    (
+        Contains("after an earlier attempt of ours went unanswered"),
+        "unknown_after_unanswered",
+        "此前的核销请求未获应答，可能已被本机核销，请核对",
+    ),
+];
+
+fn entry(reason: &str) -> Option<&'static (Match, &'static str, &'static str)> {
+    TABLE.iter().find(|(m, _, _)| match m {
+        Starts(p) => reason.starts_with(p),
+        Contains(p) => reason.contains(p),
+    })
+}
+
+/// The stable code of a stored reason; `other` for one this table does not know (WeChat's
+/// errcodes redeemd does not know, transport errors).
+pub fn code_of(reason: &str) -> &'static str {
+    entry(reason).map_or("other", |(_, code, _)| code)
+}
+
+/// A stored reason as `lang` reads it, and the `detail` to show beside it: the stored text
+/// itself when the translation leaves something out (WeChat's own message, a number).
+pub fn localized(reason: &str, lang: Language) -> (String, Option<String>) {
+    match (lang, entry(reason)) {
+        (Language::En, _) | (Language::ZhCn, None) => (reason.to_string(), None),
+        (Language::ZhCn, Some((_, code, zh))) => {
+            // The refusal it wraps, in the reader's language too.
+            let text = match reason.split_once(": ") {
+                Some((_, inner)) if *code == "accepted_offline_then_refused" => {
+                    format!("{zh}：{}", localized(inner, lang).0)
+                }
+                _ => zh.to_string(),
+            };
+            (text, Some(reason.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_redeemd_writes_has_a_code_and_a_chinese_wording() {
+        #[rustfmt::skip]
+        let table = [
+            ("already redeemed elsewhere", "already_redeemed_elsewhere"),
+            ("payment code, not a coupon", "payment_code"),
+            ("member card, not a coupon", "member_card"),
+            ("card type GIFT not accepted by this till", "card_type_not_accepted"),
+            ("card type not yet known: nothing is consumed before card/get says what the card is", "card_type_unknown"),
+            ("sale below the coupon's minimum of ¥100", "below_minimum"),
+            ("refused at the till: WeChat did not answer in time and this code may not be accepted offline", "refused_offline_not_allowed"),
+            ("refused at the till: WeChat did not answer and 12 redemptions already await confirmation (offline.max_pending)", "refused_offline_max_pending"),
+            ("refused at the till: WeChat did not answer and this code's value ¥20 is above offline.max_value (¥10)", "refused_offline_max_value"),
+            ("refused at the till: WeChat did not answer and this code's value is not known (offline.max_value; offline.accept_unknown_value is off)", "refused_offline_unknown_value"),
+            ("refused at the till: WeChat did not answer and ¥10 of offline acceptances already await confirmation; with this code's ¥10 that is above offline.max_pending_value (¥15)", "refused_offline_max_pending_value"),
+            ("accepted offline, then refused by WeChat: already redeemed elsewhere", "accepted_offline_then_refused"),
+            ("voided after redemption: card codes cannot be returned; compensate the customer", "voided_card_redeemed"),
+            ("already redeemed here (first scanned 2026-12-01T10:00:00+08:00)", "duplicate_redeemed"),
+            ("unexpected WeChat errcode 61007: api unauthorized", "other"),
+        ];
+        for (reason, code) in table {
+            assert_eq!(code_of(reason), code, "{reason}");
+            let (zh, detail) = localized(reason, Language::ZhCn);
+            if code == "other" {
+                assert_eq!((zh.as_str(), detail), (reason, None));
+            } else {
+                assert!(!zh.is_ascii(), "{reason}: {zh}");
+                assert_eq!(detail.as_deref(), Some(reason));
+            }
+            assert_eq!(localized(reason, Language::En), (reason.to_string(), None));
+        }
+        assert_eq!(
+            localized(
+                "accepted offline, then refused by WeChat: already redeemed elsewhere",
+                Language::ZhCn
+            )
+            .0,
+            "离线受理后被微信拒绝：已在别处核销"
+        );
+    }
+}
