@@ -214,6 +214,7 @@ impl Daemon {
             dispatcher_alive: dispatcher_alive.clone(),
             card: self.card.clone(),
             till: config.till.clone(),
+            route_names: Arc::new(config.routes.iter().map(|r| r.name.clone()).collect()),
             voids: voids_wake.clone(),
             hosts: Arc::new(crate::api::host::HostPolicy {
                 listen: config.http.listen.clone(),

@@ -41,6 +41,8 @@ pub struct LogEntry {
     pub wechatpay_use_time: Option<String>,
     /// Index of the `[[route]]` that matched.
     pub route: Option<i64>,
+    /// That route's `name`, when it has one (filled in by whoever knows the config).
+    pub route_name: Option<String>,
     pub resolved_at: Option<String>,
     pub resolved_by: Option<String>,
     pub resolution: Option<String>,
@@ -94,6 +96,7 @@ impl From<&Row> for LogEntry {
             use_request_no: r.use_request_no.clone(),
             wechatpay_use_time: r.wechatpay_use_time.clone(),
             route: r.route,
+            route_name: None,
             resolved_at: r.resolved_at.map(clock::rfc3339),
             resolved_by: r.resolved_by.clone(),
             resolution: r.resolution.clone(),
@@ -118,6 +121,15 @@ impl From<&Row> for LogEntry {
 impl LogEntry {
     /// The entry as a reader of `lang` gets it: the reason translated, the stored one kept
     /// as `detail`.
+    /// Names the entry's route from the config's `[[route]]` names.
+    pub fn with_route_name(mut self, names: &[Option<String>]) -> LogEntry {
+        self.route_name = self
+            .route
+            .and_then(|r| usize::try_from(r).ok())
+            .and_then(|r| names.get(r).cloned().flatten());
+        self
+    }
+
     pub fn in_language(mut self, lang: Language) -> LogEntry {
         if let Some(r) = self.reason.take() {
             let (text, detail) = reason::localized(&r, lang);

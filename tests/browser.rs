@@ -14,6 +14,7 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
     let till = Till::new(Setup {
         // The pages' default language.
         language: "zh-CN",
+        card_route_toml: "name = \"火锅套餐券\"".into(),
         ..Setup::default()
     });
     let c = codes(50, 2);
@@ -110,8 +111,76 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
         ),
         live,
     );
+    // A page a manager reads without help: column headers, the coupon's title, the route's
+    // name, a timeline of every call, and today's redemptions per hour.
+    assert_eq!(
+        b.eval(
+            &manager,
+            "[...document.querySelectorAll('#log th')].map(th => th.textContent).join('|')"
+        ),
+        "编号|时间|状态|券名|面值|订单|券码|扫码次数|原因"
+    );
+    b.wait_for(
+        &manager,
+        "!!document.querySelector('#timeline li[data-call=\"code/consume\"]')",
+        live,
+    );
+    assert_eq!(
+        b.eval(
+            &manager,
+            "document.querySelector('#fields dd[data-field=route]').textContent"
+        ),
+        "火锅套餐券"
+    );
+    assert_eq!(
+        b.eval(
+            &manager,
+            "document.querySelector('#fields dd[data-field=title]').textContent"
+        ),
+        "优惠券 pTESTcardid",
+        "the card's title from card/get"
+    );
+    assert_eq!(
+        b.eval(&manager, "[...document.querySelectorAll('#chart rect')].reduce((n, r) => n + Number(r.dataset.count), 0)"),
+        1
+    );
+    assert_eq!(
+        b.eval(&manager, "document.body.innerText.includes('{')"),
+        false,
+        "no raw JSON on the page"
+    );
 
     shoot(&mut b, &manager, "manager.png");
+
+    // Void from the page: a redeemed card code cannot be returned, so it goes to review;
+    // then the manager resolves it from the same panel.
+    b.eval(&manager, "document.getElementById('d-note').value = '顾客退单', document.getElementById('d-void').click(), true");
+    b.wait_for(
+        &manager,
+        "document.querySelector('#fields dd[data-field=state]').textContent === '待复核'",
+        live,
+    );
+    b.wait_for(
+        &manager,
+        "!!document.querySelector('#review tr[data-id]')",
+        live,
+    );
+    b.eval(&manager, "document.getElementById('d-note').value = '已补偿顾客', document.querySelector('[data-resolve=rejected]').click(), true");
+    b.wait_for(
+        &manager,
+        "document.querySelector('#fields dd[data-field=state]').textContent === '无法核销'",
+        live,
+    );
+    b.wait_for(
+        &manager,
+        "!document.querySelector('#review tr[data-id]')",
+        live,
+    );
+    let row = till.row(&c[0]);
+    assert_eq!(row["state"], "rejected", "{row}");
+    assert_eq!(row["resolution"], "已补偿顾客", "{row}");
+    assert_eq!(row["void"]["reason"], "顾客退单", "{row}");
+    assert_eq!(till.sim.card.consumed_count(&c[0]), 1);
     assert!(std::fs::metadata(dir.join("kiosk.png")).unwrap().len() > 1000);
 
     // A rejected code turns the kiosk red, then it returns to "please scan".

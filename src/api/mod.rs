@@ -69,6 +69,8 @@ pub struct ApiState {
     pub card: Option<Arc<crate::wechat::card::CardApi>>,
     /// This till's name (in the return's idempotency key).
     pub till: String,
+    /// Each `[[route]]`'s `name`, by index.
+    pub route_names: Arc<Vec<Option<String>>>,
     /// Wakes the void worker when a coupon's return is due.
     pub voids: Arc<tokio::sync::Notify>,
 }
@@ -76,7 +78,13 @@ pub struct ApiState {
 impl ApiState {
     /// A row as this till's readers get it (`[http] language`).
     fn entry(&self, row: &crate::ledger::Row) -> LogEntry {
-        LogEntry::from(row).in_language(self.language)
+        self.present(LogEntry::from(row))
+    }
+
+    /// An entry as this till's readers get it: route named, reason in their language.
+    fn present(&self, e: LogEntry) -> LogEntry {
+        e.with_route_name(&self.route_names)
+            .in_language(self.language)
     }
 }
 
@@ -93,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/scans", post(post_scan))
         .route("/v1/events", get(events))
         .route("/v1/redemptions", get(redemptions))
+        .route("/v1/redemptions/{id}", get(redemption))
         .route("/v1/redemptions/{id}/resolve", post(resolve))
         .route("/v1/redemptions/{id}/order", post(sale::order))
         .route("/v1/redemptions/{id}/void", post(sale::void))
@@ -313,6 +322,7 @@ async fn events(
     // A payment code goes out in full only where a token keeps strangers out.
     let authenticated = st.token.is_some();
     let lang = st.language;
+    let names = st.route_names.clone();
     let outcomes = BroadcastStream::new(st.bus.outcomes.subscribe())
         .filter_map(|o| o.ok())
         .map(move |o| {
@@ -326,7 +336,7 @@ async fn events(
         .map(move |r| {
             Event::default()
                 .event("settled")
-                .json_data(LogEntry::from(&r).in_language(lang))
+                .json_data(LogEntry::from(&r).with_route_name(&names).in_language(lang))
         });
     // The current scanner states first, so a page opened later knows them too.
     let now: Vec<_> = st
@@ -418,12 +428,45 @@ async fn redemptions(AxState(st): AxState<ApiState>, q: ListParams) -> Response 
     };
     match st.ledger.call(move |c| report::load(c, &filter)).await {
         Ok(rows) => {
-            let rows: Vec<LogEntry> = rows
-                .into_iter()
-                .map(|e| e.in_language(st.language))
-                .collect();
+            let rows: Vec<LogEntry> = rows.into_iter().map(|e| st.present(e)).collect();
             Json(rows).into_response()
         }
+        Err(e) => ledger_error(e),
+    }
+}
+
+/// One redemption with its timeline: every call from the audit trail.
+async fn redemption(AxState(st): AxState<ApiState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::NOT_FOUND, format!("no redemption {id:?}"));
+    };
+    let found = st
+        .ledger
+        .call(move |c| Ok((store::get(c, id)?, store::attempts_of(c, id)?)))
+        .await;
+    match found {
+        Ok((Some(row), attempts)) => {
+            let attempts: Vec<_> = attempts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "call": a.call,
+                        "started_at": crate::clock::rfc3339(a.started_at),
+                        "ended_at": a.ended_at.map(crate::clock::rfc3339),
+                        "http_status": a.http_status,
+                        "errcode": a.errcode,
+                        "outcome": a.outcome,
+                        "detail": a.detail,
+                    })
+                })
+                .collect();
+            let mut v = serde_json::to_value(st.entry(&row)).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert("attempts".into(), attempts.into());
+            }
+            Json(v).into_response()
+        }
+        Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
         Err(e) => ledger_error(e),
     }
 }
@@ -437,10 +480,7 @@ async fn export(AxState(st): AxState<ApiState>, q: ListParams) -> Response {
     filter.newest_first = false;
     match st.ledger.call(move |c| report::load(c, &filter)).await {
         Ok(rows) => {
-            let rows: Vec<LogEntry> = rows
-                .into_iter()
-                .map(|e| e.in_language(st.language))
-                .collect();
+            let rows: Vec<LogEntry> = rows.into_iter().map(|e| st.present(e)).collect();
             let mut out = Vec::new();
             if let Err(e) = report::write_csv(&mut out, &rows) {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());

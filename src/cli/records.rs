@@ -51,10 +51,14 @@ pub(crate) fn log(
 }
 
 /// `--since`/`--until` as times, or the message saying which one is wrong.
-/// The entries' reasons in `--lang` (or the config's language).
+/// The entries' reasons in `--lang` (or the config's language), their routes named.
 fn in_language(entries: Vec<report::LogEntry>, config: &Config) -> Vec<report::LogEntry> {
     let lang = super::lang(config);
-    entries.into_iter().map(|e| e.in_language(lang)).collect()
+    let names: Vec<Option<String>> = config.routes.iter().map(|r| r.name.clone()).collect();
+    entries
+        .into_iter()
+        .map(|e| e.with_route_name(&names).in_language(lang))
+        .collect()
 }
 
 pub(crate) fn time_range(

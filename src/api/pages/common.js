@@ -7,7 +7,12 @@ const T = {
     cancelled: "已取消", review: "待复核", pending: "待确认", connected: "已连接",
     disconnected: "已断开", resolve: "处理", note: "备注", export: "导出 CSV", search: "搜索末位",
     all: "全部", summary: "今日汇总", log: "核销记录", reviewq: "待复核", scanners: "扫码枪",
-    live: "实时", offline: "离线", route: "规则", total: "合计", detail: "详情",
+    live: "实时", offline: "离线", route: "券种", total: "合计", detail: "详情",
+    returned: "已退券", payment_code: "付款码", id: "编号", time: "时间", state: "状态", title: "券名",
+    value: "面值", order: "订单", code: "券码", scans: "扫码次数", reason: "原因", amount: "订单金额",
+    cashier: "收银员", scanner: "扫码枪", kind: "类型", timeline: "处理过程", void: "整单作废",
+    void_reason: "作废原因", voided: "已作废", scanned: "扫码", answered: "应答收银台", hourly: "今日每小时核销",
+    by: "处理人", call: "调用", result: "结果", empty: "暂无记录", resolve_as: "处理为",
   },
   "en": {
     redeemed: "Redeemed", rejected: "Rejected", duplicate: "Already used", accepted_offline: "Accepted offline",
@@ -15,7 +20,12 @@ const T = {
     cancelled: "Cancelled", review: "Review", pending: "Pending", connected: "connected",
     disconnected: "disconnected", resolve: "Resolve", note: "Note", export: "Export CSV", search: "Last digits",
     all: "All", summary: "Today", log: "Redemption log", reviewq: "Review queue", scanners: "Scanners",
-    live: "live", offline: "offline", route: "Route", total: "Total", detail: "Detail",
+    live: "live", offline: "offline", route: "Coupon", total: "Total", detail: "Detail",
+    returned: "Returned", payment_code: "Payment code", id: "No.", time: "Time", state: "State", title: "Coupon",
+    value: "Value", order: "Order", code: "Code", scans: "Scans", reason: "Reason", amount: "Sale total",
+    cashier: "Cashier", scanner: "Scanner", kind: "Type", timeline: "Timeline", void: "Void sale",
+    void_reason: "Why it is voided", voided: "Voided", scanned: "Scanned", answered: "Till answered", hourly: "Redeemed per hour today",
+    by: "By", call: "Call", result: "Result", empty: "Nothing yet", resolve_as: "Resolve as",
   },
 }[LANG] || {};
 const t = (k) => T[k] || k;
@@ -48,6 +58,16 @@ function mask(code) {
   if (!code) return "";
   const c = Array.from(code);
   return c.length <= 4 ? "*".repeat(c.length) : "*".repeat(c.length - 4) + c.slice(-4).join("");
+}
+
+// Fen as yuan: 1000 → "10", 1050 → "10.50".
+function yuan(fen) {
+  return fen % 100 === 0 ? String(fen / 100) : (fen / 100).toFixed(2);
+}
+
+// "2026-12-01T10:00:00.123+08:00" → "2026-12-01 10:00:00".
+function when(ts) {
+  return (ts || "").replace("T", " ").slice(0, 19);
 }
 
 function el(tag, attrs, ...children) {
