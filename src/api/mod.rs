@@ -462,7 +462,7 @@ async fn redemption(AxState(st): AxState<ApiState>, Path(id): Path<String>) -> R
                 .collect();
             let mut v = serde_json::to_value(st.entry(&row)).unwrap_or_default();
             if let Some(m) = v.as_object_mut() {
-                m.insert("attempts".into(), attempts.into());
+                m.insert("calls".into(), attempts.into());
             }
             Json(v).into_response()
         }

@@ -1,0 +1,323 @@
+//! `docs/openapi.yaml` describes the running daemon: every path is called, and every JSON
+//! answer (and event) is validated against the schema the file gives for its path, method
+//! and status. An answer whose status the file does not list fails, as does a path the test
+//! never reached, so the file cannot drift from the code.
+
+mod support;
+
+use redeemd::sim::{SimCard, SimCode};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use support::*;
+
+struct Spec {
+    doc: Value,
+    /// (method, path template) reached.
+    reached: BTreeSet<(String, String)>,
+}
+
+impl Spec {
+    fn load() -> Spec {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
+                .expect("docs/openapi.yaml");
+        let doc: Value = serde_yaml_ng::from_str(&text).expect("docs/openapi.yaml is YAML");
+        assert_eq!(doc["openapi"], "3.1.0");
+        Spec {
+            doc,
+            reached: BTreeSet::new(),
+        }
+    }
+
+    /// Validates `value` against `schema` (which may `$ref` the components).
+    fn validate(&self, schema: &Value, value: &Value, what: &str) {
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "allOf": [schema],
+            "components": self.doc["components"],
+        });
+        let validator = jsonschema::validator_for(&root).expect("a valid schema");
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}\n{value:#}");
+    }
+
+    fn component(&self, name: &str, value: &Value, what: &str) {
+        self.validate(
+            &json!({ "$ref": format!("#/components/schemas/{name}") }),
+            value,
+            what,
+        );
+    }
+
+    /// Checks one answer: its status is documented for the operation, its content type is
+    /// the documented one, and a JSON body matches the schema.
+    fn check(&mut self, method: &str, template: &str, r: &HttpResponse) {
+        let what = format!("{method} {template} → {}", r.status);
+        let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{template} {method} is not in the file");
+        self.reached
+            .insert((method.to_string(), template.to_string()));
+        let mut response = op["responses"][r.status.to_string()].clone();
+        if let Some(reference) = response["$ref"].as_str() {
+            let name = reference.rsplit('/').next().unwrap_or_default();
+            response = self.doc["components"]["responses"][name].clone();
+        }
+        assert!(
+            response.is_object(),
+            "{what}: status not documented ({})",
+            r.body
+        );
+        let content_type = r
+            .header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let media = &response["content"][&content_type];
+        assert!(
+            media.is_object(),
+            "{what}: content type {content_type:?} not documented"
+        );
+        if content_type == "application/json" {
+            let body: Value =
+                serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
+            self.validate(&media["schema"], &body, &what);
+        }
+    }
+
+    fn every_operation_reached(&self) {
+        let mut missing = Vec::new();
+        for (path, ops) in self.doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                let key = (method.to_ascii_uppercase(), path.clone());
+                if !self.reached.contains(&key) {
+                    missing.push(format!("{} {path}", key.0));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "never called: {missing:?}");
+    }
+}
+
+#[test]
+fn every_answer_matches_the_openapi_file() {
+    let mut spec = Spec::load();
+    let till = Till::with_coupons(Setup {
+        online_wait: "800ms",
+        ..Setup::default()
+    });
+    let card = &till.sim.card;
+    card.add_card(CARD_ID, SimCard::cash("满100减10元", 1000, 10000));
+    let (card_code, member) = ("777800000001", "777800000002");
+    till.sim.add_codes(&[card_code]);
+    card.add_card("pMEMBER", SimCard::member("会员卡"));
+    card.add_code(member, SimCode::normal("pMEMBER"));
+    let pay = till.sim.pay();
+    pay.add_stock(STOCK_ID, "满50减5元", 500, 5000);
+    let (coupon, slow_coupon) = ("BFOPENAPI0001", "BFOPENAPI0002");
+    pay.add_coupon(coupon, STOCK_ID);
+    pay.add_coupon(slow_coupon, STOCK_ID);
+    let d = till.start();
+    let base = d.http_url();
+    let mut events = Sse::connect(&base, "");
+
+    let call = |spec: &mut Spec,
+                method: &str,
+                template: &str,
+                path: &str,
+                body: Option<Value>|
+     -> HttpResponse {
+        let r = match body {
+            Some(b) => post_json(&base, path, &b),
+            None => http(method, &format!("{base}{path}"), &[], b""),
+        };
+        spec.check(method, template, &r);
+        r
+    };
+
+    for p in ["/", "/kiosk", "/healthz", "/metrics", "/v1/export.csv"] {
+        let r = call(&mut spec, "GET", p, p, None);
+        assert_eq!(r.status, 200, "{p}");
+    }
+    call(
+        &mut spec,
+        "GET",
+        "/v1/export.csv",
+        "/v1/export.csv?since=someday",
+        None,
+    );
+
+    let scan =
+        |spec: &mut Spec, body: Value| call(spec, "POST", "/v1/scans", "/v1/scans", Some(body));
+    let redeemed = scan(
+        &mut spec,
+        json!({ "code": card_code, "order_id": "O-1", "amount": 20000, "cashier": "王芳" }),
+    )
+    .json();
+    assert_eq!(redeemed["outcome"], "redeemed", "{redeemed}");
+    let card_id = redeemed["id"].as_i64().expect("id");
+    scan(&mut spec, json!({ "code": member }));
+    scan(&mut spec, json!({ "code": "134567890123456789" }));
+    let used = scan(&mut spec, json!({ "code": coupon })).json();
+    let coupon_id = used["id"].as_i64().expect("id");
+    let slow = scan(&mut spec, json!({ "code": slow_coupon })).json();
+    let slow_id = slow["id"].as_i64().expect("id");
+    scan(&mut spec, json!({}));
+    scan(&mut spec, json!({ "code": "" }));
+    scan(&mut spec, json!({ "code": "1", "encrypt_code": "x" }));
+    let r = http(
+        "POST",
+        &format!("{base}/v1/scans"),
+        &[("Content-Type", "text/plain")],
+        b"x",
+    );
+    spec.check("POST", "/v1/scans", &r);
+
+    // Events: answers, settlements, scanner states.
+    let outcome = events.wait(|name, v| name == "message" && v["code"] == card_code);
+    spec.component("Outcome", &outcome, "an outcome event");
+    let scanner = events.wait(|name, _| name == "scanner");
+    spec.component("ScannerStatus", &scanner, "a scanner event");
+
+    for p in [
+        "/v1/redemptions",
+        "/v1/redemptions?order_id=O-1&limit=5",
+        "/v1/redemptions?state=bogus",
+    ] {
+        call(&mut spec, "GET", "/v1/redemptions", p, None);
+    }
+    let t = "/v1/redemptions/{id}";
+    let detail = call(
+        &mut spec,
+        "GET",
+        t,
+        &format!("/v1/redemptions/{card_id}"),
+        None,
+    );
+    assert!(
+        detail.json()["calls"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{}",
+        detail.body
+    );
+    call(&mut spec, "GET", t, "/v1/redemptions/999999", None);
+
+    let t = "/v1/redemptions/{id}/order";
+    let order = |spec: &mut Spec, id: i64, body: Value| {
+        call(
+            spec,
+            "POST",
+            t,
+            &format!("/v1/redemptions/{id}/order"),
+            Some(body),
+        )
+    };
+    assert_eq!(
+        order(
+            &mut spec,
+            coupon_id,
+            json!({ "order_id": "O-2", "amount": 8000 })
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        order(&mut spec, coupon_id, json!({ "order_id": "O-3" })).status,
+        409
+    );
+    assert_eq!(
+        order(&mut spec, coupon_id, json!({ "amount": 1 })).status,
+        400
+    );
+    assert_eq!(
+        order(&mut spec, 999999, json!({ "order_id": "O-4" })).status,
+        404
+    );
+
+    let t = "/v1/redemptions/{id}/void";
+    let void = |spec: &mut Spec, id: i64, body: Value| {
+        call(
+            spec,
+            "POST",
+            t,
+            &format!("/v1/redemptions/{id}/void"),
+            Some(body),
+        )
+    };
+    assert_eq!(
+        void(
+            &mut spec,
+            coupon_id,
+            json!({ "reason": "退货", "by": "店长" })
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        void(&mut spec, coupon_id, json!({ "reason": "again" })).status,
+        200
+    );
+    assert_eq!(
+        void(&mut spec, card_id, json!({ "reason": "退货" })).status,
+        409
+    );
+    pay.update_faults(|f| f.return_server_error = 1000);
+    assert_eq!(
+        void(&mut spec, slow_id, json!({ "reason": "退货" })).status,
+        202
+    );
+    assert_eq!(
+        void(&mut spec, slow_id, json!({ "reason": " " })).status,
+        400
+    );
+    assert_eq!(
+        void(&mut spec, 999999, json!({ "reason": "x" })).status,
+        404
+    );
+    let settled =
+        events.wait(|name, v| name == "settled" && v["id"] == card_id && v["state"] == "review");
+    spec.component("Redemption", &settled, "a settled event");
+
+    let t = "/v1/redemptions/{id}/resolve";
+    let resolve = |spec: &mut Spec, id: i64, body: Value| {
+        call(
+            spec,
+            "POST",
+            t,
+            &format!("/v1/redemptions/{id}/resolve"),
+            Some(body),
+        )
+    };
+    assert_eq!(
+        resolve(
+            &mut spec,
+            card_id,
+            json!({ "note": "已补偿", "state": "rejected" })
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        resolve(&mut spec, card_id, json!({ "note": "again" })).status,
+        409
+    );
+    assert_eq!(
+        resolve(&mut spec, card_id, json!({ "note": "" })).status,
+        400
+    );
+    assert_eq!(
+        resolve(&mut spec, 999999, json!({ "note": "x" })).status,
+        404
+    );
+
+    // The stream never ends, so its events stand for its answer.
+    spec.reached.insert(("GET".into(), "/v1/events".into()));
+    spec.every_operation_reached();
+    d.kill9();
+}
