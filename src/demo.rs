@@ -7,7 +7,7 @@ use crate::daemon::{Daemon, DaemonError, termination_signal};
 use crate::model::state::TillOutcome;
 use crate::outcome::Outcome;
 use crate::sim::pay::{CouponState, generate_key, pem};
-use crate::sim::{CardSim, PayIdentity, PaySim, SimCode};
+use crate::sim::{CardSim, PayIdentity, PaySim, SimCard, SimCode};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -23,6 +23,9 @@ pub const SAMPLES: &[(&str, &str, &str)] = &[
     ("123456789010", "CONSUMED", "already redeemed elsewhere"),
     ("123456789011", "EXPIRE", "expired"),
 ];
+
+/// A member card's code: never consumed, whatever is scanned.
+pub const MEMBER_SAMPLE: &str = "123456789020";
 
 /// Sample merchant coupons (WeChat Pay), with what WeChat Pay will say about them.
 pub const COUPON_SAMPLES: &[(&str, CouponState, &str)] = &[
@@ -47,6 +50,12 @@ pub async fn run() -> Result<(), DaemonError> {
     for (code, status, _) in SAMPLES {
         sim.add_code(code, SimCode::with_status("pDEMO_card_id", status));
     }
+    sim.add_card(
+        "pDEMO_card_id",
+        SimCard::cash("满100减10元代金券", 1000, 10000),
+    );
+    sim.add_card("pDEMO_member", SimCard::member("会员卡"));
+    sim.add_code(MEMBER_SAMPLE, SimCode::normal("pDEMO_member"));
     let sim_err = |e: String| DaemonError::Config(format!("cannot start the simulator: {e}"));
     let server = sim.start().await.map_err(|e| sim_err(e.to_string()))?;
 
@@ -80,6 +89,7 @@ pub async fn run() -> Result<(), DaemonError> {
     for (code, state, _) in COUPON_SAMPLES {
         pay.add_coupon_in(code, STOCK_ID, *state);
     }
+    pay.add_stock(STOCK_ID, "满50减5元商家券", 500, 5000);
     let pay_primary = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
     let pay_backup = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
     // The pages on the usual port when it is free, else on any free port.
@@ -104,6 +114,7 @@ secret_file = "appsecret"
 base_url = "{url}"
 
 [[route]]
+name = "代金券"
 pattern = "[0-9]{{12}}"
 api = "card"
 
@@ -118,6 +129,7 @@ base_url = "{pay_primary}"
 backup_url = "{pay_backup}"
 
 [[route]]
+name = "商家券"
 pattern = "BF[0-9A-Z]{{8,30}}"
 api = "coupon"
 stock_id = "{STOCK_ID}"
@@ -128,6 +140,7 @@ online_wait = "1500ms"
 
 [http]
 listen = "{listen}"
+language = "en"
 "#,
         url = server.url(),
         listen = http_listen,
@@ -150,6 +163,10 @@ listen = "{listen}"
     for (code, _, what) in SAMPLES {
         let _ = writeln!(out, "  {code}   {what}");
     }
+    let _ = writeln!(
+        out,
+        "  {MEMBER_SAMPLE}   a member card: refused, never consumed"
+    );
     for (code, _, what) in COUPON_SAMPLES {
         let _ = writeln!(out, "  {code}   {what}");
     }
@@ -158,8 +175,12 @@ listen = "{listen}"
         "Any other 12-digit code is unknown to WeChat; an 18-digit code starting 10-15 is a payment code.\n\
          Scan a code twice to see a duplicate. Ctrl-D or Ctrl-C ends the demo.\n\
          Ledger: {}   (afterwards: redeemd log --config {})\n\
-         Manager page: http://{http_listen}/   kiosk page: http://{http_listen}/kiosk\n",
+         Manager page: http://{http_listen}/   kiosk page: http://{http_listen}/kiosk\n\
+         Void a sale: click a redemption on the manager page, give a reason, press \"Void sale\"\n\
+         (a merchant coupon is given back, a card code goes to review), or in another terminal:\n  \
+         redeemd void --config {} ID --reason \"customer returned the goods\"\n",
         config.database.display(),
+        config_path.display(),
         config_path.display()
     );
     let _ = out.flush();
@@ -177,8 +198,9 @@ listen = "{listen}"
                 Ok(o) = outcomes.recv() => print_outcome(&o),
                 Ok(r) = settled.recv() => {
                     // Only later changes: the answer itself is printed above.
-                    if r.till_outcome == Some(TillOutcome::AcceptedOffline) {
-                        println!("  later: #{} {} is now {}", r.id, r.code.expose(), r.state);
+                    if r.till_outcome == Some(TillOutcome::AcceptedOffline) || r.void.is_some() {
+                        let why = r.reason.as_deref().map(|w| format!(" — {w}")).unwrap_or_default();
+                        println!("  later: #{} {} is now {}{why}", r.id, r.code.expose(), r.state);
                     }
                 }
                 else => break,
@@ -205,5 +227,15 @@ fn print_outcome(o: &Outcome) {
         .as_deref()
         .map(|r| format!(" — {r}"))
         .unwrap_or_default();
-    println!("{mark}: {} ({} ms){reason}", o.code.expose(), o.latency_ms);
+    let what = match (&o.title, o.value) {
+        (Some(title), Some(fen)) => format!(" [{title}, ¥{}]", crate::model::catalog::yuan(fen)),
+        (Some(title), None) => format!(" [{title}]"),
+        _ => String::new(),
+    };
+    let id = o.id.map(|i| format!("#{i} ")).unwrap_or_default();
+    println!(
+        "{mark}: {id}{}{what} ({} ms){reason}",
+        o.code.expose(),
+        o.latency_ms
+    );
 }

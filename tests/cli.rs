@@ -143,7 +143,7 @@ fn demo_redeems_codes_typed_on_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"123456789001\n123456789001\n123456789010\nBF0000000001\n")
+        .write_all(b"123456789001\n123456789001\n123456789010\n123456789020\nBF0000000001\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -153,10 +153,19 @@ fn demo_redeems_codes_typed_on_stdin() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("SIMULATED"));
-    assert!(text.contains("redeemed: 123456789001"), "{text}");
-    assert!(text.contains("duplicate: 123456789001"), "{text}");
+    assert!(
+        text.contains("redeemed: #1 123456789001 [满100减10元代金券, ¥10]"),
+        "{text}"
+    );
+    assert!(text.contains("duplicate: #1 123456789001"), "{text}");
     assert!(text.contains("already redeemed elsewhere"), "{text}");
-    assert!(text.contains("redeemed: BF0000000001"), "{text}");
+    assert!(text.contains("123456789020 [会员卡] "), "{text}");
+    assert!(text.contains("member card, not a coupon"), "{text}");
+    assert!(
+        text.contains("BF0000000001 [满50减5元商家券, ¥5]"),
+        "{text}"
+    );
+    assert!(text.contains("redeemd void --config"), "{text}");
 }
 
 #[test]
