@@ -1007,6 +1007,64 @@ api = "card"
         assert!(all.contains("wechat.base_url"), "{all}");
     }
 
+    /// `card_types`, `name` and the offline value caps: what is accepted and what each
+    /// mistake is called.
+    #[test]
+    fn route_card_types_names_and_value_caps() {
+        let with = |route_extra: &str, tail: &str| {
+            let text =
+                GOOD.replace("api = \"card\"", &format!("api = \"card\"\n{route_extra}")) + tail;
+            Config::parse(&text, Path::new("x.toml"))
+        };
+        let c = with("", "").unwrap();
+        assert_eq!(c.routes[0].card_types, CardTypes::Coupons);
+        let c = with(
+            "name = \"火锅套餐券\"\ncard_types = [\"cash\", \"GROUPON\"]",
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.routes[0].name.as_deref(), Some("火锅套餐券"));
+        assert_eq!(
+            c.routes[0].card_types,
+            CardTypes::Only(vec!["CASH".into(), "GROUPON".into()])
+        );
+        assert_eq!(
+            with("card_types = [\"any\"]", "").unwrap().routes[0].card_types,
+            CardTypes::Any
+        );
+        let c = with(
+            "",
+            "\n[offline]\nmax_value = 5000\nmax_pending_value = 20000\naccept_unknown_value = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.offline.max_value,
+                c.offline.max_pending_value,
+                c.offline.accept_unknown_value
+            ),
+            (Some(5000), Some(20000), true)
+        );
+        for (route_extra, tail, key) in [
+            (
+                "card_types = [\"COUPONS\"]",
+                "",
+                "route[0].card_types: \"COUPONS\" is not a WeChat card type",
+            ),
+            (
+                "card_types = [\"any\", \"CASH\"]",
+                "",
+                "route[0].card_types: \"any\" stands alone",
+            ),
+            ("card_types = []", "", "route[0].card_types: empty"),
+            ("name = \"  \"", "", "route[0].name"),
+            ("", "\n[offline]\nmax_value = -1\n", "offline.max_value"),
+        ] {
+            let all = with(route_extra, tail).unwrap_err().problems.join("\n");
+            assert!(all.contains(key), "{route_extra} {tail}: {all}");
+        }
+    }
+
     #[test]
     fn bad_duration_names_key() {
         let text = GOOD.to_string() + "\n[retry]\nbase_delay = \"soon\"\n";

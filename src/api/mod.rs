@@ -517,12 +517,9 @@ async fn resolve(
     Path(id): Path<String>,
     body: Result<Json<ResolveBody>, JsonRejection>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::NOT_FOUND, format!("no redemption {id:?}"));
-    };
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
+    let (id, body) = match sale::id_and_body(&id, body) {
+        Ok(x) => x,
+        Err(answer) => return *answer,
     };
     let note = body.note.trim().to_string();
     if note.is_empty() || note.len() > 2000 {

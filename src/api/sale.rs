@@ -16,8 +16,21 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-fn no_row(id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, format!("no redemption {id:?}"))
+/// A row action's id and JSON body, or the answer that says what is wrong with them.
+pub(super) fn id_and_body<T>(
+    id: &str,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<(i64, T), Box<Response>> {
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("no redemption {id:?}"),
+        )));
+    };
+    match body {
+        Ok(Json(b)) => Ok((id, b)),
+        Err(e) => Err(Box::new(error(e.status(), e.body_text()))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -35,12 +48,9 @@ pub(super) async fn order(
     Path(id): Path<String>,
     body: Result<Json<OrderBody>, JsonRejection>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return no_row(&id);
-    };
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
+    let (id, body) = match id_and_body(&id, body) {
+        Ok(x) => x,
+        Err(answer) => return *answer,
     };
     let sale = match Sale::checked(body.order_id, body.amount, body.cashier) {
         Ok(s) if s.order_id.is_some() => s,
@@ -80,12 +90,9 @@ pub(super) async fn void(
     Path(id): Path<String>,
     body: Result<Json<VoidBody>, JsonRejection>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return no_row(&id);
-    };
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
+    let (id, body) = match id_and_body(&id, body) {
+        Ok(x) => x,
+        Err(answer) => return *answer,
     };
     let reason = body.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 500 {
