@@ -21,7 +21,7 @@ impl Spec {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
                 .expect("docs/openapi.yaml");
-        let doc: Value = serde_yaml_ng::from_str(&text).expect("docs/openapi.yaml is YAML");
+        let doc: Value = serde_saphyr::from_str(&text).expect("docs/openapi.yaml is YAML");
         assert_eq!(doc["openapi"], "3.1.0");
         Spec {
             doc,
