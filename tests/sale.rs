@@ -463,6 +463,27 @@ fn quotas_are_read_by_check_and_exported() {
         metrics.contains("redeemd_wechat_quota_daily_limit{path=\"/card/get\"} 5000"),
         "{metrics}"
     );
+    assert_eq!(
+        get(&d.http_url(), "/healthz").json()["wechat_quota_exhausted"],
+        false
+    );
+
+    // The quota used up: the card API pauses until the reset, and /healthz (which the pages
+    // read for their banner) says so; the till itself is healthy.
+    till.sim.card.update_faults(|f| f.daily_quota = Some(0));
+    let code = "777700000060";
+    till.sim.add_codes(&[code]);
+    let answer = scan(&d.http_url(), json!({ "code": code }));
+    assert_eq!(answer["outcome"], "accepted_offline", "{answer}");
+    let health = get(&d.http_url(), "/healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(
+        health.json()["wechat_quota_exhausted"],
+        true,
+        "{}",
+        health.body
+    );
+    assert_eq!(till.row_state(code).as_deref(), Some("queued"));
     d.kill9();
 }
 

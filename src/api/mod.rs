@@ -567,6 +567,8 @@ async fn healthz(AxState(st): AxState<ApiState>) -> Response {
     let body = json!({
         "ledger": ledger.as_ref().map(|_| "writable".to_string()).unwrap_or_else(|e| e.clone()),
         "dispatcher": if dispatcher { "running" } else { "stopped" },
+        // Not a failure of the till (200 all the same): the pages show it.
+        "wechat_quota_exhausted": st.metrics.quota_exhausted(),
     });
     if ledger.is_ok() && dispatcher {
         (StatusCode::OK, Json(body)).into_response()

@@ -13,6 +13,7 @@ const T = {
     cashier: "收银员", scanner: "扫码枪", kind: "类型", timeline: "处理过程", void: "整单作废",
     void_reason: "作废原因", voided: "已作废", scanned: "扫码", answered: "应答收银台", hourly: "今日每小时核销",
     by: "处理人", call: "调用", result: "结果", empty: "暂无记录", resolve_as: "处理为",
+    quota: "微信每日接口调用次数已用完（45009）：卡券核销暂停，北京时间 0 点后恢复，待确认的记录不会丢失",
   },
   "en": {
     redeemed: "Redeemed", rejected: "Rejected", duplicate: "Already used", accepted_offline: "Accepted offline",
@@ -26,6 +27,7 @@ const T = {
     cashier: "Cashier", scanner: "Scanner", kind: "Type", timeline: "Timeline", void: "Void sale",
     void_reason: "Why it is voided", voided: "Voided", scanned: "Scanned", answered: "Till answered", hourly: "Redeemed per hour today",
     by: "By", call: "Call", result: "Result", empty: "Nothing yet", resolve_as: "Resolve as",
+    quota: "WeChat daily API quota exhausted (45009): card redemptions resume after 00:00 Asia/Shanghai; queued rows wait, nothing is lost",
   },
 }[LANG] || {};
 const t = (k) => T[k] || k;
@@ -52,6 +54,15 @@ function events(onOutcome, onScanner, onSettled, onState) {
   es.addEventListener("scanner", (e) => onScanner && onScanner(JSON.parse(e.data)));
   es.addEventListener("settled", (e) => onSettled && onSettled(JSON.parse(e.data)));
   return es;
+}
+
+// A banner while WeChat's daily quota is used up (asked on every refresh of the page).
+async function quotaBanner(box) {
+  try {
+    const h = await (await fetch("/healthz")).json();
+    box.textContent = h.wechat_quota_exhausted ? t("quota") : "";
+    box.hidden = !h.wechat_quota_exhausted;
+  } catch (_) { /* the page's connection state already says it */ }
 }
 
 function mask(code) {
