@@ -3,7 +3,8 @@
 
 use crate::config::{Config, ScannerKind, WechatPayConfig};
 use crate::ledger::schema;
-use crate::secrets::read_secret_file;
+use crate::model::claim::CodeKey;
+use crate::secrets::{read_private_file, read_secret_file};
 use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Loaded {
     pub pay_keys: Option<PayKeys>,
     /// The local API's bearer token, when `http.token_file` is set.
     pub api_token: Option<Arc<str>>,
+    /// The chain's claim secret, when `[store]` is set.
+    pub code_key: Option<CodeKey>,
     pub warnings: Vec<String>,
 }
 
@@ -56,6 +59,31 @@ pub fn load(config: Config) -> Result<Loaded, Findings> {
         .wechat_pay
         .as_ref()
         .and_then(|p| pay_keys(p, &mut f.problems));
+    if config.store.is_some() {
+        // Said at every start until the guard exists, so nobody relies on it meanwhile.
+        f.warnings.push(
+            "store: this version checks [store] (and its code key) but does not claim codes in NATS yet: each till still guards only its own ledger".into(),
+        );
+    }
+    let code_key = config.store.as_ref().and_then(|s| {
+        read_private_file(&s.code_key_file)
+            .and_then(|bytes| CodeKey::from_bytes(&bytes))
+            .map_err(|e| f.problems.push(format!("store.code_key_file: {e}")))
+            .ok()
+    });
+    for (key, file) in config.store.iter().flat_map(|s| {
+        [
+            ("creds_file", &s.creds_file),
+            ("user_file", &s.user_file),
+            ("nkey_file", &s.nkey_file),
+        ]
+    }) {
+        if let Some(path) = file
+            && let Err(e) = read_private_file(path)
+        {
+            f.problems.push(format!("store.{key}: {e}"));
+        }
+    }
     check_database(&config, &mut f);
     for (i, s) in config.scanners.iter().enumerate() {
         if s.kind == ScannerKind::Stdin {
@@ -77,6 +105,7 @@ pub fn load(config: Config) -> Result<Loaded, Findings> {
         config,
         pay_keys,
         api_token,
+        code_key,
         warnings: f.warnings,
     })
 }

@@ -457,3 +457,47 @@ fn check_lists_every_kind_of_problem_at_once() {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }
 }
+
+/// `[store]`'s code key is a secret shared by the chain's tills: `check` refuses one others
+/// may read, or one too short to be a key, naming `store.code_key_file`; a good one passes.
+#[test]
+fn check_refuses_a_loose_or_short_code_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let till = Till::new(Setup::default());
+    let text = std::fs::read_to_string(&till.config).unwrap();
+    std::fs::write(
+        &till.config,
+        text + "\n[store]\nname = \"store1\"\nnats_url = \"nats://127.0.0.1:4222\"\ncode_key_file = \"code.key\"\n",
+    )
+    .unwrap();
+    let key = till.dir.path().join("code.key");
+    let check = || {
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&till.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let secret = "0123456789abcdef0123456789abcdef-chain-secret";
+    std::fs::write(&key, secret).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = check();
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("store.code_key_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "the secret is never printed");
+    std::fs::write(&key, "short\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = check();
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("at least 32"), "{stderr}");
+    std::fs::write(&key, secret).unwrap();
+    let (code, stderr) = check();
+    assert_eq!(code, Some(0), "{stderr}");
+}

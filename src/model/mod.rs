@@ -5,6 +5,7 @@
 pub mod api;
 pub mod backoff;
 pub mod catalog;
+pub mod claim;
 pub mod code;
 pub mod frame;
 pub mod layout;

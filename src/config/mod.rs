@@ -6,6 +6,7 @@
 
 use crate::duration;
 pub use crate::model::api::Api;
+mod store;
 use crate::model::catalog::CardTypes;
 pub use crate::model::layout::Layout;
 use crate::model::offline::Limits;
@@ -15,6 +16,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use store::StoreConfig;
 
 /// Where `--config` falls back to when neither the flag nor `$REDEEMD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/redeemd/redeemd.toml";
@@ -36,6 +38,8 @@ pub struct Config {
     pub retry: RetryConfig,
     pub offline: OfflineConfig,
     pub http: HttpConfig,
+    /// `[store]`: the store-wide claim on every code (NATS JetStream).
+    pub store: Option<StoreConfig>,
 }
 
 /// Where the local HTTP API listens.
@@ -354,6 +358,9 @@ pub struct OfflineConfig {
     /// A code whose value is not known counts as above `max_value` unless this is true.
     #[serde(default)]
     pub accept_unknown_value: bool,
+    /// No offline acceptance while the store guard cannot answer (needs `[store]`).
+    #[serde(default)]
+    pub require_store_guard: bool,
 }
 
 impl Default for OfflineConfig {
@@ -366,6 +373,7 @@ impl Default for OfflineConfig {
             max_value: None,
             max_pending_value: None,
             accept_unknown_value: false,
+            require_store_guard: false,
         }
     }
 }
@@ -389,6 +397,8 @@ struct RawConfig {
     offline: OfflineConfig,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    store: Option<store::RawStore>,
 }
 
 fn yes() -> bool {
@@ -522,6 +532,12 @@ impl Config {
         }
         check_retry_and_offline(&raw.retry, &raw.offline, &mut problems);
         let http = check_http(raw.http, base, &mut problems);
+        let store = raw
+            .store
+            .map(|s| store::check_store(s, base, raw.offline.online_wait, &mut problems));
+        if raw.offline.require_store_guard && store.is_none() {
+            problems.push("offline.require_store_guard: needs a [store] section".into());
+        }
 
         let config = Config {
             http,
@@ -534,6 +550,7 @@ impl Config {
             routes,
             retry: raw.retry,
             offline: raw.offline,
+            store,
         };
         if !problems.is_empty() {
             return Err(ConfigError {
@@ -1063,6 +1080,61 @@ api = "card"
             let all = with(route_extra, tail).unwrap_err().problems.join("\n");
             assert!(all.contains(key), "{route_extra} {tail}: {all}");
         }
+    }
+
+    /// `[store]` (issue 15): defaults, several servers, and each mistake named.
+    #[test]
+    fn store_section() {
+        let store = |body: &str| {
+            let text = format!("{GOOD}\n[store]\n{body}\n");
+            Config::parse(&text, Path::new("/etc/redeemd/redeemd.toml"))
+        };
+        let c = store("name = \"store12\"\nnats_url = \"nats://10.0.0.5:4222, nats://10.0.0.6:4222\"\ncode_key_file = \"code.key\"")
+            .unwrap();
+        let s = c.store.expect("a store");
+        assert_eq!(
+            s.nats_urls,
+            ["nats://10.0.0.5:4222", "nats://10.0.0.6:4222"]
+        );
+        assert_eq!(s.code_key_file, PathBuf::from("/etc/redeemd/code.key"));
+        assert_eq!(s.claim_timeout, Duration::from_millis(300));
+        assert_eq!(s.claims_bucket, "redeemd_claims");
+        assert_eq!(s.claim_ttl, Duration::from_secs(30 * 86_400));
+        assert!(!c.offline.require_store_guard);
+        for (body, key) in [
+            (
+                "name = \"store 12\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"",
+                "store.name",
+            ),
+            (
+                "name = \"s\"\nnats_url = \"http://a:4222\"\ncode_key_file = \"k\"",
+                "store.nats_url",
+            ),
+            (
+                "name = \"s\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"\nclaim_timeout = \"5s\"",
+                "store.claim_timeout",
+            ),
+            (
+                "name = \"s\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"\ncreds_file = \"c\"\nnkey_file = \"n\"",
+                "one of creds_file",
+            ),
+            (
+                "name = \"s\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"\nclaims_bucket = \"a.b\"",
+                "store.claims_bucket",
+            ),
+        ] {
+            let all = store(body).unwrap_err().problems.join("\n");
+            assert!(all.contains(key), "{body}: {all}");
+        }
+        let text = format!("{GOOD}\n[offline]\nrequire_store_guard = true\n");
+        let all = Config::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            all.contains("offline.require_store_guard: needs a [store] section"),
+            "{all}"
+        );
     }
 
     #[test]
