@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages some tests need: chromium (the pages), systemd (systemd-analyze for the unit).
+# Debian packages some tests need: chromium (the pages), systemd (systemd-analyze for the unit),
+# nats-server (the store guard's tests start real servers; the system service is not used).
 missing=()
+if ! command -v nats-server >/dev/null 2>&1 && [ -z "${REDEEMD_NATS_SERVER:-}" ]; then missing+=(nats-server); fi
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${REDEEMD_CHROMIUM:-}" ]; then missing+=(chromium); fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then missing+=(systemd); fi
 if [ "${#missing[@]}" -gt 0 ]; then

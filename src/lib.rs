@@ -44,4 +44,5 @@ pub mod route;
 pub mod scanner;
 pub(crate) mod secrets;
 pub mod sim;
+pub mod store;
 pub mod wechat;

@@ -6,6 +6,7 @@
 mod daemon;
 mod devices;
 mod http;
+mod nats;
 mod sims;
 
 #[allow(unused_imports)]
@@ -14,6 +15,8 @@ pub use daemon::*;
 pub use devices::*;
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use nats::*;
 #[allow(unused_imports)]
 pub use sims::*;
 use std::time::Duration;

@@ -1,0 +1,193 @@
+//! The claim, on a store's NATS JetStream (`async-nats`). Every call is bounded by
+//! `claim_timeout`: no answer is not "no claim" but `Unavailable`, and the till goes on
+//! alone, saying so.
+
+use crate::config::StoreConfig;
+use crate::store::claim::{ClaimValue, Found, found};
+use async_nats::jetstream::{self, kv};
+use std::time::Duration;
+
+/// Creates the claims bucket with JetStream's own API. `async-nats` 0.45's
+/// `create_key_value` cannot read Debian's nats-server 2.9 answer to it (the stream is not
+/// even created), so the bucket's stream is made here, exactly as a KV bucket's is: one
+/// subject space `$KV.<bucket>.>`, a history per key, roll-ups allowed, deletes denied,
+/// direct gets. Reading and writing it then go through `kv::Store` as usual.
+async fn create_bucket(client: &async_nats::Client, cfg: &StoreConfig) -> Result<(), String> {
+    let bucket = &cfg.claims_bucket;
+    let max_age = u64::try_from(cfg.claim_ttl.as_nanos()).unwrap_or(u64::MAX);
+    let config = serde_json::json!({
+        "name": format!("KV_{bucket}"),
+        "subjects": [format!("$KV.{bucket}.>")],
+        "retention": "limits",
+        "max_msgs_per_subject": 5,
+        "max_age": max_age,
+        "storage": "file",
+        "num_replicas": cfg.nats_urls.len().clamp(1, 3),
+        "discard": "new",
+        "duplicate_window": 120_000_000_000_u64.min(max_age),
+        "allow_rollup_hdrs": true,
+        "deny_delete": true,
+        "allow_direct": true,
+    });
+    let reply = client
+        .request(
+            format!("$JS.API.STREAM.CREATE.KV_{bucket}"),
+            config.to_string().into(),
+        )
+        .await
+        .map_err(|e| format!("store.claims_bucket {bucket}: {e}"))?;
+    let answer: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| format!("store.claims_bucket {bucket}: the answer is not JSON: {e}"))?;
+    match answer.get("error") {
+        // 10058: created meanwhile by another till with the same settings.
+        Some(e) if e.get("err_code").and_then(serde_json::Value::as_i64) != Some(10058) => Err(
+            format!("store.claims_bucket {bucket}: JetStream refused to create it: {e}"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// What a claim came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Created (or a released one taken over): this till holds it, at this revision.
+    Taken { revision: u64 },
+    /// This till held it already (a restart or a rescan).
+    Ours { revision: u64 },
+    /// Another till holds it.
+    Theirs(ClaimValue),
+    /// The store did not answer in time, or answered with an error.
+    Unavailable(String),
+}
+
+pub struct Guard {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    cfg: StoreConfig,
+    /// The claims bucket, opened (or created) by the first claim that reaches the store: a
+    /// till starts whether its store answers or not.
+    kv: tokio::sync::OnceCell<kv::Store>,
+    till: String,
+    timeout: Duration,
+}
+
+impl Guard {
+    /// Connects, retrying in the background while no server answers. The claims bucket is
+    /// opened, or created (replicas: one per server named, at most 3), by the first claim.
+    pub async fn connect(cfg: &StoreConfig, till: &str) -> Result<Guard, String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(cfg.claim_timeout.max(Duration::from_secs(1)))
+            .retry_on_initial_connect()
+            .connect(cfg.nats_urls.join(","))
+            .await
+            .map_err(|e| format!("store.nats_url: {e}"))?;
+        Ok(Guard {
+            js: jetstream::new(client.clone()),
+            client,
+            cfg: cfg.clone(),
+            kv: tokio::sync::OnceCell::new(),
+            till: till.to_string(),
+            timeout: cfg.claim_timeout,
+        })
+    }
+
+    async fn bucket(&self) -> Result<&kv::Store, String> {
+        self.kv
+            .get_or_try_init(|| async {
+                let name = &self.cfg.claims_bucket;
+                match self.js.get_key_value(name).await {
+                    Ok(kv) => Ok(kv),
+                    Err(_) => {
+                        create_bucket(&self.client, &self.cfg).await?;
+                        self.js
+                            .get_key_value(name)
+                            .await
+                            .map_err(|e| format!("store.claims_bucket {name}: {e}"))
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Claims `key` with `value`, within the claim timeout.
+    pub async fn claim(&self, key: &str, value: &ClaimValue) -> Claim {
+        match tokio::time::timeout(self.timeout, self.try_claim(key, value)).await {
+            Ok(c) => c,
+            Err(_) => Claim::Unavailable(format!(
+                "the store did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn try_claim(&self, key: &str, value: &ClaimValue) -> Claim {
+        let kv = match self.bucket().await {
+            Ok(kv) => kv,
+            Err(e) => return Claim::Unavailable(e),
+        };
+        let bytes = match serde_json::to_vec(value) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => return Claim::Unavailable(format!("cannot encode the claim: {e}")),
+        };
+        match kv.create(key, bytes.clone()).await {
+            Ok(revision) => return Claim::Taken { revision },
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Claim::Unavailable(e.to_string()),
+        }
+        let entry = match kv.entry(key).await {
+            Ok(Some(entry)) => entry,
+            // Deleted or purged meanwhile: not ours to take blind; the next scan asks again.
+            Ok(None) => return Claim::Unavailable("the claim vanished while it was read".into()),
+            Err(e) => return Claim::Unavailable(e.to_string()),
+        };
+        match found(&entry.value, &self.till) {
+            Found::Ours => Claim::Ours {
+                revision: entry.revision,
+            },
+            Found::Free => match kv.update(key, bytes, entry.revision).await {
+                Ok(revision) => Claim::Taken { revision },
+                // Another till took it first.
+                Err(_) => match kv.entry(key).await {
+                    Ok(Some(e)) => match found(&e.value, &self.till) {
+                        Found::Theirs(v) => Claim::Theirs(v),
+                        _ => Claim::Unavailable("the claim changed while it was taken".into()),
+                    },
+                    _ => Claim::Unavailable("the claim changed while it was taken".into()),
+                },
+            },
+            Found::Theirs(v) => Claim::Theirs(v),
+            Found::Unreadable => Claim::Theirs(ClaimValue {
+                till: "?".into(),
+                row: None,
+                scan: String::new(),
+                at: 0,
+                api: String::new(),
+                state: "unreadable".into(),
+            }),
+        }
+    }
+
+    /// Moves a claim this till holds on (`redeemed`, `rejected`, `released`, ...), with the
+    /// revision it read: never a blind put. The new revision, or why not.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: &ClaimValue,
+        revision: u64,
+    ) -> Result<u64, String> {
+        let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        let update = async {
+            let kv = self.bucket().await?;
+            kv.update(key, bytes.into(), revision)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, update).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the store did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+}
