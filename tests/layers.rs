@@ -42,7 +42,7 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
         "answers are data",
     ),
     (
-        &["config.rs", "route.rs"],
+        &["config", "route.rs"],
         &["scanner", "redeem", "ledger", "wechat", "api", "daemon"],
         "config is below every part",
     ),
@@ -50,6 +50,11 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
         &["redeem"],
         &["api", "daemon", "fleet"],
         "the pipeline does not know who serves it",
+    ),
+    (
+        &["store"],
+        &["redeem", "ledger", "api", "scanner", "daemon", "fleet"],
+        "the store guard answers claims; the intake decides what they mean",
     ),
 ];
 
