@@ -54,6 +54,9 @@ enum Command {
         /// (openapi/quota/get).
         #[arg(long)]
         quota: bool,
+        /// Also check that the store's NATS answers and its claims bucket opens ([store]).
+        #[arg(long)]
+        connect: bool,
     },
     /// Copy the ledger consistently while the daemon runs (SQLite backup API).
     Backup {
@@ -151,7 +154,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, if demo { "warn" } else { "info" });
     match cli.command {
         Command::Run(c) => run(c.config),
-        Command::Check { config, quota } => check(config.config, quota),
+        Command::Check {
+            config,
+            quota,
+            connect,
+        } => check(config.config, quota, connect),
         Command::Backup { config, dest } => backup(config.config, dest),
         Command::Demo => block_on(async { redeemd::demo::run().await }),
         Command::Devices { sys_root, dev_root } => {

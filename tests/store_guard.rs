@@ -80,3 +80,43 @@ fn one_code_one_till_through_restarts_and_releases() {
         );
     });
 }
+
+/// `redeemd check --connect` says whether the store's NATS answers and its claims bucket
+/// opens: yes against a running server, a failure naming the store once it is gone.
+#[test]
+fn check_connect_reaches_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = NatsServer::start();
+    let till = Till::new(Setup::default());
+    let text = std::fs::read_to_string(&till.config).expect("config");
+    std::fs::write(
+        &till.config,
+        format!(
+            "{text}\n[store]\nname = \"store1\"\nnats_url = \"{}\"\ncode_key_file = \"code.key\"\n",
+            server.url()
+        ),
+    )
+    .expect("config");
+    let key = till.dir.path().join("code.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef-chain").expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let check = || {
+        let out = std::process::Command::new(bin())
+            .args(["check", "--connect", "--config"])
+            .arg(&till.config)
+            .output()
+            .expect("redeemd check --connect");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("bucket redeemd_claims answers"), "{text}");
+    server.kill();
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("store store1"), "{text}");
+}

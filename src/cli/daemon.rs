@@ -79,12 +79,45 @@ pub(crate) fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded,
     Err(ExitCode::from(EX_CONFIG))
 }
 
-pub(crate) fn check(path: PathBuf, quota: bool) -> ExitCode {
-    match load_all(&path, false) {
-        Ok(loaded) if quota => quotas(&loaded),
-        Ok(_) => ExitCode::SUCCESS,
-        Err(code) => code,
+pub(crate) fn check(path: PathBuf, quota: bool, connect: bool) -> ExitCode {
+    let loaded = match load_all(&path, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut code = ExitCode::SUCCESS;
+    if quota {
+        code = quotas(&loaded);
     }
+    if connect && store_answers(&loaded) != ExitCode::SUCCESS {
+        code = ExitCode::FAILURE;
+    }
+    code
+}
+
+/// `check --connect`: the store's NATS answers and its claims bucket opens.
+fn store_answers(loaded: &Loaded) -> ExitCode {
+    let Some(store) = &loaded.config.store else {
+        eprintln!("redeemd check --connect: no [store] section: nothing to connect to");
+        return ExitCode::FAILURE;
+    };
+    let till = loaded.config.till.clone();
+    block_on(async move {
+        let guard = redeemd::store::guard::Guard::connect(store, &till)
+            .await
+            .map_err(DaemonError::Http)?;
+        match guard.probe(std::time::Duration::from_secs(5)).await {
+            Ok(()) => {
+                println!(
+                    "store {}: bucket {} answers on {}",
+                    store.name,
+                    store.claims_bucket,
+                    store.nats_urls.join(", ")
+                );
+                Ok(())
+            }
+            Err(e) => Err(DaemonError::Http(format!("store {}: {e}", store.name))),
+        }
+    })
 }
 
 /// `check --quota`: WeChat's daily quota of every path redeemd calls.

@@ -109,6 +109,19 @@ impl Guard {
             .await
     }
 
+    /// Whether the store answers: the claims bucket opens (or is created), within `within`.
+    pub async fn probe(&self, within: Duration) -> Result<(), String> {
+        match tokio::time::timeout(within, self.bucket()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!(
+                "no answer from {} within {} s",
+                self.cfg.nats_urls.join(", "),
+                within.as_secs()
+            )),
+        }
+    }
+
     /// Claims `key` with `value`, within the claim timeout.
     pub async fn claim(&self, key: &str, value: &ClaimValue) -> Claim {
         match tokio::time::timeout(self.timeout, self.try_claim(key, value)).await {
