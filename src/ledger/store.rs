@@ -1040,6 +1040,10 @@ pub fn void(conn: &mut Connection, id: i64, v: &VoidRequest) -> Result<Voided> {
         return Ok(Voided::Already(Box::new(row)));
     }
     let plan = void_plan(row.state, row.api());
+    // In review: a manager decides first; nothing is written.
+    if plan == VoidPlan::ResolveFirst {
+        return Ok(Voided::Done(plan, Box::new(row)));
+    }
     let (state, reason, void_state, rrn, next) = match plan {
         VoidPlan::Cancel => (
             State::Cancelled,
@@ -1066,9 +1070,6 @@ pub fn void(conn: &mut Connection, id: i64, v: &VoidRequest) -> Result<Voided> {
             (row.state, None, VoidState::Done, None, None)
         }
     };
-    if plan == VoidPlan::ResolveFirst {
-        return Ok(Voided::Done(plan, Box::new(row)));
-    }
     exec(
         &tx,
         "UPDATE redemptions SET state = ?2, reason = coalesce(?3, reason), void_state = ?4, \

@@ -65,21 +65,20 @@ async fn admit_then_consume(
 ) -> Result<TryEnd, LedgerError> {
     let types = ctx.card_types(&row);
     let card_id = seen.card_id.clone().or_else(|| row.card_id.clone());
-    let described = match card_id.as_deref() {
-        _ if !types.checks() => Described::Known(
-            card_id
-                .as_deref()
-                .and_then(|id| ctx.catalog.get(&card_key(id), ctx.clock.now_ms()))
+    let described = match (types.checks(), card_id.as_deref()) {
+        // No check: what the catalog happens to know, and no card/get.
+        (false, id) => Described::Known(
+            id.and_then(|id| ctx.catalog.get(&card_key(id), ctx.clock.now_ms()))
                 .map(|e| e.meta),
         ),
-        None => Described::Unknown(Verdict::settle(
+        (true, None) => Described::Unknown(Verdict::settle(
             Settle::Retry {
                 reason: rules::NO_CARD_ID.into(),
                 throttled: false,
             },
             Health::Healthy,
         )),
-        Some(id) => describe(ctx, api, trail, id).await?,
+        (true, Some(id)) => describe(ctx, api, trail, id).await?,
     };
     let meta = match described {
         Described::Known(meta) => meta,
