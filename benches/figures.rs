@@ -13,19 +13,27 @@
 //!    1,000 and 10,000 codes (`DRAIN_TRACE=1` prints codes/s, the limit and refusals every
 //!    250 ms);
 //! 4. footprint: RSS and idle CPU with a large ledger, and `redeemd log` over it.
+//!
+//! `online_guard` (2g) is benchmark 2 with the store guard on a local `nats-server` (started
+//! here; skipped when there is none): the overhead including the claim, and the claim's own
+//! time.
 
 use redeemd::clock::{SharedClock, SystemClock};
-use redeemd::config::Config;
+use redeemd::config::{Config, StoreConfig};
 use redeemd::ledger::Ledger;
 use redeemd::metrics::Metrics;
+use redeemd::model::claim::CodeKey;
 use redeemd::outcome::Bus;
 use redeemd::redeem::Ctx;
+use redeemd::redeem::claims::StoreGuard;
 use redeemd::redeem::dispatcher::Dispatcher;
 use redeemd::redeem::intake::{Intake, Scan};
 use redeemd::redeem::prefetch::Prefetcher;
 use redeemd::scanner::frame::Framer;
 use redeemd::sim::card::CardFaults;
 use redeemd::sim::{CardSim, SimCode, SimServer};
+use redeemd::store::claim::ClaimValue;
+use redeemd::store::guard::{Claim, Guard};
 use redeemd::wechat::card::CardApi;
 use redeemd::wechat::token::{TokenManager, TokenSource};
 use std::io::{BufRead, BufReader};
@@ -97,6 +105,15 @@ struct Pipeline {
 /// The daemon's pieces, in this process: ledger, intake, and (with a simulator) the
 /// dispatcher with the card API.
 fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
+    pipeline_with(cfg, db, sim_url, None)
+}
+
+fn pipeline_with(
+    cfg: &Config,
+    db: &Path,
+    sim_url: Option<&str>,
+    guard: Option<Arc<StoreGuard>>,
+) -> Pipeline {
     let clock: SharedClock = Arc::new(SystemClock);
     let ledger = Ledger::open(db).unwrap();
     let bus = Bus::new();
@@ -144,6 +161,9 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
         };
         tokio::spawn(d.run(new_rows_rx, stop_rx));
     }
+    if let Some(g) = &guard {
+        tokio::spawn(g.clone().follow(ledger.clone(), 0));
+    }
     Pipeline {
         intake: Intake::new(
             ledger,
@@ -153,7 +173,8 @@ fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
             prefetch,
             bus,
             catalog,
-        ),
+        )
+        .with_guard(guard),
         metrics,
         stop,
     }
@@ -213,7 +234,24 @@ async fn bench_record(dir: &Path, cfg: &Config, n: usize) -> (f64, f64, f64, f64
 }
 
 async fn bench_online(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usize) -> Online {
-    let p = pipeline(cfg, &dir.join("b2.db"), Some(url));
+    bench_online_with(dir, cfg, sim, url, n, None, "b2.db").await
+}
+
+async fn bench_online_with(
+    dir: &Path,
+    cfg: &Config,
+    sim: &CardSim,
+    url: &str,
+    n: usize,
+    guard: Option<Arc<StoreGuard>>,
+    db: &str,
+) -> Online {
+    let offset = if guard.is_some() {
+        500_000_000
+    } else {
+        200_000_000
+    };
+    let p = pipeline_with(cfg, &dir.join(db), Some(url), guard);
     // Not measured: the first scans after a start also pay for one-time work (the token,
     // the HTTP connection, compiling the ledger's statements, a cold page cache).
     let warm_up = n / 10;
@@ -222,7 +260,7 @@ async fn bench_online(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usi
         warm_up: Vec::with_capacity(warm_up),
     };
     for i in 0..warm_up + n {
-        let code = format!("{:012}", 200_000_000 + i);
+        let code = format!("{:012}", offset + i);
         sim.add_code(&code, SimCode::normal("pBENCH"));
         let before = p.metrics.call_seconds_total();
         let t0 = Instant::now();
@@ -501,6 +539,33 @@ fn main() {
         let online = rt.block_on(bench_online(dir, &cfg, &sim, &url, sizes.online));
         report_online(&online);
     }
+    if run("online_guard") {
+        match start_nats(dir) {
+            None => println!("2g. skipped: no nats-server (scripts/test.sh installs it)"),
+            Some((mut nats, nats_url)) => {
+                let (online, claims) = rt.block_on(bench_online_guard(
+                    dir,
+                    &cfg,
+                    &sim,
+                    &url,
+                    sizes.online,
+                    &nats_url,
+                ));
+                report_online_as(
+                    "2g. scan → outcome online, store guard on a local NATS",
+                    &online,
+                );
+                println!(
+                    "2g. the claim alone ({} claims, loopback, 1 server): p50 {:.3} ms, p99 {:.3} ms",
+                    claims.len(),
+                    percentile(&claims, 0.5),
+                    percentile(&claims, 0.99)
+                );
+                let _ = nats.kill();
+                let _ = nats.wait();
+            }
+        }
+    }
     if run("drain") {
         for &n in sizes.drain {
             // The simulator's rate window (1 s) forgets the previous drain first.
@@ -528,12 +593,16 @@ fn report_record((p50, p99, b50, b99): (f64, f64, f64, f64), n: usize) {
 }
 
 fn report_online(o: &Online) {
+    report_online_as("2. scan → outcome online", o);
+}
+
+fn report_online_as(what: &str, o: &Online) {
     let online = &o.measured;
     let totals: Vec<f64> = online.iter().map(|o| o.0).collect();
     let apis: Vec<f64> = online.iter().map(|o| o.1).collect();
     let overhead = overheads(online);
     println!(
-        "2. scan → outcome online ({} scans after {} not counted, simulator answers at once): total p50 {:.3} ms, p99 {:.3} ms; in API calls p50 {:.3} ms; overhead p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (target p99 ≤ 2 ms); the first {} scans: overhead p50 {:.3} ms, max {:.3} ms",
+        "{what} ({} scans after {} not counted, simulator answers at once): total p50 {:.3} ms, p99 {:.3} ms; in API calls p50 {:.3} ms; overhead p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (target p99 ≤ 2 ms); the first {} scans: overhead p50 {:.3} ms, max {:.3} ms",
         online.len(),
         o.warm_up.len(),
         percentile(&totals, 0.5),
@@ -546,6 +615,90 @@ fn report_online(o: &Online) {
         percentile(&overheads(&o.warm_up), 0.5),
         percentile(&overheads(&o.warm_up), 1.0),
     );
+}
+
+/// A `nats-server` with JetStream in `dir`, on a port the OS picks; `None` without one.
+fn start_nats(dir: &Path) -> Option<(std::process::Child, String)> {
+    let bin = std::env::var("REDEEMD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let mut child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+        .arg(dir.join("nats"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let stderr = child.stderr.take()?;
+    let mut port = None;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if let Some(p) = line
+            .split("Listening for client connections on ")
+            .nth(1)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            port = Some(p);
+        }
+        if line.contains("Server is ready") {
+            break;
+        }
+    }
+    Some((child, format!("nats://127.0.0.1:{}", port?)))
+}
+
+fn store_config(url: &str) -> StoreConfig {
+    StoreConfig {
+        name: "bench".into(),
+        nats_urls: vec![url.into()],
+        creds_file: None,
+        user_file: None,
+        nkey_file: None,
+        tls_ca_file: None,
+        code_key_file: "unused".into(),
+        claim_timeout: Duration::from_millis(300),
+        claims_bucket: "redeemd_claims".into(),
+        claim_ttl: Duration::from_secs(86_400),
+    }
+}
+
+/// Benchmark 2 with the store guard; and the claim alone (`Guard::claim`, new keys).
+async fn bench_online_guard(
+    dir: &Path,
+    cfg: &Config,
+    sim: &CardSim,
+    url: &str,
+    n: usize,
+    nats: &str,
+) -> (Online, Vec<f64>) {
+    let store = store_config(nats);
+    let guard = Guard::connect(&store, "bench-till").await.unwrap();
+    guard.probe(Duration::from_secs(10)).await.unwrap();
+    let mut claims = Vec::with_capacity(n);
+    for i in 0..n {
+        let value = ClaimValue {
+            till: "bench-till".into(),
+            row: None,
+            scan: format!("s{i}"),
+            at: 0,
+            api: "card".into(),
+            state: "claimed".into(),
+        };
+        let t0 = Instant::now();
+        let c = guard.claim(&format!("{i:064x}"), &value).await;
+        claims.push(ms(t0.elapsed()));
+        assert!(matches!(c, Claim::Taken { .. }), "{c:?}");
+    }
+    let key = CodeKey::from_bytes(b"bench-code-key-0123456789abcdef-0123").unwrap();
+    let store_guard = Arc::new(StoreGuard::new(
+        Guard::connect(&store, "bench-till").await.unwrap(),
+        key,
+        "bench-till",
+        cfg.offline.online_wait,
+        false,
+        Arc::new(Metrics::default()),
+        Arc::new(SystemClock),
+    ));
+    let online = bench_online_with(dir, cfg, sim, url, n, Some(store_guard), "b2g.db").await;
+    (online, claims)
 }
 
 fn report_drain(d: &Drain, n: usize, plot: &Path) {

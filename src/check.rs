@@ -59,12 +59,6 @@ pub fn load(config: Config) -> Result<Loaded, Findings> {
         .wechat_pay
         .as_ref()
         .and_then(|p| pay_keys(p, &mut f.problems));
-    if config.store.is_some() {
-        // Said at every start until the guard exists, so nobody relies on it meanwhile.
-        f.warnings.push(
-            "store: this version checks [store] (and its code key) but does not claim codes in NATS yet: each till still guards only its own ledger".into(),
-        );
-    }
     let code_key = config.store.as_ref().and_then(|s| {
         read_private_file(&s.code_key_file)
             .and_then(|bytes| CodeKey::from_bytes(&bytes))

@@ -56,6 +56,11 @@ pub fn rfc3339_seconds(ms: Millis) -> String {
     local(ms).to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
+/// `HH:MM` in the till's local time, for a cashier.
+pub fn hh_mm(ms: Millis) -> String {
+    local(ms).format("%H:%M").to_string()
+}
+
 fn local(ms: Millis) -> DateTime<Local> {
     Local
         .timestamp_millis_opt(ms)

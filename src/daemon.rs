@@ -9,16 +9,19 @@ use crate::ledger::lock::LedgerLock;
 use crate::ledger::store;
 use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::metrics::Metrics;
+use crate::model::claim::CodeKey;
 use crate::notify::Notifier;
 use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::catalog::Catalog;
+use crate::redeem::claims::StoreGuard;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::{Intake, Pending};
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::voids::VoidWorker;
 use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
+use crate::store::guard::Guard;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
 use crate::wechat::pay_sign::MerchantAuth;
@@ -103,6 +106,8 @@ pub struct Daemon {
     api_token: Option<Arc<str>>,
     /// Stop once every scanner source has ended (the demo's standard input closing).
     pub exit_when_sources_end: bool,
+    /// The chain's claim secret, with `[store]`.
+    code_key: Option<CodeKey>,
     /// This daemon alone runs on the ledger, while it lives.
     _lock: LedgerLock,
 }
@@ -119,6 +124,7 @@ impl Daemon {
             config,
             pay_keys,
             api_token,
+            code_key,
             ..
         } = loaded;
         // Before anything else: a second daemon must not touch the first one's socket.
@@ -144,8 +150,33 @@ impl Daemon {
             card,
             coupon,
             exit_when_sources_end: false,
+            code_key,
             _lock: lock,
         })
+    }
+
+    /// The store guard, with `[store]`: connected in the background (a till starts with
+    /// its store down).
+    async fn store_guard(
+        &self,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Arc<StoreGuard>>, DaemonError> {
+        let (Some(store), Some(key)) = (&self.config.store, &self.code_key) else {
+            return Ok(None);
+        };
+        let guard = Guard::connect(store, &self.config.till)
+            .await
+            .map_err(DaemonError::Config)?;
+        tracing::info!(event = "store_guard", store = %store.name, servers = %store.nats_urls.join(","), "claiming every code in the store's NATS");
+        Ok(Some(Arc::new(StoreGuard::new(
+            guard,
+            key.clone(),
+            &self.config.till,
+            self.config.offline.online_wait,
+            self.config.offline.require_store_guard,
+            metrics.clone(),
+            self.clock.clone(),
+        ))))
     }
 
     pub fn bus(&self) -> Bus {
@@ -238,6 +269,10 @@ impl Daemon {
             stop_sources_rx,
             &self.bus.outcomes,
         );
+        let guard = self.store_guard(&metrics).await?;
+        let follower = guard
+            .clone()
+            .map(|g| tokio::spawn(g.follow(self.ledger.clone(), self.clock.now_ms())));
         let intake = Intake::new(
             self.ledger.clone(),
             self.clock.clone(),
@@ -246,7 +281,8 @@ impl Daemon {
             prefetch,
             self.bus.clone(),
             catalog,
-        );
+        )
+        .with_guard(guard);
         // What sends to WeChat starts last, once nothing else can fail to start.
         let alive = dispatcher_alive.clone();
         let stop = stop_rx.clone();
@@ -356,6 +392,11 @@ impl Daemon {
         let _ = returns.await;
         if let Some(q) = quotas {
             q.abort();
+        }
+        // Each of its steps is one commit after one store call: stopping mid-way loses
+        // nothing (the next start follows on).
+        if let Some(f) = follower {
+            f.abort();
         }
         let result = match dispatcher_ended {
             Some(ended) => ended,

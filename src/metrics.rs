@@ -32,6 +32,9 @@ pub struct Metrics {
     quotas: Mutex<BTreeMap<String, (i64, i64, i64)>>,
     /// Void requests by what they did (`model::void::VoidPlan`, `already`, `refused`).
     voids: Mutex<BTreeMap<String, u64>>,
+    /// Store-guard claims by result (`taken`, `ours`, `elsewhere`, `abandoned`,
+    /// `unavailable`); `None` without `[store]`.
+    claims: Mutex<Option<BTreeMap<String, u64>>>,
 }
 
 impl Metrics {
@@ -84,6 +87,21 @@ impl Metrics {
     pub fn count_void(&self, result: &str) {
         if let Ok(mut v) = self.voids.lock() {
             *v.entry(result.into()).or_default() += 1;
+        }
+    }
+
+    /// Turns the store-guard series on (a till with `[store]`).
+    pub fn enable_store_guard(&self) {
+        if let Ok(mut c) = self.claims.lock() {
+            c.get_or_insert_with(BTreeMap::new);
+        }
+    }
+
+    pub fn count_claim(&self, result: &str) {
+        if let Ok(mut c) = self.claims.lock() {
+            *c.get_or_insert_with(BTreeMap::new)
+                .entry(result.into())
+                .or_default() += 1;
         }
     }
 
@@ -152,6 +170,27 @@ impl Metrics {
             for (result, n) in v.iter() {
                 let _ = writeln!(out, "redeemd_voids_total{{result=\"{result}\"}} {n}");
             }
+        }
+        if let Ok(c) = self.claims.lock()
+            && let Some(c) = c.as_ref()
+        {
+            header(
+                out,
+                "redeemd_claims_total",
+                "counter",
+                "Store-guard claims since start, by result (taken, ours, elsewhere, abandoned, unavailable).",
+            );
+            for (result, n) in c.iter() {
+                let _ = writeln!(out, "redeemd_claims_total{{result=\"{result}\"}} {n}");
+            }
+            header(
+                out,
+                "redeemd_guard_unavailable_total",
+                "counter",
+                "Scans the store guard did not answer for within claim_timeout (the till went on alone).",
+            );
+            let n = c.get("unavailable").copied().unwrap_or(0);
+            let _ = writeln!(out, "redeemd_guard_unavailable_total {n}");
         }
         header(
             out,

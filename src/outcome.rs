@@ -38,6 +38,8 @@ pub struct Outcome {
     pub order_id: Option<String>,
     pub amount: Option<i64>,
     pub cashier: Option<String>,
+    /// How the store guard's claim went (`LogEntry::guard`).
+    pub guard: Option<&'static str>,
     /// The full payment code, for the POS to charge (outcome `payment_code` only). Never
     /// serialized with the rest: the API adds it to the scan's own answer and to an
     /// authenticated event stream, and nothing else ever sees it.
@@ -72,6 +74,7 @@ impl Outcome {
             order_id: row.order_id.clone(),
             amount: row.amount,
             cashier: row.cashier.clone(),
+            guard: row.guard.map(|g| g.as_str()),
             payment_code: None,
         }
     }
@@ -105,6 +108,7 @@ impl Outcome {
             order_id: None,
             amount: None,
             cashier: None,
+            guard: None,
             payment_code: None,
         }
     }

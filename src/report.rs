@@ -56,6 +56,9 @@ pub struct LogEntry {
     pub cashier: Option<String>,
     /// The void of the sale, if there was one.
     pub void: Option<VoidEntry>,
+    /// How the store guard's claim went: `claimed`, `unavailable` (the till went on
+    /// alone), `elsewhere` (another till has the code), `abandoned`; none without `[store]`.
+    pub guard: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +117,7 @@ impl From<&Row> for LogEntry {
                 return_request_no: v.return_request_no.clone(),
                 returned_at: v.returned_at.map(clock::rfc3339),
             }),
+            guard: r.guard.map(|g| g.as_str()),
         }
     }
 }
@@ -213,7 +217,7 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 }
 
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
-pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail";
+pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard";
 
 fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
     // Quote what needs it; neutralise spreadsheet formulas (=, +, -, @ at the start).
@@ -231,7 +235,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
     for e in entries {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let void = e.void.as_ref();
-        let fields: [String; 31] = [
+        let fields: [String; 32] = [
             e.id.to_string(),
             e.code.expose().to_string(),
             e.api.unwrap_or("").into(),
@@ -263,6 +267,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
             void.and_then(|v| v.returned_at.clone()).unwrap_or_default(),
             e.reason_code.unwrap_or_default().into(),
             e.detail.clone().unwrap_or_default(),
+            e.guard.unwrap_or_default().into(),
         ];
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {

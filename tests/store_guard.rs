@@ -46,7 +46,7 @@ fn one_code_one_till_through_restarts_and_releases() {
         let a = Guard::connect(&cfg, "till-a").await.expect("till A connects");
         let b = Guard::connect(&cfg, "till-b").await.expect("till B connects");
         let key = "a".repeat(64);
-        let Claim::Taken { revision } = a.claim(&key, &value("till-a", "claimed")).await else {
+        let Claim::Taken { .. } = a.claim(&key, &value("till-a", "claimed")).await else {
             panic!("the first claim is taken");
         };
         match b.claim(&key, &value("till-b", "claimed")).await {
@@ -55,7 +55,10 @@ fn one_code_one_till_through_restarts_and_releases() {
         }
         // Till A after a restart: a new connection, the same till.
         let a2 = Guard::connect(&cfg, "till-a").await.expect("till A again");
-        assert!(matches!(a2.claim(&key, &value("till-a", "claimed")).await, Claim::Ours { .. }));
+        // Its own claim, written again (with the revision) to name the new scan.
+        let Claim::Ours { revision } = a2.claim(&key, &value("till-a", "claimed")).await else {
+            panic!("till A knows its own claim");
+        };
         // Released (a row cancelled and never sent): another till may take it, once.
         let released = a
             .update(&key, &value("till-a", RELEASED), revision)
@@ -119,4 +122,43 @@ fn check_connect_reaches_the_store() {
     let (code, text) = check();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("store store1"), "{text}");
+}
+
+/// A store whose NATS wants a user and password: `user_file` (0600, "user:password") gets
+/// the till in; a wrong password is "unavailable", never "no claim"; a key file others may
+/// read is refused before anything is sent.
+#[test]
+fn user_file_logs_the_till_in() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = NatsServer::start_with(&["--user", "till1", "--pass", "s3cret-pass"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("store.user");
+    let with = |text: &str, mode: u32| {
+        std::fs::write(&file, text).expect("user file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        StoreConfig {
+            user_file: Some(file.clone()),
+            ..config(&server.url())
+        }
+    };
+    rt.block_on(async {
+        let g = Guard::connect(&with("till1:s3cret-pass\n", 0o600), "till-a")
+            .await
+            .expect("connects");
+        let c = g.claim(&"c".repeat(64), &value("till-a", "claimed")).await;
+        assert!(matches!(c, Claim::Taken { .. }), "{c:?}");
+        let wrong = Guard::connect(&with("till1:wrong", 0o600), "till-a").await;
+        if let Ok(g) = wrong {
+            let c = g.claim(&"d".repeat(64), &value("till-a", "claimed")).await;
+            assert!(matches!(c, Claim::Unavailable(_)), "{c:?}");
+        }
+        let open = Guard::connect(&with("till1:s3cret-pass", 0o644), "till-a").await;
+        assert!(
+            open.as_ref()
+                .err()
+                .is_some_and(|e| e.contains("store.user_file")),
+            "a user file others may read is refused"
+        );
+    });
 }

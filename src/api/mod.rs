@@ -307,6 +307,7 @@ async fn post_scan(
                 "order_id": o.order_id,
                 "amount": o.amount,
                 "cashier": o.cashier,
+                "guard": o.guard,
                 "reason_code": o.reason_code,
                 "detail": o.detail,
             }))

@@ -484,6 +484,7 @@ impl Config {
             max_value: self.offline.max_value,
             max_pending_value: self.offline.max_pending_value,
             accept_unknown_value: self.offline.accept_unknown_value,
+            guard_missing: false,
         }
     }
 

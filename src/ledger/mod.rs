@@ -4,6 +4,7 @@
 //! writer means no lock contention); async code talks to it through [`Ledger`], which ships
 //! closures over a channel and awaits their results. All SQL lives in [`store`].
 
+pub mod claims;
 pub mod lock;
 pub mod reader;
 pub mod schema;

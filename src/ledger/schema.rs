@@ -193,6 +193,32 @@ CREATE TABLE catalog (
     fetched_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 8: the store guard (issue 15). `guard` says how the store's claim went for the row;
+    // `claims` holds this till's claims in the store's bucket, written before each claim
+    // is sent (so a restart finds it) and tied to its row once the row is recorded.
+    r#"
+ALTER TABLE redemptions ADD COLUMN guard TEXT
+    CHECK (guard IN ('claimed', 'unavailable', 'elsewhere', 'abandoned'));
+CREATE TABLE claims (
+    key       TEXT PRIMARY KEY,  -- HMAC-SHA256(code_key, code), hex: the bucket's key
+    scan      TEXT NOT NULL,     -- the scan id the claim's value names
+    pending   INTEGER NOT NULL,  -- 1: sent (or about to be), its answer not recorded yet
+    row       INTEGER REFERENCES redemptions(id),
+    revision  INTEGER,           -- the bucket's revision of our value; NULL: not known to hold it
+    dirty     INTEGER NOT NULL DEFAULT 1,  -- the row changed since the bucket was told
+    synced    TEXT,              -- the claim state last written for the row
+    at        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX claims_pending ON claims(pending) WHERE pending = 1;
+CREATE INDEX claims_dirty ON claims(row) WHERE dirty = 1 AND row IS NOT NULL;
+CREATE UNIQUE INDEX claims_row ON claims(row) WHERE row IS NOT NULL;
+-- The claim follows its row: every change of state is for the bucket to hear.
+CREATE TRIGGER claims_follow AFTER UPDATE OF state ON redemptions
+    WHEN OLD.state IS NOT NEW.state
+BEGIN
+    UPDATE claims SET dirty = 1 WHERE row = NEW.id;
+END;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -556,6 +582,9 @@ mod tests {
             indexes,
             [
                 "attempts_redemption",
+                "claims_dirty",
+                "claims_pending",
+                "claims_row",
                 "redemptions_code",
                 "redemptions_order",
                 "redemptions_pending",

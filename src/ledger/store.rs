@@ -34,14 +34,14 @@ macro_rules! needs_work {
     };
 }
 
-pub use crate::model::row::{Row, Void, VoidState};
+pub use crate::model::row::{Guard, Row, Void, VoidState};
 
-const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
+pub(super) const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, reason, till_outcome, \
     unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at, redeemed_at, \
     next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time, \
     resolved_at, resolved_by, resolution, order_id, amount, cashier, title, kind, value, \
     void_state, void_reason, voided_by, voided_at, return_request_no, \
-    next_void_at, returned_at";
+    next_void_at, returned_at, guard";
 
 fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -51,79 +51,88 @@ fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     )
 }
 
-fn read_row(r: &rusqlite::Row) -> Result<Row> {
-    let api: Option<String> = r.get(2)?;
+pub(super) fn read_row(r: &rusqlite::Row) -> Result<Row> {
+    read_row_at(r, 0)
+}
+
+/// [`read_row`] for a row whose columns start at `o`.
+pub(super) fn read_row_at(r: &rusqlite::Row, o: usize) -> Result<Row> {
+    let api: Option<String> = r.get(o + 2)?;
     let api = match api.as_deref() {
         None => None,
         Some(a) => Some(
             Api::parse(a)
-                .ok_or_else(|| bad_value(2, "api", a))?
+                .ok_or_else(|| bad_value(o + 2, "api", a))?
                 .as_str(),
         ),
     };
-    let state: String = r.get(6)?;
-    let till: Option<String> = r.get(8)?;
+    let state: String = r.get(o + 6)?;
+    let till: Option<String> = r.get(o + 8)?;
     Ok(Row {
-        id: r.get(0)?,
-        code: Code::new(r.get::<_, String>(1)?),
+        id: r.get(o)?,
+        code: Code::new(r.get::<_, String>(o + 1)?),
         api,
-        route: r.get(3)?,
-        card_id: r.get(4)?,
-        aim_id: r.get(5)?,
-        state: State::parse(&state).ok_or_else(|| bad_value(6, "state", &state))?,
-        reason: r.get(7)?,
+        route: r.get(o + 3)?,
+        card_id: r.get(o + 4)?,
+        aim_id: r.get(o + 5)?,
+        state: State::parse(&state).ok_or_else(|| bad_value(o + 6, "state", &state))?,
+        reason: r.get(o + 7)?,
         till_outcome: match till {
             None => None,
-            Some(t) => Some(TillOutcome::parse(&t).ok_or_else(|| bad_value(8, "outcome", &t))?),
+            Some(t) => Some(TillOutcome::parse(&t).ok_or_else(|| bad_value(o + 8, "outcome", &t))?),
         },
-        unconfirmed: r.get(9)?,
-        scans: r.get(10)?,
-        attempts: r.get(11)?,
-        scanner: r.get(12)?,
-        till: r.get(13)?,
-        scanned_at: r.get(14)?,
-        updated_at: r.get(15)?,
-        redeemed_at: r.get(16)?,
-        next_attempt_at: r.get(17)?,
-        openid: r.get(18)?,
-        note: r.get(19)?,
-        stock_id: r.get(20)?,
-        use_request_no: r.get(21)?,
-        use_time: r.get(22)?,
-        wechatpay_use_time: r.get(23)?,
-        resolved_at: r.get(24)?,
-        resolved_by: r.get(25)?,
-        resolution: r.get(26)?,
-        order_id: r.get(27)?,
-        amount: r.get(28)?,
-        cashier: r.get(29)?,
-        title: r.get(30)?,
-        kind: r.get(31)?,
-        value: r.get(32)?,
-        void: read_void(r)?,
+        unconfirmed: r.get(o + 9)?,
+        scans: r.get(o + 10)?,
+        attempts: r.get(o + 11)?,
+        scanner: r.get(o + 12)?,
+        till: r.get(o + 13)?,
+        scanned_at: r.get(o + 14)?,
+        updated_at: r.get(o + 15)?,
+        redeemed_at: r.get(o + 16)?,
+        next_attempt_at: r.get(o + 17)?,
+        openid: r.get(o + 18)?,
+        note: r.get(o + 19)?,
+        stock_id: r.get(o + 20)?,
+        use_request_no: r.get(o + 21)?,
+        use_time: r.get(o + 22)?,
+        wechatpay_use_time: r.get(o + 23)?,
+        resolved_at: r.get(o + 24)?,
+        resolved_by: r.get(o + 25)?,
+        resolution: r.get(o + 26)?,
+        order_id: r.get(o + 27)?,
+        amount: r.get(o + 28)?,
+        cashier: r.get(o + 29)?,
+        title: r.get(o + 30)?,
+        kind: r.get(o + 31)?,
+        value: r.get(o + 32)?,
+        void: read_void(r, o)?,
+        guard: match r.get::<_, Option<String>>(40)? {
+            None => None,
+            Some(g) => Some(Guard::parse(&g).ok_or_else(|| bad_value(o + 40, "guard", &g))?),
+        },
     })
 }
 
 /// The void columns (33..=39), when the row has been voided.
-fn read_void(r: &rusqlite::Row) -> Result<Option<Void>> {
+fn read_void(r: &rusqlite::Row, o: usize) -> Result<Option<Void>> {
     let Some(state) = r.get::<_, Option<String>>(33)? else {
         return Ok(None);
     };
     Ok(Some(Void {
-        state: VoidState::parse(&state).ok_or_else(|| bad_value(33, "void state", &state))?,
+        state: VoidState::parse(&state).ok_or_else(|| bad_value(o + 33, "void state", &state))?,
         reason: r.get::<_, Option<String>>(34)?.unwrap_or_default(),
-        by: r.get(35)?,
+        by: r.get(o + 35)?,
         at: r.get::<_, Option<Millis>>(36)?.unwrap_or_default(),
-        return_request_no: r.get(37)?,
-        next_at: r.get(38)?,
-        returned_at: r.get(39)?,
+        return_request_no: r.get(o + 37)?,
+        next_at: r.get(o + 38)?,
+        returned_at: r.get(o + 39)?,
     }))
 }
 
 /// One operation's writes, all or nothing. On its own: an `IMMEDIATE` transaction (another
 /// process may write too: `redeemd resolve`). Inside the ledger thread's group commit: a
 /// savepoint, so a failing operation undoes only its own writes.
-enum Write<'c> {
+pub(super) enum Write<'c> {
     Own(Transaction<'c>),
     Nested(Savepoint<'c>),
 }
@@ -139,7 +148,7 @@ impl Deref for Write<'_> {
 }
 
 impl Write<'_> {
-    fn commit(self) -> Result<()> {
+    pub(super) fn commit(self) -> Result<()> {
         match self {
             Write::Own(t) => t.commit(),
             Write::Nested(s) => s.commit(),
@@ -154,7 +163,7 @@ impl Write<'_> {
     }
 }
 
-fn immediate(conn: &mut Connection) -> Result<Write<'_>> {
+pub(super) fn immediate(conn: &mut Connection) -> Result<Write<'_>> {
     if conn.is_autocommit() {
         Ok(Write::Own(conn.transaction_with_behavior(
             TransactionBehavior::Immediate,
@@ -165,7 +174,7 @@ fn immediate(conn: &mut Connection) -> Result<Write<'_>> {
 }
 
 /// The one value of a one-row query, through the statement cache (see [`exec`]).
-fn one<T: rusqlite::types::FromSql>(
+pub(super) fn one<T: rusqlite::types::FromSql>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -175,7 +184,7 @@ fn one<T: rusqlite::types::FromSql>(
 
 /// Runs a statement through the connection's statement cache: the hot writes are the same
 /// few statements over and over, and compiling them each time costs more than running them.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+pub(super) fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
 
@@ -195,7 +204,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Row>> {
 }
 
 /// [`get`] for a row that must exist (one this transaction has just written).
-fn get_in(conn: &Connection, id: i64) -> Result<Row> {
+pub(super) fn get_in(conn: &Connection, id: i64) -> Result<Row> {
     get(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
@@ -234,6 +243,15 @@ pub const REOPENED_BY_RESCAN: &str = "scanned again after the till had refused i
 
 /// Records a scan of a routed code: a new row, or one more read of a known one.
 pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
+    record_scan_with(conn, s, None)
+}
+
+/// [`record_scan`], with the store guard's claim tied to the row in the same commit.
+pub(super) fn record_scan_with(
+    conn: &mut Connection,
+    s: &NewScan,
+    claim: Option<&super::claims::ClaimTie>,
+) -> Result<Recorded> {
     let tx = immediate(conn)?;
     // The common case, a new code, in one statement; a known code falls through to the
     // UPDATE. Both hand back the row (RETURNING), so nothing is read twice.
@@ -241,9 +259,9 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
         .prepare_cached(&format!(
             "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
              scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time, \
-             order_id, amount, cashier, title, kind, value) \
+             order_id, amount, cashier, title, kind, value, guard) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17) \
+             ?14, ?15, ?16, ?17, ?18) \
              ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
         ))?
         .query_row(
@@ -264,7 +282,8 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
                 s.sale.cashier,
                 s.meta.map(|m| &m.title),
                 s.meta.map(|m| &m.kind),
-                s.meta.and_then(|m| m.value)
+                s.meta.and_then(|m| m.value),
+                claim.map(|c| c.guard.as_str())
             ],
             read_row,
         )
@@ -278,13 +297,7 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
             reopened: false,
         },
         None => {
-            let mut row = tx
-                .prepare_cached(&format!(
-                    "UPDATE redemptions SET scans = scans + 1 \
-                     WHERE code = ?1 AND api IS NOT NULL RETURNING {COLUMNS}"
-                ))?
-                .query_row([s.code.expose()], read_row)?;
-            let scan_id = insert_rescan(&tx, row.id, s.scanner, s.aim_id, s.at)?;
+            let (mut row, scan_id) = add_read(&tx, s)?;
             let reopened = match row.state {
                 // Refused at the till, so the customer was turned away: this read starts
                 // over. The unconfirmed flag stays, so a call that may have gone out is
@@ -302,6 +315,10 @@ pub fn record_scan(conn: &mut Connection, s: &NewScan) -> Result<Recorded> {
                 reopened,
             }
         }
+    };
+    let recorded = match claim {
+        Some(c) => super::claims::tie(&tx, c, recorded)?,
+        None => recorded,
     };
     tx.commit()?;
     Ok(recorded)
@@ -377,6 +394,18 @@ pub fn refuse_unanswered(
 }
 
 pub const REFUSED_UNANSWERED: &str = "refused at start: redeemd stopped before the till was answered, and this code may not be accepted offline";
+
+/// One more read of a code the ledger knows: counted on its row and entered in `scans`.
+pub(super) fn add_read(conn: &Connection, s: &NewScan) -> Result<(Row, i64)> {
+    let row = conn
+        .prepare_cached(&format!(
+            "UPDATE redemptions SET scans = scans + 1 \
+             WHERE code = ?1 AND api IS NOT NULL RETURNING {COLUMNS}"
+        ))?
+        .query_row([s.code.expose()], read_row)?;
+    let scan_id = insert_rescan(conn, row.id, s.scanner, s.aim_id, s.at)?;
+    Ok((row, scan_id))
+}
 
 fn insert_rescan(
     conn: &Connection,

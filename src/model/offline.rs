@@ -15,6 +15,8 @@ pub struct Limits {
     /// Fen.
     pub max_pending_value: Option<i64>,
     pub accept_unknown_value: bool,
+    /// `[offline] require_store_guard`, for a scan the store guard did not answer for.
+    pub guard_missing: bool,
 }
 
 /// What already awaits WeChat's confirmation.
@@ -30,6 +32,11 @@ const PREFIX: &str = "refused at the till: WeChat did not answer";
 
 /// `Ok`: accept offline. `Err`: the refusal's reason.
 pub fn decide(limits: &Limits, value: Option<i64>, backlog: Backlog) -> Result<(), String> {
+    if limits.guard_missing {
+        return Err(format!(
+            "{PREFIX} and the store guard could not be asked whether another till has it (offline.require_store_guard)"
+        ));
+    }
     if !limits.allowed {
         return Err(format!(
             "{PREFIX} in time and this code may not be accepted offline"
@@ -115,6 +122,7 @@ mod tests {
             (&capped,  Some(3001), b(1, 5000),     Some("above offline.max_pending_value")),
             (&capped,  Some(1),    b(10, 0),       Some("offline.max_pending")),
             (&Limits { max_value: None, ..capped }, None, b(0, 0), Some("not known (offline.max_pending_value")),
+            (&Limits { guard_missing: true, ..open }, Some(1), b(0, 0), Some("store guard could not be asked whether another till has it (offline.require_store_guard)")),
         ];
         for (i, (limits, value, backlog, want)) in table.iter().enumerate() {
             let got = decide(limits, *value, *backlog);

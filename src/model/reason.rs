@@ -83,6 +83,26 @@ const TABLE: &[(Match, &str, &str)] = &[
     ),
     (Starts("unreadable scan"), "unreadable", "无法识别的扫码"),
     (
+        Starts("already scanned at till "),
+        "claimed_elsewhere",
+        "已在本店另一收银台扫过，不予重复核销",
+    ),
+    (
+        Starts("claimed at till "),
+        "claim_abandoned",
+        "另一收银台曾认领此券但未记录，需店长核实",
+    ),
+    (
+        Starts("claimed in the store guard"),
+        "claim_unreadable",
+        "门店认领记录无法识别，需店长核实",
+    ),
+    (
+        Contains("(offline.require_store_guard)"),
+        "refused_offline_no_store_guard",
+        "微信未应答，且无法向门店确认其他收银台是否已用此券，拒绝受理",
+    ),
+    (
         Contains("value is not known"),
         "refused_offline_unknown_value",
         "微信未应答，此券面值未知，不可离线受理",
@@ -301,6 +321,10 @@ mod tests {
             ("accepted offline, then refused by WeChat: already redeemed elsewhere", "accepted_offline_then_refused"),
             ("voided after redemption: card codes cannot be returned; compensate the customer", "voided_card_redeemed"),
             ("already redeemed here (first scanned 2026-12-01T10:00:00+08:00)", "duplicate_redeemed"),
+            ("already scanned at till till-2 at 14:03", "claimed_elsewhere"),
+            ("claimed at till till-2 at 14:03 and never recorded there: check till till-2 before giving the discount", "claim_abandoned"),
+            ("claimed in the store guard with a value redeemd cannot read: a manager decides", "claim_unreadable"),
+            ("refused at the till: WeChat did not answer and the store guard could not be asked whether another till has it (offline.require_store_guard)", "refused_offline_no_store_guard"),
             ("unexpected WeChat errcode 61007: api unauthorized", "other"),
         ];
         for (reason, code) in table {

@@ -48,6 +48,44 @@ pub struct Row {
     /// Face value in fen, when the type has one.
     pub value: Option<i64>,
     pub void: Option<Void>,
+    /// How the store guard's claim went (`None`: no `[store]`, or a row from before it).
+    pub guard: Option<Guard>,
+}
+
+/// How the store's claim on a code went for its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Guard {
+    /// This till holds the code's claim.
+    Claimed,
+    /// The store did not answer within `claim_timeout`: the till went on alone.
+    Unavailable,
+    /// Another till holds the claim: this till never sent the code.
+    Elsewhere,
+    /// Another till claimed the code long ago and recorded nothing: a person decides.
+    Abandoned,
+}
+
+impl Guard {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::Claimed => "claimed",
+            Guard::Unavailable => "unavailable",
+            Guard::Elsewhere => "elsewhere",
+            Guard::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Guard> {
+        [
+            Guard::Claimed,
+            Guard::Unavailable,
+            Guard::Elsewhere,
+            Guard::Abandoned,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
 }
 
 /// A void of the sale the code was used in.

@@ -6,14 +6,17 @@
 
 use crate::clock::SharedClock;
 use crate::config::{Api, Config};
+use crate::ledger::claims;
 use crate::ledger::store::{self, NewScan, Refusal};
 use crate::ledger::{Durable, Ledger, LedgerError, Row};
 use crate::mask::mask_raw;
 use crate::model::code::Code;
 use crate::model::offline::Limits;
+use crate::model::row::Guard;
 use crate::model::state::{State, TillOutcome};
 use crate::outcome::{Bus, Outcome};
 use crate::redeem::catalog::{Catalog, card_key, stock_key};
+use crate::redeem::claims::{Claimed, StoreGuard};
 use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::{NewRow, NewRows};
@@ -40,6 +43,8 @@ pub struct Intake {
     pub bus: Bus,
     /// What the route's card or stock is, for the row and the offline answer.
     pub catalog: Arc<Catalog>,
+    /// The store-wide claim on every code (`[store]`), if the till has one.
+    pub guard: Option<Arc<StoreGuard>>,
     /// Rows whose first read is waiting for its answer in this process. A rescan of an
     /// unanswered row is a duplicate while its first read still waits, and is answered
     /// anew once nobody waits for it (the process that recorded it died).
@@ -93,8 +98,15 @@ impl Intake {
             prefetch,
             bus,
             catalog,
+            guard: None,
             waiting: Arc::default(),
         }
+    }
+
+    /// The intake with the store guard: every new code is claimed store-wide first.
+    pub fn with_guard(mut self, guard: Option<Arc<StoreGuard>>) -> Intake {
+        self.guard = guard;
+        self
     }
 
     /// Registers a waiter for `id`; `None` if one waits already.
@@ -141,6 +153,31 @@ impl Intake {
             }
             Decision::Route(r) => r,
         };
+        // The answer's budget starts before the store is asked: claim + answer ≤ online_wait.
+        let started = Instant::now();
+        // Asked before anything goes to WeChat (the card check too) and before any answer.
+        let tie = match &self.guard {
+            None => None,
+            Some(g) => match g
+                .claim(&self.ledger, &routed.code, routed.api, scan.at)
+                .await
+            {
+                Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
+                Ok(Claimed::Go(tie)) => Some(tie),
+                Ok(Claimed::Held {
+                    key,
+                    scan: scan_id,
+                    guard,
+                    reason,
+                }) => {
+                    return self
+                        .held_elsewhere(&scan, &routed, aim_id, key, scan_id, guard, reason)
+                        .await;
+                }
+            },
+        };
+        let guard_missing = tie.as_ref().is_some_and(|t| t.guard == Guard::Unavailable)
+            && self.guard.as_ref().is_some_and(|g| g.require);
         let code = routed.code.clone();
         // Subscribe before the row exists, so its settlement cannot slip past us.
         let settled = self.bus.settled.subscribe();
@@ -168,22 +205,24 @@ impl Intake {
         };
         let meta = key.and_then(|k| self.catalog.get(&k, at)).map(|e| e.meta);
         let sale = scan.sale.clone();
+        let claim = tie.clone();
         let record = move |c: &mut rusqlite::Connection| {
-            store::record_scan(
-                c,
-                &NewScan {
-                    code: &code,
-                    routed: &r,
-                    scanner: &scanner,
-                    till: &till,
-                    aim_id: aim_id.as_deref(),
-                    at,
-                    use_request_no: use_request_no.as_deref(),
-                    use_time: use_time.as_deref(),
-                    sale: &sale,
-                    meta: meta.as_ref(),
-                },
-            )
+            let s = NewScan {
+                code: &code,
+                routed: &r,
+                scanner: &scanner,
+                till: &till,
+                aim_id: aim_id.as_deref(),
+                at,
+                use_request_no: use_request_no.as_deref(),
+                use_time: use_time.as_deref(),
+                sale: &sale,
+                meta: meta.as_ref(),
+            };
+            match &claim {
+                Some(tie) => claims::record_claimed(c, &s, tie),
+                None => store::record_scan(c, &s),
+            }
         };
         // With a check out, the row's try follows at once: its consume intent's fsync can
         // cover the row too, and nobody is answered before that (see ledger::sync).
@@ -199,7 +238,9 @@ impl Intake {
             Ok(r) => r,
             Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
         };
-        let started = Instant::now();
+        if let Some(g) = &self.guard {
+            g.tied();
+        }
         // From here on the check is recorded against the row, whoever ends up with it.
         if let Some(c) = check.as_mut() {
             c.belongs_to(recorded.row.id);
@@ -237,12 +278,72 @@ impl Intake {
         Pending::Waiting {
             row: Box::new(recorded.row),
             rescan: recorded.rescan,
-            limits: self.config.offline_limits(routed.route),
+            limits: Limits {
+                guard_missing,
+                ..self.config.offline_limits(routed.route)
+            },
             scan,
             settled,
             started,
             _waiter: waiter,
         }
+    }
+
+    /// Records a code another till of the store holds, and answers: `duplicate`, or
+    /// `rejected` for a manager to look at (an abandoned claim). It is never sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn held_elsewhere(
+        &self,
+        scan: &Scan,
+        routed: &route::Routed,
+        aim_id: Option<String>,
+        key: String,
+        scan_id: String,
+        guard: Guard,
+        reason: String,
+    ) -> Pending {
+        let r = routed.clone();
+        let till = self.config.till.clone();
+        let scanner = scan.scanner.to_string();
+        let at = scan.at;
+        let sale = scan.sale.clone();
+        let why = reason.clone();
+        let recorded = self
+            .ledger
+            .call(move |c| {
+                claims::record_elsewhere(
+                    c,
+                    &NewScan {
+                        code: &r.code,
+                        routed: &r,
+                        scanner: &scanner,
+                        till: &till,
+                        aim_id: aim_id.as_deref(),
+                        at,
+                        use_request_no: None,
+                        use_time: None,
+                        sale: &sale,
+                        meta: None,
+                    },
+                    &key,
+                    &scan_id,
+                    guard,
+                    &why,
+                )
+            })
+            .await;
+        let recorded = match recorded {
+            Ok(r) => r,
+            Err(e) => return Pending::Answered(self.unrecorded(scan, &e.to_string())),
+        };
+        let outcome = match guard {
+            Guard::Abandoned if recorded.rescan.is_none() => TillOutcome::Rejected,
+            _ => TillOutcome::Duplicate,
+        };
+        let mut out = self.outcome(&recorded.row, outcome, scan);
+        out.reason_code = Some(crate::model::reason::code_of(&reason));
+        out.reason = Some(reason);
+        Pending::Answered(out)
     }
 
     /// Waits until a row committed before its fsync is on disk (no `Durable`: the commit

@@ -6,6 +6,7 @@ pub(crate) mod attempt;
 pub(crate) mod card;
 pub(crate) mod card_rules;
 pub mod catalog;
+pub mod claims;
 pub(crate) mod coupon;
 pub(crate) mod coupon_rules;
 pub mod dispatcher;

@@ -3,7 +3,8 @@
 //! alone, saying so.
 
 use crate::config::StoreConfig;
-use crate::store::claim::{ClaimValue, Found, found};
+use crate::secrets::read_private_file;
+use crate::store::claim::{ClaimValue, Found, UNREADABLE, found};
 use async_nats::jetstream::{self, kv};
 use std::time::Duration;
 
@@ -47,6 +48,36 @@ async fn create_bucket(client: &async_nats::Client, cfg: &StoreConfig) -> Result
     }
 }
 
+/// The store's credentials and TLS root, as `[store]` names them. Each file is read like
+/// every secret (refused when others may read it).
+async fn options(cfg: &StoreConfig) -> Result<async_nats::ConnectOptions, String> {
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(path) = &cfg.creds_file {
+        read_private_file(path).map_err(|e| format!("store.creds_file: {e}"))?;
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("store.creds_file: {e}"))?;
+    }
+    if let Some(path) = &cfg.user_file {
+        let text = read_private_file(path).map_err(|e| format!("store.user_file: {e}"))?;
+        let text = String::from_utf8_lossy(&text);
+        let (user, pass) = text
+            .trim()
+            .split_once(':')
+            .ok_or("store.user_file: expected one line \"user:password\"")?;
+        opts = opts.user_and_password(user.to_string(), pass.to_string());
+    }
+    if let Some(path) = &cfg.nkey_file {
+        let seed = read_private_file(path).map_err(|e| format!("store.nkey_file: {e}"))?;
+        opts = opts.nkey(String::from_utf8_lossy(&seed).trim().to_string());
+    }
+    if let Some(path) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(path.clone()).require_tls(true);
+    }
+    Ok(opts)
+}
+
 /// What a claim came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -75,10 +106,17 @@ impl Guard {
     /// Connects, retrying in the background while no server answers. The claims bucket is
     /// opened, or created (replicas: one per server named, at most 3), by the first claim.
     pub async fn connect(cfg: &StoreConfig, till: &str) -> Result<Guard, String> {
-        let client = async_nats::ConnectOptions::new()
+        let servers = cfg
+            .nats_urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("store.nats_url: {e}"))?;
+        let client = options(cfg)
+            .await?
             .connection_timeout(cfg.claim_timeout.max(Duration::from_secs(1)))
             .retry_on_initial_connect()
-            .connect(cfg.nats_urls.join(","))
+            .connect(servers)
             .await
             .map_err(|e| format!("store.nats_url: {e}"))?;
         Ok(Guard {
@@ -154,8 +192,11 @@ impl Guard {
             Err(e) => return Claim::Unavailable(e.to_string()),
         };
         match found(&entry.value, &self.till) {
-            Found::Ours => Claim::Ours {
-                revision: entry.revision,
+            // Ours from before (a restart, a rescan): it now names this scan, so a restart's
+            // cleanup of the earlier scan's claim (by revision) cannot release it.
+            Found::Ours => match kv.update(key, bytes, entry.revision).await {
+                Ok(revision) => Claim::Ours { revision },
+                Err(e) => Claim::Unavailable(format!("the claim changed while it was read: {e}")),
             },
             Found::Free => match kv.update(key, bytes, entry.revision).await {
                 Ok(revision) => Claim::Taken { revision },
@@ -175,7 +216,7 @@ impl Guard {
                 scan: String::new(),
                 at: 0,
                 api: String::new(),
-                state: "unreadable".into(),
+                state: UNREADABLE.into(),
             }),
         }
     }
@@ -197,6 +238,25 @@ impl Guard {
         };
         match tokio::time::timeout(self.timeout, update).await {
             Ok(r) => r,
+            Err(_) => Err(format!(
+                "the store did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
+    /// The claim's value (`None`: unreadable) and revision, if the key is in the bucket.
+    pub async fn entry(&self, key: &str) -> Result<Option<(Option<ClaimValue>, u64)>, String> {
+        let read = async {
+            let kv = self.bucket().await?;
+            kv.entry(key).await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(Some(e))) if e.operation == kv::Operation::Put => {
+                Ok(Some((serde_json::from_slice(&e.value).ok(), e.revision)))
+            }
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(format!(
                 "the store did not answer within {} ms",
                 self.timeout.as_millis()

@@ -29,6 +29,8 @@ pub struct Setup {
     pub offline_toml: String,
     /// Raw TOML inside the card route (`name`, `card_types`).
     pub card_route_toml: String,
+    /// `till`.
+    pub till_name: &'static str,
 }
 
 impl Default for Setup {
@@ -46,6 +48,7 @@ impl Default for Setup {
             offline_toml: String::new(),
             card_route_toml: String::new(),
             language: "en",
+            till_name: "store1-till1",
         }
     }
 }
@@ -95,7 +98,7 @@ impl Till {
         let s = &self.setup;
         let text = format!(
             r#"database = "ledger/redeemd.db"
-till = "store1-till1"
+till = "{till_name}"
 
 [[scanner]]
 name = "front"
@@ -143,6 +146,7 @@ language = "{language}"
             offline_toml = s.offline_toml,
             card_route_toml = s.card_route_toml,
             language = s.language,
+            till_name = s.till_name,
         );
         let text = text + "\n" + &s.extra_toml + "\n";
         let text = match &self.sim.pay {
@@ -179,27 +183,12 @@ offline = {route_offline}
 
     /// Starts the daemon and waits until its scanner is open.
     pub fn start(&self) -> Daemon {
-        let d = Daemon::spawn(&self.config);
-        d.wait_event(|e| e["event"] == "scanner_connected");
-        d
+        start_daemon(&self.config)
     }
 
     /// `redeemd log --json`, parsed.
     pub fn log(&self) -> Vec<Value> {
-        let out = Command::new(bin())
-            .args(["log", "--json", "--config"])
-            .arg(&self.config)
-            .output()
-            .expect("redeemd log");
-        assert!(
-            out.status.success(),
-            "redeemd log failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("log line is JSON"))
-            .collect()
+        ledger_log(&self.config)
     }
 
     pub fn row_state(&self, code: &str) -> Option<String> {
@@ -210,11 +199,87 @@ offline = {route_offline}
     }
 
     pub fn row(&self, code: &str) -> Value {
-        self.log()
-            .into_iter()
-            .find(|r| r["code"] == code)
-            .unwrap_or_else(|| panic!("no ledger row for {code}"))
+        ledger_row(&self.config, code)
     }
+
+    /// Another till of the same store: its own folder, ledger, scanner and name, the same
+    /// WeChat (this till's simulators) and the same secrets.
+    pub fn sibling(&self, till_name: &str) -> OtherTill {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pty = Pty::new();
+        for f in ["appsecret", "apiclient_key.pem", "pub_key.pem", "code.key"] {
+            let from = self.dir.path().join(f);
+            if from.exists() {
+                let to = dir.path().join(f);
+                std::fs::copy(&from, &to).expect("copy a secret");
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+            }
+        }
+        let text = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replace(&self.pty.path, &pty.path)
+            .replace(
+                &format!("till = \"{}\"", self.setup.till_name),
+                &format!("till = \"{till_name}\""),
+            );
+        let config = dir.path().join("redeemd.toml");
+        std::fs::write(&config, text).expect("config");
+        OtherTill { dir, pty, config }
+    }
+}
+
+/// A till made by [`Till::sibling`].
+pub struct OtherTill {
+    pub dir: tempfile::TempDir,
+    pub pty: Pty,
+    pub config: PathBuf,
+}
+
+impl OtherTill {
+    pub fn start(&self) -> Daemon {
+        start_daemon(&self.config)
+    }
+
+    pub fn log(&self) -> Vec<Value> {
+        ledger_log(&self.config)
+    }
+
+    pub fn row(&self, code: &str) -> Value {
+        ledger_row(&self.config, code)
+    }
+}
+
+/// Starts `redeemd run` and waits until its scanner is open.
+pub fn start_daemon(config: &Path) -> Daemon {
+    let d = Daemon::spawn(config);
+    d.wait_event(|e| e["event"] == "scanner_connected");
+    d
+}
+
+/// `redeemd log --json` of the till with this config, parsed.
+pub fn ledger_log(config: &Path) -> Vec<Value> {
+    let out = Command::new(bin())
+        .args(["log", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("redeemd log");
+    assert!(
+        out.status.success(),
+        "redeemd log failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+        .collect()
+}
+
+pub fn ledger_row(config: &Path, code: &str) -> Value {
+    ledger_log(config)
+        .into_iter()
+        .find(|r| r["code"] == code)
+        .unwrap_or_else(|| panic!("no ledger row for {code}"))
 }
 
 struct Events {

@@ -1,8 +1,11 @@
 //! Real `nats-server` processes (Debian's package, or `$REDEEMD_NATS_SERVER`) with JetStream in
 //! a temporary folder, on a port the OS picks, for the store guard's tests.
 
+use super::Rng;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct NatsServer {
@@ -19,14 +22,20 @@ impl NatsServer {
     /// Starts one server and returns once it says it is ready (JetStream on), reading its
     /// log: no fixed sleep.
     pub fn start() -> NatsServer {
+        Self::start_with(&[])
+    }
+
+    /// [`NatsServer::start`] with more flags (`--user`, `--pass`).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(binary())
+            .args(extra)
             .args([
                 "-js",
                 "-a",
                 "127.0.0.1",
                 "-p",
-                "-1",
+                &free_port().to_string(),
                 "--server_name",
                 "n1",
                 "-sd",
@@ -83,5 +92,145 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A free loopback port for a cluster node, below the kernel's ephemeral range (32768 up):
+/// a port the OS hands out for `:0` (a simulator's) is never one a killed node will want
+/// back, and a node's never lands on a simulator that is down.
+fn free_port() -> u16 {
+    let mut rng = Rng::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ u64::from(std::process::id()),
+    );
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = 20_000 + rng.below(12_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = given.get_or_insert_with(HashSet::new).insert(port);
+        if fresh && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One node of a [`NatsCluster`]: its ports and folder stay across a kill and a restart, so
+/// it rejoins with its JetStream data, as a till's server does after a power cut.
+pub struct Node {
+    child: Option<Child>,
+    pub port: u16,
+    config: std::path::PathBuf,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn start(&mut self) {
+        let mut child = Command::new(binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server (scripts/test.sh installs it)");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Server is ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("nats-server node became ready");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`, and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Three (or N) `nats-server`s clustered on loopback, JetStream on each: the store's
+/// servers on three tills.
+pub struct NatsCluster {
+    pub nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    pub fn start(n: usize) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut nodes = Vec::new();
+        for (i, (port, cport)) in ports.iter().enumerate() {
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, c))| format!("nats-route://127.0.0.1:{c}"))
+                .collect();
+            let store = dir.path().join(format!("n{i}"));
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{ name: store1, listen: 127.0.0.1:{cport}, routes: [{}] }}\n",
+                    store.display(),
+                    routes.join(", ")
+                ),
+            )
+            .expect("node config");
+            nodes.push(Node {
+                child: None,
+                port: *port,
+                config,
+            });
+        }
+        for node in &mut nodes {
+            node.start();
+        }
+        NatsCluster { nodes, _dir: dir }
+    }
+
+    /// Every node's URL, comma-separated, as `[store] nats_url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].start();
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
     }
 }

@@ -1,0 +1,472 @@
+//! The store guard's claims as this till's ledger keeps them (table `claims`, migration 8).
+//!
+//! A claim is written here, committed, before it is sent to the store (a restart finds it
+//! and cleans up), tied to its row in the row's own commit, and followed: every change of
+//! the row's state marks it `dirty` (trigger `claims_follow`) until the bucket has been told.
+
+use super::store::{
+    self, COLUMNS, NewScan, Recorded, Result, exec, get_in, immediate, one, read_row,
+};
+use crate::clock::Millis;
+use crate::model::row::{Guard, Row};
+use crate::model::state::{State, TillOutcome};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// How the claim went, for the row's commit.
+#[derive(Debug, Clone)]
+pub struct ClaimTie {
+    pub key: String,
+    pub scan: String,
+    pub guard: Guard,
+    /// The bucket's revision of this till's value; `None` when the store did not answer
+    /// (the claim may or may not have reached it: the follower asks again).
+    pub revision: Option<u64>,
+}
+
+/// Notes a claim about to be sent, before it is sent. The scan id is the one its value
+/// names; a row the key already has (a rescan) stays tied to it.
+pub fn begin(conn: &mut Connection, key: &str, scan: &str, at: Millis) -> Result<()> {
+    exec(
+        conn,
+        "INSERT INTO claims (key, scan, pending, at) VALUES (?1, ?2, 1, ?3) \
+         ON CONFLICT (key) DO UPDATE SET scan = excluded.scan, pending = 1, at = excluded.at",
+        params![key, scan, at],
+    )?;
+    Ok(())
+}
+
+/// Ties the claim to the recorded row, in the row's transaction. A reopened row takes the
+/// guard's new word; a plain rescan keeps its first.
+pub(super) fn tie(conn: &Connection, c: &ClaimTie, recorded: Recorded) -> Result<Recorded> {
+    let revision = c.revision.and_then(|r| i64::try_from(r).ok());
+    exec(
+        conn,
+        "UPDATE claims SET pending = 0, row = ?2, revision = ?3, dirty = 1, synced = NULL \
+         WHERE key = ?1 AND scan = ?4",
+        params![c.key, recorded.row.id, revision, c.scan],
+    )?;
+    if recorded.rescan.is_some() && !recorded.reopened {
+        return Ok(recorded);
+    }
+    exec(
+        conn,
+        "UPDATE redemptions SET guard = ?2 WHERE id = ?1",
+        params![recorded.row.id, c.guard.as_str()],
+    )?;
+    Ok(Recorded {
+        row: get_in(conn, recorded.row.id)?,
+        ..recorded
+    })
+}
+
+/// Records a scan with its claim.
+pub fn record_claimed(conn: &mut Connection, s: &NewScan, tie: &ClaimTie) -> Result<Recorded> {
+    store::record_scan_with(conn, s, Some(tie))
+}
+
+/// Records a scan of a code another till holds: `guard` `elsewhere` (rejected, answered
+/// `duplicate`) or `abandoned` (review). The code is never sent. A code this till knows
+/// already (its own claim was released, then another till took it) keeps its row; this read
+/// goes in `scans`. Our pending note of the claim goes.
+pub fn record_elsewhere(
+    conn: &mut Connection,
+    s: &NewScan,
+    key: &str,
+    scan: &str,
+    guard: Guard,
+    reason: &str,
+) -> Result<Recorded> {
+    let tx = immediate(conn)?;
+    exec(
+        &tx,
+        "DELETE FROM claims WHERE key = ?1 AND scan = ?2 AND row IS NULL",
+        params![key, scan],
+    )?;
+    exec(
+        &tx,
+        "UPDATE claims SET pending = 0 WHERE key = ?1 AND scan = ?2",
+        params![key, scan],
+    )?;
+    let (state, outcome) = match guard {
+        Guard::Abandoned => (State::Review, TillOutcome::Rejected),
+        _ => (State::Rejected, TillOutcome::Duplicate),
+    };
+    let inserted = tx
+        .prepare_cached(&format!(
+            "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, reason, \
+             till_outcome, scanner, till, scanned_at, updated_at, stock_id, order_id, amount, \
+             cashier, title, kind, value, guard) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, \
+             ?17, ?18, ?19) \
+             ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
+        ))?
+        .query_row(
+            params![
+                s.code.expose(),
+                s.routed.api.as_str(),
+                s.routed.route as i64,
+                s.routed.card_id,
+                s.aim_id,
+                state.as_str(),
+                reason,
+                outcome.as_str(),
+                s.scanner,
+                s.till,
+                s.at,
+                s.routed.stock_id,
+                s.sale.order_id,
+                s.sale.amount,
+                s.sale.cashier,
+                s.meta.map(|m| &m.title),
+                s.meta.map(|m| &m.kind),
+                s.meta.and_then(|m| m.value),
+                guard.as_str()
+            ],
+            read_row,
+        )
+        .optional()?;
+    let recorded = match inserted {
+        Some(row) => Recorded {
+            row,
+            rescan: None,
+            reopened: false,
+        },
+        None => {
+            let (row, scan_id) = store::add_read(&tx, s)?;
+            store::note_rescan_outcome(&tx, scan_id, outcome)?;
+            Recorded {
+                row,
+                rescan: Some(scan_id),
+                reopened: false,
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(recorded)
+}
+
+/// A claim sent by an earlier run whose answer was never recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    pub key: String,
+    pub scan: String,
+    pub row: Option<i64>,
+}
+
+/// Claims sent before `before` whose answer was never recorded (the process died).
+pub fn unsettled(conn: &Connection, before: Millis) -> Result<Vec<Unsettled>> {
+    conn.prepare_cached(
+        "SELECT key, scan, row FROM claims WHERE pending = 1 AND at < ?1 ORDER BY at",
+    )?
+    .query_map([before], |r| {
+        Ok(Unsettled {
+            key: r.get(0)?,
+            scan: r.get(1)?,
+            row: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// Closes an unsettled claim: gone when no row is behind it (it was released in the
+/// bucket, or never reached it); tied to its row again with the bucket's revision, for the
+/// follower to bring the value up to date. Nothing changes if a newer scan noted the key.
+pub fn settle(conn: &mut Connection, u: &Unsettled, revision: Option<u64>) -> Result<()> {
+    let tx = immediate(conn)?;
+    let revision = revision.and_then(|r| i64::try_from(r).ok());
+    exec(
+        &tx,
+        "DELETE FROM claims WHERE key = ?1 AND scan = ?2 AND pending = 1 AND row IS NULL",
+        params![u.key, u.scan],
+    )?;
+    exec(
+        &tx,
+        "UPDATE claims SET pending = 0, revision = coalesce(?3, revision), dirty = 1, \
+         synced = NULL WHERE key = ?1 AND scan = ?2 AND pending = 1",
+        params![u.key, u.scan, revision],
+    )?;
+    tx.commit()
+}
+
+/// A row whose claim the bucket has not heard the latest of.
+#[derive(Debug, Clone)]
+pub struct Dirty {
+    pub key: String,
+    pub scan: String,
+    pub revision: Option<u64>,
+    pub synced: Option<String>,
+    /// A redeeming call ever went out for the row.
+    pub sent: bool,
+    pub row: Row,
+}
+
+pub fn dirty(conn: &Connection, limit: usize) -> Result<Vec<Dirty>> {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.prepare_cached(&format!(
+        "SELECT c.key, c.scan, c.revision, c.synced, EXISTS(SELECT 1 FROM attempts a \
+         WHERE a.redemption_id = r.id AND a.call IN ('code/consume', 'coupons/use')), {columns} \
+         FROM claims c JOIN redemptions r ON r.id = c.row \
+         WHERE c.dirty = 1 AND c.row IS NOT NULL AND c.pending = 0 ORDER BY c.row LIMIT ?1"
+    ))?
+    .query_map([limit as i64], |r| {
+        let tail = TailRow(r);
+        Ok(Dirty {
+            key: r.get(0)?,
+            scan: r.get(1)?,
+            revision: r
+                .get::<_, Option<i64>>(2)?
+                .and_then(|v| u64::try_from(v).ok()),
+            synced: r.get(3)?,
+            sent: r.get(4)?,
+            row: tail.read()?,
+        })
+    })?
+    .collect()
+}
+
+/// Reads the row that follows five leading columns.
+struct TailRow<'a, 'b>(&'a rusqlite::Row<'b>);
+
+impl TailRow<'_, '_> {
+    fn read(&self) -> Result<Row> {
+        store::read_row_at(self.0, 5)
+    }
+}
+
+/// The bucket now holds `synced` for the row, at `revision`; clean unless the row has
+/// moved on from `seen` meanwhile.
+pub fn synced(
+    conn: &Connection,
+    key: &str,
+    seen: State,
+    revision: Option<u64>,
+    synced: &str,
+) -> Result<()> {
+    let revision = revision.and_then(|r| i64::try_from(r).ok());
+    exec(
+        conn,
+        "UPDATE claims SET revision = ?2, synced = ?3, dirty = CASE WHEN \
+         (SELECT state FROM redemptions WHERE id = claims.row) = ?4 THEN 0 ELSE 1 END \
+         WHERE key = ?1",
+        params![key, revision, synced, seen.as_str()],
+    )?;
+    Ok(())
+}
+
+/// The bucket says another till holds a code this row's claim was for (taken while this
+/// till could not reach the store, or after this till released it): the claim is no
+/// longer followed, and the row says so for the manager.
+pub fn lost(conn: &mut Connection, key: &str, id: i64, note: &str, at: Millis) -> Result<()> {
+    let tx = immediate(conn)?;
+    exec(
+        &tx,
+        "UPDATE claims SET dirty = 0, synced = 'lost' WHERE key = ?1",
+        params![key],
+    )?;
+    exec(
+        &tx,
+        "UPDATE redemptions SET note = CASE WHEN note IS NULL THEN ?2 ELSE note || '; ' || ?2 END, \
+         updated_at = ?3 WHERE id = ?1",
+        params![id, note, at],
+    )?;
+    tx.commit()
+}
+
+/// Whether any claim waits for the bucket (for tests and `/healthz`).
+pub fn backlog(conn: &Connection) -> Result<i64> {
+    one(
+        conn,
+        "SELECT count(*) FROM claims WHERE pending = 1 OR (dirty = 1 AND row IS NOT NULL)",
+        [],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Api;
+    use crate::ledger::schema::open_rw;
+    use crate::model::code::Code;
+    use crate::route::Routed;
+
+    static NO_SALE: crate::model::scan::Sale = crate::model::scan::Sale {
+        order_id: None,
+        amount: None,
+        cashier: None,
+    };
+
+    fn scan<'a>(code: &'a Code, routed: &'a Routed) -> NewScan<'a> {
+        NewScan {
+            code,
+            routed,
+            scanner: "s",
+            till: "t1",
+            aim_id: None,
+            at: 1_000,
+            use_request_no: None,
+            use_time: None,
+            sale: &NO_SALE,
+            meta: None,
+        }
+    }
+
+    fn tie(key: &str, scan: &str, guard: Guard, revision: Option<u64>) -> ClaimTie {
+        ClaimTie {
+            key: key.into(),
+            scan: scan.into(),
+            guard,
+            revision,
+        }
+    }
+
+    fn keys(v: &[Dirty]) -> Vec<(&str, i64, Option<u64>)> {
+        v.iter()
+            .map(|d| (d.key.as_str(), d.row.id, d.revision))
+            .collect()
+    }
+
+    /// A claim noted, tied to its row, followed through a change of state, and what a
+    /// restart finds of a claim whose row was never recorded.
+    #[test]
+    fn a_claim_from_its_note_to_its_row_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
+        let code = Code::new("100000000001");
+        let routed = Routed {
+            code: code.clone(),
+            route: 0,
+            api: Api::Card,
+            card_id: None,
+            stock_id: None,
+        };
+        begin(&mut conn, "k1", "s1", 900).unwrap();
+        assert_eq!(
+            unsettled(&conn, 2_000).unwrap().len(),
+            1,
+            "noted before it is sent"
+        );
+        let rec = record_claimed(
+            &mut conn,
+            &scan(&code, &routed),
+            &tie("k1", "s1", Guard::Claimed, Some(5)),
+        )
+        .unwrap();
+        assert_eq!(rec.row.guard, Some(Guard::Claimed));
+        assert!(
+            unsettled(&conn, 2_000).unwrap().is_empty(),
+            "tied in the row's commit"
+        );
+        let d = dirty(&conn, 10).unwrap();
+        assert_eq!(
+            keys(&d),
+            [("k1", rec.row.id, Some(5))],
+            "the value must learn its row"
+        );
+        assert!(!d[0].sent);
+        synced(&conn, "k1", State::Queued, Some(6), "claimed").unwrap();
+        assert!(dirty(&conn, 10).unwrap().is_empty());
+        // A change of state marks it again (trigger claims_follow).
+        conn.execute(
+            "UPDATE redemptions SET state = 'redeemed' WHERE id = ?1",
+            [rec.row.id],
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&dirty(&conn, 10).unwrap()),
+            [("k1", rec.row.id, Some(6))]
+        );
+        // Synced from an older read: stays dirty.
+        synced(&conn, "k1", State::Queued, Some(7), "claimed").unwrap();
+        assert_eq!(dirty(&conn, 10).unwrap().len(), 1);
+        synced(&conn, "k1", State::Redeemed, Some(8), "redeemed").unwrap();
+        assert!(dirty(&conn, 10).unwrap().is_empty());
+
+        // A rescan's claim noted, then the process died: adopted again with the revision.
+        begin(&mut conn, "k1", "s2", 3_000).unwrap();
+        let u = unsettled(&conn, 4_000).unwrap();
+        assert_eq!(
+            u,
+            [Unsettled {
+                key: "k1".into(),
+                scan: "s2".into(),
+                row: Some(rec.row.id)
+            }]
+        );
+        settle(&mut conn, &u[0], Some(9)).unwrap();
+        assert_eq!(
+            keys(&dirty(&conn, 10).unwrap()),
+            [("k1", rec.row.id, Some(9))]
+        );
+
+        // A claim with no row: gone once settled (released or never there).
+        begin(&mut conn, "k2", "s3", 3_000).unwrap();
+        let u = unsettled(&conn, 4_000).unwrap();
+        assert_eq!(u.len(), 1);
+        // Claims of this run are not the last run's.
+        assert!(unsettled(&conn, 3_000).unwrap().is_empty());
+        settle(&mut conn, &u[0], None).unwrap();
+        assert!(unsettled(&conn, 4_000).unwrap().is_empty());
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM claims WHERE key = 'k2'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    /// Another till's code: a rejected row answered duplicate (or review when abandoned),
+    /// never queued; our note of the claim goes; a code we know already keeps its row.
+    #[test]
+    fn a_code_held_elsewhere_is_recorded_and_never_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
+        let routed = |c: &Code| Routed {
+            code: c.clone(),
+            route: 0,
+            api: Api::Coupon,
+            card_id: None,
+            stock_id: Some("1212".into()),
+        };
+        let table = [
+            (Guard::Elsewhere, State::Rejected, TillOutcome::Duplicate),
+            (Guard::Abandoned, State::Review, TillOutcome::Rejected),
+        ];
+        for (i, (guard, state, outcome)) in table.into_iter().enumerate() {
+            let code = Code::new(format!("BF0000000{i}"));
+            let r = routed(&code);
+            begin(&mut conn, &format!("k{i}"), "s", 1).unwrap();
+            let rec = record_elsewhere(
+                &mut conn,
+                &scan(&code, &r),
+                &format!("k{i}"),
+                "s",
+                guard,
+                "why",
+            )
+            .unwrap();
+            assert_eq!(rec.row.state, state);
+            assert_eq!(rec.row.guard, Some(guard));
+            assert_eq!(rec.row.till_outcome, Some(outcome));
+            assert_eq!(rec.row.reason.as_deref(), Some("why"));
+            assert!(rec.row.next_attempt_at.is_none(), "never due");
+            assert_eq!(backlog(&conn).unwrap(), 0, "no note of ours left");
+            // Again: a rescan of that row, its row unchanged.
+            let again = record_elsewhere(
+                &mut conn,
+                &scan(&code, &r),
+                &format!("k{i}"),
+                "s",
+                guard,
+                "why",
+            )
+            .unwrap();
+            assert_eq!(again.row.id, rec.row.id);
+            assert!(again.rescan.is_some());
+            assert_eq!(again.row.state, state);
+        }
+    }
+}

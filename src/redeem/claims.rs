@@ -1,0 +1,311 @@
+//! The store guard in the pipeline: the intake's claim before a code is sent or accepted,
+//! and the follower that keeps each claim's value in step with its row (and cleans up after
+//! a crash). The claim itself is `store::guard`; the ledger's side is `ledger::claims`.
+
+use crate::clock::{SharedClock, hh_mm};
+use crate::config::Api;
+use crate::ledger::claims::{self, ClaimTie, Dirty, Unsettled};
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::model::claim::CodeKey;
+use crate::model::code::Code;
+use crate::model::row::Guard as GuardWord;
+use crate::store::claim::{CLAIMED, ClaimValue, Foreign, RELEASED, follows, foreign};
+use crate::store::guard::{Claim, Guard};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// What the intake does with a new code after asking the store.
+#[derive(Debug)]
+pub enum Claimed {
+    /// Go on as a till alone would: this till holds the claim, or the store did not answer.
+    Go(ClaimTie),
+    /// Another till holds the code: never send it (`Elsewhere`: a duplicate; `Abandoned`:
+    /// a person decides).
+    Held {
+        key: String,
+        scan: String,
+        guard: GuardWord,
+        reason: String,
+    },
+}
+
+pub struct StoreGuard {
+    guard: Guard,
+    key: CodeKey,
+    till: String,
+    online_wait_ms: i64,
+    /// `[offline] require_store_guard`.
+    pub require: bool,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    /// Wakes the follower: a claim was tied to a new row.
+    wake: Notify,
+}
+
+impl StoreGuard {
+    pub fn new(
+        guard: Guard,
+        key: CodeKey,
+        till: &str,
+        online_wait: Duration,
+        require: bool,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+    ) -> StoreGuard {
+        metrics.enable_store_guard();
+        StoreGuard {
+            guard,
+            key,
+            till: till.to_string(),
+            online_wait_ms: i64::try_from(online_wait.as_millis()).unwrap_or(i64::MAX),
+            require,
+            metrics,
+            clock,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Claims `code` for this till: noted in the ledger first (committed, so a crash right
+    /// after the claim leaves this till a trace of it), then sent, within `claim_timeout`.
+    pub async fn claim(
+        &self,
+        ledger: &Ledger,
+        code: &Code,
+        api: Api,
+        at: i64,
+    ) -> Result<Claimed, LedgerError> {
+        let key = self.key.claim_key(code);
+        let scan = format!("{}-{at}-{:08x}", self.till, fastrand::u32(..));
+        let (k, s) = (key.clone(), scan.clone());
+        ledger
+            .call_sync_later(move |c| claims::begin(c, &k, &s, at))
+            .await?;
+        let value = ClaimValue {
+            till: self.till.clone(),
+            row: None,
+            scan: scan.clone(),
+            at,
+            api: api.as_str().into(),
+            state: CLAIMED.into(),
+        };
+        let tie = |guard, revision| {
+            Claimed::Go(ClaimTie {
+                key: key.clone(),
+                scan: scan.clone(),
+                guard,
+                revision,
+            })
+        };
+        Ok(match self.guard.claim(&key, &value).await {
+            Claim::Taken { revision } => {
+                self.metrics.count_claim("taken");
+                tie(GuardWord::Claimed, Some(revision))
+            }
+            Claim::Ours { revision } => {
+                self.metrics.count_claim("ours");
+                tie(GuardWord::Claimed, Some(revision))
+            }
+            Claim::Unavailable(error) => {
+                self.metrics.count_claim("unavailable");
+                tracing::warn!(event = "guard_unavailable", code = %code, error, "the store guard did not answer: this till goes on alone");
+                tie(GuardWord::Unavailable, None)
+            }
+            Claim::Theirs(v) => {
+                let (guard, reason) = match foreign(&v, self.clock.now_ms(), self.online_wait_ms) {
+                    Foreign::Duplicate(r) => (GuardWord::Elsewhere, r),
+                    Foreign::Abandoned(r) => (GuardWord::Abandoned, r),
+                };
+                self.metrics.count_claim(guard.as_str());
+                tracing::info!(event = "claimed_elsewhere", code = %code, till = %v.till, "another till of the store holds this code");
+                Claimed::Held {
+                    key,
+                    scan,
+                    guard,
+                    reason,
+                }
+            }
+        })
+    }
+
+    /// Tells the follower a claim was tied to a row.
+    pub fn tied(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Cleans up after the last run, then keeps every claim's value in step with its row,
+    /// until the process ends. `started`: claims noted before it are the last run's.
+    pub async fn follow(self: Arc<Self>, ledger: Ledger, started: i64) {
+        let mut unsettled = match ledger.call(move |c| claims::unsettled(c, started)).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(event = "guard_follow_failed", error = %e, "cannot read the claims left by the last run");
+                Vec::new()
+            }
+        };
+        loop {
+            let mut reachable = true;
+            if !unsettled.is_empty() {
+                unsettled = self.recover(&ledger, unsettled).await;
+                reachable = unsettled.is_empty();
+            }
+            if reachable {
+                reachable = self.sync_dirty(&ledger).await;
+            }
+            // A store that does not answer is asked again soon; otherwise the next tie
+            // wakes us, and a slow poll catches changes made outside the pipeline.
+            let wait = if reachable {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Settles the claims the last run sent without recording their answer. Returns those
+    /// still to do (the store did not answer).
+    async fn recover(&self, ledger: &Ledger, left: Vec<Unsettled>) -> Vec<Unsettled> {
+        let mut todo = Vec::new();
+        for u in left {
+            let revision = match self.guard.entry(&u.key).await {
+                Err(_) => {
+                    todo.push(u);
+                    continue;
+                }
+                Ok(Some((Some(v), rev))) if v.till == self.till && v.scan == u.scan => {
+                    if u.row.is_some() {
+                        Some(rev)
+                    } else {
+                        // Ours, with no row behind it: nobody was answered for this scan.
+                        let released = ClaimValue {
+                            state: RELEASED.into(),
+                            ..v
+                        };
+                        if self.guard.update(&u.key, &released, rev).await.is_err() {
+                            todo.push(u);
+                            continue;
+                        }
+                        tracing::info!(event = "claim_released", scan = %u.scan, "released a claim the last run made and never recorded");
+                        None
+                    }
+                }
+                // Not in the bucket, or not this scan's: nothing of ours to undo.
+                Ok(_) => None,
+            };
+            let done = u.clone();
+            if let Err(e) = ledger
+                .call(move |c| claims::settle(c, &done, revision))
+                .await
+            {
+                tracing::error!(event = "guard_follow_failed", error = %e, "cannot record a settled claim");
+                todo.push(u);
+            }
+        }
+        todo
+    }
+
+    /// Brings the bucket up to date with every row that changed. `false`: the store did
+    /// not answer; the rest waits.
+    async fn sync_dirty(&self, ledger: &Ledger) -> bool {
+        loop {
+            let batch = match ledger.call(|c| claims::dirty(c, 64)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(event = "guard_follow_failed", error = %e, "cannot read the claims to follow");
+                    return false;
+                }
+            };
+            if batch.is_empty() {
+                return true;
+            }
+            for d in batch {
+                if !self.sync_one(ledger, d).await {
+                    return false;
+                }
+            }
+        }
+    }
+
+    async fn sync_one(&self, ledger: &Ledger, d: Dirty) -> bool {
+        let want = follows(d.row.state, d.sent);
+        let value = ClaimValue {
+            till: self.till.clone(),
+            row: Some(d.row.id),
+            scan: d.scan.clone(),
+            at: d.row.scanned_at,
+            api: d.row.api.unwrap_or_default().into(),
+            state: want.into(),
+        };
+        let written = match d.revision {
+            // Never known to be ours, and to be released: nothing to tell the store.
+            None if want == RELEASED => Ok(None),
+            // Not known to hold it (the store did not answer at the scan): claim it now.
+            None => match self.guard.claim(&d.key, &value).await {
+                Claim::Taken { revision } | Claim::Ours { revision } => Ok(Some(revision)),
+                Claim::Theirs(v) => Err(Some(v)),
+                Claim::Unavailable(_) => return false,
+            },
+            Some(rev) => match self.guard.update(&d.key, &value, rev).await {
+                Ok(r) => Ok(Some(r)),
+                Err(_) => match self.guard.entry(&d.key).await {
+                    Err(_) => return false,
+                    // Ours at another revision (a rescan wrote it): again with that one.
+                    Ok(Some((Some(v), rev))) if v.till == self.till => {
+                        match self.guard.update(&d.key, &value, rev).await {
+                            Ok(r) => Ok(Some(r)),
+                            Err(_) => return false,
+                        }
+                    }
+                    Ok(Some((v, _))) => Err(v),
+                    // Gone (older than claim_ttl): claimed anew.
+                    Ok(None) => match self.guard.claim(&d.key, &value).await {
+                        Claim::Taken { revision } | Claim::Ours { revision } => Ok(Some(revision)),
+                        Claim::Theirs(v) => Err(Some(v)),
+                        Claim::Unavailable(_) => return false,
+                    },
+                },
+            },
+        };
+        let key = d.key.clone();
+        let id = d.row.id;
+        let seen = d.row.state;
+        let result = match written {
+            Ok(revision) => {
+                ledger
+                    .call(move |c| claims::synced(c, &key, seen, revision, want))
+                    .await
+            }
+            Err(holder) => {
+                let note = match &holder {
+                    Some(v) => format!(
+                        "the store guard says till {} holds this code (since {}): both tills took it, one of them while it could not reach the store",
+                        v.till,
+                        hh_mm(v.at)
+                    ),
+                    None => "the store guard holds this code under a value redeemd cannot read"
+                        .to_string(),
+                };
+                tracing::warn!(
+                    event = "claim_lost",
+                    id,
+                    note,
+                    "another till holds a code this till took"
+                );
+                let at = self.clock.now_ms();
+                ledger
+                    .call(move |c| claims::lost(c, &key, id, &note, at))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(event = "guard_follow_failed", error = %e, "cannot record a claim's progress");
+            return false;
+        }
+        true
+    }
+}
