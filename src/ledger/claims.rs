@@ -276,6 +276,15 @@ pub fn lost(conn: &mut Connection, key: &str, id: i64, note: &str, at: Millis) -
     tx.commit()
 }
 
+/// Forgets claims the bucket has forgotten too (older than `claim_ttl`), once told all.
+pub fn prune(conn: &Connection, before: Millis) -> Result<usize> {
+    exec(
+        conn,
+        "DELETE FROM claims WHERE pending = 0 AND dirty = 0 AND at < ?1",
+        [before],
+    )
+}
+
 /// Whether any claim waits for the bucket (for tests and `/healthz`).
 pub fn backlog(conn: &Connection) -> Result<i64> {
     one(
@@ -416,6 +425,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(left, 0);
+
+        // Old and told: forgotten; dirty: kept until told.
+        assert_eq!(prune(&conn, i64::MAX).unwrap(), 0);
+        synced(&conn, "k1", State::Redeemed, Some(10), "redeemed").unwrap();
+        assert_eq!(prune(&conn, 3_000).unwrap(), 0, "younger than the cut");
+        assert_eq!(prune(&conn, i64::MAX).unwrap(), 1);
     }
 
     /// Another till's code: a rejected row answered duplicate (or review when abandoned),

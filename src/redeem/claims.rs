@@ -144,7 +144,17 @@ impl StoreGuard {
                 Vec::new()
             }
         };
+        let ttl_ms = i64::try_from(self.guard.claim_ttl().as_millis()).unwrap_or(i64::MAX);
+        let mut pruned_at = i64::MIN;
         loop {
+            let now = self.clock.now_ms();
+            if now.saturating_sub(pruned_at) > 3_600_000 {
+                pruned_at = now;
+                let before = now.saturating_sub(ttl_ms);
+                if let Err(e) = ledger.call(move |c| claims::prune(c, before)).await {
+                    tracing::warn!(event = "guard_follow_failed", error = %e, "cannot forget old claims");
+                }
+            }
             let mut reachable = true;
             if !unsettled.is_empty() {
                 unsettled = self.recover(&ledger, unsettled).await;

@@ -13,6 +13,8 @@ const T = {
     cashier: "收银员", scanner: "扫码枪", kind: "类型", timeline: "处理过程", void: "整单作废",
     void_reason: "作废原因", voided: "已作废", scanned: "扫码", answered: "应答收银台", hourly: "今日每小时核销",
     by: "处理人", call: "调用", result: "结果", empty: "暂无记录", resolve_as: "处理为",
+    guard: "门店认领", guard_claimed: "本机已认领", guard_unavailable: "门店未应答（本机单独处理）",
+    guard_elsewhere: "另一收银台已认领", guard_abandoned: "另一收银台认领后未记录",
     quota: "微信每日接口调用次数已用完（45009）：卡券核销暂停，北京时间 0 点后恢复，待确认的记录不会丢失",
   },
   "en": {
@@ -27,6 +29,8 @@ const T = {
     cashier: "Cashier", scanner: "Scanner", kind: "Type", timeline: "Timeline", void: "Void sale",
     void_reason: "Why it is voided", voided: "Voided", scanned: "Scanned", answered: "Till answered", hourly: "Redeemed per hour today",
     by: "By", call: "Call", result: "Result", empty: "Nothing yet", resolve_as: "Resolve as",
+    guard: "Store guard", guard_claimed: "claimed by this till", guard_unavailable: "store did not answer (this till alone)",
+    guard_elsewhere: "claimed by another till", guard_abandoned: "claimed by another till, never recorded there",
     quota: "WeChat daily API quota exhausted (45009): card redemptions resume after 00:00 Asia/Shanghai; queued rows wait, nothing is lost",
   },
 }[LANG] || {};
