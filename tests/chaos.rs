@@ -258,3 +258,263 @@ fn check(till: &Till, all: &[String], acks: &Acks, seed: u64) {
     println!("chaos: answers given {told:?}");
     assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
 }
+
+/// What each till told about each code, by till.
+type StoreAcks = [Acks; 2];
+
+/// The two-till mode: one store, tills A and B on a 3-node NATS cluster, both scanning the
+/// same codes while they are killed at random, NATS nodes are killed and restarted, and
+/// WeChat's faults come and go as above. Besides every check of one till, the store guard's:
+/// a code accepted at both tills had a till that could not ask the store (`guard =
+/// "unavailable"`), and a code sent to WeChat by both tills likewise.
+///
+/// `REDEEMD_CHAOS_ROUNDS` / `REDEEMD_CHAOS_SEED` as above.
+#[test]
+fn chaos_two_tills_with_nats_node_kills() {
+    let rounds: u32 = std::env::var("REDEEMD_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("REDEEMD_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!(
+        "chaos (two tills): seed = {seed}, rounds = {rounds} (replay with REDEEMD_CHAOS_SEED={seed})"
+    );
+    let mut rng = Rng::new(seed);
+    let mut cluster = NatsCluster::start(3);
+    let a = Till::in_store(
+        &cluster.urls(),
+        Setup {
+            online_wait: "400ms",
+            max_pending: 12,
+            ..Setup::default()
+        },
+    );
+    let b = a.sibling("store1-till2");
+    let per_round = 8usize;
+    let mut all: Vec<String> = Vec::new();
+    for i in 0..per_round * rounds as usize {
+        let code = if i % 2 == 0 {
+            format!("{:08}{:04}", 70_000_000 + i, 3000 + i)
+        } else {
+            format!("BFST{:06}{:04}", seed % 1_000_000, 7000 + i)
+        };
+        if i % 2 == 0 {
+            a.sim.add_codes(&[&code]);
+        } else {
+            a.sim.pay().add_coupon(&code, STOCK_ID);
+        }
+        all.push(code);
+    }
+    let mut acks: StoreAcks = [BTreeMap::new(), BTreeMap::new()];
+    let started = Instant::now();
+    for round in 0..rounds as usize {
+        a.sim.card.set_faults(CardFaults {
+            busy: rng.below(3) as u32,
+            drop_after_consume: rng.below(3) as u32,
+            latency: Duration::from_millis(rng.below(100)),
+            ..CardFaults::default()
+        });
+        a.sim.pay().set_faults(PayFaults {
+            server_error: rng.below(3) as u32,
+            drop_after_commit: rng.below(3) as u32,
+            latency: Duration::from_millis(rng.below(100)),
+            ..PayFaults::default()
+        });
+        let wechat_down = rng.below(3) == 0;
+        a.sim.set_down(wechat_down);
+        a.sim.set_pay_down(true, wechat_down);
+        a.sim.set_pay_down(false, wechat_down);
+        let up: Vec<bool> = cluster.nodes.iter().map(|n| n.is_running()).collect();
+        println!("round {round}: WeChat down {wechat_down}, NATS nodes up {up:?} at the start");
+        let da = a.start();
+        let db = b.start();
+        let mine = &all[round * per_round..(round + 1) * per_round];
+        let unanswered = |acks: &Acks| -> Vec<String> {
+            all[..round * per_round]
+                .iter()
+                .filter(|c| !acks.contains_key(*c))
+                .cloned()
+                .collect()
+        };
+        for c in unanswered(&acks[0]).iter().chain(mine) {
+            a.pty.scan(c);
+        }
+        for c in unanswered(&acks[1]).iter().chain(mine) {
+            b.pty.scan(c);
+        }
+        // While the scans are answered: a node killed, or one brought back (at most two
+        // down), sometimes.
+        std::thread::sleep(Duration::from_millis(rng.below(500)));
+        let n = rng.below(3) as usize;
+        let down = cluster.nodes.iter().filter(|x| !x.is_running()).count();
+        match (cluster.nodes[n].is_running(), rng.below(3)) {
+            (true, 0) if down < 2 => {
+                cluster.kill(n);
+                println!("round {round}: NATS node {n} killed");
+            }
+            (false, 0 | 1) => {
+                cluster.restart(n);
+                println!("round {round}: NATS node {n} back");
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(900)));
+        let events = da.events();
+        let log = da.kill9();
+        assert!(!log.contains("panicked"), "round {round}: {log}");
+        record_acks(&events, &all, &mut acks[0]);
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        let events = db.events();
+        let log = db.kill9();
+        assert!(!log.contains("panicked"), "round {round}: {log}");
+        record_acks(&events, &all, &mut acks[1]);
+    }
+
+    // Calm: every node and WeChat up, no faults; each code nobody answered is rescanned at
+    // one of the tills.
+    for n in 0..3 {
+        if !cluster.nodes[n].is_running() {
+            cluster.restart(n);
+        }
+    }
+    a.sim.card.set_faults(CardFaults::default());
+    a.sim.pay().set_faults(PayFaults::default());
+    a.sim.set_down(false);
+    a.sim.set_pay_down(true, false);
+    a.sim.set_pay_down(false, false);
+    let da = a.start();
+    let db = b.start();
+    for c in &all {
+        if !acks[0].contains_key(c) && !acks[1].contains_key(c) {
+            let (till, d, i) = if rng.below(2) == 0 {
+                (&a.pty, &da, 0)
+            } else {
+                (&b.pty, &db, 1)
+            };
+            till.scan(c);
+            let e = d.outcome(c);
+            acks[i]
+                .entry(c.clone())
+                .or_default()
+                .push(e["outcome"].as_str().unwrap_or("").to_string());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows: Vec<serde_json::Value> = a.log().into_iter().chain(b.log()).collect();
+        if rows
+            .iter()
+            .all(|r| r["state"] != "queued" && r["unconfirmed"] == false)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog never drained (seed {seed})"
+        );
+        da.try_wait_events(usize::MAX, Duration::from_millis(200), |_| false);
+    }
+    check_store(&a, [&a.log(), &b.log()], &all, &acks, seed);
+    drop((da, db));
+    println!(
+        "chaos (two tills): {} codes, {rounds} rounds, {:.1} s",
+        all.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The store-wide checker: one till's promises over both ledgers, and the guard's.
+fn check_store(
+    till: &Till,
+    logs: [&Vec<serde_json::Value>; 2],
+    all: &[String],
+    acks: &StoreAcks,
+    seed: u64,
+) {
+    let row_of = |i: usize, c: &str| logs[i].iter().find(|r| r["code"] == c).cloned();
+    let mut failures = Vec::new();
+    let accepted = |t: &[String]| t.iter().any(|o| o == "redeemed" || o == "accepted_offline");
+    for c in all {
+        let n = if c.starts_with("BF") {
+            till.sim.pay().used_count(c)
+        } else {
+            till.sim.card.consumed_count(c)
+        };
+        let told: [Vec<String>; 2] = [0, 1].map(|i| acks[i].get(c).cloned().unwrap_or_default());
+        let rows = [row_of(0, c), row_of(1, c)];
+        let state = |i: usize| {
+            rows[i]
+                .as_ref()
+                .and_then(|r| r["state"].as_str().map(String::from))
+                .unwrap_or_else(|| "none".into())
+        };
+        let alone = |i: usize| {
+            rows[i]
+                .as_ref()
+                .is_some_and(|r| r["guard"] == "unavailable")
+        };
+        let review = state(0) == "review" || state(1) == "review";
+        if n > 1 {
+            failures.push(format!("{c}: redeemed {n} times"));
+        }
+        if (accepted(&told[0]) || accepted(&told[1])) && n != 1 && !review {
+            failures.push(format!(
+                "{c}: told {told:?}, WeChat count {n}, ledgers {} / {}",
+                state(0),
+                state(1)
+            ));
+        }
+        // The guard: both tills accepting a code needs one of them to have gone on alone.
+        if accepted(&told[0]) && accepted(&told[1]) && !alone(0) && !alone(1) {
+            failures.push(format!(
+                "{c}: accepted at both tills with the store guard answering: {told:?}"
+            ));
+        }
+        let redeemed_rows = (0..2).filter(|i| state(*i) == "redeemed").count();
+        if redeemed_rows > 1 || (redeemed_rows == 1 && n != 1) {
+            failures.push(format!(
+                "{c}: {redeemed_rows} redeemed rows, WeChat count {n}"
+            ));
+        }
+        if n == 1 && redeemed_rows == 0 && !review {
+            failures.push(format!(
+                "{c}: WeChat redeemed it, ledgers say {} / {}",
+                state(0),
+                state(1)
+            ));
+        }
+        let sent = if c.starts_with("BF") {
+            0
+        } else {
+            till.sim.card.calls_for(c).consume
+        };
+        if sent > 1 && !alone(0) && !alone(1) {
+            failures.push(format!(
+                "{c}: {sent} consumes with the store guard answering"
+            ));
+        }
+    }
+    let both_alone = all
+        .iter()
+        .filter(|c| (0..2).all(|i| row_of(i, c).is_some_and(|r| r["guard"] == "unavailable")))
+        .count();
+    let told: BTreeMap<&str, usize> =
+        acks.iter()
+            .flat_map(|a| a.values().flatten())
+            .fold(BTreeMap::new(), |mut m, o| {
+                *m.entry(o.as_str()).or_default() += 1;
+                m
+            });
+    println!(
+        "chaos (two tills): answers given {told:?}; codes both tills took alone: {both_alone}"
+    );
+    assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
+}

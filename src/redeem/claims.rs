@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// How long the follower lets ties gather before it tells the store.
+const FOLLOW_BATCH: Duration = Duration::from_millis(20);
+
 /// What the intake does with a new code after asking the store.
 #[derive(Debug)]
 pub enum Claimed {
@@ -135,7 +138,9 @@ impl StoreGuard {
     }
 
     /// Cleans up after the last run, then keeps every claim's value in step with its row,
-    /// until the process ends. `started`: claims noted before it are the last run's.
+    /// until the process ends. `started`: claims noted before it are the last run's. Its
+    /// writes do not wait for their fsync (off the cashier's path, and a write lost to a
+    /// power cut is only done again: the bucket's revision tells).
     pub async fn follow(self: Arc<Self>, ledger: Ledger, started: i64) {
         let mut unsettled = match ledger.call(move |c| claims::unsettled(c, started)).await {
             Ok(u) => u,
@@ -151,7 +156,10 @@ impl StoreGuard {
             if now.saturating_sub(pruned_at) > 3_600_000 {
                 pruned_at = now;
                 let before = now.saturating_sub(ttl_ms);
-                if let Err(e) = ledger.call(move |c| claims::prune(c, before)).await {
+                if let Err(e) = ledger
+                    .call_sync_later(move |c| claims::prune(c, before))
+                    .await
+                {
                     tracing::warn!(event = "guard_follow_failed", error = %e, "cannot forget old claims");
                 }
             }
@@ -171,7 +179,8 @@ impl StoreGuard {
                 Duration::from_secs(1)
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                // A moment's delay gathers the rows of a burst into one batch.
+                _ = self.wake.notified() => tokio::time::sleep(FOLLOW_BATCH).await,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -209,7 +218,7 @@ impl StoreGuard {
             };
             let done = u.clone();
             if let Err(e) = ledger
-                .call(move |c| claims::settle(c, &done, revision))
+                .call_sync_later(move |c| claims::settle(c, &done, revision))
                 .await
             {
                 tracing::error!(event = "guard_follow_failed", error = %e, "cannot record a settled claim");
@@ -223,7 +232,7 @@ impl StoreGuard {
     /// not answer; the rest waits.
     async fn sync_dirty(&self, ledger: &Ledger) -> bool {
         loop {
-            let batch = match ledger.call(|c| claims::dirty(c, 64)).await {
+            let batch = match ledger.call_sync_later(|c| claims::dirty(c, 64)).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(event = "guard_follow_failed", error = %e, "cannot read the claims to follow");
@@ -287,7 +296,7 @@ impl StoreGuard {
         let result = match written {
             Ok(revision) => {
                 ledger
-                    .call(move |c| claims::synced(c, &key, seen, revision, want))
+                    .call_sync_later(move |c| claims::synced(c, &key, seen, revision, want))
                     .await
             }
             Err(holder) => {
@@ -308,7 +317,7 @@ impl StoreGuard {
                 );
                 let at = self.clock.now_ms();
                 ledger
-                    .call(move |c| claims::lost(c, &key, id, &note, at))
+                    .call_sync_later(move |c| claims::lost(c, &key, id, &note, at))
                     .await
             }
         };

@@ -234,3 +234,25 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+/// The chain's claim secret in the store tests.
+pub const CODE_KEY: &str = "store-guard-test-key-0123456789abcdef";
+
+impl super::Till {
+    /// A coupon-and-card till of the store whose NATS is at `urls` (`[store]`, a 300 ms
+    /// claim timeout), its code key beside the config; [`super::Till::sibling`] makes the
+    /// store's other tills.
+    pub fn in_store(urls: &str, setup: super::Setup) -> super::Till {
+        use std::os::unix::fs::PermissionsExt;
+        let till = super::Till::with_coupons(super::Setup {
+            extra_toml: format!(
+                "[store]\nname = \"store1\"\nnats_url = \"{urls}\"\ncode_key_file = \"code.key\"\nclaim_timeout = \"300ms\"\n"
+            ),
+            ..setup
+        });
+        let key = till.dir.path().join("code.key");
+        std::fs::write(&key, CODE_KEY).expect("code key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        till
+    }
+}
