@@ -282,7 +282,7 @@ fn node_losses_quorum_and_the_way_back() {
     // One of three gone: the claim keeps its majority (once the bucket's leader is
     // elected again, if it was on the lost node: until then scans go on alone).
     cluster.kill(2);
-    let spare: Vec<String> = mixed_codes(&a, 240, 76);
+    let spare: Vec<String> = mixed_codes(&a, 200, 76);
     let mut spare = spare.into_iter();
     let first = claimed_at(&base_a, &mut spare);
     let x = scan(&base_a, &first);
