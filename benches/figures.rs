@@ -681,6 +681,7 @@ async fn bench_online_guard(
             at: 0,
             api: "card".into(),
             state: "claimed".into(),
+            ..ClaimValue::default()
         };
         let t0 = Instant::now();
         let c = guard.claim(&format!("{i:064x}"), &value).await;

@@ -34,6 +34,7 @@ fn value(till: &str, state: &str) -> ClaimValue {
         at: 1_796_000_000_000,
         api: "card".into(),
         state: state.into(),
+        ..ClaimValue::default()
     }
 }
 

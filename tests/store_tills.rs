@@ -367,7 +367,8 @@ fn node_losses_quorum_and_the_way_back() {
 
 /// A claim in the bucket with no row behind it, as a till killed between the two leaves
 /// it: the till that made it releases it when it starts again; until then, another till
-/// never takes it over, and one older than `online_wait` goes to a manager there.
+/// never takes it over, and one older than `online_wait` goes to a manager there, and to
+/// the holder's manager once it is back.
 #[test]
 fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -398,6 +399,8 @@ fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
             at,
             api: "card".into(),
             state: "claimed".into(),
+            last4: Some(code[code.len() - 4..].to_string()),
+            ..ClaimValue::default()
         };
         assert!(matches!(
             rt.block_on(guard.claim(&key_of(code), &value)),
@@ -433,6 +436,27 @@ fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
                     .is_some_and(|v| v.state == RELEASED)
             })
         },
+    );
+    // The customer turned away at B is at A's manager page too (A never had the code:
+    // its last 4, from the claim).
+    let reported: Vec<Value> = a
+        .log()
+        .into_iter()
+        .filter(|r| r["reason_code"] == "claim_abandoned_here")
+        .collect();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["state"], "review");
+    assert_eq!(reported[0]["guard"], "abandoned");
+    assert!(
+        reported[0]["code"].as_str().is_some_and(
+            |c| c.ends_with(&codes[0][codes[0].len() - 4..]) && !c.contains(&codes[0][..4])
+        ),
+        "{reported:?}"
+    );
+    assert!(
+        reported[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("till store1-till2"))
     );
     // Released: a new code of the two is B's now.
     let later = scan(&base_b, &codes[1]);

@@ -285,6 +285,39 @@ pub fn prune(conn: &Connection, before: Millis) -> Result<usize> {
     )
 }
 
+/// A review item for a claim of this till's that another till found abandoned: no code
+/// (the till never recorded it), only its last 4 as the claim kept them. Once per claim.
+pub fn record_abandoned_here(
+    conn: &mut Connection,
+    key: &str,
+    shown_code: &str,
+    reason: &str,
+    till: &str,
+    claimed_at: Millis,
+    now: Millis,
+) -> Result<Option<i64>> {
+    let tx = immediate(conn)?;
+    let note = format!("store claim {key}");
+    let known: bool = one(
+        &tx,
+        "SELECT EXISTS(SELECT 1 FROM redemptions WHERE api IS NULL AND note = ?1)",
+        [&note],
+    )?;
+    if known {
+        tx.commit()?;
+        return Ok(None);
+    }
+    exec(
+        &tx,
+        "INSERT INTO redemptions (code, state, reason, note, scanner, till, scanned_at, \
+         updated_at, guard) VALUES (?1, 'review', ?2, ?3, 'store-guard', ?4, ?5, ?6, 'abandoned')",
+        params![shown_code, reason, note, till, claimed_at, now],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Some(id))
+}
+
 /// Whether any claim waits for the bucket (for tests and `/healthz`).
 pub fn backlog(conn: &Connection) -> Result<i64> {
     one(
@@ -483,5 +516,26 @@ mod tests {
             assert!(again.rescan.is_some());
             assert_eq!(again.row.state, state);
         }
+    }
+
+    /// A claim of ours another till found abandoned is one review item here, however often
+    /// the restart that reports it runs.
+    #[test]
+    fn an_abandoned_claim_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
+        let first = record_abandoned_here(&mut conn, "k9", "****1234", "why", "t1", 5, 9).unwrap();
+        let row = store::get(&conn, first.expect("recorded"))
+            .unwrap()
+            .expect("row");
+        assert_eq!(
+            (row.state, row.guard, row.api),
+            (State::Review, Some(Guard::Abandoned), None)
+        );
+        assert_eq!(row.code.expose(), "****1234");
+        assert_eq!(
+            record_abandoned_here(&mut conn, "k9", "****1234", "why", "t1", 5, 9).unwrap(),
+            None
+        );
     }
 }

@@ -10,7 +10,9 @@ use crate::metrics::Metrics;
 use crate::model::claim::CodeKey;
 use crate::model::code::Code;
 use crate::model::row::Guard as GuardWord;
-use crate::store::claim::{CLAIMED, ClaimValue, Foreign, RELEASED, follows, foreign};
+use crate::store::claim::{
+    CLAIMED, ClaimValue, Foreign, RELEASED, abandoned_here_reason, follows, foreign,
+};
 use crate::store::guard::{Claim, Guard};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +94,8 @@ impl StoreGuard {
             at,
             api: api.as_str().into(),
             state: CLAIMED.into(),
+            last4: Some(last4(code)),
+            abandoned_by: None,
         };
         let tie = |guard, revision| {
             Claimed::Go(ClaimTie {
@@ -118,7 +122,17 @@ impl StoreGuard {
             Claim::Theirs(v) => {
                 let (guard, reason) = match foreign(&v, self.clock.now_ms(), self.online_wait_ms) {
                     Foreign::Duplicate(r) => (GuardWord::Elsewhere, r),
-                    Foreign::Abandoned(r) => (GuardWord::Abandoned, r),
+                    Foreign::Abandoned(r) => {
+                        // Rare; worth one more round trip before the answer.
+                        if let Err(error) = self.guard.flag_abandoned(&key).await {
+                            tracing::warn!(
+                                event = "claim_not_flagged",
+                                error,
+                                "cannot tell the store that a claim looks abandoned"
+                            );
+                        }
+                        (GuardWord::Abandoned, r)
+                    }
                 };
                 self.metrics.count_claim(guard.as_str());
                 tracing::info!(event = "claimed_elsewhere", code = %code, till = %v.till, "another till of the store holds this code");
@@ -201,6 +215,14 @@ impl StoreGuard {
                         Some(rev)
                     } else {
                         // Ours, with no row behind it: nobody was answered for this scan.
+                        // If another till found it meanwhile, its customer was turned
+                        // away there: this till's manager hears of it too.
+                        if let Some(finder) = &v.abandoned_by
+                            && !self.report_abandoned(ledger, &u, &v, finder).await
+                        {
+                            todo.push(u);
+                            continue;
+                        }
                         let released = ClaimValue {
                             state: RELEASED.into(),
                             ..v
@@ -226,6 +248,30 @@ impl StoreGuard {
             }
         }
         todo
+    }
+
+    /// Records a review item for a claim of this till's that another till found abandoned.
+    /// `false`: it could not be recorded (tried again).
+    async fn report_abandoned(
+        &self,
+        ledger: &Ledger,
+        u: &Unsettled,
+        v: &ClaimValue,
+        finder: &str,
+    ) -> bool {
+        let reason = abandoned_here_reason(v.at, finder);
+        let shown = format!("****{}", v.last4.clone().unwrap_or_default());
+        let (till, key, at, now) = (self.till.clone(), u.key.clone(), v.at, self.clock.now_ms());
+        match ledger
+            .call(move |c| claims::record_abandoned_here(c, &key, &shown, &reason, &till, at, now))
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(event = "guard_follow_failed", error = %e, "cannot record an abandoned claim");
+                false
+            }
+        }
     }
 
     /// Brings the bucket up to date with every row that changed. `false`: the store did
@@ -259,6 +305,8 @@ impl StoreGuard {
             at: d.row.scanned_at,
             api: d.row.api.unwrap_or_default().into(),
             state: want.into(),
+            last4: Some(last4(&d.row.code)),
+            abandoned_by: None,
         };
         let written = match d.revision {
             // Never known to be ours, and to be released: nothing to tell the store.
@@ -327,4 +375,11 @@ impl StoreGuard {
         }
         true
     }
+}
+
+/// A code's last 4 characters, the part that may leave the till.
+fn last4(code: &Code) -> String {
+    let c = code.expose();
+    let start = c.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+    c[start..].to_string()
 }

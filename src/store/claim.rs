@@ -6,7 +6,7 @@ use crate::model::state::State;
 use serde::{Deserialize, Serialize};
 
 /// A claim's value in the bucket: who holds the code, and how far it got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClaimValue {
     pub till: String,
     /// The ledger row, once recorded.
@@ -18,6 +18,13 @@ pub struct ClaimValue {
     pub api: String,
     /// `claimed`, `redeemed`, `rejected`, `review` or `released`.
     pub state: String,
+    /// The code's last 4 characters, for people (the key is all NATS has of the code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last4: Option<String>,
+    /// The till that found this claim abandoned (no row behind it, old): it did not take
+    /// the claim over, and the holder's next start reports it to its manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned_by: Option<String>,
 }
 
 pub const RELEASED: &str = "released";
@@ -81,6 +88,16 @@ pub fn foreign(v: &ClaimValue, now: Millis, online_wait_ms: i64) -> Foreign {
     ))
 }
 
+/// Why a till records a review item for its own claim that another till found abandoned:
+/// the scan was claimed here, this till stopped before recording it, and the customer was
+/// turned away at `finder`.
+pub fn abandoned_here_reason(at: Millis, finder: &str) -> String {
+    format!(
+        "claimed here at {} and never recorded (this till stopped first); till {finder} found the claim and turned the code away: ask till {finder} what the customer was told",
+        hh_mm(at)
+    )
+}
+
 /// The claim's state for a row in `state`; `sent`: a redeeming call ever went out for it.
 /// A code this till turned away without sending it is released, so another till may take
 /// it; so is a coupon given back (the customer has it again). The rest is kept.
@@ -107,6 +124,7 @@ mod tests {
             at,
             api: "coupon".into(),
             state: state.into(),
+            ..ClaimValue::default()
         }
     }
 
@@ -172,6 +190,7 @@ mod tests {
             at: 1,
             api: "card".into(),
             state: state.into(),
+            ..ClaimValue::default()
         })
         .unwrap()
     }

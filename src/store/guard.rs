@@ -222,6 +222,7 @@ impl Guard {
                 at: 0,
                 api: String::new(),
                 state: UNREADABLE.into(),
+                ..ClaimValue::default()
             }),
         }
     }
@@ -262,6 +263,37 @@ impl Guard {
             }
             Ok(Ok(_)) => Ok(None),
             Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!(
+                "the store did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Marks another till's abandoned claim as found by this till: the holder stays the
+    /// holder (nothing is taken over), and its next start tells its manager.
+    pub async fn flag_abandoned(&self, key: &str) -> Result<(), String> {
+        let flag = async {
+            let kv = self.bucket().await?;
+            let entry = kv
+                .entry(key)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the claim is gone")?;
+            let mut v: ClaimValue =
+                serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
+            if v.abandoned_by.is_some() || v.row.is_some() {
+                return Ok(());
+            }
+            v.abandoned_by = Some(self.till.clone());
+            let bytes = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+            kv.update(key, bytes.into(), entry.revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, flag).await {
+            Ok(r) => r,
             Err(_) => Err(format!(
                 "the store did not answer within {} ms",
                 self.timeout.as_millis()
