@@ -388,7 +388,7 @@ fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
     for (code, at) in [(&codes[0], now - 600_000), (&codes[1], now)] {
         let scan_id = format!("store1-till1-{at}-dead");
         db.execute(
-            "INSERT INTO claims (key, scan, pending, at) VALUES (?1, ?2, 1, ?3)",
+            "INSERT INTO claim_notes (key, scan, at) VALUES (?1, ?2, ?3)",
             rusqlite::params![key_of(code), scan_id, at],
         )
         .expect("intent");
@@ -474,11 +474,7 @@ fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
 /// Claims till A noted and has not settled (its own ledger, read as a manager's tool would).
 fn pending_claims(till: &Till) -> i64 {
     rusqlite::Connection::open(till.dir.path().join("ledger/redeemd.db"))
-        .and_then(|c| {
-            c.query_row("SELECT count(*) FROM claims WHERE pending = 1", [], |r| {
-                r.get(0)
-            })
-        })
+        .and_then(|c| c.query_row("SELECT count(*) FROM claim_notes", [], |r| r.get(0)))
         .unwrap_or(i64::MAX)
 }
 

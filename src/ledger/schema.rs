@@ -193,30 +193,31 @@ CREATE TABLE catalog (
     fetched_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
-    // 8: the store guard (issue 15). `guard` says how the store's claim went for the row;
-    // `claims` holds this till's claims in the store's bucket, written before each claim
-    // is sent (so a restart finds it) and tied to its row once the row is recorded.
+    // 8: the store guard (issue 15). `guard` says how the store's claim went for the row,
+    // and the claim's own columns follow it to the store (`claim_dirty`: the row changed
+    // since the bucket was told). `claim_notes` holds the claims sent and not yet answered,
+    // written before each is sent, so that a restart finds them.
     r#"
 ALTER TABLE redemptions ADD COLUMN guard TEXT
     CHECK (guard IN ('claimed', 'unavailable', 'elsewhere', 'abandoned'));
-CREATE TABLE claims (
-    key       TEXT PRIMARY KEY,  -- HMAC-SHA256(code_key, code), hex: the bucket's key
-    scan      TEXT NOT NULL,     -- the scan id the claim's value names
-    pending   INTEGER NOT NULL,  -- 1: sent (or about to be), its answer not recorded yet
-    row       INTEGER REFERENCES redemptions(id),
-    revision  INTEGER,           -- the bucket's revision of our value; NULL: not known to hold it
-    dirty     INTEGER NOT NULL DEFAULT 1,  -- the row changed since the bucket was told
-    synced    TEXT,              -- the claim state last written for the row
-    at        INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX claims_pending ON claims(pending) WHERE pending = 1;
-CREATE INDEX claims_dirty ON claims(row) WHERE dirty = 1 AND row IS NOT NULL;
-CREATE UNIQUE INDEX claims_row ON claims(row) WHERE row IS NOT NULL;
+ALTER TABLE redemptions ADD COLUMN claim_key TEXT;      -- HMAC-SHA256(code_key, code), hex
+ALTER TABLE redemptions ADD COLUMN claim_scan TEXT;     -- the scan id the claim's value names
+ALTER TABLE redemptions ADD COLUMN claim_revision INTEGER;  -- NULL: not known to hold it
+ALTER TABLE redemptions ADD COLUMN claim_synced TEXT;   -- the claim state last written
+ALTER TABLE redemptions ADD COLUMN claim_dirty INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX redemptions_claim_dirty ON redemptions(id) WHERE claim_dirty = 1;
+CREATE TABLE claim_notes (
+    id    INTEGER PRIMARY KEY,
+    key   TEXT NOT NULL,
+    scan  TEXT NOT NULL,
+    at    INTEGER NOT NULL
+);
 -- The claim follows its row: every change of state is for the bucket to hear.
 CREATE TRIGGER claims_follow AFTER UPDATE OF state ON redemptions
-    WHEN OLD.state IS NOT NEW.state
+    WHEN OLD.state IS NOT NEW.state AND NEW.claim_key IS NOT NULL
+        AND NEW.claim_synced IS NOT 'lost'
 BEGIN
-    UPDATE claims SET dirty = 1 WHERE row = NEW.id;
+    UPDATE redemptions SET claim_dirty = 1 WHERE id = NEW.id;
 END;
 "#,
 ];
@@ -582,9 +583,7 @@ mod tests {
             indexes,
             [
                 "attempts_redemption",
-                "claims_dirty",
-                "claims_pending",
-                "claims_row",
+                "redemptions_claim_dirty",
                 "redemptions_code",
                 "redemptions_order",
                 "redemptions_pending",

@@ -93,6 +93,11 @@ const TABLE: &[(Match, &str, &str)] = &[
         "另一收银台曾认领此券但未记录，需店长核实",
     ),
     (
+        Starts("taken at two tills"),
+        "taken_at_two_tills",
+        "门店认领服务不可用时两台收银台都受理了此券，请核实哪一台给了优惠",
+    ),
+    (
         Starts("claimed here at "),
         "claim_abandoned_here",
         "本机认领此券后未及记录即停止，另一收银台已拒绝此券：请向该收银台核实顾客情况",
@@ -329,6 +334,7 @@ mod tests {
             ("already scanned at till till-2 at 14:03", "claimed_elsewhere"),
             ("claimed at till till-2 at 14:03 and never recorded there: check till till-2 before giving the discount", "claim_abandoned"),
             ("claimed in the store guard with a value redeemd cannot read: a manager decides", "claim_unreadable"),
+            ("taken at two tills: redeemed here while the store guard could not be asked, and till till-2 claimed the code at 14:03; check which till gave the discount", "taken_at_two_tills"),
             ("claimed here at 14:03 and never recorded (this till stopped first); till till-2 found the claim and turned the code away: ask till till-2 what the customer was told", "claim_abandoned_here"),
             ("refused at the till: WeChat did not answer and the store guard could not be asked whether another till has it (offline.require_store_guard)", "refused_offline_no_store_guard"),
             ("unexpected WeChat errcode 61007: api unauthorized", "other"),

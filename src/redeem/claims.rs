@@ -12,6 +12,7 @@ use crate::model::code::Code;
 use crate::model::row::Guard as GuardWord;
 use crate::store::claim::{
     CLAIMED, ClaimValue, Foreign, RELEASED, abandoned_here_reason, follows, foreign,
+    taken_twice_reason,
 };
 use crate::store::guard::{Claim, Guard};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// How long the follower lets ties gather before it tells the store.
-const FOLLOW_BATCH: Duration = Duration::from_millis(20);
+const FOLLOW_BATCH: Duration = Duration::from_millis(200);
 
 /// What the intake does with a new code after asking the store.
 #[derive(Debug)]
@@ -29,7 +30,6 @@ pub enum Claimed {
     /// Another till holds the code: never send it (`Elsewhere`: a duplicate; `Abandoned`:
     /// a person decides).
     Held {
-        key: String,
         scan: String,
         guard: GuardWord,
         reason: String,
@@ -137,7 +137,6 @@ impl StoreGuard {
                 self.metrics.count_claim(guard.as_str());
                 tracing::info!(event = "claimed_elsewhere", code = %code, till = %v.till, "another till of the store holds this code");
                 Claimed::Held {
-                    key,
                     scan,
                     guard,
                     reason,
@@ -338,13 +337,12 @@ impl StoreGuard {
                 },
             },
         };
-        let key = d.key.clone();
         let id = d.row.id;
         let seen = d.row.state;
         let result = match written {
             Ok(revision) => {
                 ledger
-                    .call_sync_later(move |c| claims::synced(c, &key, seen, revision, want))
+                    .call_sync_later(move |c| claims::synced(c, id, seen, revision, want))
                     .await
             }
             Err(holder) => {
@@ -364,8 +362,12 @@ impl StoreGuard {
                     "another till holds a code this till took"
                 );
                 let at = self.clock.now_ms();
+                let twice = match &holder {
+                    Some(v) => taken_twice_reason(&v.till, v.at),
+                    None => taken_twice_reason("?", 0),
+                };
                 ledger
-                    .call_sync_later(move |c| claims::lost(c, &key, id, &note, at))
+                    .call(move |c| claims::lost(c, id, &note, &twice, at))
                     .await
             }
         };

@@ -165,13 +165,12 @@ impl Intake {
                 Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
                 Ok(Claimed::Go(tie)) => Some(tie),
                 Ok(Claimed::Held {
-                    key,
                     scan: scan_id,
                     guard,
                     reason,
                 }) => {
                     return self
-                        .held_elsewhere(&scan, &routed, aim_id, key, scan_id, guard, reason)
+                        .held_elsewhere(&scan, &routed, aim_id, scan_id, guard, reason)
                         .await;
                 }
             },
@@ -291,13 +290,11 @@ impl Intake {
 
     /// Records a code another till of the store holds, and answers: `duplicate`, or
     /// `rejected` for a manager to look at (an abandoned claim). It is never sent.
-    #[allow(clippy::too_many_arguments)]
     async fn held_elsewhere(
         &self,
         scan: &Scan,
         routed: &route::Routed,
         aim_id: Option<String>,
-        key: String,
         scan_id: String,
         guard: Guard,
         reason: String,
@@ -325,7 +322,6 @@ impl Intake {
                         sale: &sale,
                         meta: None,
                     },
-                    &key,
                     &scan_id,
                     guard,
                     &why,

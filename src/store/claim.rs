@@ -98,6 +98,15 @@ pub fn abandoned_here_reason(at: Millis, finder: &str) -> String {
     )
 }
 
+/// Why a row this till redeemed alone goes to review once the store answers and another
+/// till turns out to hold the code.
+pub fn taken_twice_reason(holder: &str, at: Millis) -> String {
+    format!(
+        "taken at two tills: redeemed here while the store guard could not be asked, and till {holder} claimed the code at {}; check which till gave the discount",
+        hh_mm(at)
+    )
+}
+
 /// The claim's state for a row in `state`; `sent`: a redeeming call ever went out for it.
 /// A code this till turned away without sending it is released, so another till may take
 /// it; so is a coupon given back (the customer has it again). The rest is kept.
