@@ -21,6 +21,7 @@
 use redeemd::clock::{SharedClock, SystemClock};
 use redeemd::config::{Config, StoreConfig};
 use redeemd::ledger::Ledger;
+use redeemd::ledger::note_file::NoteFile;
 use redeemd::metrics::Metrics;
 use redeemd::model::claim::CodeKey;
 use redeemd::outcome::Bus;
@@ -689,15 +690,19 @@ async fn bench_online_guard(
         assert!(matches!(c, Claim::Taken { .. }), "{c:?}");
     }
     let key = CodeKey::from_bytes(b"bench-code-key-0123456789abcdef-0123").unwrap();
-    let store_guard = Arc::new(StoreGuard::new(
-        Guard::connect(&store, "bench-till").await.unwrap(),
-        key,
-        "bench-till",
-        cfg.offline.online_wait,
-        false,
-        Arc::new(Metrics::default()),
-        Arc::new(SystemClock),
-    ));
+    let (notes, _) = NoteFile::open(&dir.join("b2g.db")).unwrap();
+    let store_guard = Arc::new(
+        StoreGuard::new(
+            Guard::connect(&store, "bench-till").await.unwrap(),
+            key,
+            "bench-till",
+            cfg.offline.online_wait,
+            false,
+            Arc::new(Metrics::default()),
+            Arc::new(SystemClock),
+        )
+        .with_notes(notes),
+    );
     let online = bench_online_with(dir, cfg, sim, url, n, Some(store_guard), "b2g.db").await;
     (online, claims)
 }

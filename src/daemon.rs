@@ -5,7 +5,9 @@ use crate::api::{self, ApiState, KeyedScan};
 use crate::check::{Loaded, PayKeys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig};
+use crate::ledger::claims;
 use crate::ledger::lock::LedgerLock;
+use crate::ledger::note_file::NoteFile;
 use crate::ledger::store;
 use crate::ledger::{Ledger, LedgerError, OpenError};
 use crate::metrics::Metrics;
@@ -168,7 +170,7 @@ impl Daemon {
             .await
             .map_err(DaemonError::Config)?;
         tracing::info!(event = "store_guard", store = %store.name, servers = %store.nats_urls.join(","), "claiming every code in the store's NATS");
-        Ok(Some(Arc::new(StoreGuard::new(
+        let mut sg = StoreGuard::new(
             guard,
             key.clone(),
             &self.config.till,
@@ -176,7 +178,34 @@ impl Daemon {
             self.config.offline.require_store_guard,
             metrics.clone(),
             self.clock.clone(),
-        ))))
+        );
+        // The last run's notes that no row took go to the ledger, for the follower.
+        match NoteFile::open(&self.config.database) {
+            Ok((notes, left)) => {
+                let now = self.clock.now_ms();
+                let moved = self
+                    .ledger
+                    .call(move |c| claims::import_notes(c, &left))
+                    .await?;
+                if moved > 0 {
+                    tracing::info!(
+                        event = "claim_notes",
+                        moved,
+                        "claims the last run sent and never recorded: to settle"
+                    );
+                }
+                match notes.compact(now) {
+                    Ok(_) => sg = sg.with_notes(notes),
+                    Err(e) => {
+                        tracing::warn!(event = "claim_note_failed", error = %e, "cannot rewrite the claims file; claims are noted in the ledger")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "claim_note_failed", error = %e, "cannot open the claims file; claims are noted in the ledger")
+            }
+        }
+        Ok(Some(Arc::new(sg)))
     }
 
     pub fn bus(&self) -> Bus {

@@ -378,7 +378,9 @@ fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
     let a = store_till(&urls, "800ms", "");
     let b = a.sibling("store1-till2");
     let codes = mixed_codes(&a, 4, 74);
-    // Till A's ledger, as a run killed right after two claims leaves it.
+    // Till A's notes, as a run killed right after two claims leaves them: one in its
+    // claims file (where a till notes them), one in its ledger (where it notes them when
+    // the file cannot be written).
     a.start().terminate();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -387,11 +389,20 @@ fn a_claim_without_its_row_is_released_by_its_till_and_never_taken_over() {
     let db = rusqlite::Connection::open(a.dir.path().join("ledger/redeemd.db")).expect("ledger");
     for (code, at) in [(&codes[0], now - 600_000), (&codes[1], now)] {
         let scan_id = format!("store1-till1-{at}-dead");
-        db.execute(
-            "INSERT INTO claim_notes (key, scan, at) VALUES (?1, ?2, ?3)",
-            rusqlite::params![key_of(code), scan_id, at],
-        )
-        .expect("intent");
+        if code == &codes[0] {
+            db.execute(
+                "INSERT INTO claim_notes (key, scan, at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key_of(code), scan_id, at],
+            )
+            .expect("note");
+        } else {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(a.dir.path().join("ledger/redeemd.db.claims"))
+                .and_then(|mut f| writeln!(f, "{}\t{at}\t{scan_id}", key_of(code)))
+                .expect("note");
+        }
         let value = ClaimValue {
             till: "store1-till1".into(),
             row: None,

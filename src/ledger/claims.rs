@@ -1,7 +1,8 @@
 //! The store guard's claims as this till's ledger keeps them (migration 8).
 //!
-//! A claim is noted in `claim_notes`, committed, before it is sent to the store (a restart
-//! finds the note and cleans up). The row's own commit records how the claim went on the
+//! A claim is noted before it is sent to the store, in the notes file (`note_file`) or
+//! else in `claim_notes`; a restart moves the file's untied notes here, finds them and
+//! cleans up. The row's own commit records how the claim went on the
 //! row (`claim_key`, `claim_scan`, `claim_revision`) and drops the note; from then on every
 //! change of the row's state marks it `claim_dirty` (trigger `claims_follow`) until the
 //! bucket has been told. The claim lives on its row so that a scan writes few pages more
@@ -143,6 +144,30 @@ pub fn record_elsewhere(
     };
     tx.commit()?;
     Ok(recorded)
+}
+
+/// Moves the last run's notes (from the notes file) that no row took into `claim_notes`,
+/// where the follower settles them. Returns how many.
+pub fn import_notes(conn: &mut Connection, notes: &[super::note_file::Note]) -> Result<usize> {
+    if notes.is_empty() {
+        return Ok(0);
+    }
+    let tx = immediate(conn)?;
+    let tied: std::collections::HashSet<String> = tx
+        .prepare("SELECT claim_scan FROM redemptions WHERE claim_scan IS NOT NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_>>()?;
+    let mut moved = 0;
+    for n in notes.iter().filter(|n| !tied.contains(&n.scan)) {
+        exec(
+            &tx,
+            "INSERT INTO claim_notes (key, scan, at) VALUES (?1, ?2, ?3)",
+            params![n.key, n.scan, n.at],
+        )?;
+        moved += 1;
+    }
+    tx.commit()?;
+    Ok(moved)
 }
 
 /// A claim sent by an earlier run whose answer was never recorded.

@@ -6,6 +6,7 @@
 
 pub mod claims;
 pub mod lock;
+pub mod note_file;
 pub mod reader;
 pub mod schema;
 pub mod store;

@@ -5,6 +5,7 @@
 use crate::clock::{SharedClock, hh_mm};
 use crate::config::Api;
 use crate::ledger::claims::{self, ClaimTie, Dirty, Unsettled};
+use crate::ledger::note_file::{Note, NoteFile};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::model::claim::CodeKey;
@@ -18,6 +19,10 @@ use crate::store::guard::{Claim, Guard};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+const HOUR_MS: i64 = 3_600_000;
+/// How long a note no row took is kept (a day: it only matters until the next start).
+const NOTES_KEPT_MS: i64 = 24 * HOUR_MS;
 
 /// How long the follower lets ties gather before it tells the store.
 const FOLLOW_BATCH: Duration = Duration::from_millis(200);
@@ -47,6 +52,8 @@ pub struct StoreGuard {
     clock: SharedClock,
     /// Wakes the follower: a claim was tied to a new row.
     wake: Notify,
+    /// Where claims are noted before they are sent (else: in the ledger).
+    notes: Option<NoteFile>,
 }
 
 impl StoreGuard {
@@ -69,7 +76,14 @@ impl StoreGuard {
             metrics,
             clock,
             wake: Notify::new(),
+            notes: None,
         }
+    }
+
+    /// Notes claims in `notes` (a `write()`) rather than in the ledger (a commit).
+    pub fn with_notes(mut self, notes: NoteFile) -> StoreGuard {
+        self.notes = Some(notes);
+        self
     }
 
     /// Claims `code` for this till: noted in the ledger first (committed, so a crash right
@@ -83,10 +97,23 @@ impl StoreGuard {
     ) -> Result<Claimed, LedgerError> {
         let key = self.key.claim_key(code);
         let scan = format!("{}-{at}-{:08x}", self.till, fastrand::u32(..));
-        let (k, s) = (key.clone(), scan.clone());
-        ledger
-            .call_sync_later(move |c| claims::begin(c, &k, &s, at))
-            .await?;
+        let note = Note {
+            key: key.clone(),
+            scan: scan.clone(),
+            at,
+        };
+        let noted = match &self.notes {
+            Some(f) => f
+                .append(&note)
+                .inspect_err(|e| tracing::warn!(event = "claim_note_failed", error = %e, "cannot write the claims file; the claim is noted in the ledger"))
+                .is_ok(),
+            None => false,
+        };
+        if !noted {
+            ledger
+                .call_sync_later(move |c| claims::begin(c, &note.key, &note.scan, note.at))
+                .await?;
+        }
         let value = ClaimValue {
             till: self.till.clone(),
             row: None,
@@ -162,19 +189,13 @@ impl StoreGuard {
                 Vec::new()
             }
         };
-        let ttl_ms = i64::try_from(self.guard.claim_ttl().as_millis()).unwrap_or(i64::MAX);
         let mut pruned_at = i64::MIN;
         loop {
             let now = self.clock.now_ms();
-            if now.saturating_sub(pruned_at) > 3_600_000 {
+            if now.saturating_sub(pruned_at) > HOUR_MS {
                 pruned_at = now;
-                let before = now.saturating_sub(ttl_ms);
-                if let Err(e) = ledger
-                    .call_sync_later(move |c| claims::prune(c, before))
-                    .await
-                {
-                    tracing::warn!(event = "guard_follow_failed", error = %e, "cannot forget old claims");
-                }
+                self.forget_notes_before(&ledger, now.saturating_sub(NOTES_KEPT_MS))
+                    .await;
             }
             let mut reachable = true;
             if !unsettled.is_empty() {
@@ -196,6 +217,26 @@ impl StoreGuard {
                 _ = self.wake.notified() => tokio::time::sleep(FOLLOW_BATCH).await,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Forgets notes of claims older than `before` that no row took (a row that could not be
+    /// written): by then the scan is long answered. Off the async threads: a file rewrite.
+    async fn forget_notes_before(self: &Arc<Self>, ledger: &Ledger, before: i64) {
+        if self.notes.is_some() {
+            let me = self.clone();
+            let compacted =
+                tokio::task::spawn_blocking(move || me.notes.as_ref().map(|f| f.compact(before)))
+                    .await;
+            if let Ok(Some(Err(e))) = compacted {
+                tracing::warn!(event = "guard_follow_failed", error = %e, "cannot compact the claims file");
+            }
+        }
+        if let Err(e) = ledger
+            .call_sync_later(move |c| claims::prune(c, before))
+            .await
+        {
+            tracing::warn!(event = "guard_follow_failed", error = %e, "cannot forget old claim notes");
         }
     }
 

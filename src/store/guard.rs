@@ -147,11 +147,6 @@ impl Guard {
             .await
     }
 
-    /// How long the bucket keeps a claim (`claim_ttl`).
-    pub fn claim_ttl(&self) -> Duration {
-        self.cfg.claim_ttl
-    }
-
     /// Whether the store answers: the claims bucket opens (or is created), within `within`.
     pub async fn probe(&self, within: Duration) -> Result<(), String> {
         match tokio::time::timeout(within, self.bucket()).await {
