@@ -18,13 +18,13 @@ use support::*;
 /// What the cashier was told about a code, in order.
 type Acks = BTreeMap<String, Vec<String>>;
 
-#[test]
-fn chaos_every_acknowledged_code_is_redeemed_exactly_once() {
-    let rounds: u32 = std::env::var("REDEEMD_CHAOS_ROUNDS")
+/// `REDEEMD_CHAOS_ROUNDS` (else `default_rounds`) and `REDEEMD_CHAOS_SEED` (else the clock).
+fn rounds_and_seed(default_rounds: u32) -> (u32, u64) {
+    let rounds = std::env::var("REDEEMD_CHAOS_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("REDEEMD_CHAOS_SEED")
+        .unwrap_or(default_rounds);
+    let seed = std::env::var("REDEEMD_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -33,6 +33,12 @@ fn chaos_every_acknowledged_code_is_redeemed_exactly_once() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
+    (rounds, seed)
+}
+
+#[test]
+fn chaos_every_acknowledged_code_is_redeemed_exactly_once() {
+    let (rounds, seed) = rounds_and_seed(5);
     println!("chaos: seed = {seed}, rounds = {rounds} (replay with REDEEMD_CHAOS_SEED={seed})");
     let mut rng = Rng::new(seed);
     let till = Till::with_coupons(Setup {
@@ -271,19 +277,7 @@ type StoreAcks = [Acks; 2];
 /// `REDEEMD_CHAOS_ROUNDS` / `REDEEMD_CHAOS_SEED` as above.
 #[test]
 fn chaos_two_tills_with_nats_node_kills() {
-    let rounds: u32 = std::env::var("REDEEMD_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
-    let seed: u64 = std::env::var("REDEEMD_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let (rounds, seed) = rounds_and_seed(4);
     println!(
         "chaos (two tills): seed = {seed}, rounds = {rounds} (replay with REDEEMD_CHAOS_SEED={seed})"
     );

@@ -18,6 +18,31 @@ fn binary() -> String {
     std::env::var("REDEEMD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
 }
 
+/// Waits until a server started with its log on stderr says it is ready (reading the log,
+/// no fixed sleep); the client port it named. The log keeps being read, so the server never
+/// blocks on a full pipe.
+fn wait_ready(child: &mut Child) -> Option<u16> {
+    let stderr = child.stderr.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut port = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(p) = line
+                .split("Listening for client connections on ")
+                .nth(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.trim().parse::<u16>().ok())
+            {
+                port = Some(p);
+            }
+            if line.contains("Server is ready") {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).ok().flatten()
+}
+
 impl NatsServer {
     /// Starts one server and returns once it says it is ready (JetStream on), reading its
     /// log: no fixed sleep.
@@ -45,29 +70,7 @@ impl NatsServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server (scripts/test.sh installs it)");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut port = None;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(p) = line
-                    .split("Listening for client connections on ")
-                    .nth(1)
-                    .and_then(|a| a.rsplit(':').next())
-                    .and_then(|p| p.trim().parse::<u16>().ok())
-                {
-                    port = Some(p);
-                }
-                if line.contains("Server is ready") {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .ok()
-            .flatten()
-            .expect("nats-server became ready with a client port");
+        let port = wait_ready(&mut child).expect("nats-server became ready with a client port");
         NatsServer {
             child,
             port,
@@ -142,17 +145,7 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server (scripts/test.sh installs it)");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Server is ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("nats-server node became ready");
+        wait_ready(&mut child).expect("nats-server node became ready");
         self.child = Some(child);
     }
 
