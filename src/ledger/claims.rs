@@ -8,13 +8,11 @@
 //! bucket has been told. The claim lives on its row so that a scan writes few pages more
 //! than without the guard (the WAL, each fsync and each checkpoint stay small).
 
-use super::store::{
-    self, COLUMNS, NewScan, Recorded, Result, exec, get_in, immediate, one, read_row,
-};
+use super::store::{self, COLUMNS, NewScan, Recorded, Result, exec, get_in, immediate, one};
 use crate::clock::Millis;
 use crate::model::row::{Guard, Row};
 use crate::model::state::{State, TillOutcome};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 /// How the claim went, for the row's commit.
 #[derive(Debug, Clone)]
@@ -42,10 +40,15 @@ pub fn begin(conn: &mut Connection, key: &str, scan: &str, at: Millis) -> Result
     Ok(())
 }
 
-/// Records the claim on the recorded row, in the row's transaction, and drops its note. A
-/// reopened row takes the guard's new word; a plain rescan keeps its first.
+/// Records the claim on a known code's row, in the row's transaction, and drops its note
+/// (a new row has its claim from its INSERT). A reopened row takes the guard's new word; a
+/// plain rescan keeps its first.
 pub(super) fn tie(conn: &Connection, c: &ClaimTie, recorded: Recorded) -> Result<Recorded> {
-    let fresh = recorded.rescan.is_none() || recorded.reopened;
+    exec(conn, "DELETE FROM claim_notes WHERE scan = ?1", [&c.scan])?;
+    if recorded.rescan.is_none() {
+        return Ok(recorded);
+    }
+    let fresh = recorded.reopened;
     exec(
         conn,
         "UPDATE redemptions SET claim_key = ?2, claim_scan = ?3, claim_revision = ?4, \
@@ -60,7 +63,6 @@ pub(super) fn tie(conn: &Connection, c: &ClaimTie, recorded: Recorded) -> Result
             c.guard.as_str()
         ],
     )?;
-    exec(conn, "DELETE FROM claim_notes WHERE scan = ?1", [&c.scan])?;
     if !fresh {
         return Ok(recorded);
     }
@@ -92,40 +94,17 @@ pub fn record_elsewhere(
         Guard::Abandoned => (State::Review, TillOutcome::Rejected),
         _ => (State::Rejected, TillOutcome::Duplicate),
     };
-    let inserted = tx
-        .prepare_cached(&format!(
-            "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, reason, \
-             till_outcome, scanner, till, scanned_at, updated_at, stock_id, order_id, amount, \
-             cashier, title, kind, value, guard) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, \
-             ?17, ?18, ?19) \
-             ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
-        ))?
-        .query_row(
-            params![
-                s.code.expose(),
-                s.routed.api.as_str(),
-                s.routed.route as i64,
-                s.routed.card_id,
-                s.aim_id,
-                state.as_str(),
-                reason,
-                outcome.as_str(),
-                s.scanner,
-                s.till,
-                s.at,
-                s.routed.stock_id,
-                s.sale.order_id,
-                s.sale.amount,
-                s.sale.cashier,
-                s.meta.map(|m| &m.title),
-                s.meta.map(|m| &m.kind),
-                s.meta.and_then(|m| m.value),
-                guard.as_str()
-            ],
-            read_row,
-        )
-        .optional()?;
+    let inserted = store::insert_first(
+        &tx,
+        s,
+        &store::First {
+            state,
+            reason: Some(reason),
+            till_outcome: Some(outcome),
+            guard: Some(guard),
+        },
+        None,
+    )?;
     let recorded = match inserted {
         Some(row) => Recorded {
             row,

@@ -255,39 +255,17 @@ pub(super) fn record_scan_with(
     let tx = immediate(conn)?;
     // The common case, a new code, in one statement; a known code falls through to the
     // UPDATE. Both hand back the row (RETURNING), so nothing is read twice.
-    let inserted = tx
-        .prepare_cached(&format!(
-            "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, scanner, till, \
-             scanned_at, updated_at, next_attempt_at, stock_id, use_request_no, use_time, \
-             order_id, amount, cashier, title, kind, value, guard) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18) \
-             ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
-        ))?
-        .query_row(
-            params![
-                s.code.expose(),
-                s.routed.api.as_str(),
-                s.routed.route as i64,
-                s.routed.card_id,
-                s.aim_id,
-                s.scanner,
-                s.till,
-                s.at,
-                s.routed.stock_id,
-                s.use_request_no,
-                s.use_time,
-                s.sale.order_id,
-                s.sale.amount,
-                s.sale.cashier,
-                s.meta.map(|m| &m.title),
-                s.meta.map(|m| &m.kind),
-                s.meta.and_then(|m| m.value),
-                claim.map(|c| c.guard.as_str())
-            ],
-            read_row,
-        )
-        .optional()?;
+    let inserted = insert_first(
+        &tx,
+        s,
+        &First {
+            state: State::Queued,
+            reason: None,
+            till_outcome: None,
+            guard: claim.map(|c| c.guard),
+        },
+        claim,
+    )?;
     let recorded = match inserted {
         // The row holds the first read (scanner, aim_id, scanned_at, till_outcome): a
         // `scans` entry would repeat it and cost the commit one more page.
@@ -322,6 +300,68 @@ pub(super) fn record_scan_with(
     };
     tx.commit()?;
     Ok(recorded)
+}
+
+/// How a new code's row starts.
+pub(super) struct First<'a> {
+    pub state: State,
+    pub reason: Option<&'a str>,
+    pub till_outcome: Option<TillOutcome>,
+    pub guard: Option<crate::model::row::Guard>,
+}
+
+/// A new code's row, in one statement with its claim (if any); `None`: the code has a row
+/// already. A queued row is due at once; others are never due.
+pub(super) fn insert_first(
+    conn: &Connection,
+    s: &NewScan,
+    first: &First,
+    claim: Option<&super::claims::ClaimTie>,
+) -> Result<Option<Row>> {
+    let due = (first.state == State::Queued).then_some(s.at);
+    conn.prepare_cached(&format!(
+        "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, reason, \
+         till_outcome, scanner, till, scanned_at, updated_at, next_attempt_at, stock_id, \
+         use_request_no, use_time, order_id, amount, cashier, title, kind, value, guard, \
+         claim_key, claim_scan, claim_revision, claim_dirty) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, \
+         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
+         ON CONFLICT (code) WHERE api IS NOT NULL DO NOTHING RETURNING {COLUMNS}"
+    ))?
+    .query_row(
+        params![
+            s.code.expose(),
+            s.routed.api.as_str(),
+            s.routed.route as i64,
+            s.routed.card_id,
+            s.aim_id,
+            first.state.as_str(),
+            first.reason,
+            first.till_outcome.map(|o| o.as_str()),
+            s.scanner,
+            s.till,
+            s.at,
+            due,
+            s.routed.stock_id,
+            s.use_request_no,
+            s.use_time,
+            s.sale.order_id,
+            s.sale.amount,
+            s.sale.cashier,
+            s.meta.map(|m| &m.title),
+            s.meta.map(|m| &m.kind),
+            s.meta.and_then(|m| m.value),
+            first.guard.map(|g| g.as_str()),
+            claim.map(|c| &c.key),
+            claim.map(|c| &c.scan),
+            claim
+                .and_then(|c| c.revision)
+                .and_then(|r| i64::try_from(r).ok()),
+            claim.is_some()
+        ],
+        read_row,
+    )
+    .optional()
 }
 
 /// Queues a cancelled row again, due now, with no till answer yet: the next answer given

@@ -24,6 +24,16 @@ const HOUR_MS: i64 = 3_600_000;
 /// How long a note no row took is kept (a day: it only matters until the next start).
 const NOTES_KEPT_MS: i64 = 24 * HOUR_MS;
 
+/// What telling the bucket a row's claim came to.
+enum Written {
+    /// Written (at this revision; `None`: nothing needed writing).
+    At(Option<u64>),
+    /// Another till holds the code (`None`: under a value redeemd cannot read).
+    Held(Option<ClaimValue>),
+    /// The store did not answer: the rest waits.
+    NoAnswer,
+}
+
 /// How long the follower lets ties gather before it tells the store.
 const FOLLOW_BATCH: Duration = Duration::from_millis(200);
 
@@ -336,6 +346,42 @@ impl StoreGuard {
         }
     }
 
+    /// Tells the bucket `value` for the row `d`, by compare-and-set.
+    async fn write_claim(&self, d: &Dirty, value: &ClaimValue, want: &str) -> Written {
+        let Some(rev) = d.revision else {
+            // Never known to be ours, and to be released: nothing to tell the store.
+            if want == RELEASED {
+                return Written::At(None);
+            }
+            // Not known to hold it (the store did not answer at the scan): claim it now.
+            return self.claim_anew(&d.key, value).await;
+        };
+        if let Ok(r) = self.guard.update(&d.key, value, rev).await {
+            return Written::At(Some(r));
+        }
+        match self.guard.entry(&d.key).await {
+            Err(_) => Written::NoAnswer,
+            // Ours at another revision (a rescan wrote it): again with that one.
+            Ok(Some((Some(v), rev))) if v.till == self.till => {
+                match self.guard.update(&d.key, value, rev).await {
+                    Ok(r) => Written::At(Some(r)),
+                    Err(_) => Written::NoAnswer,
+                }
+            }
+            Ok(Some((v, _))) => Written::Held(v),
+            // Gone (older than claim_ttl): claimed anew.
+            Ok(None) => self.claim_anew(&d.key, value).await,
+        }
+    }
+
+    async fn claim_anew(&self, key: &str, value: &ClaimValue) -> Written {
+        match self.guard.claim(key, value).await {
+            Claim::Taken { revision } | Claim::Ours { revision } => Written::At(Some(revision)),
+            Claim::Theirs(v) => Written::Held(Some(v)),
+            Claim::Unavailable(_) => Written::NoAnswer,
+        }
+    }
+
     async fn sync_one(&self, ledger: &Ledger, d: Dirty) -> bool {
         let want = follows(d.row.state, d.sent);
         let value = ClaimValue {
@@ -348,35 +394,10 @@ impl StoreGuard {
             last4: Some(last4(&d.row.code)),
             abandoned_by: None,
         };
-        let written = match d.revision {
-            // Never known to be ours, and to be released: nothing to tell the store.
-            None if want == RELEASED => Ok(None),
-            // Not known to hold it (the store did not answer at the scan): claim it now.
-            None => match self.guard.claim(&d.key, &value).await {
-                Claim::Taken { revision } | Claim::Ours { revision } => Ok(Some(revision)),
-                Claim::Theirs(v) => Err(Some(v)),
-                Claim::Unavailable(_) => return false,
-            },
-            Some(rev) => match self.guard.update(&d.key, &value, rev).await {
-                Ok(r) => Ok(Some(r)),
-                Err(_) => match self.guard.entry(&d.key).await {
-                    Err(_) => return false,
-                    // Ours at another revision (a rescan wrote it): again with that one.
-                    Ok(Some((Some(v), rev))) if v.till == self.till => {
-                        match self.guard.update(&d.key, &value, rev).await {
-                            Ok(r) => Ok(Some(r)),
-                            Err(_) => return false,
-                        }
-                    }
-                    Ok(Some((v, _))) => Err(v),
-                    // Gone (older than claim_ttl): claimed anew.
-                    Ok(None) => match self.guard.claim(&d.key, &value).await {
-                        Claim::Taken { revision } | Claim::Ours { revision } => Ok(Some(revision)),
-                        Claim::Theirs(v) => Err(Some(v)),
-                        Claim::Unavailable(_) => return false,
-                    },
-                },
-            },
+        let written = match self.write_claim(&d, &value, want).await {
+            Written::NoAnswer => return false,
+            Written::At(revision) => Ok(revision),
+            Written::Held(v) => Err(v),
         };
         let id = d.row.id;
         let seen = d.row.state;
