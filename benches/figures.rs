@@ -658,6 +658,7 @@ fn store_config(url: &str) -> StoreConfig {
         claim_timeout: Duration::from_millis(300),
         claims_bucket: "redeemd_claims".into(),
         claim_ttl: Duration::from_secs(86_400),
+        status_interval: Duration::from_secs(30),
     }
 }
 

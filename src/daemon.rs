@@ -2,6 +2,7 @@
 //! and stopped in order.
 
 use crate::api::{self, ApiState, KeyedScan};
+use crate::chain::publisher::{Publisher, TillParts};
 use crate::check::{Loaded, PayKeys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig};
@@ -302,6 +303,27 @@ impl Daemon {
         let follower = guard
             .clone()
             .map(|g| tokio::spawn(g.follow(self.ledger.clone(), self.clock.now_ms())));
+        let events = match (&guard, &self.config.store, &self.code_key) {
+            (Some(g), Some(store), Some(key)) => {
+                let till = TillParts {
+                    store,
+                    name: &self.config.till,
+                    code_key: key.clone(),
+                    database: &self.config.database,
+                };
+                let publisher = Publisher::new(
+                    g.nats(),
+                    self.ledger.clone(),
+                    till,
+                    metrics.clone(),
+                    self.clock.clone(),
+                )
+                .map_err(DaemonError::Config)?;
+                metrics.enable_events();
+                Some(tokio::spawn(publisher.run(stop_rx.clone())))
+            }
+            _ => None,
+        };
         let intake = Intake::new(
             self.ledger.clone(),
             self.clock.clone(),
@@ -426,6 +448,10 @@ impl Daemon {
         // nothing (the next start follows on).
         if let Some(f) = follower {
             f.abort();
+        }
+        // What it has not published waits in the outbox for the next start.
+        if let Some(e) = events {
+            e.abort();
         }
         let result = match dispatcher_ended {
             Some(ended) => ended,

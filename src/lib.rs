@@ -24,6 +24,7 @@
 //! part; [`sim`] is the simulated WeChat for the demo and the tests.
 
 pub(crate) mod api;
+pub mod chain;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod demo;
 pub mod devices;
 pub(crate) mod duration;
+pub mod fleet;
 pub mod fuzzing;
 pub mod ledger;
 pub(crate) mod mask;

@@ -57,6 +57,23 @@ enum Command {
         /// Also check that the store's NATS answers and its claims bucket opens ([store]).
         #[arg(long)]
         connect: bool,
+        /// The config is HQ's (`redeemd fleet`'s hq.toml), not a till's.
+        #[arg(long, conflicts_with_all = ["quota", "connect"])]
+        fleet: bool,
+    },
+    /// HQ's view of every store: consumes the chain's stream into a read model and serves
+    /// the fleet page, its JSON API and metrics.
+    Fleet {
+        /// HQ's config (hq.toml).
+        #[arg(
+            long,
+            env = "REDEEMD_FLEET_CONFIG",
+            default_value = "/etc/redeemd/hq.toml"
+        )]
+        config: PathBuf,
+        /// Delete the read model and read the chain's stream again from its start.
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Copy the ledger consistently while the daemon runs (SQLite backup API).
     Backup {
@@ -156,9 +173,16 @@ fn main() -> ExitCode {
         Command::Run(c) => run(c.config),
         Command::Check {
             config,
+            fleet: true,
+            ..
+        } => cli::fleet::check(&config.config),
+        Command::Check {
+            config,
             quota,
             connect,
+            fleet: false,
         } => check(config.config, quota, connect),
+        Command::Fleet { config, rebuild } => cli::fleet::run(&config, rebuild),
         Command::Backup { config, dest } => backup(config.config, dest),
         Command::Demo => block_on(async { redeemd::demo::run().await }),
         Command::Devices { sys_root, dev_root } => {

@@ -35,6 +35,10 @@ pub struct Metrics {
     /// Store-guard claims by result (`taken`, `ours`, `elsewhere`, `abandoned`,
     /// `unavailable`); `None` without `[store]`.
     claims: Mutex<Option<BTreeMap<String, u64>>>,
+    /// Row versions the store's stream acknowledged (`None`: no `[store]`).
+    events_published: Mutex<Option<u64>>,
+    /// When WeChat last gave a healthy answer (Unix ms; 0: not since the start).
+    last_success: std::sync::atomic::AtomicI64,
 }
 
 impl Metrics {
@@ -59,9 +63,35 @@ impl Metrics {
     }
 
     pub fn set_api_healthy(&self, api: &str, healthy: bool) {
+        if healthy {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.last_success
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Ok(mut s) = self.apis.lock() {
             s.insert(api.into(), healthy);
         }
+    }
+
+    /// The chain's publisher runs: its counter is shown from now on.
+    pub fn enable_events(&self) {
+        if let Ok(mut e) = self.events_published.lock() {
+            e.get_or_insert(0);
+        }
+    }
+
+    pub fn count_events_published(&self, n: u64) {
+        if let Ok(mut e) = self.events_published.lock() {
+            *e.get_or_insert(0) += n;
+        }
+    }
+
+    /// When WeChat last gave a healthy answer (Unix ms), since this start.
+    pub fn last_success(&self) -> Option<i64> {
+        let at = self.last_success.load(std::sync::atomic::Ordering::Relaxed);
+        (at > 0).then_some(at)
     }
 
     pub fn set_quota_exhausted(&self, api: &str, exhausted: bool) {
@@ -191,6 +221,17 @@ impl Metrics {
             );
             let n = c.get("unavailable").copied().unwrap_or(0);
             let _ = writeln!(out, "redeemd_guard_unavailable_total {n}");
+        }
+        if let Ok(e) = self.events_published.lock()
+            && let Some(n) = *e
+        {
+            header(
+                out,
+                "redeemd_events_published_total",
+                "counter",
+                "Row versions the store's stream acknowledged since start (the chain's outbox).",
+            );
+            let _ = writeln!(out, "redeemd_events_published_total {n}");
         }
         header(
             out,

@@ -219,7 +219,7 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
 pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard";
 
-fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
+pub fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
     // Quote what needs it; neutralise spreadsheet formulas (=, +, -, @ at the start).
     let risky = v.starts_with(['=', '+', '-', '@']);
     if v.contains([',', '"', '\n', '\r']) || risky {

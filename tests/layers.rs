@@ -17,7 +17,7 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
     (
         &["ledger"],
         &[
-            "redeem", "wechat", "api", "scanner", "store", "fleet", "daemon",
+            "redeem", "wechat", "api", "scanner", "store", "fleet", "chain", "daemon",
         ],
         "the ledger stores rows; it does not drive redemptions",
     ),
@@ -48,13 +48,23 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
     ),
     (
         &["redeem"],
-        &["api", "daemon", "fleet"],
+        &["api", "daemon", "fleet", "chain"],
         "the pipeline does not know who serves it",
     ),
     (
         &["store"],
-        &["redeem", "ledger", "api", "scanner", "daemon", "fleet"],
+        &["redeem", "ledger", "api", "scanner", "daemon", "fleet", "chain"],
         "the store guard answers claims; the intake decides what they mean",
+    ),
+    (
+        &["chain"],
+        &["redeem", "api", "scanner", "wechat", "daemon", "fleet"],
+        "the till's events are the ledger's rows, published; nothing in the pipeline waits for them",
+    ),
+    (
+        &["fleet"],
+        &["redeem", "ledger", "scanner", "wechat", "daemon", "chain"],
+        "HQ reads the chain's stream; it knows no till's ledger or pipeline",
     ),
 ];
 

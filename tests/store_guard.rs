@@ -23,6 +23,7 @@ fn config(url: &str) -> StoreConfig {
         claim_timeout: Duration::from_millis(500),
         claims_bucket: "redeemd_claims".into(),
         claim_ttl: Duration::from_secs(30 * 86_400),
+        status_interval: Duration::from_secs(30),
     }
 }
 

@@ -52,6 +52,7 @@ fn store_config(urls: &str) -> StoreConfig {
         claim_timeout: Duration::from_secs(2),
         claims_bucket: "redeemd_claims".into(),
         claim_ttl: Duration::from_secs(86_400),
+        status_interval: Duration::from_secs(30),
     }
 }
 

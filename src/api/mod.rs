@@ -8,7 +8,7 @@
 pub(crate) mod host;
 mod pages;
 mod sale;
-mod serve;
+pub(crate) mod serve;
 
 use crate::clock::SharedClock;
 use crate::config::{HttpConfig, Language, Listen};
@@ -164,7 +164,7 @@ async fn guard(AxState(st): AxState<ApiState>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -2,6 +2,7 @@
 //! errors to exit codes (0, 1, 2 for bad usage, 78 `EX_CONFIG`).
 
 pub(crate) mod daemon;
+pub(crate) mod fleet;
 pub(crate) mod records;
 
 use redeemd::config::Config;

@@ -6,6 +6,7 @@
 
 use crate::duration;
 pub use crate::model::api::Api;
+pub mod fleet;
 mod store;
 use crate::model::catalog::CardTypes;
 pub use crate::model::layout::Layout;
@@ -485,6 +486,7 @@ impl Config {
             max_pending_value: self.offline.max_pending_value,
             accept_unknown_value: self.offline.accept_unknown_value,
             guard_missing: false,
+            redeemed_elsewhere: None,
         }
     }
 
@@ -536,6 +538,12 @@ impl Config {
         let store = raw
             .store
             .map(|s| store::check_store(s, base, raw.offline.online_wait, &mut problems));
+        if store.is_some() && !raw.till.trim().is_empty() && !store::is_token(&raw.till) {
+            problems.push(
+                "till: with [store], letters, digits, '-' or '_' only (it is a NATS subject token of the till's events)"
+                    .into(),
+            );
+        }
         if raw.offline.require_store_guard && store.is_none() {
             problems.push("offline.require_store_guard: needs a [store] section".into());
         }

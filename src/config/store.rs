@@ -27,6 +27,8 @@ pub(super) struct RawStore {
     claims_bucket: String,
     #[serde(default = "default_claim_ttl", deserialize_with = "duration::de")]
     claim_ttl: Duration,
+    #[serde(default = "default_status_interval", deserialize_with = "duration::de")]
+    status_interval: Duration,
 }
 
 fn default_claim_timeout() -> Duration {
@@ -34,6 +36,9 @@ fn default_claim_timeout() -> Duration {
 }
 fn default_claims_bucket() -> String {
     "redeemd_claims".into()
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_claim_ttl() -> Duration {
     Duration::from_secs(30 * 86_400)
@@ -55,10 +60,12 @@ pub struct StoreConfig {
     pub claim_timeout: Duration,
     pub claims_bucket: String,
     pub claim_ttl: Duration,
+    /// How often the till tells HQ how it is (`redeemd.status.<store>.<till>`).
+    pub status_interval: Duration,
 }
 
 /// A NATS subject token, a JetStream domain or bucket name: letters, digits, `-`, `_`.
-fn is_token(s: &str) -> bool {
+pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -116,6 +123,12 @@ pub(super) fn check_store(
     if raw.claim_ttl < Duration::from_secs(86_400) {
         problems.push("store.claim_ttl: at least 1d (a redeemed claim is kept that long)".into());
     }
+    if raw.status_interval < Duration::from_secs(1) || raw.status_interval > Duration::from_secs(60)
+    {
+        problems.push(
+            "store.status_interval: 1s to 60s (HQ shows a till silent for 90 s as stale)".into(),
+        );
+    }
     let path = |p: Option<PathBuf>| p.map(|p| resolve(base, &p));
     StoreConfig {
         name: raw.name,
@@ -128,5 +141,6 @@ pub(super) fn check_store(
         claim_timeout: raw.claim_timeout,
         claims_bucket: raw.claims_bucket,
         claim_ttl: raw.claim_ttl,
+        status_interval: raw.status_interval,
     }
 }

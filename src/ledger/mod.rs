@@ -5,6 +5,7 @@
 //! closures over a channel and awaits their results. All SQL lives in [`store`].
 
 pub mod claims;
+pub mod events;
 pub mod lock;
 pub mod note_file;
 pub mod reader;

@@ -220,6 +220,37 @@ BEGIN
     UPDATE redemptions SET claim_dirty = 1 WHERE id = NEW.id;
 END;
 "#,
+    // 9: the chain (issue 16). Every change of a row HQ cares about gives the row a new
+    // `version` and puts (row, version) in `event_outbox`, in the commit that changed it;
+    // the publisher deletes an entry once the store's stream has acknowledged it (the
+    // outbox is the publish cursor). Rows from before are put in it, so HQ gets the whole
+    // log. Columns a try writes on its way (attempts, next_attempt_at, unconfirmed, the
+    // claim's) are not a version.
+    r#"
+ALTER TABLE redemptions ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE event_outbox (
+    seq     INTEGER PRIMARY KEY,
+    row_id  INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+INSERT INTO event_outbox (row_id, version) SELECT id, 1 FROM redemptions ORDER BY id;
+CREATE TRIGGER events_new AFTER INSERT ON redemptions
+BEGIN
+    INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, NEW.version);
+END;
+CREATE TRIGGER events_change AFTER UPDATE OF state, reason, scans, redeemed_at, resolution,
+    order_id, amount, title, value, void_state, guard ON redemptions
+    WHEN OLD.state IS NOT NEW.state OR OLD.reason IS NOT NEW.reason
+        OR OLD.scans IS NOT NEW.scans OR OLD.redeemed_at IS NOT NEW.redeemed_at
+        OR OLD.resolution IS NOT NEW.resolution OR OLD.order_id IS NOT NEW.order_id
+        OR OLD.amount IS NOT NEW.amount OR OLD.title IS NOT NEW.title
+        OR OLD.value IS NOT NEW.value OR OLD.void_state IS NOT NEW.void_state
+        OR OLD.guard IS NOT NEW.guard
+BEGIN
+    UPDATE redemptions SET version = OLD.version + 1 WHERE id = NEW.id;
+    INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, OLD.version + 1);
+END;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -106,7 +106,7 @@ pub(super) fn read_row_at(r: &rusqlite::Row, o: usize) -> Result<Row> {
         kind: r.get(o + 31)?,
         value: r.get(o + 32)?,
         void: read_void(r, o)?,
-        guard: match r.get::<_, Option<String>>(40)? {
+        guard: match r.get::<_, Option<String>>(o + 40)? {
             None => None,
             Some(g) => Some(Guard::parse(&g).ok_or_else(|| bad_value(o + 40, "guard", &g))?),
         },
@@ -115,14 +115,14 @@ pub(super) fn read_row_at(r: &rusqlite::Row, o: usize) -> Result<Row> {
 
 /// The void columns (33..=39), when the row has been voided.
 fn read_void(r: &rusqlite::Row, o: usize) -> Result<Option<Void>> {
-    let Some(state) = r.get::<_, Option<String>>(33)? else {
+    let Some(state) = r.get::<_, Option<String>>(o + 33)? else {
         return Ok(None);
     };
     Ok(Some(Void {
         state: VoidState::parse(&state).ok_or_else(|| bad_value(o + 33, "void state", &state))?,
-        reason: r.get::<_, Option<String>>(34)?.unwrap_or_default(),
+        reason: r.get::<_, Option<String>>(o + 34)?.unwrap_or_default(),
         by: r.get(o + 35)?,
-        at: r.get::<_, Option<Millis>>(36)?.unwrap_or_default(),
+        at: r.get::<_, Option<Millis>>(o + 36)?.unwrap_or_default(),
         return_request_no: r.get(o + 37)?,
         next_at: r.get(o + 38)?,
         returned_at: r.get(o + 39)?,

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod catalog;
 pub mod claim;
 pub mod code;
+pub mod event;
 pub mod frame;
 pub mod layout;
 pub mod offline;

@@ -5,7 +5,7 @@
 use crate::model::catalog::yuan;
 
 /// The `[offline]` limits that apply to one scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Limits {
     /// `[offline] accept` and the route's `offline`.
     pub allowed: bool,
@@ -17,6 +17,9 @@ pub struct Limits {
     pub accept_unknown_value: bool,
     /// `[offline] require_store_guard`, for a scan the store guard did not answer for.
     pub guard_missing: bool,
+    /// The chain's record says this code was redeemed at another store (or till): where
+    /// and when, for the cashier. Read from the store's mirror of HQ's `redeemd_redeemed`.
+    pub redeemed_elsewhere: Option<String>,
 }
 
 /// What already awaits WeChat's confirmation.
@@ -32,6 +35,11 @@ const PREFIX: &str = "refused at the till: WeChat did not answer";
 
 /// `Ok`: accept offline. `Err`: the refusal's reason.
 pub fn decide(limits: &Limits, value: Option<i64>, backlog: Backlog) -> Result<(), String> {
+    if let Some(at) = &limits.redeemed_elsewhere {
+        return Err(format!(
+            "{PREFIX} and the chain records this code as already redeemed at {at}"
+        ));
+    }
     if limits.guard_missing {
         return Err(format!(
             "{PREFIX} and the store guard could not be asked whether another till has it (offline.require_store_guard)"
@@ -98,11 +106,11 @@ mod tests {
         let capped = Limits {
             max_value: Some(5000),
             max_pending_value: Some(8000),
-            ..open
+            ..open.clone()
         };
         let lenient = Limits {
             accept_unknown_value: true,
-            ..capped
+            ..capped.clone()
         };
         let b = |pending, pending_value| Backlog {
             pending,
@@ -121,8 +129,11 @@ mod tests {
             (&capped,  Some(3000), b(1, 5000),     None),
             (&capped,  Some(3001), b(1, 5000),     Some("above offline.max_pending_value")),
             (&capped,  Some(1),    b(10, 0),       Some("offline.max_pending")),
-            (&Limits { max_value: None, ..capped }, None, b(0, 0), Some("not known (offline.max_pending_value")),
-            (&Limits { guard_missing: true, ..open }, Some(1), b(0, 0), Some("store guard could not be asked whether another till has it (offline.require_store_guard)")),
+            (&Limits { max_value: None, ..capped.clone() }, None, b(0, 0), Some("not known (offline.max_pending_value")),
+            (&Limits { guard_missing: true, ..open.clone() }, Some(1), b(0, 0), Some("store guard could not be asked whether another till has it (offline.require_store_guard)")),
+            (&Limits { redeemed_elsewhere: Some("store A (till-1, 14:03)".into()), ..open.clone() }, Some(1), b(0, 0), Some("already redeemed at store A (till-1, 14:03)")),
+            // The chain's record outweighs every limit, and the guard's silence too.
+            (&Limits { redeemed_elsewhere: Some("store A".into()), guard_missing: true, ..lenient.clone() }, None, b(0, 0), Some("already redeemed at store A")),
         ];
         for (i, (limits, value, backlog, want)) in table.iter().enumerate() {
             let got = decide(limits, *value, *backlog);

@@ -108,6 +108,11 @@ const TABLE: &[(Match, &str, &str)] = &[
         "门店认领记录无法识别，需店长核实",
     ),
     (
+        Contains("the chain records this code as already redeemed at "),
+        "redeemed_at_other_store",
+        "微信未应答，且总部记录此券已在其他门店核销，拒绝受理",
+    ),
+    (
         Contains("(offline.require_store_guard)"),
         "refused_offline_no_store_guard",
         "微信未应答，且无法向门店确认其他收银台是否已用此券，拒绝受理",
@@ -337,6 +342,7 @@ mod tests {
             ("taken at two tills: redeemed here while the store guard could not be asked, and till till-2 claimed the code at 14:03; check which till gave the discount", "taken_at_two_tills"),
             ("claimed here at 14:03 and never recorded (this till stopped first); till till-2 found the claim and turned the code away: ask till till-2 what the customer was told", "claim_abandoned_here"),
             ("refused at the till: WeChat did not answer and the store guard could not be asked whether another till has it (offline.require_store_guard)", "refused_offline_no_store_guard"),
+            ("refused at the till: WeChat did not answer and the chain records this code as already redeemed at store store12 (till till-1, 2026-12-01 14:03)", "redeemed_at_other_store"),
             ("unexpected WeChat errcode 61007: api unauthorized", "other"),
         ];
         for (reason, code) in table {

@@ -16,6 +16,7 @@ use crate::store::claim::{
     taken_twice_reason,
 };
 use crate::store::guard::{Claim, Guard};
+use crate::store::redeemed::Lookup;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -64,6 +65,8 @@ pub struct StoreGuard {
     wake: Notify,
     /// Where claims are noted before they are sent (else: in the ledger).
     notes: Option<NoteFile>,
+    /// The chain's record of redeemed codes, in the store's mirror of it.
+    redeemed: Lookup,
 }
 
 impl StoreGuard {
@@ -77,7 +80,9 @@ impl StoreGuard {
         clock: SharedClock,
     ) -> StoreGuard {
         metrics.enable_store_guard();
+        let redeemed = Lookup::new(guard.client().clone(), guard.timeout());
         StoreGuard {
+            redeemed,
             guard,
             key,
             till: till.to_string(),
@@ -87,6 +92,33 @@ impl StoreGuard {
             clock,
             wake: Notify::new(),
             notes: None,
+        }
+    }
+
+    /// The store's NATS connection, for the chain's publisher.
+    pub fn nats(&self) -> async_nats::Client {
+        self.guard.client().clone()
+    }
+
+    /// Where the chain says `code` was redeemed, when it was at another store or till:
+    /// "store X (till Y, time)", for an offline refusal. Unknown (the store did not answer
+    /// within `claim_timeout`, or its mirror is not there) is `None`, logged.
+    pub async fn redeemed_elsewhere(&self, code: &Code) -> Option<String> {
+        let key = self.key.claim_key(code);
+        match self.redeemed.find(&key).await {
+            Ok(Some(at)) if at.store != self.guard.store() || at.till != self.till => {
+                Some(format!(
+                    "store {} (till {}, {})",
+                    at.store,
+                    at.till,
+                    crate::clock::rfc3339_seconds(at.at)
+                ))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(event = "chain_lookup_failed", code = %code.masked(), error = %e, "cannot ask the store's copy of the chain's redeemed codes; deciding without it");
+                None
+            }
         }
     }
 

@@ -390,6 +390,14 @@ impl Intake {
             self.note_answer(id, rescan, outcome);
             return self.outcome(&r, outcome, &scan);
         }
+        // Before any offline answer: was the code redeemed at another store already?
+        let limits = match &self.guard {
+            Some(g) if limits.allowed => Limits {
+                redeemed_elsewhere: g.redeemed_elsewhere(&row.code).await,
+                ..limits
+            },
+            _ => limits,
+        };
         let at = self.clock.now_ms();
         match self
             .ledger

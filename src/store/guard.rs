@@ -3,8 +3,8 @@
 //! alone, saying so.
 
 use crate::config::StoreConfig;
-use crate::secrets::read_private_file;
 use crate::store::claim::{ClaimValue, Found, UNREADABLE, found};
+use crate::store::nats::{Access, create_stream};
 use async_nats::jetstream::{self, kv};
 use std::time::Duration;
 
@@ -23,59 +23,33 @@ async fn create_bucket(client: &async_nats::Client, cfg: &StoreConfig) -> Result
         "max_msgs_per_subject": 5,
         "max_age": max_age,
         "storage": "file",
-        "num_replicas": cfg.nats_urls.len().clamp(1, 3),
+        "num_replicas": replicas(cfg),
         "discard": "new",
         "duplicate_window": 120_000_000_000_u64.min(max_age),
         "allow_rollup_hdrs": true,
         "deny_delete": true,
         "allow_direct": true,
     });
-    let reply = client
-        .request(
-            format!("$JS.API.STREAM.CREATE.KV_{bucket}"),
-            config.to_string().into(),
-        )
+    create_stream(client, "$JS.API", &config)
         .await
-        .map_err(|e| format!("store.claims_bucket {bucket}: {e}"))?;
-    let answer: serde_json::Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| format!("store.claims_bucket {bucket}: the answer is not JSON: {e}"))?;
-    match answer.get("error") {
-        // 10058: created meanwhile by another till with the same settings.
-        Some(e) if e.get("err_code").and_then(serde_json::Value::as_i64) != Some(10058) => Err(
-            format!("store.claims_bucket {bucket}: JetStream refused to create it: {e}"),
-        ),
-        _ => Ok(()),
-    }
+        .map_err(|e| format!("store.claims_bucket {bucket}: {e}"))
 }
 
-/// The store's credentials and TLS root, as `[store]` names them. Each file is read like
-/// every secret (refused when others may read it).
-async fn options(cfg: &StoreConfig) -> Result<async_nats::ConnectOptions, String> {
-    let mut opts = async_nats::ConnectOptions::new();
-    if let Some(path) = &cfg.creds_file {
-        read_private_file(path).map_err(|e| format!("store.creds_file: {e}"))?;
-        opts = opts
-            .credentials_file(path)
-            .await
-            .map_err(|e| format!("store.creds_file: {e}"))?;
+/// Replicas of the store's streams: one per server named, at most 3.
+pub fn replicas(cfg: &StoreConfig) -> usize {
+    cfg.nats_urls.len().clamp(1, 3)
+}
+
+/// How to reach the store's servers.
+pub fn access(cfg: &StoreConfig) -> Access {
+    Access {
+        section: "store",
+        urls: cfg.nats_urls.clone(),
+        creds_file: cfg.creds_file.clone(),
+        user_file: cfg.user_file.clone(),
+        nkey_file: cfg.nkey_file.clone(),
+        tls_ca_file: cfg.tls_ca_file.clone(),
     }
-    if let Some(path) = &cfg.user_file {
-        let text = read_private_file(path).map_err(|e| format!("store.user_file: {e}"))?;
-        let text = String::from_utf8_lossy(&text);
-        let (user, pass) = text
-            .trim()
-            .split_once(':')
-            .ok_or("store.user_file: expected one line \"user:password\"")?;
-        opts = opts.user_and_password(user.to_string(), pass.to_string());
-    }
-    if let Some(path) = &cfg.nkey_file {
-        let seed = read_private_file(path).map_err(|e| format!("store.nkey_file: {e}"))?;
-        opts = opts.nkey(String::from_utf8_lossy(&seed).trim().to_string());
-    }
-    if let Some(path) = &cfg.tls_ca_file {
-        opts = opts.add_root_certificates(path.clone()).require_tls(true);
-    }
-    Ok(opts)
 }
 
 /// What a claim came to.
@@ -106,19 +80,7 @@ impl Guard {
     /// Connects, retrying in the background while no server answers. The claims bucket is
     /// opened, or created (replicas: one per server named, at most 3), by the first claim.
     pub async fn connect(cfg: &StoreConfig, till: &str) -> Result<Guard, String> {
-        let servers = cfg
-            .nats_urls
-            .iter()
-            .map(|u| u.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("store.nats_url: {e}"))?;
-        let client = options(cfg)
-            .await?
-            .connection_timeout(cfg.claim_timeout.max(Duration::from_secs(1)))
-            .retry_on_initial_connect()
-            .connect(servers)
-            .await
-            .map_err(|e| format!("store.nats_url: {e}"))?;
+        let client = access(cfg).connect(cfg.claim_timeout).await?;
         Ok(Guard {
             js: jetstream::new(client.clone()),
             client,
@@ -127,6 +89,21 @@ impl Guard {
             till: till.to_string(),
             timeout: cfg.claim_timeout,
         })
+    }
+
+    /// How long the store is waited for.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The store's name.
+    pub fn store(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The connection, for what else the till says to its store (the chain's events).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     async fn bucket(&self) -> Result<&kv::Store, String> {

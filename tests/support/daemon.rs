@@ -301,6 +301,13 @@ impl Daemon {
         Self::spawn_cmd(cmd)
     }
 
+    /// `redeemd` with these arguments (another subcommand: `fleet`).
+    pub fn spawn_args(args: &[std::ffi::OsString]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Self::spawn_cmd(cmd)
+    }
+
     /// [`Daemon::spawn`] with at most `nofile` open file descriptors (`ulimit -n`).
     pub fn spawn_limited(config: &Path, nofile: u32) -> Daemon {
         let mut cmd = Command::new("bash");

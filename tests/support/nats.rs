@@ -101,7 +101,7 @@ impl Drop for NatsServer {
 /// A free loopback port for a cluster node, below the kernel's ephemeral range (32768 up):
 /// a port the OS hands out for `:0` (a simulator's) is never one a killed node will want
 /// back, and a node's never lands on a simulator that is down.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let mut rng = Rng::new(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -236,10 +236,20 @@ impl super::Till {
     /// claim timeout), its code key beside the config; [`super::Till::sibling`] makes the
     /// store's other tills.
     pub fn in_store(urls: &str, setup: super::Setup) -> super::Till {
+        Self::in_named_store("store1", urls, "", setup)
+    }
+
+    /// [`super::Till::in_store`] of the store `store`, with more `[store]` keys.
+    pub fn in_named_store(
+        store: &str,
+        urls: &str,
+        store_toml: &str,
+        setup: super::Setup,
+    ) -> super::Till {
         use std::os::unix::fs::PermissionsExt;
         let till = super::Till::with_coupons(super::Setup {
             extra_toml: format!(
-                "[store]\nname = \"store1\"\nnats_url = \"{urls}\"\ncode_key_file = \"code.key\"\nclaim_timeout = \"300ms\"\n"
+                "[store]\nname = \"{store}\"\nnats_url = \"{urls}\"\ncode_key_file = \"code.key\"\nclaim_timeout = \"300ms\"\n{store_toml}\n"
             ),
             ..setup
         });
@@ -247,5 +257,151 @@ impl super::Till {
         std::fs::write(&key, CODE_KEY).expect("code key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         till
+    }
+}
+
+/// HQ's hub and each store's server as its leaf node, with its own JetStream domain (the
+/// store's name), as in production: the leaf dials out to the hub. The hub can be stopped
+/// (every store's WAN cut at once) and started again on the same port and data.
+pub struct Chain {
+    pub hub: Node,
+    pub leaves: Vec<(String, Node)>,
+    _dir: tempfile::TempDir,
+}
+
+/// The hub's JetStream domain in the tests (hq.toml's default).
+pub const HUB_DOMAIN: &str = "hq";
+
+impl Chain {
+    /// Starts a leaf per store; the hub too when `hub_up`.
+    pub fn start(stores: &[&str], hub_up: bool) -> Chain {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (hub_port, leaf_port) = (free_port(), free_port());
+        let hub_config = dir.path().join("hub.conf");
+        std::fs::write(
+            &hub_config,
+            format!(
+                "server_name: hub\nlisten: 127.0.0.1:{hub_port}\n\
+                 jetstream {{ store_dir: \"{}\", domain: {HUB_DOMAIN} }}\n\
+                 leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
+                dir.path().join("hub").display()
+            ),
+        )
+        .expect("hub config");
+        let mut hub = Node {
+            child: None,
+            port: hub_port,
+            config: hub_config,
+        };
+        if hub_up {
+            hub.start();
+        }
+        let mut leaves = Vec::new();
+        for store in stores {
+            let port = free_port();
+            let config = dir.path().join(format!("{store}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {store}\nlisten: 127.0.0.1:{port}\n\
+                     jetstream {{ store_dir: \"{}\", domain: {store} }}\n\
+                     leafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n",
+                    dir.path().join(store).display()
+                ),
+            )
+            .expect("leaf config");
+            let mut node = Node {
+                child: None,
+                port,
+                config,
+            };
+            node.start();
+            leaves.push((store.to_string(), node));
+        }
+        Chain {
+            hub,
+            leaves,
+            _dir: dir,
+        }
+    }
+
+    pub fn leaf(&mut self, store: &str) -> &mut Node {
+        &mut self
+            .leaves
+            .iter_mut()
+            .find(|(s, _)| s == store)
+            .expect("a store of the chain")
+            .1
+    }
+
+    pub fn leaf_url(&self, store: &str) -> String {
+        self.leaves
+            .iter()
+            .find(|(s, _)| s == store)
+            .expect("a store of the chain")
+            .1
+            .url()
+    }
+
+    /// Starts a node that was killed (or never started).
+    pub fn start_node(node: &mut Node) {
+        node.start();
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.hub.kill();
+        for (_, n) in &mut self.leaves {
+            n.kill();
+        }
+    }
+}
+
+/// `redeemd fleet` on a config of its own: the hub, the stores, a read model in a
+/// temporary folder, the tests' code key.
+pub struct FleetSetup {
+    pub dir: tempfile::TempDir,
+    pub config: std::path::PathBuf,
+}
+
+impl FleetSetup {
+    pub fn new(hub_url: &str, stores: &[&str], extra: &str) -> FleetSetup {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("code.key");
+        std::fs::write(&key, CODE_KEY).expect("code key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let stores: String = stores
+            .iter()
+            .map(|s| format!("[[store]]\nname = \"{s}\"\n"))
+            .collect();
+        let config = dir.path().join("hq.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "database = \"fleet/fleet.db\"\ncode_key_file = \"code.key\"\n{extra}\n\
+                 [hub]\nnats_url = \"{hub_url}\"\n{stores}\n[http]\nlisten = \"127.0.0.1:0\"\nlanguage = \"en\"\n"
+            ),
+        )
+        .expect("hq.toml");
+        FleetSetup { dir, config }
+    }
+
+    /// `redeemd fleet`, once its page listens.
+    pub fn start(&self, rebuild: bool) -> super::Daemon {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--log-format".into(),
+            "json".into(),
+            "fleet".into(),
+            "--config".into(),
+            self.config.clone().into(),
+        ];
+        if rebuild {
+            args.push("--rebuild".into());
+        }
+        let d = super::Daemon::spawn_args(&args);
+        d.wait_event(|e| e["event"] == "http_listening");
+        d
     }
 }

@@ -1,0 +1,263 @@
+//! The consumer: batches from `REDEEMD_CHAIN` into the read model, one commit each, then
+//! the chain's record of redeemed codes, then the acknowledgement. A crash anywhere in
+//! between redelivers the batch, which the read model's idempotent apply absorbs.
+
+use super::FleetMetrics;
+use super::read_model::{self, Applied, RedeemedChange};
+use super::streams::{
+    CHAIN_STREAM, CONSUMER, delete_consumer, ensure_chain, ensure_consumer, ensure_mirror,
+    ensure_redeemed_bucket,
+};
+use crate::model::event::{Event, Skip, decode};
+use crate::store::redeemed::{self, RedeemedAt};
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use rusqlite::Connection;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Messages taken per commit.
+pub const BATCH: usize = 1000;
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MIRROR_EVERY: Duration = Duration::from_secs(30);
+
+/// Consumes until `stop`. With `rebuild`, the consumer is deleted first, so the new one
+/// reads the stream from its start.
+pub async fn run(
+    client: async_nats::Client,
+    writer: Connection,
+    metrics: Arc<FleetMetrics>,
+    mut stores: watch::Receiver<Vec<String>>,
+    rebuild: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let js = jetstream::new(client.clone());
+    let writer = Arc::new(Mutex::new(writer));
+    let mut consumer: Option<PullConsumer> = None;
+    let mut to_delete = rebuild;
+    let mut backoff = Duration::from_millis(250);
+    let mut failing = false;
+    loop {
+        let changed = stores.has_changed().unwrap_or(false);
+        if changed {
+            consumer = None;
+        }
+        let list = stores.borrow_and_update().clone();
+        let step = async {
+            let c = match &consumer {
+                Some(c) => c.clone(),
+                None => {
+                    ensure_chain(&client, &list).await?;
+                    ensure_redeemed_bucket(&client).await?;
+                    if to_delete {
+                        delete_consumer(&client).await?;
+                        to_delete = false;
+                    }
+                    ensure_consumer(&client).await?;
+                    let c: PullConsumer = js
+                        .get_stream(CHAIN_STREAM)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .get_consumer(CONSUMER)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    consumer = Some(c.clone());
+                    c
+                }
+            };
+            batch(&js, &c, &writer, &metrics).await
+        };
+        let result = tokio::select! {
+            r = step => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match result {
+            Ok(_) => {
+                if failing {
+                    tracing::info!(
+                        event = "fleet_consuming",
+                        "reading the chain's stream again"
+                    );
+                    failing = false;
+                }
+                backoff = Duration::from_millis(250);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(event = "fleet_consume_failed", error = %e, "cannot read the chain's stream; retrying");
+                    failing = true;
+                }
+                consumer = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// One batch: how many messages it took.
+async fn batch(
+    js: &jetstream::Context,
+    consumer: &PullConsumer,
+    writer: &Arc<Mutex<Connection>>,
+    metrics: &Arc<FleetMetrics>,
+) -> Result<usize, String> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(BATCH)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut batch = Vec::new();
+    while let Some(m) = messages.next().await {
+        batch.push(m.map_err(|e| e.to_string())?);
+    }
+    let Some(last) = batch.last() else {
+        return Ok(0);
+    };
+    let decoded: Vec<(String, Result<Event, Skip>)> = batch
+        .iter()
+        .map(|m| {
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            (
+                format!("{} (stream sequence {seq})", m.subject),
+                decode(m.subject.as_str(), &m.payload),
+            )
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let w = writer.clone();
+    let (outcomes, skipped) = tokio::task::spawn_blocking(move || {
+        let conn = w
+            .lock()
+            .map_err(|_| "the read model's writer panicked".to_string())?;
+        apply_all(&conn, decoded, now).map_err(|e| format!("read model: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    for (what, skip) in &skipped {
+        metrics.count_skipped(skip.label());
+        tracing::warn!(event = "fleet_event_skipped", message = %what, reason = skip.label(), error = %skip, "skipped a message of the chain's stream");
+    }
+    let mut acks = Vec::new();
+    for o in &outcomes {
+        match o {
+            Applied::Row { redeemed } => {
+                metrics.count_applied(true);
+                if let Some(change) = redeemed {
+                    acks.push(record_redeemed(js, change).await?);
+                }
+            }
+            Applied::Unchanged => metrics.count_applied(false),
+            Applied::Beat => {}
+        }
+    }
+    for ack in acks {
+        ack.await.map_err(|e| format!("redeemd_redeemed: {e}"))?;
+    }
+    if let Ok(info) = last.info() {
+        metrics.set_pending(info.pending);
+    }
+    last.ack().await.map_err(|e| e.to_string())?;
+    Ok(batch.len())
+}
+
+type Skipped = Vec<(String, Skip)>;
+
+/// Applies a batch in one transaction.
+fn apply_all(
+    conn: &Connection,
+    decoded: Vec<(String, Result<Event, Skip>)>,
+    now: i64,
+) -> rusqlite::Result<(Vec<Applied>, Skipped)> {
+    let tx = conn.unchecked_transaction()?;
+    let mut outcomes = Vec::with_capacity(decoded.len());
+    let mut skipped = Vec::new();
+    for (what, d) in decoded {
+        match d {
+            Ok(Event::Row(e)) => outcomes.push(read_model::apply_row(&tx, &e, now)?),
+            Ok(Event::Status(b)) => outcomes.push(read_model::apply_beat(&tx, &b)?),
+            Err(skip) => skipped.push((what, skip)),
+        }
+    }
+    tx.commit()?;
+    Ok((outcomes, skipped))
+}
+
+/// Writes a change of the chain's record of redeemed codes; the acknowledgement is awaited
+/// by the caller, before the batch is acknowledged.
+async fn record_redeemed(
+    js: &jetstream::Context,
+    change: &RedeemedChange,
+) -> Result<jetstream::context::PublishAckFuture, String> {
+    match change {
+        RedeemedChange::Now {
+            key,
+            store,
+            till,
+            at,
+        } => {
+            js.publish(
+                redeemed::subject(key),
+                redeemed_value(store, till, *at).into(),
+            )
+            .await
+        }
+        RedeemedChange::NoLonger { key } => {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("KV-Operation", "DEL");
+            js.publish_with_headers(redeemed::subject(key), h, Vec::new().into())
+                .await
+        }
+    }
+    .map_err(|e| format!("redeemd_redeemed: {e}"))
+}
+
+/// Keeps every listed store's mirror of `redeemd_redeemed` in place: each needs its
+/// store's link up, so a store that is away is tried again every 30 s.
+pub async fn keep_mirrors(
+    client: async_nats::Client,
+    hub_domain: String,
+    mut stores: watch::Receiver<Vec<String>>,
+    metrics: Arc<FleetMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut there: std::collections::BTreeMap<String, bool> = Default::default();
+    loop {
+        let list = stores.borrow_and_update().clone();
+        for store in &list {
+            let ok = match ensure_mirror(&client, store, &hub_domain).await {
+                Ok(()) => true,
+                Err(e) => {
+                    if there.get(store) != Some(&false) {
+                        tracing::warn!(event = "fleet_mirror_missing", store = %store, error = %e, "the store has no copy of the chain's redeemed codes yet; trying again every 30 s");
+                    }
+                    false
+                }
+            };
+            there.insert(store.clone(), ok);
+            metrics.set_mirror(store, ok);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(MIRROR_EVERY) => {}
+            _ = stores.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The value HQ writes for a redeemed code.
+pub fn redeemed_value(store: &str, till: &str, at: i64) -> Vec<u8> {
+    serde_json::to_vec(&RedeemedAt {
+        store: store.to_string(),
+        till: till.to_string(),
+        at,
+    })
+    .unwrap_or_default()
+}

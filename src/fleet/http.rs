@@ -1,0 +1,424 @@
+//! The fleet's page, JSON API, CSV export and metrics. Read-only: HQ looks, the stores act.
+
+use super::FleetMetrics;
+use super::read_model::{self, RowFilter, RowView};
+use crate::api::host::HostPolicy;
+use crate::api::serve as listen;
+use crate::config::fleet::FleetConfig;
+use crate::config::{Language, Listen};
+use crate::model::claim::CodeKey;
+use crate::model::code::Code;
+use crate::report::{csv_field, parse_when};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const PAGE: &str = include_str!("fleet.html");
+
+#[derive(Clone)]
+pub struct FleetState {
+    pub db: Arc<Mutex<Connection>>,
+    pub metrics: Arc<FleetMetrics>,
+    pub code_key: CodeKey,
+    pub token: Option<Arc<str>>,
+    pub stale_after: Duration,
+    pub language: Language,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl FleetState {
+    /// Runs a read-model query off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, Response>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let conn = db
+                .lock()
+                .map_err(|_| "the read model's reader panicked".to_string())?;
+            f(&conn).map_err(|e| e.to_string())
+        })
+        .await;
+        match done {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("read model: {e}"),
+            )),
+            Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        }
+    }
+}
+
+pub fn router(state: FleetState, hosts: Arc<HostPolicy>) -> Router {
+    let api = Router::new()
+        .route("/v1/fleet/tills", get(tills))
+        .route("/v1/fleet/redemptions", get(redemptions))
+        .route("/v1/fleet/codes/{code}", get(code))
+        .route("/v1/fleet/export.csv", get(export))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), bearer));
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
+        .merge(api)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let hosts = hosts.clone();
+            async move {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .map(|v| v.to_str().unwrap_or(""));
+                if !hosts.allows(host) {
+                    return error(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        format!(
+                            "Host {:?} is not a name this API serves: add it to [http] allowed_hosts",
+                            host.unwrap_or("")
+                        ),
+                    );
+                }
+                next.run(req).await
+            }
+        }))
+        .with_state(state)
+}
+
+/// The bearer token, when `http.token_file` is set (the page passes it as `?token=`).
+async fn bearer(State(st): State<FleetState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let from_header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let from_query = req.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        let given = from_header.or(from_query);
+        if !given.is_some_and(|g| crate::api::constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    next.run(req).await
+}
+
+async fn page(State(st): State<FleetState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        PAGE.replace("__LANG__", st.language.tag()),
+    )
+        .into_response()
+}
+
+async fn tills(State(st): State<FleetState>) -> Response {
+    let now = now_ms();
+    let day = parse_when("today", now).unwrap_or(now - 86_400_000);
+    let stale = st.stale_after;
+    match st
+        .read(move |c| read_model::tills(c, now, stale, day))
+        .await
+    {
+        Ok(t) => Json(t).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    store: Option<String>,
+    till: Option<String>,
+    state: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+type ListParams = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The filters of a list or export; `Err` is the message for a 400. `max`: the most rows.
+fn filter_of(q: ListParams, default_limit: usize, max: usize) -> Result<RowFilter, String> {
+    let Query(q) = q.map_err(|e| e.body_text())?;
+    let now = now_ms();
+    let when = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
+        match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(t) => parse_when(t, now)
+                .map(Some)
+                .map_err(|e| format!("{name}: {e}")),
+        }
+    };
+    let text = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    let state = text(&q.state);
+    if let Some(s) = &state
+        && crate::model::state::State::parse_among(s, &crate::model::state::State::ALL).is_err()
+    {
+        return Err(format!("state: {s:?} is not a state"));
+    }
+    Ok(RowFilter {
+        store: text(&q.store),
+        till: text(&q.till),
+        state,
+        since: when(&q.since, "since")?,
+        until: when(&q.until, "until")?,
+        limit: Some(q.limit.unwrap_or(default_limit).min(max)),
+    })
+}
+
+async fn redemptions(State(st): State<FleetState>, q: ListParams) -> Response {
+    let f = match filter_of(q, 100, 10_000) {
+        Ok(f) => f,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match st.read(move |c| read_model::rows(c, &f)).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Every row of a code across the chain: the code is keyed here and never stored.
+async fn code(State(st): State<FleetState>, Path(code): Path<String>) -> Response {
+    let code = code.trim();
+    if code.is_empty() || code.len() > 128 {
+        return error(StatusCode::BAD_REQUEST, "code: 1 to 128 characters");
+    }
+    let key = st.code_key.claim_key(&Code::new(code));
+    match st.read(move |c| read_model::rows_of_key(c, &key)).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub const CSV_HEADER: &str = "store,till,id,code_last4,api,state,reason,reason_code,title,value,order_id,amount,scans,scanned_at,updated_at,redeemed_at,resolution,void_state,guard";
+
+fn write_csv(rows: &[RowView]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(rows.len() * 160);
+    let _ = std::io::Write::write_all(&mut out, CSV_HEADER.as_bytes());
+    for r in rows {
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        let fields = [
+            r.store.clone(),
+            r.till.clone(),
+            r.id.to_string(),
+            r.code_last4.clone(),
+            s(&r.api),
+            r.state.clone(),
+            s(&r.reason),
+            s(&r.reason_code),
+            s(&r.title),
+            opt(r.value),
+            s(&r.order_id),
+            opt(r.amount),
+            r.scans.to_string(),
+            r.scanned_at.clone(),
+            r.updated_at.clone(),
+            s(&r.redeemed_at),
+            s(&r.resolution),
+            s(&r.void_state),
+            s(&r.guard),
+        ];
+        out.push(b'\n');
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = csv_field(&mut out, f);
+        }
+    }
+    out.push(b'\n');
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn export(State(st): State<FleetState>, q: ListParams) -> Response {
+    let f = match filter_of(q, usize::MAX, usize::MAX) {
+        Ok(f) => f,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match st.read(move |c| read_model::rows(c, &f)).await {
+        Ok(rows) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"redeemd-chain.csv\"",
+                ),
+            ],
+            write_csv(&rows),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(st): State<FleetState>) -> Response {
+    use crate::metrics::{escape_label, header as help};
+    let now = now_ms();
+    let day = parse_when("today", now).unwrap_or(now - 86_400_000);
+    let stale = st.stale_after;
+    let read = st
+        .read(move |c| {
+            Ok((
+                read_model::tills(c, now, stale, day)?,
+                read_model::row_count(c)?,
+            ))
+        })
+        .await;
+    let (tills, rows) = match read {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut out = String::new();
+    help(
+        &mut out,
+        "redeemd_fleet_rows",
+        "gauge",
+        "Rows in the read model.",
+    );
+    let _ = writeln!(out, "redeemd_fleet_rows {rows}");
+    let series: [Series; 6] = [
+        (
+            "redeemd_fleet_till_backlog",
+            "Rows waiting for WeChat at the till, as its last beat said.",
+            |t| t.backlog.map(|v| v as f64),
+        ),
+        (
+            "redeemd_fleet_till_review",
+            "Rows waiting for a person at the till, as its last beat said.",
+            |t| t.review.map(|v| v as f64),
+        ),
+        (
+            "redeemd_fleet_till_outbox",
+            "Row versions the till has not yet published to its store, as its last beat said.",
+            |t| t.outbox.map(|v| v as f64),
+        ),
+        (
+            "redeemd_fleet_till_stale",
+            "1 when the till's last beat is older than stale_after (or it never beat).",
+            |t| Some(f64::from(u8::from(t.stale))),
+        ),
+        (
+            "redeemd_fleet_till_beat_age_seconds",
+            "Seconds since the till's last beat (by the till's clock).",
+            |t| {
+                t.last_beat_ms
+                    .map(|b| (now_ms() - b).max(0) as f64 / 1000.0)
+            },
+        ),
+        (
+            "redeemd_fleet_events_lag_seconds",
+            "How late the till's newest row event reached HQ.",
+            |t| t.events_lag_seconds,
+        ),
+    ];
+    for (name, text, pick) in series {
+        help(&mut out, name, "gauge", text);
+        for t in &tills {
+            if let Some(v) = pick(t) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{store=\"{}\",till=\"{}\"}} {v}",
+                    escape_label(&t.store),
+                    escape_label(&t.till)
+                );
+            }
+        }
+    }
+    help(
+        &mut out,
+        "redeemd_fleet_redeemed_today",
+        "gauge",
+        "Rows redeemed today (HQ's local day), by store and till.",
+    );
+    for t in &tills {
+        let _ = writeln!(
+            out,
+            "redeemd_fleet_redeemed_today{{store=\"{}\",till=\"{}\"}} {}",
+            escape_label(&t.store),
+            escape_label(&t.till),
+            t.redeemed_today
+        );
+    }
+    st.metrics.render(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// A per-till gauge: its name, its help, and its value.
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&read_model::TillView) -> Option<f64>,
+);
+
+/// Binds `[http] listen` and serves until `stop`.
+pub async fn serve(
+    cfg: &FleetConfig,
+    state: FleetState,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let limits = listen::Limits {
+        max_connections: cfg.http.max_connections,
+        idle_timeout: cfg.http.idle_timeout,
+        request_timeout: Duration::from_secs(60),
+    };
+    let hosts = Arc::new(HostPolicy {
+        listen: cfg.http.listen.clone(),
+        allowed: cfg.http.allowed_hosts.clone(),
+    });
+    let app = router(state, hosts);
+    match &cfg.http.listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!(event = "http_listening", address = %format!("http://{local}"), "fleet page and API listening");
+            Ok(tokio::spawn(listen::run(app, limits, listener, stop)))
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)?;
+            tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "fleet page and API listening");
+            Ok(tokio::spawn(listen::run(app, limits, listener, stop)))
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `redeemd fleet`: headquarters' view of every store (issue 16). It keeps the hub's
+//! stream `REDEEMD_CHAIN` sourcing each listed store's events, consumes it into a read
+//! model (SQLite), writes the chain's record of redeemed codes (KV `redeemd_redeemed`,
+//! mirrored into each store), and serves a page, a JSON API and metrics.
+//!
+//! What it promises: nothing lost (the stores' streams buffer while the WAN is down and
+//! the sources resume where they stopped; the consumer is acknowledged only after each
+//! batch's commit), nothing counted twice (`Nats-Msg-Id` in the streams, and an
+//! idempotent apply by row version), and the lag shown.
+
+mod consume;
+mod http;
+mod metrics;
+pub mod read_model;
+pub mod streams;
+
+use crate::config::fleet::FleetConfig;
+use crate::model::claim::CodeKey;
+use crate::secrets::read_private_file;
+use crate::store::nats::Access;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub use metrics::FleetMetrics;
+
+/// How to reach the hub.
+pub fn hub_access(cfg: &FleetConfig) -> Access {
+    Access {
+        section: "hub",
+        urls: cfg.hub.nats_urls.clone(),
+        creds_file: cfg.hub.creds_file.clone(),
+        user_file: cfg.hub.user_file.clone(),
+        nkey_file: cfg.hub.nkey_file.clone(),
+        tls_ca_file: cfg.hub.tls_ca_file.clone(),
+    }
+}
+
+/// Everything `fleet` reads from disk before it starts: `check --fleet` reads the same.
+pub struct FleetLoaded {
+    pub config: FleetConfig,
+    pub code_key: CodeKey,
+    pub token: Option<Arc<str>>,
+}
+
+pub fn load(config: FleetConfig) -> Result<FleetLoaded, Vec<String>> {
+    let mut problems = Vec::new();
+    let code_key = read_private_file(&config.code_key_file)
+        .and_then(|b| CodeKey::from_bytes(&b))
+        .map_err(|e| problems.push(format!("code_key_file: {e}")))
+        .ok();
+    for (key, file) in [
+        ("creds_file", &config.hub.creds_file),
+        ("user_file", &config.hub.user_file),
+        ("nkey_file", &config.hub.nkey_file),
+    ] {
+        if let Some(path) = file
+            && let Err(e) = read_private_file(path)
+        {
+            problems.push(format!("hub.{key}: {e}"));
+        }
+    }
+    let token = match &config.http.token_file {
+        None => None,
+        Some(t) => match crate::secrets::read_secret_file(t) {
+            Ok(t) => Some(Arc::from(t)),
+            Err(e) => {
+                problems.push(format!("http.token_file: {e}"));
+                None
+            }
+        },
+    };
+    if let Err(e) = read_model::open(&config.database) {
+        problems.push(format!("database: {e}"));
+    }
+    match code_key {
+        Some(code_key) if problems.is_empty() => Ok(FleetLoaded {
+            config,
+            code_key,
+            token,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Deletes the read model's files: `--rebuild` reads it all again from the stream.
+pub fn remove_read_model(cfg: &FleetConfig) -> Result<(), String> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = cfg.database.clone().into_os_string();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", p.to_string_lossy())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown`. SIGHUP re-reads the config's stores (a store added is a line
+/// and a reload).
+pub async fn run(
+    loaded: FleetLoaded,
+    rebuild: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let FleetLoaded {
+        config,
+        code_key,
+        token,
+    } = loaded;
+    if rebuild {
+        remove_read_model(&config)?;
+        tracing::info!(event = "fleet_rebuild", database = %config.database.display(), "read model deleted; reading the chain's stream from its start");
+    }
+    let writer = read_model::open(&config.database)?;
+    let reader = Arc::new(Mutex::new(read_model::open(&config.database)?));
+    let client = hub_access(&config).connect(Duration::from_secs(5)).await?;
+    let metrics = Arc::new(FleetMetrics::default());
+    let (stores_tx, stores_rx) = watch::channel(config.stores.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let web = http::serve(
+        &config,
+        http::FleetState {
+            db: reader,
+            metrics: metrics.clone(),
+            code_key,
+            token,
+            stale_after: config.stale_after,
+            language: config.http.language,
+        },
+        stop_rx.clone(),
+    )
+    .await
+    .map_err(|e| format!("http.listen: {e}"))?;
+    let consumer = tokio::spawn(consume::run(
+        client.clone(),
+        writer,
+        metrics.clone(),
+        stores_rx.clone(),
+        rebuild,
+        stop_rx.clone(),
+    ));
+    let mirrors = tokio::spawn(consume::keep_mirrors(
+        client.clone(),
+        config.hub.domain.clone(),
+        stores_rx,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    tracing::info!(event = "fleet_started", stores = %config.stores.join(","), hub = %config.hub.nats_urls.join(","), "redeemd fleet started");
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = hup.recv() => {
+                match FleetConfig::load(&config.source) {
+                    Ok(new) => {
+                        tracing::info!(event = "fleet_reloaded", stores = %new.stores.join(","), "stores re-read from the config");
+                        let _ = stores_tx.send(new.stores);
+                    }
+                    Err(e) => tracing::error!(event = "fleet_reload_failed", error = %e, "config not reloaded; the stores stay as they were"),
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = consumer.await;
+    mirrors.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), web).await;
+    tracing::info!(event = "fleet_stopped", "redeemd fleet stopped");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The chain's outbox (migration 9): the row versions the store's stream has not yet
+//! acknowledged, oldest first. Triggers fill it in the commit that changes a row; the
+//! publisher reads it on a connection of its own and deletes what was acknowledged.
+
+use super::store::{COLUMNS, Result, read_row_at};
+use crate::model::row::Row;
+use rusqlite::{Connection, params};
+
+/// One outbox entry, with its row as the ledger has it now.
+#[derive(Debug, Clone)]
+pub struct Unpublished {
+    pub seq: i64,
+    /// The version the entry names.
+    pub version: i64,
+    /// The row now (`None`: gone) and its current version.
+    pub row: Option<(Row, i64)>,
+}
+
+impl Unpublished {
+    /// Whether this entry is the row's latest: an older one is covered by a later entry of
+    /// the same row (the event carries the row as it is, so only the latest is sent).
+    pub fn is_current(&self) -> bool {
+        self.row.as_ref().is_some_and(|(_, v)| *v == self.version)
+    }
+}
+
+/// Up to `limit` entries after `after` (a sequence number), oldest first.
+pub fn unpublished(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Unpublished>> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT o.seq, o.version, r.version, {cols} FROM event_outbox o \
+         LEFT JOIN redemptions r ON r.id = o.row_id \
+         WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    stmt.query_map(params![after, limit as i64], |r| {
+        let current: Option<i64> = r.get(2)?;
+        let row = match current {
+            Some(v) => Some((read_row_at(r, 3)?, v)),
+            None => None,
+        };
+        Ok(Unpublished {
+            seq: r.get(0)?,
+            version: r.get(1)?,
+            row,
+        })
+    })?
+    .collect()
+}
+
+/// Forgets the entries up to and including `seq`: the stream has them.
+pub fn acknowledged(conn: &Connection, through: i64) -> Result<usize> {
+    conn.prepare_cached("DELETE FROM event_outbox WHERE seq <= ?1")?
+        .execute([through])
+}
+
+/// How many row versions wait to be published.
+pub fn outbox_len(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM event_outbox")?
+        .query_row([], |r| r.get(0))
+}
+
+/// How many rows wait for a person.
+pub fn review_count(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM redemptions WHERE state = 'review' AND resolved_at IS NULL",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::schema::migrate_for_tests;
+
+    fn ledger() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate_for_tests(&mut c);
+        c
+    }
+
+    fn insert(c: &Connection, code: &str) -> i64 {
+        c.execute(
+            "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
+             VALUES (?1, 'card', 'queued', 's', 't', 1, 1)",
+            [code],
+        )
+        .unwrap();
+        c.last_insert_rowid()
+    }
+
+    fn entries(c: &Connection) -> Vec<(i64, i64, bool)> {
+        unpublished(c, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u.row.as_ref().map_or(0, |r| r.0.id),
+                    u.version,
+                    u.is_current(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_change_that_matters_is_a_version() {
+        let c = ledger();
+        let a = insert(&c, "A1234567890");
+        let b = insert(&c, "B1234567890");
+        // A try on its way is not a version.
+        c.execute(
+            "UPDATE redemptions SET attempts = 1, unconfirmed = 1, next_attempt_at = 5 WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE redemptions SET state = 'redeemed', redeemed_at = 9 WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+        // The same state written again is not either.
+        c.execute(
+            "UPDATE redemptions SET state = 'redeemed' WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+        c.execute("UPDATE redemptions SET scans = 2 WHERE id = ?1", [b])
+            .unwrap();
+        assert_eq!(
+            entries(&c),
+            vec![(a, 1, false), (b, 1, false), (a, 2, true), (b, 2, true)]
+        );
+        let version: i64 = c
+            .query_row("SELECT version FROM redemptions WHERE id = ?1", [a], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(outbox_len(&c).unwrap(), 4);
+        let third = unpublished(&c, 0, 3).unwrap()[2].seq;
+        assert_eq!(acknowledged(&c, third).unwrap(), 3);
+        assert_eq!(entries(&c), vec![(b, 2, true)]);
+        assert!(unpublished(&c, third + 1, 10).unwrap().is_empty());
+        // The row comes with every column in place (read at an offset).
+        c.execute(
+            "UPDATE redemptions SET guard = 'claimed', void_state = 'pending', \
+             void_reason = 'sale voided', voided_at = 5, title = 'Coffee' WHERE id = ?1",
+            [b],
+        )
+        .unwrap();
+        let last = unpublished(&c, 0, 10).unwrap().pop().unwrap();
+        let (row, version) = last.row.unwrap();
+        assert_eq!(version, 3);
+        assert_eq!(row.guard.map(|g| g.as_str()), Some("claimed"));
+        assert_eq!(row.title.as_deref(), Some("Coffee"));
+        let void = row.void.unwrap();
+        assert_eq!((void.reason.as_str(), void.at), ("sale voided", 5));
+    }
+}

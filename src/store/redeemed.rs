@@ -1,0 +1,62 @@
+//! "Was this code redeemed at another store?" HQ keeps the KV bucket `redeemd_redeemed`
+//! (claim key → store, till, time) and mirrors it into every store's JetStream domain; a
+//! till reads its store's mirror, so the answer holds while the WAN is down (as of the
+//! last moment the link was up).
+
+use crate::clock::Millis;
+use crate::store::nats::last_of_subject;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The bucket HQ writes.
+pub const BUCKET: &str = "redeemd_redeemed";
+
+/// The bucket's stream (HQ's, and each store's mirror of it).
+pub fn stream() -> String {
+    format!("KV_{BUCKET}")
+}
+
+/// A bucket key's subject.
+pub fn subject(key: &str) -> String {
+    format!("$KV.{BUCKET}.{key}")
+}
+
+/// Where and when a code was redeemed, as HQ heard it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeemedAt {
+    pub store: String,
+    pub till: String,
+    pub at: Millis,
+}
+
+/// Reads the store's mirror of the chain's redeemed codes.
+#[derive(Clone)]
+pub struct Lookup {
+    client: async_nats::Client,
+    timeout: Duration,
+}
+
+impl Lookup {
+    pub fn new(client: async_nats::Client, timeout: Duration) -> Lookup {
+        Lookup { client, timeout }
+    }
+
+    /// Where the code with claim key `key` was redeemed, if the mirror knows; `Err` when
+    /// the store's server did not answer within the timeout (the caller decides as if
+    /// nothing were known, and says so).
+    pub async fn find(&self, key: &str) -> Result<Option<RedeemedAt>, String> {
+        let (stream, subject) = (stream(), subject(key));
+        let read = last_of_subject(&self.client, "$JS.API", &stream, &subject);
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(Some(m))) if !m.is_kv_removal() => serde_json::from_slice(&m.data)
+                .map(Some)
+                .map_err(|e| format!("the chain's record of this code is unreadable: {e}")),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!(
+                "the store did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+}

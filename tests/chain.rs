@@ -1,0 +1,450 @@
+//! The chain (issue 16), on real `nats-server`s: a hub with JetStream domain `hq`, and each
+//! store's server a leaf node of it with its own domain; real `redeemd run` tills and a real
+//! `redeemd fleet` at HQ.
+//!
+//! - 2 stores × 2 tills scan 1,000 codes while the hub is stopped (one store's own server
+//!   down for part of it, so its tills keep their events in their outboxes); a till is
+//!   killed with SIGKILL in the middle of republishing; the hub starts. The fleet ends with
+//!   exactly one record per ledger row, in the tills' states, and again after `--rebuild`.
+//! - A code redeemed at store A is refused offline at store B once B's WAN is cut; a till
+//!   whose last beat is over 90 s old shows as stale; messages of an unknown version or
+//!   malformed are counted and skipped, and the consumer goes on.
+
+mod support;
+
+use redeemd::model::claim::CodeKey;
+use redeemd::model::code::Code;
+use redeemd::model::event::{RowEvent, StatusBeat};
+use redeemd::store::redeemed::Lookup;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
+
+const STORES: [&str; 2] = ["storeA", "storeB"];
+
+fn scan(base: &str, code: &str) -> Value {
+    post_json(base, "/v1/scans", &json!({ "code": code })).json()
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`wait_until`], printing these processes' logs when it times out.
+fn wait_logged(logs: &[&Daemon], what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        if Instant::now() >= deadline {
+            for d in logs {
+                eprintln!("----\n{}", d.stderr());
+            }
+            panic!("timed out waiting: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+type Rows = BTreeMap<(String, String, i64), String>;
+
+/// (store, till, row id) → state, as the fleet has them.
+fn fleet_rows(base: &str) -> Rows {
+    let v = get(base, "/v1/fleet/redemptions?limit=10000").json();
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["store"].as_str().unwrap_or_default().to_string(),
+                    r["till"].as_str().unwrap_or_default().to_string(),
+                    r["id"].as_i64().unwrap_or_default(),
+                ),
+                r["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The same from every till's ledger (`redeemd log --json`).
+fn ledger_rows(tills: &[(&str, &str, &Path)]) -> Rows {
+    let mut all = Rows::new();
+    for (store, till, config) in tills {
+        for r in ledger_log(config) {
+            all.insert(
+                (
+                    store.to_string(),
+                    till.to_string(),
+                    r["id"].as_i64().expect("id"),
+                ),
+                r["state"].as_str().expect("state").to_string(),
+            );
+        }
+    }
+    all
+}
+
+fn metric(base: &str, line_start: &str) -> Option<f64> {
+    let text = get(base, "/metrics").body;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn store_till(chain: &Chain, store: &str, till_name: &'static str) -> Till {
+    Till::in_named_store(
+        store,
+        &chain.leaf_url(store),
+        "status_interval = \"1s\"",
+        Setup {
+            till_name,
+            ..Setup::default()
+        },
+    )
+}
+
+/// Scans `codes` at the till at `base` from 5 threads (a claim the store cannot answer
+/// waits out `claim_timeout`); every answer must be `redeemed`.
+fn scan_all(base: &str, codes: &[String]) -> Vec<std::thread::JoinHandle<()>> {
+    (0..5)
+        .map(|t| {
+            let base = base.to_string();
+            let mine: Vec<String> = codes.iter().skip(t).step_by(5).cloned().collect();
+            std::thread::spawn(move || {
+                for c in &mine {
+                    let a = scan(&base, c);
+                    assert_eq!(a["outcome"], "redeemed", "{a}");
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn every_scan_reaches_hq_once_through_a_hub_outage_a_store_outage_and_a_kill() {
+    let mut chain = Chain::start(&STORES, false);
+    let a1 = store_till(&chain, "storeA", "a1");
+    let a2 = a1.sibling("a2");
+    let b1 = store_till(&chain, "storeB", "b1");
+    let b2 = b1.sibling("b2");
+    let per_till = 250;
+    let batches: Vec<Vec<String>> = (0..4)
+        .map(|t| {
+            (0..per_till)
+                .map(|i| format!("{:04}{i:08}", 9100 + t))
+                .collect()
+        })
+        .collect();
+    a1.sim
+        .add_codes(&[batches[0].clone(), batches[1].clone()].concat());
+    b1.sim
+        .add_codes(&[batches[2].clone(), batches[3].clone()].concat());
+    let (da1, da2) = (a1.start(), a2.start());
+    let (db1, db2) = (b1.start(), b2.start());
+
+    // Store A scans with its server up (the hub is down: everything waits at the leaf).
+    let a = [
+        scan_all(&da1.http_url(), &batches[0]),
+        scan_all(&da2.http_url(), &batches[1]),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    // Store B's own server is down while it scans: its events wait in the tills' outboxes.
+    chain.leaf("storeB").kill();
+    let b = [
+        scan_all(&db1.http_url(), &batches[2]),
+        scan_all(&db2.http_url(), &batches[3]),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    for h in a.into_iter().chain(b) {
+        h.join().expect("scanning");
+    }
+    db1.wait_event(|e| e["event"] == "chain_publish_failed");
+    Chain::start_node(chain.leaf("storeB"));
+    // Killed in the middle of republishing: after its first acknowledged batch.
+    db1.wait_event(|e| e["event"] == "chain_resumed");
+    let log = db1.kill9();
+    assert!(log.contains("chain_resumed"), "{log}");
+    let db1 = b1.start();
+
+    // The hub comes up; HQ catches up.
+    Chain::start_node(&mut chain.hub);
+    let setup = FleetSetup::new(&chain.hub.url(), &STORES, "");
+    let fleet = setup.start(false);
+    let base = fleet.http_url();
+    let tills: Vec<(&str, &str, &Path)> = vec![
+        ("storeA", "a1", a1.config.as_path()),
+        ("storeA", "a2", a2.config.as_path()),
+        ("storeB", "b1", b1.config.as_path()),
+        ("storeB", "b2", b2.config.as_path()),
+    ];
+    let want = ledger_rows(&tills);
+    assert_eq!(want.len(), 4 * per_till, "one ledger row per code");
+    assert!(want.values().all(|s| s == "redeemed"), "{want:?}");
+    let mut got = Rows::new();
+    wait_until(
+        "the fleet holds every till's rows",
+        Duration::from_secs(90),
+        || {
+            got = fleet_rows(&base);
+            got == want
+        },
+    );
+    // Every till beat, and none is stale.
+    let t = get(&base, "/v1/fleet/tills").json();
+    let names: Vec<String> = t
+        .as_array()
+        .expect("tills")
+        .iter()
+        .filter(|t| t["stale"] == false)
+        .map(|t| {
+            format!(
+                "{}/{}",
+                t["store"].as_str().unwrap_or(""),
+                t["till"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for till in ["storeA/a1", "storeA/a2", "storeB/b1", "storeB/b2"] {
+        assert!(names.iter().any(|n| n == till), "{till} beats: {t}");
+    }
+    assert_eq!(metric(&base, "redeemd_fleet_rows "), Some(1000.0));
+
+    // Rebuilt from the stream: the same, nothing twice.
+    fleet.terminate();
+    let fleet = setup.start(true);
+    let base = fleet.http_url();
+    wait_until(
+        "the rebuilt fleet holds every till's rows",
+        Duration::from_secs(60),
+        || fleet_rows(&base) == want,
+    );
+    assert_eq!(metric(&base, "redeemd_fleet_rows "), Some(1000.0));
+    drop((da1, da2, db1, db2));
+}
+
+fn key_of(code: &str) -> String {
+    CodeKey::from_bytes(CODE_KEY.as_bytes())
+        .expect("key")
+        .claim_key(&Code::new(code))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+fn beat(till: &str, at: i64) -> StatusBeat {
+    StatusBeat {
+        v: 1,
+        store: "storeA".into(),
+        till: till.into(),
+        at,
+        backlog: 0,
+        review: 0,
+        outbox: 0,
+        scanners: BTreeMap::new(),
+        last_success: None,
+        version: "test".into(),
+    }
+}
+
+#[test]
+fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_events() {
+    let mut chain = Chain::start(&STORES, true);
+    let setup = FleetSetup::new(&chain.hub.url(), &STORES, "");
+    let fleet = setup.start(false);
+    let base = fleet.http_url();
+    let a1 = store_till(&chain, "storeA", "a1");
+    let b1 = store_till(&chain, "storeB", "b1");
+    let used = codes(73, 1).remove(0);
+    let fresh = codes(74, 1).remove(0);
+    a1.sim.add_codes(std::slice::from_ref(&used));
+    b1.sim.add_codes(&[used.clone(), fresh.clone()]);
+    let (da1, db1) = (a1.start(), b1.start());
+
+    let x = scan(&da1.http_url(), &used);
+    assert_eq!(x["outcome"], "redeemed", "{x}");
+    wait_logged(
+        &[&fleet, &da1],
+        "HQ knows where the code was redeemed",
+        Duration::from_secs(30),
+        || {
+            let rows = get(&base, &format!("/v1/fleet/codes/{used}")).json();
+            rows.as_array().is_some_and(|r| {
+                r.len() == 1 && r[0]["store"] == "storeA" && r[0]["state"] == "redeemed"
+            })
+        },
+    );
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let leaf_b = rt
+        .block_on(async_nats::connect(chain.leaf_url("storeB")))
+        .expect("connect to store B");
+    let lookup = Lookup::new(leaf_b, Duration::from_secs(2));
+    wait_until(
+        "store B's mirror has the code",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(lookup.find(&key_of(&used)))
+                .ok()
+                .flatten()
+                .is_some_and(|at| at.store == "storeA" && at.till == "a1")
+        },
+    );
+
+    // Bad input at store A: counted, skipped, and what follows is applied.
+    let leaf_a = rt
+        .block_on(async_nats::connect(chain.leaf_url("storeA")))
+        .expect("connect to store A");
+    let js = {
+        let _in = rt.enter();
+        async_nats::jetstream::new(leaf_a)
+    };
+    let ghost = RowEvent {
+        v: 1,
+        store: "storeA".into(),
+        till: "ghost".into(),
+        id: 1,
+        version: 1,
+        state: "redeemed".into(),
+        reason: None,
+        reason_code: None,
+        api: Some("card".into()),
+        code_last4: "0001".into(),
+        key: Some("00".repeat(32)),
+        title: None,
+        value: None,
+        order_id: None,
+        amount: None,
+        scans: 1,
+        scanned_at: now_ms(),
+        updated_at: now_ms(),
+        redeemed_at: Some(now_ms()),
+        resolution: None,
+        resolved_at: None,
+        void_state: None,
+        guard: None,
+    };
+    let mut newer = serde_json::to_value(&ghost).expect("json");
+    newer["v"] = 2.into();
+    let messages: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "redeemd.events.storeA.ghost",
+            serde_json::to_vec(&newer).expect("json"),
+        ),
+        (
+            "redeemd.events.storeA.ghost",
+            b"{\"v\": 1, \"id\": \"not a row\"}".to_vec(),
+        ),
+        ("redeemd.events.storeA.ghost", b"not json at all".to_vec()),
+        (
+            "redeemd.events.storeA.ghost",
+            serde_json::to_vec(&ghost).expect("json"),
+        ),
+        // A till silent for 91 s, and one that beat just now.
+        (
+            "redeemd.status.storeA.ghost",
+            serde_json::to_vec(&beat("ghost", now_ms() - 91_000)).expect("json"),
+        ),
+        (
+            "redeemd.status.storeA.fresh",
+            serde_json::to_vec(&beat("fresh", now_ms())).expect("json"),
+        ),
+    ];
+    rt.block_on(async {
+        for (subject, body) in messages {
+            js.publish(subject, body.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("store A's stream took it");
+        }
+    });
+    wait_until(
+        "the row after the bad messages is applied",
+        Duration::from_secs(30),
+        || {
+            let rows = get(&base, "/v1/fleet/redemptions?till=ghost").json();
+            rows.as_array().is_some_and(|r| r.len() == 1)
+        },
+    );
+    assert_eq!(
+        metric(
+            &base,
+            "redeemd_fleet_events_skipped_total{reason=\"unknown_version\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &base,
+            "redeemd_fleet_events_skipped_total{reason=\"malformed\"}"
+        ),
+        Some(2.0)
+    );
+    let stale: BTreeMap<String, bool> = {
+        let mut s = BTreeMap::new();
+        wait_until("every till's beat is in", Duration::from_secs(30), || {
+            let t = get(&base, "/v1/fleet/tills").json();
+            s = t
+                .as_array()
+                .expect("tills")
+                .iter()
+                .filter(|t| t["last_beat"].is_string())
+                .map(|t| {
+                    (
+                        t["till"].as_str().unwrap_or("").to_string(),
+                        t["stale"] == true,
+                    )
+                })
+                .collect();
+            ["ghost", "fresh", "a1", "b1"]
+                .iter()
+                .all(|t| s.contains_key(*t))
+        });
+        s
+    };
+    assert!(stale["ghost"], "{stale:?}");
+    assert!(!stale["fresh"], "{stale:?}");
+    assert!(!stale["a1"], "{stale:?}");
+    assert!(
+        metric(
+            &base,
+            "redeemd_fleet_till_stale{store=\"storeA\",till=\"ghost\"}"
+        ) == Some(1.0)
+    );
+
+    // Store B's WAN is cut (the hub is gone) and WeChat does not answer it.
+    chain.hub.kill();
+    b1.sim.set_down(true);
+    let y = scan(&db1.http_url(), &used);
+    assert_eq!(y["outcome"], "refused_offline", "{y}");
+    assert_eq!(y["reason_code"], "redeemed_at_other_store", "{y}");
+    assert!(
+        y["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("store storeA (till a1"),
+        "{y}"
+    );
+    let z = scan(&db1.http_url(), &fresh);
+    assert_eq!(z["outcome"], "accepted_offline", "{z}");
+    assert_eq!(
+        b1.sim.card.consumed_count(&used),
+        0,
+        "store B never consumed it"
+    );
+    drop((da1, db1, fleet));
+}
