@@ -197,3 +197,102 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
     );
     d.kill9();
 }
+
+/// HQ's fleet page in headless Chromium (zh-CN, its default): a real till at a store that is
+/// a leaf node of a real hub, and a till silent for 91 s shown stale, in red.
+#[test]
+fn fleet_page_shows_tills_stale_ones_and_where_a_code_was_used() {
+    let chain = Chain::start(&["store7"], true);
+    let setup = FleetSetup::new(&chain.hub.url(), &["store7"], "");
+    let text = std::fs::read_to_string(&setup.config)
+        .expect("hq.toml")
+        .replace("language = \"en\"", "language = \"zh-CN\"");
+    std::fs::write(&setup.config, text).expect("hq.toml");
+    let fleet = setup.start(false);
+    let base = fleet.http_url();
+    let till = Till::in_named_store(
+        "store7",
+        &chain.leaf_url("store7"),
+        "status_interval = \"1s\"",
+        Setup {
+            till_name: "front1",
+            ..Setup::default()
+        },
+    );
+    let c = codes(51, 1);
+    till.sim.add_codes(&c);
+    let d = till.start();
+    till.pty.scan(&c[0]);
+    d.settled(&c[0], "redeemed");
+    // A till that stopped beating 91 s ago, as its store's stream holds it.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(chain.leaf_url("store7"))
+            .await
+            .expect("leaf");
+        let js = async_nats::jetstream::new(client);
+        let at = chrono::Utc::now().timestamp_millis() - 91_000;
+        let beat = serde_json::json!({
+            "v": 1, "store": "store7", "till": "back2", "at": at, "backlog": 3, "review": 1,
+            "outbox": 0, "scanners": {}, "last_success": null, "version": "0.1.0"
+        });
+        js.publish("redeemd.status.store7.back2", beat.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    });
+
+    let mut b = cdp::Browser::launch();
+    let page = b.open(&format!("{base}/"));
+    let live = Duration::from_secs(30);
+    b.wait_for(&page, "document.title === 'redeemd 连锁总览'", live);
+    b.wait_for(
+        &page,
+        "!!document.querySelector('tr[data-till=\"store7/front1\"]:not(.stale)') \
+         && !!document.querySelector('tr.stale[data-till=\"store7/back2\"]')",
+        live,
+    );
+    assert_eq!(
+        b.eval(
+            &page,
+            "getComputedStyle(document.querySelector('tr.stale td')).color"
+        ),
+        "rgb(180, 35, 24)",
+        "a stale till is red"
+    );
+    b.wait_for(
+        &page,
+        "document.getElementById('cards').textContent.includes('store7 · 今日核销') \
+         && document.querySelector('#cards b').textContent === '1'",
+        live,
+    );
+    b.wait_for(
+        &page,
+        "document.querySelector('#log td.st-redeemed')?.textContent === '已核销'",
+        live,
+    );
+    // Headers and names, not raw JSON.
+    assert_eq!(
+        b.eval(&page, "document.body.innerText.includes('{')"),
+        false
+    );
+    b.eval(
+        &page,
+        &format!(
+            "document.getElementById('code').value = '{}', document.getElementById('b-lookup').click(), true",
+            c[0]
+        ),
+    );
+    b.wait_for(
+        &page,
+        "document.querySelector('#found li')?.textContent.includes('store7 / front1')",
+        live,
+    );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    b.screenshot(&page, &dir.join("fleet.png"));
+    if let Ok(extra) = std::env::var("REDEEMD_SCREENSHOTS") {
+        b.screenshot(&page, &std::path::Path::new(&extra).join("fleet.png"));
+    }
+    drop((d, fleet));
+}

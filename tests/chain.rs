@@ -426,6 +426,24 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
         ) == Some(1.0)
     );
 
+    // The Grafana dashboard in packaging/ is built on series the fleet serves.
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/grafana/redeemd-fleet.json"),
+    )
+    .expect("dashboard");
+    let served = get(&base, "/metrics").body;
+    let series = regex::Regex::new(r"redeemd_fleet_[a-z_]+").expect("regex");
+    let mut named = 0;
+    for m in series.find_iter(&dashboard) {
+        named += 1;
+        assert!(
+            served.contains(&format!("# TYPE {} ", m.as_str())),
+            "{} is on the dashboard but not in /metrics",
+            m.as_str()
+        );
+    }
+    assert!(named >= 8, "the dashboard names the fleet's series");
+
     // Store B's WAN is cut (the hub is gone) and WeChat does not answer it.
     chain.hub.kill();
     b1.sim.set_down(true);

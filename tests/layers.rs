@@ -53,7 +53,9 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
     ),
     (
         &["store"],
-        &["redeem", "ledger", "api", "scanner", "daemon", "fleet", "chain"],
+        &[
+            "redeem", "ledger", "api", "scanner", "daemon", "fleet", "chain",
+        ],
         "the store guard answers claims; the intake decides what they mean",
     ),
     (

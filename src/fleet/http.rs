@@ -310,7 +310,7 @@ async fn metrics(State(st): State<FleetState>) -> Response {
         "Rows in the read model.",
     );
     let _ = writeln!(out, "redeemd_fleet_rows {rows}");
-    let series: [Series; 6] = [
+    let series: [Series; 7] = [
         (
             "redeemd_fleet_till_backlog",
             "Rows waiting for WeChat at the till, as its last beat said.",
@@ -343,6 +343,11 @@ async fn metrics(State(st): State<FleetState>) -> Response {
             "redeemd_fleet_events_lag_seconds",
             "How late the till's newest row event reached HQ.",
             |t| t.events_lag_seconds,
+        ),
+        (
+            "redeemd_fleet_till_name_clash",
+            "1 when another store has a till of this name (names must be unique in the merchant).",
+            |t| Some(f64::from(u8::from(t.name_clash))),
         ),
     ];
     for (name, text, pick) in series {

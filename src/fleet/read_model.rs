@@ -222,6 +222,9 @@ pub struct TillView {
     pub events_lag_seconds: Option<f64>,
     /// Rows redeemed today (HQ's local day).
     pub redeemed_today: i64,
+    /// Another store has a till of this name: names must be unique in the merchant (the
+    /// streams de-duplicate by `<till>:<row>:<version>`, so one's events could be dropped).
+    pub name_clash: bool,
 }
 
 /// Whether a till is stale: its last beat is older than `stale_after` at `now`.
@@ -240,7 +243,8 @@ pub fn tills(
         "SELECT t.store, t.till, t.beat_at, t.backlog, t.review, t.outbox, t.scanners, \
          t.last_success, t.version, t.lag_ms, \
          (SELECT count(*) FROM rows r WHERE r.store = t.store AND r.till = t.till \
-            AND r.state = 'redeemed' AND r.redeemed_at >= ?1) \
+            AND r.state = 'redeemed' AND r.redeemed_at >= ?1), \
+         EXISTS (SELECT 1 FROM tills u WHERE u.till = t.till AND u.store != t.store) \
          FROM tills t ORDER BY t.store, t.till",
     )?;
     stmt.query_map([day_start], |r| {
@@ -264,6 +268,7 @@ pub fn tills(
             version: r.get(8)?,
             events_lag_seconds: lag.map(|l| l as f64 / 1000.0),
             redeemed_today: r.get(10)?,
+            name_clash: r.get(11)?,
         })
     })?
     .collect()
@@ -485,5 +490,12 @@ mod tests {
         let t = tills(&c, 2_500, Duration::from_secs(90), 0).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!((t[0].backlog, t[0].stale), (Some(5), false));
+        assert!(!t[0].name_clash);
+        // The same till name at another store: both are flagged.
+        let mut other = beat(2_000, 1);
+        other.store = "s2".into();
+        apply_beat(&c, &other).unwrap();
+        let t = tills(&c, 2_500, Duration::from_secs(90), 0).unwrap();
+        assert!(t.iter().all(|t| t.name_clash), "{t:?}");
     }
 }

@@ -32,6 +32,9 @@ pub fn chain_config(stores: &[String]) -> serde_json::Value {
         "storage": "file",
         "num_replicas": 1,
         "discard": "old",
+        // Sourced messages keep their `Nats-Msg-Id` (`<till>:<row>:<version>`), so a
+        // repeat is dropped here too: till names are unique in the merchant (README), and
+        // the read model flags a name heard from two stores (`name_clash`).
         "duplicate_window": 120_000_000_000_u64,
         "sources": sources,
     })

@@ -1,0 +1,396 @@
+//! HQ's ingest (issue 16), on real `nats-server`s: a hub and store leaf nodes on loopback.
+//!
+//!   cargo bench --bench chain            100 tills × 1,000 events, and 1,000,000 rows
+//!   cargo bench --bench chain -- --quick small sizes (also what `cargo test --all-targets` runs)
+//!
+//! 5a. catch-up: every store's stream holds its tills' events from an outage of all stores
+//!     (the hub down: the events wait at the leaf nodes); the hub and `redeemd fleet` start,
+//!     and the clock runs until the read model holds every row: seconds, and events/s.
+//! 5b. memory: `redeemd fleet` over a read model of 1,000,000 rows, after answering its
+//!     page's questions: RSS and peak RSS.
+//!
+//! Skipped when there is no `nats-server` (scripts/test.sh installs it).
+
+use redeemd::fleet::read_model;
+use redeemd::model::event::{RowEvent, events_subject, row_msg_id};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CODE_KEY: &str = "bench-chain-code-key-0123456789abcdef";
+
+struct Sizes {
+    stores: usize,
+    tills_per_store: usize,
+    events_per_till: usize,
+    model_rows: usize,
+}
+
+fn nats_bin() -> String {
+    std::env::var("REDEEMD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Starts `nats-server -c config` and waits until it says it is ready.
+fn start_server(config: &Path) -> Option<Child> {
+    let mut child = Command::new(nats_bin())
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let stderr = child.stderr.take()?;
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line.contains("Server is ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Some(child)
+}
+
+struct Servers {
+    hub_config: PathBuf,
+    hub_url: String,
+    hub: Option<Child>,
+    leaves: Vec<(String, String, Child)>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in self
+            .hub
+            .iter_mut()
+            .chain(self.leaves.iter_mut().map(|l| &mut l.2))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The stores' leaf nodes, up; the hub configured and down.
+fn servers(dir: &Path, stores: usize) -> Option<Servers> {
+    let (hub_port, leaf_port) = (free_port(), free_port());
+    let hub_config = dir.join("hub.conf");
+    std::fs::write(
+        &hub_config,
+        format!(
+            "server_name: hub\nlisten: 127.0.0.1:{hub_port}\n\
+             jetstream {{ store_dir: \"{}\", domain: hq }}\n\
+             leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
+            dir.join("hub").display()
+        ),
+    )
+    .ok()?;
+    let mut leaves = Vec::new();
+    for i in 0..stores {
+        let name = format!("store{i}");
+        let port = free_port();
+        let config = dir.join(format!("{name}.conf"));
+        std::fs::write(
+            &config,
+            format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+                 jetstream {{ store_dir: \"{}\", domain: {name} }}\n\
+                 leafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n",
+                dir.join(&name).display()
+            ),
+        )
+        .ok()?;
+        let child = start_server(&config)?;
+        leaves.push((name, format!("nats://127.0.0.1:{port}"), child));
+    }
+    Some(Servers {
+        hub_config,
+        hub_url: format!("nats://127.0.0.1:{hub_port}"),
+        hub: None,
+        leaves,
+    })
+}
+
+fn event(store: &str, till: &str, id: i64, key: &str) -> RowEvent {
+    let at = 1_764_000_000_000 + id * 1000;
+    RowEvent {
+        v: 1,
+        store: store.into(),
+        till: till.into(),
+        id,
+        version: 2,
+        state: "redeemed".into(),
+        reason: None,
+        reason_code: None,
+        api: Some("card".into()),
+        code_last4: format!("{:04}", id % 10_000),
+        key: Some(key.into()),
+        title: Some("满100减20".into()),
+        value: Some(2000),
+        order_id: Some(format!("POS-{id}")),
+        amount: Some(12_800),
+        scans: 1,
+        scanned_at: at,
+        updated_at: at + 300,
+        redeemed_at: Some(at + 300),
+        resolution: None,
+        resolved_at: None,
+        void_state: None,
+        guard: Some("claimed".into()),
+    }
+}
+
+/// Publishes every till's events to its store's stream (as the tills' publishers do, with
+/// their message ids), while the hub is down.
+async fn fill_stores(s: &Servers, sizes: &Sizes) -> usize {
+    let mut total = 0;
+    for (store, url, _) in &s.leaves {
+        let client = async_nats::connect(url.as_str()).await.expect("leaf");
+        let cfg = store_config(store, url);
+        redeemd::store::nats::create_stream(
+            &client,
+            "$JS.API",
+            &redeemd::chain::publisher::stream_config(&cfg),
+        )
+        .await
+        .expect("store stream");
+        let js = async_nats::jetstream::new(client);
+        let mut acks = Vec::new();
+        for t in 0..sizes.tills_per_store {
+            // Till names are unique in the merchant.
+            let till = format!("{store}-t{t}");
+            for id in 1..=sizes.events_per_till as i64 {
+                let key = format!("{:064x}", (total as u128) << 8 | 1);
+                let body = serde_json::to_vec(&event(store, &till, id, &key)).expect("json");
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", row_msg_id(&till, id, 2).as_str());
+                acks.push(
+                    js.publish_with_headers(events_subject(store, &till), h, body.into())
+                        .await
+                        .expect("publish"),
+                );
+                total += 1;
+                if acks.len() >= 2_000 {
+                    for a in acks.drain(..) {
+                        a.await.expect("stored");
+                    }
+                }
+            }
+        }
+        for a in acks {
+            a.await.expect("stored");
+        }
+    }
+    total
+}
+
+fn store_config(name: &str, url: &str) -> redeemd::config::StoreConfig {
+    redeemd::config::StoreConfig {
+        name: name.into(),
+        nats_urls: vec![url.into()],
+        creds_file: None,
+        user_file: None,
+        nkey_file: None,
+        tls_ca_file: None,
+        code_key_file: "code.key".into(),
+        claim_timeout: Duration::from_millis(300),
+        claims_bucket: "redeemd_claims".into(),
+        claim_ttl: Duration::from_secs(86_400),
+        status_interval: Duration::from_secs(30),
+    }
+}
+
+/// `redeemd fleet` on hq.toml in `dir`: the child and its page's address.
+fn start_fleet(dir: &Path, hub_url: &str, stores: &[String]) -> (Child, String) {
+    let key = dir.join("code.key");
+    std::fs::write(&key, CODE_KEY).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let stores: String = stores
+        .iter()
+        .map(|s| format!("[[store]]\nname = \"{s}\"\n"))
+        .collect();
+    let config = dir.join("hq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"fleet.db\"\ncode_key_file = \"code.key\"\n[hub]\nnats_url = \"{hub_url}\"\n{stores}[http]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .expect("hq.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redeemd"))
+        .args(["--log-format", "json", "fleet", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redeemd fleet");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut address = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["event"] == "http_listening"
+        {
+            address = v["address"].as_str().map(String::from);
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, address.expect("the fleet listens"))
+}
+
+fn get(url: &str) -> String {
+    let (host, path) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .map(|(h, p)| (h.to_string(), format!("/{p}")))
+        .expect("url");
+    let mut s = std::net::TcpStream::connect(&host).expect("connect");
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn rows_in_model(base: &str) -> u64 {
+    get(&format!("{base}/metrics"))
+        .lines()
+        .find(|l| l.starts_with("redeemd_fleet_rows "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn catch_up(sizes: &Sizes) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut s) = servers(dir.path(), sizes.stores) else {
+        println!("5a. skipped: no nats-server (scripts/test.sh installs it)");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let total = rt.block_on(fill_stores(&s, sizes));
+    s.hub = start_server(&s.hub_config);
+    let stores: Vec<String> = s.leaves.iter().map(|l| l.0.clone()).collect();
+    let t0 = Instant::now();
+    let (mut fleet, base) = start_fleet(dir.path(), &s.hub_url, &stores);
+    let mut first = None;
+    loop {
+        let n = rows_in_model(&base);
+        if n > 0 && first.is_none() {
+            first = Some(t0.elapsed());
+        }
+        if n as usize >= total {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "caught up {n} of {total}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    let rss = kb(fleet.id(), "VmHWM:");
+    let _ = fleet.kill();
+    let _ = fleet.wait();
+    println!(
+        "5a. catch-up after an outage of all stores ({} stores × {} tills × {} events = {total} buffered at the leaf nodes): {:.1} s from the fleet's start to the last row ({:.1} s to the first), {:.0} events/s; peak RSS {:.1} MB",
+        sizes.stores,
+        sizes.tills_per_store,
+        sizes.events_per_till,
+        took.as_secs_f64(),
+        first.unwrap_or_default().as_secs_f64(),
+        total as f64 / took.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
+}
+
+fn memory(sizes: &Sizes) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut s) = servers(dir.path(), 1) else {
+        println!("5b. skipped: no nats-server");
+        return;
+    };
+    {
+        let conn = read_model::open(&dir.path().join("fleet.db")).expect("model");
+        let tx = conn.unchecked_transaction().expect("tx");
+        for i in 0..sizes.model_rows as i64 {
+            let till = format!("store0-t{}", i % 100);
+            let e = event("store0", &till, i / 100 + 1, &format!("{i:064x}"));
+            read_model::apply_row(&tx, &e, e.updated_at).expect("apply");
+        }
+        tx.commit().expect("commit");
+    }
+    s.hub = start_server(&s.hub_config);
+    let (mut fleet, base) = start_fleet(dir.path(), &s.hub_url, &["store0".to_string()]);
+    let t = Instant::now();
+    for path in [
+        "/v1/fleet/tills",
+        "/v1/fleet/redemptions?limit=100",
+        "/v1/fleet/redemptions?state=redeemed&since=2025-01-01&limit=100",
+        "/metrics",
+    ] {
+        get(&format!("{base}{path}"));
+    }
+    let answered = t.elapsed();
+    let pid = fleet.id();
+    let (rss, peak) = (kb(pid, "VmRSS:"), kb(pid, "VmHWM:"));
+    let _ = fleet.kill();
+    let _ = fleet.wait();
+    println!(
+        "5b. redeemd fleet over a read model of {} rows: RSS {:.1} MB, peak {:.1} MB; the page's four questions answered in {:.2} s",
+        sizes.model_rows,
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        answered.as_secs_f64()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
+    let sizes = if full {
+        Sizes {
+            stores: 4,
+            tills_per_store: 25,
+            events_per_till: 1_000,
+            model_rows: 1_000_000,
+        }
+    } else {
+        Sizes {
+            stores: 2,
+            tills_per_store: 2,
+            events_per_till: 50,
+            model_rows: 2_000,
+        }
+    };
+    println!(
+        "redeemd chain benchmarks ({} run)",
+        if full { "full" } else { "quick" }
+    );
+    catch_up(&sizes);
+    memory(&sizes);
+}
