@@ -317,13 +317,14 @@ fn catch_up(sizes: &Sizes) {
     let _ = fleet.kill();
     let _ = fleet.wait();
     println!(
-        "5a. catch-up after an outage of all stores ({} stores × {} tills × {} events = {total} buffered at the leaf nodes): {:.1} s from the fleet's start to the last row ({:.1} s to the first), {:.0} events/s; peak RSS {:.1} MB",
+        "5a. catch-up after an outage of all stores ({} stores × {} tills × {} events = {total} buffered at the leaf nodes): {:.1} s from the fleet's start to the last row, {:.0} events/s overall; the first row after {:.1} s (links and sources coming up), then {:.0} events/s; peak RSS {:.1} MB",
         sizes.stores,
         sizes.tills_per_store,
         sizes.events_per_till,
         took.as_secs_f64(),
-        first.unwrap_or_default().as_secs_f64(),
         total as f64 / took.as_secs_f64(),
+        first.unwrap_or_default().as_secs_f64(),
+        total as f64 / (took - first.unwrap_or_default()).as_secs_f64().max(0.001),
         rss as f64 / 1024.0
     );
 }

@@ -15,8 +15,8 @@
 //! 4. footprint: RSS and idle CPU with a large ledger, and `redeemd log` over it.
 //!
 //! `online_guard` (2g) is benchmark 2 with the store guard on a local `nats-server` (started
-//! here; skipped when there is none): the overhead including the claim, and the claim's own
-//! time.
+//! here; skipped when there is none), and the chain's publisher sending the outbox to it:
+//! the overhead including the claim, and the claim's own time.
 
 use redeemd::clock::{SharedClock, SystemClock};
 use redeemd::config::{Config, StoreConfig};
@@ -164,6 +164,24 @@ fn pipeline_with(
     }
     if let Some(g) = &guard {
         tokio::spawn(g.clone().follow(ledger.clone(), 0));
+        // The chain's publisher, as a till with [store] runs it: the outbox goes to the
+        // store's stream while the scans are measured.
+        let store = store_config("nats://127.0.0.1:4222");
+        let till = redeemd::chain::publisher::TillParts {
+            store: &store,
+            name: "bench-till",
+            code_key: CodeKey::from_bytes(b"bench-code-key-0123456789abcdef-0123").unwrap(),
+            database: db,
+        };
+        let publisher = redeemd::chain::publisher::Publisher::new(
+            g.nats(),
+            ledger.clone(),
+            till,
+            metrics.clone(),
+            clock.clone(),
+        )
+        .unwrap();
+        tokio::spawn(publisher.run(stop.subscribe()));
     }
     Pipeline {
         intake: Intake::new(

@@ -82,6 +82,10 @@ impl Metrics {
         }
     }
 
+    pub fn events_enabled(&self) -> bool {
+        self.events_published.lock().is_ok_and(|e| e.is_some())
+    }
+
     pub fn count_events_published(&self, n: u64) {
         if let Ok(mut e) = self.events_published.lock() {
             *e.get_or_insert(0) += n;

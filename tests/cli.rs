@@ -501,3 +501,41 @@ fn check_refuses_a_loose_or_short_code_key() {
     let (code, stderr) = check();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// `check --fleet`: HQ's config and its files, every problem named at once.
+#[test]
+fn check_fleet_validates_hq_toml_and_its_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("code.key");
+    std::fs::write(&key, "fleet-check-test-key-0123456789abcdef").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("hq.toml");
+    let good = "database = \"fleet.db\"\ncode_key_file = \"code.key\"\n[hub]\nnats_url = \"nats://127.0.0.1:4222\"\n[[store]]\nname = \"store12\"\n";
+    std::fs::write(&config, good).unwrap();
+    let check = || {
+        std::process::Command::new(bin())
+            .args(["check", "--fleet", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    // A key others may read, and a store name that is not a NATS token.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("code_key_file"));
+    std::fs::write(&config, good.replace("store12", "store 12")).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.name \"store 12\""), "{err}");
+}

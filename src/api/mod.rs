@@ -587,10 +587,11 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
                 store::counts(c, None, None)?,
                 store::pending_count(c)?,
                 store::oldest_pending(c)?,
+                crate::ledger::events::outbox_len(c)?,
             ))
         })
         .await;
-    let (counts, pending, oldest) = match counts {
+    let (counts, pending, oldest, outbox) = match counts {
         Ok(x) => x,
         Err(e) => return ledger_error(e),
     };
@@ -630,6 +631,15 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
         .map(|t| (now - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     let _ = writeln!(out, "redeemd_oldest_pending_age_seconds {age}");
+    if st.metrics.events_enabled() {
+        metrics::header(
+            &mut out,
+            "redeemd_events_outbox",
+            "gauge",
+            "Row versions not yet acknowledged by the store's stream (the chain's outbox).",
+        );
+        let _ = writeln!(out, "redeemd_events_outbox {outbox}");
+    }
     st.metrics.render(&mut out, (st.token_refreshes)());
     (
         [(

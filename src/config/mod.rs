@@ -1109,7 +1109,18 @@ api = "card"
         assert_eq!(s.claim_timeout, Duration::from_millis(300));
         assert_eq!(s.claims_bucket, "redeemd_claims");
         assert_eq!(s.claim_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.status_interval, Duration::from_secs(30));
         assert!(!c.offline.require_store_guard);
+        // The till's name is a subject token of its events.
+        let text = format!(
+            "{GOOD}\n[store]\nname = \"s\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"\n"
+        )
+        .replace("till = \"store12-till3\"", "till = \"till 3\"");
+        let all = Config::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(all.contains("till: with [store]"), "{all}");
         for (body, key) in [
             (
                 "name = \"store 12\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"",
@@ -1130,6 +1141,10 @@ api = "card"
             (
                 "name = \"s\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"\nclaims_bucket = \"a.b\"",
                 "store.claims_bucket",
+            ),
+            (
+                "name = \"s\"\nnats_url = \"nats://a:4222\"\ncode_key_file = \"k\"\nstatus_interval = \"5m\"",
+                "store.status_interval",
             ),
         ] {
             let all = store(body).unwrap_err().problems.join("\n");
