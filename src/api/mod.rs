@@ -6,7 +6,7 @@
 //! off loopback every request needs the bearer token.
 
 pub(crate) mod host;
-mod pages;
+pub(crate) mod pages;
 mod sale;
 pub(crate) mod serve;
 

@@ -9,11 +9,14 @@ use axum::response::{IntoResponse, Response};
 const MANAGER: &str = include_str!("pages/manager.html");
 const KIOSK: &str = include_str!("pages/kiosk.html");
 const COMMON_JS: &str = include_str!("pages/common.js");
+/// The styles the manager page shares with HQ's fleet page.
+pub(crate) const COMMON_CSS: &str = include_str!("pages/common.css");
 
 fn page(template: &str, st: &ApiState) -> Response {
     let html = template
         .replace("__LANG__", st.language.tag())
-        .replace("/*__COMMON_JS__*/", COMMON_JS);
+        .replace("/*__COMMON_JS__*/", COMMON_JS)
+        .replace("/*__COMMON_CSS__*/", COMMON_CSS);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

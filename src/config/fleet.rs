@@ -1,6 +1,6 @@
 //! `hq.toml`: the configuration of `redeemd fleet`, HQ's view of the chain (issue 16).
 
-use super::store::is_token;
+use super::store::{is_token, nats_urls};
 use super::{ConfigError, HttpConfig, RawHttp, check_http, expand_env, resolve, toml_error};
 use crate::duration;
 use serde::Deserialize;
@@ -116,26 +116,7 @@ impl FleetConfig {
         };
         let http = check_http(http, base, &mut problems);
 
-        let nats_urls: Vec<String> = raw
-            .hub
-            .nats_url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(String::from)
-            .collect();
-        if nats_urls.is_empty() {
-            problems.push("hub.nats_url: at least one nats://host:port".into());
-        }
-        for u in &nats_urls {
-            let ok = url::Url::parse(u)
-                .is_ok_and(|p| ["nats", "tls"].contains(&p.scheme()) && p.host_str().is_some());
-            if !ok {
-                problems.push(format!(
-                    "hub.nats_url: {u:?} is not nats://host:port or tls://host:port"
-                ));
-            }
-        }
+        let nats_urls = nats_urls("hub", &raw.hub.nats_url, &mut problems);
         if !is_token(&raw.hub.domain) {
             problems.push(
                 "hub.domain: letters, digits, '-' or '_' (the hub's JetStream domain)".into(),

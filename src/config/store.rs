@@ -71,6 +71,29 @@ pub(super) fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// `nats_url`: comma-separated `nats://` or `tls://` addresses, each checked.
+pub(super) fn nats_urls(section: &str, text: &str, problems: &mut Vec<String>) -> Vec<String> {
+    let urls: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    if urls.is_empty() {
+        problems.push(format!("{section}.nats_url: at least one nats://host:port"));
+    }
+    for u in &urls {
+        let ok = url::Url::parse(u)
+            .is_ok_and(|p| ["nats", "tls"].contains(&p.scheme()) && p.host_str().is_some());
+        if !ok {
+            problems.push(format!(
+                "{section}.nats_url: {u:?} is not nats://host:port or tls://host:port"
+            ));
+        }
+    }
+    urls
+}
+
 pub(super) fn check_store(
     raw: RawStore,
     base: &Path,
@@ -83,25 +106,7 @@ pub(super) fn check_store(
                 .into(),
         );
     }
-    let nats_urls: Vec<String> = raw
-        .nats_url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect();
-    if nats_urls.is_empty() {
-        problems.push("store.nats_url: at least one nats://host:port".into());
-    }
-    for u in &nats_urls {
-        let ok = url::Url::parse(u)
-            .is_ok_and(|p| ["nats", "tls"].contains(&p.scheme()) && p.host_str().is_some());
-        if !ok {
-            problems.push(format!(
-                "store.nats_url: {u:?} is not nats://host:port or tls://host:port"
-            ));
-        }
-    }
+    let nats_urls = nats_urls("store", &raw.nats_url, problems);
     let auth = [&raw.creds_file, &raw.user_file, &raw.nkey_file]
         .iter()
         .filter(|f| f.is_some())

@@ -135,7 +135,8 @@ async fn page(State(st): State<FleetState>) -> Response {
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        PAGE.replace("__LANG__", st.language.tag()),
+        PAGE.replace("__LANG__", st.language.tag())
+            .replace("/*__COMMON_CSS__*/", crate::api::pages::COMMON_CSS),
     )
         .into_response()
 }

@@ -96,17 +96,13 @@ pub async fn request(
 }
 
 /// Creates the stream `config["name"]` through `api` (`$JS.API`, `$JS.<domain>.API`), or
-/// leaves the one there.
+/// leaves the one there as it is.
 pub async fn create_stream(
     client: &async_nats::Client,
     api: &str,
     config: &serde_json::Value,
 ) -> Result<(), String> {
-    let name = config["name"].as_str().unwrap_or_default();
-    match request(client, format!("{api}.STREAM.CREATE.{name}"), config).await {
-        Ok(_) | Err((Some(NAME_IN_USE), _)) => Ok(()),
-        Err((_, e)) => Err(format!("JetStream refused to create stream {name}: {e}")),
-    }
+    make_stream(client, api, config, false).await
 }
 
 /// Creates the stream, or brings an existing one to `config` (sources added, say).
@@ -115,9 +111,19 @@ pub async fn create_or_update_stream(
     api: &str,
     config: &serde_json::Value,
 ) -> Result<(), String> {
+    make_stream(client, api, config, true).await
+}
+
+async fn make_stream(
+    client: &async_nats::Client,
+    api: &str,
+    config: &serde_json::Value,
+    update: bool,
+) -> Result<(), String> {
     let name = config["name"].as_str().unwrap_or_default();
     match request(client, format!("{api}.STREAM.CREATE.{name}"), config).await {
         Ok(_) => Ok(()),
+        Err((Some(NAME_IN_USE), _)) if !update => Ok(()),
         Err((Some(NAME_IN_USE), _)) => {
             request(client, format!("{api}.STREAM.UPDATE.{name}"), config)
                 .await
