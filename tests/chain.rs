@@ -6,9 +6,10 @@
 //!   down for part of it, so its tills keep their events in their outboxes); a till is
 //!   killed with SIGKILL in the middle of republishing; the hub starts. The fleet ends with
 //!   exactly one record per ledger row, in the tills' states, and again after `--rebuild`.
-//! - A code redeemed at store A is refused offline at store B once B's WAN is cut; a till
-//!   whose last beat is over 90 s old shows as stale; messages of an unknown version or
-//!   malformed are counted and skipped, and the consumer goes on.
+//! - A store added to hq.toml and a SIGHUP is sourced and gets its mirror of the chain's
+//!   redeemed codes; a code redeemed at store A is refused offline at store B once B's WAN
+//!   is cut; a till whose last beat is over 90 s old shows as stale; messages of an unknown
+//!   version or malformed are counted and skipped, and the consumer goes on.
 
 mod support;
 
@@ -263,7 +264,8 @@ fn beat(till: &str, at: i64) -> StatusBeat {
 #[test]
 fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_events() {
     let mut chain = Chain::start(&STORES, true);
-    let setup = FleetSetup::new(&chain.hub.url(), &STORES, "");
+    // HQ starts with store A only; store B is added by a config line and a reload.
+    let setup = FleetSetup::new(&chain.hub.url(), &STORES[..1], "");
     let fleet = setup.start(false);
     let base = fleet.http_url();
     let a1 = store_till(&chain, "storeA", "a1");
@@ -288,6 +290,18 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
         },
     );
 
+    let text = std::fs::read_to_string(&setup.config).expect("hq.toml");
+    std::fs::write(
+        &setup.config,
+        text.replace("[[store]]", "[[store]]\nname = \"storeB\"\n[[store]]"),
+    )
+    .expect("hq.toml");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fleet.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    fleet.wait_event(|e| e["event"] == "fleet_reloaded" && e["stores"] == "storeB,storeA");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let leaf_b = rt
         .block_on(async_nats::connect(chain.leaf_url("storeB")))
@@ -419,6 +433,7 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
     assert!(stale["ghost"], "{stale:?}");
     assert!(!stale["fresh"], "{stale:?}");
     assert!(!stale["a1"], "{stale:?}");
+    assert!(!stale["b1"], "{stale:?}");
     assert!(
         metric(
             &base,
