@@ -7,106 +7,11 @@ mod support;
 
 use redeemd::sim::{SimCard, SimCode};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 use support::*;
-
-struct Spec {
-    doc: Value,
-    /// (method, path template) reached.
-    reached: BTreeSet<(String, String)>,
-}
-
-impl Spec {
-    fn load() -> Spec {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
-                .expect("docs/openapi.yaml");
-        let doc: Value = serde_saphyr::from_str(&text).expect("docs/openapi.yaml is YAML");
-        assert_eq!(doc["openapi"], "3.1.0");
-        Spec {
-            doc,
-            reached: BTreeSet::new(),
-        }
-    }
-
-    /// Validates `value` against `schema` (which may `$ref` the components).
-    fn validate(&self, schema: &Value, value: &Value, what: &str) {
-        let root = json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "allOf": [schema],
-            "components": self.doc["components"],
-        });
-        let validator = jsonschema::validator_for(&root).expect("a valid schema");
-        let errors: Vec<String> = validator
-            .iter_errors(value)
-            .map(|e| format!("{} at {}", e, e.instance_path))
-            .collect();
-        assert!(errors.is_empty(), "{what}: {errors:?}\n{value:#}");
-    }
-
-    fn component(&self, name: &str, value: &Value, what: &str) {
-        self.validate(
-            &json!({ "$ref": format!("#/components/schemas/{name}") }),
-            value,
-            what,
-        );
-    }
-
-    /// Checks one answer: its status is documented for the operation, its content type is
-    /// the documented one, and a JSON body matches the schema.
-    fn check(&mut self, method: &str, template: &str, r: &HttpResponse) {
-        let what = format!("{method} {template} → {}", r.status);
-        let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
-        assert!(op.is_object(), "{template} {method} is not in the file");
-        self.reached
-            .insert((method.to_string(), template.to_string()));
-        let mut response = op["responses"][r.status.to_string()].clone();
-        if let Some(reference) = response["$ref"].as_str() {
-            let name = reference.rsplit('/').next().unwrap_or_default();
-            response = self.doc["components"]["responses"][name].clone();
-        }
-        assert!(
-            response.is_object(),
-            "{what}: status not documented ({})",
-            r.body
-        );
-        let content_type = r
-            .header("content-type")
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let media = &response["content"][&content_type];
-        assert!(
-            media.is_object(),
-            "{what}: content type {content_type:?} not documented"
-        );
-        if content_type == "application/json" {
-            let body: Value =
-                serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
-            self.validate(&media["schema"], &body, &what);
-        }
-    }
-
-    fn every_operation_reached(&self) {
-        let mut missing = Vec::new();
-        for (path, ops) in self.doc["paths"].as_object().expect("paths") {
-            for method in ops.as_object().expect("operations").keys() {
-                let key = (method.to_ascii_uppercase(), path.clone());
-                if !self.reached.contains(&key) {
-                    missing.push(format!("{} {path}", key.0));
-                }
-            }
-        }
-        assert!(missing.is_empty(), "never called: {missing:?}");
-    }
-}
 
 #[test]
 fn every_answer_matches_the_openapi_file() {
-    let mut spec = Spec::load();
+    let mut spec = Spec::load("docs/openapi.yaml");
     let till = Till::with_coupons(Setup {
         online_wait: "800ms",
         ..Setup::default()

@@ -7,6 +7,7 @@ mod daemon;
 mod devices;
 mod http;
 mod nats;
+mod openapi;
 mod sims;
 
 #[allow(unused_imports)]
@@ -17,6 +18,8 @@ pub use devices::*;
 pub use http::*;
 #[allow(unused_imports)]
 pub use nats::*;
+#[allow(unused_imports)]
+pub use openapi::*;
 #[allow(unused_imports)]
 pub use sims::*;
 use std::time::Duration;

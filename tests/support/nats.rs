@@ -247,9 +247,15 @@ impl super::Till {
         setup: super::Setup,
     ) -> super::Till {
         use std::os::unix::fs::PermissionsExt;
+        // 300 ms unless `store_toml` says otherwise.
+        let timeout = if store_toml.contains("claim_timeout") {
+            ""
+        } else {
+            "claim_timeout = \"300ms\"\n"
+        };
         let till = super::Till::with_coupons(super::Setup {
             extra_toml: format!(
-                "[store]\nname = \"{store}\"\nnats_url = \"{urls}\"\ncode_key_file = \"code.key\"\nclaim_timeout = \"300ms\"\n{store_toml}\n"
+                "[store]\nname = \"{store}\"\nnats_url = \"{urls}\"\ncode_key_file = \"code.key\"\n{timeout}{store_toml}\n"
             ),
             ..setup
         });
