@@ -22,6 +22,8 @@ pub const BATCH: usize = 1000;
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MIRROR_EVERY: Duration = Duration::from_secs(30);
+/// Skipped messages logged one by one per batch; the rest in one line.
+const LOGGED_SKIPS: usize = 5;
 
 /// Consumes until `stop`. With `rebuild`, the consumer is deleted first, so the new one
 /// reads the stream from its start.
@@ -141,9 +143,19 @@ async fn batch(
     })
     .await
     .map_err(|e| e.to_string())??;
-    for (what, skip) in &skipped {
+    for (i, (what, skip)) in skipped.iter().enumerate() {
         metrics.count_skipped(skip.label());
-        tracing::warn!(event = "fleet_event_skipped", message = %what, reason = skip.label(), error = %skip, "skipped a message of the chain's stream");
+        // A flood of bad messages is counted in full but logged a few lines a batch.
+        if i < LOGGED_SKIPS {
+            tracing::warn!(event = "fleet_event_skipped", message = %what, reason = skip.label(), error = %skip, "skipped a message of the chain's stream");
+        }
+    }
+    if skipped.len() > LOGGED_SKIPS {
+        tracing::warn!(
+            event = "fleet_event_skipped",
+            more = skipped.len() - LOGGED_SKIPS,
+            "more messages of this batch skipped (see redeemd_fleet_events_skipped_total)"
+        );
     }
     let mut acks = Vec::new();
     for o in &outcomes {
