@@ -618,3 +618,38 @@ fn sigterm_stops_the_daemon_while_a_stdin_scanner_waits_for_input() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// HQ's unit: it verifies, and is sandboxed at least as tightly as the till's.
+#[test]
+fn the_fleet_unit_verifies_and_its_exposure_is_at_most_1_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/redeemd-fleet.service"
+    ))
+    .unwrap();
+    let path = dir.path().join("redeemd-fleet.service");
+    std::fs::write(&path, unit.replace("/usr/bin/redeemd", bin())).unwrap();
+    let out = Command::new(systemd_analyze())
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {err}");
+    assert!(!err.contains("Unknown key"), "{err}");
+    let out = Command::new(systemd_analyze())
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figure: f64 = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure figure: {text}"));
+    assert!(figure <= 1.5, "exposure {figure}");
+}
