@@ -304,7 +304,9 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
     wait_until("a1's outbox is empty", Duration::from_secs(10), || {
         metric(&da1.http_url(), "redeemd_events_outbox ") == Some(0.0)
     });
-    assert!(metric(&da1.http_url(), "redeemd_events_published_total ").is_some_and(|n| n >= 2.0));
+    // At least the row's latest version went (its first one too, if the publisher read
+    // the outbox before WeChat answered).
+    assert!(metric(&da1.http_url(), "redeemd_events_published_total ").is_some_and(|n| n >= 1.0));
     let text = std::fs::read_to_string(&setup.config).expect("hq.toml");
     std::fs::write(
         &setup.config,

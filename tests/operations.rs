@@ -18,45 +18,47 @@ fn systemd_analyze() -> &'static str {
     p
 }
 
-#[test]
-fn the_unit_file_verifies_and_its_exposure_is_at_most_1_5() {
+/// Verifies the unit (`unit` names a file in `systemd/`, its ExecStart pointed at the binary
+/// just built, which verify checks exists) and gives its text and its exposure figure.
+fn verify_unit(unit: &str) -> (String, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/redeemd.service"
-    ))
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("systemd")
+            .join(unit),
+    )
     .unwrap();
-    // verify checks that ExecStart's binary exists: point it at the one just built.
-    let local = unit.replace("/usr/bin/redeemd", bin());
-    let path = dir.path().join("redeemd.service");
-    std::fs::write(&path, &local).unwrap();
+    let path = dir.path().join(unit);
+    std::fs::write(&path, text.replace("/usr/bin/redeemd", bin())).unwrap();
     let out = Command::new(systemd_analyze())
         .arg("verify")
         .arg(&path)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify: {err}");
-    assert!(!err.contains("Unknown key"), "{err}");
-
+    assert!(out.status.success(), "systemd-analyze verify {unit}: {err}");
+    assert!(!err.contains("Unknown key"), "{unit}: {err}");
     let out = Command::new(systemd_analyze())
         .args(["security", "--offline=yes", "--no-pager"])
         .arg(&path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
+    let report = String::from_utf8_lossy(&out.stdout);
+    let figure: f64 = report
         .lines()
         .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure figure: {text}"));
-    let figure: f64 = line
-        .split(':')
-        .nth(1)
+        .and_then(|l| l.split(':').nth(1))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
-        .unwrap();
-    println!("systemd-analyze security exposure: {figure}");
-    assert!(figure <= 1.5, "{line}");
+        .unwrap_or_else(|| panic!("no exposure figure for {unit}: {report}"));
+    println!("systemd-analyze security exposure of {unit}: {figure}");
+    (text, figure)
+}
+
+#[test]
+fn the_unit_file_verifies_and_its_exposure_is_at_most_1_5() {
+    let (unit, figure) = verify_unit("redeemd.service");
+    assert!(figure <= 1.5, "exposure {figure}");
     for needed in [
         "Type=notify",
         "WatchdogSec=",
@@ -622,34 +624,16 @@ fn sigterm_stops_the_daemon_while_a_stdin_scanner_waits_for_input() {
 /// HQ's unit: it verifies, and is sandboxed at least as tightly as the till's.
 #[test]
 fn the_fleet_unit_verifies_and_its_exposure_is_at_most_1_5() {
-    let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/redeemd-fleet.service"
-    ))
-    .unwrap();
-    let path = dir.path().join("redeemd-fleet.service");
-    std::fs::write(&path, unit.replace("/usr/bin/redeemd", bin())).unwrap();
-    let out = Command::new(systemd_analyze())
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify: {err}");
-    assert!(!err.contains("Unknown key"), "{err}");
-    let out = Command::new(systemd_analyze())
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let figure: f64 = text
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure figure: {text}"));
+    let (unit, figure) = verify_unit("redeemd-fleet.service");
     assert!(figure <= 1.5, "exposure {figure}");
+    for needed in [
+        "ExecStart=/usr/bin/redeemd fleet --config /etc/redeemd/hq.toml",
+        // A reload re-reads the stores of hq.toml (SIGHUP).
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=redeemd",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ] {
+        assert!(unit.contains(needed), "the fleet unit lacks {needed}");
+    }
 }

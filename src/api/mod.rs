@@ -636,7 +636,7 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
             &mut out,
             "redeemd_events_outbox",
             "gauge",
-            "Row versions not yet acknowledged by the store's stream (the chain's outbox).",
+            "Rows whose latest version the store's stream has not acknowledged (the chain's outbox).",
         );
         let _ = writeln!(out, "redeemd_events_outbox {outbox}");
     }

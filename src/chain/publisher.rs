@@ -207,7 +207,7 @@ impl Publisher {
         }
     }
 
-    /// Sends one entry; `None` for one a later entry of its row covers (or a row gone).
+    /// Sends one entry; `None` for a row gone or not at the entry's version.
     async fn send(
         &self,
         entry: &Unpublished,

@@ -1,6 +1,7 @@
-//! The chain's outbox (migration 9): the row versions the store's stream has not yet
-//! acknowledged, oldest first. Triggers fill it in the commit that changes a row; the
-//! publisher reads it on a connection of its own and deletes what was acknowledged.
+//! The chain's outbox (migration 9): the rows whose latest version the store's stream has
+//! not yet acknowledged, oldest change first, one entry a row. Triggers fill it in the
+//! commit that changes a row; the publisher reads it on a connection of its own and deletes
+//! what was acknowledged.
 
 use super::store::{COLUMNS, Result, read_row_at};
 use crate::model::row::Row;
@@ -17,8 +18,9 @@ pub struct Unpublished {
 }
 
 impl Unpublished {
-    /// Whether this entry is the row's latest: an older one is covered by a later entry of
-    /// the same row (the event carries the row as it is, so only the latest is sent).
+    /// Whether this entry is the row's latest. The triggers keep it so (a change replaces
+    /// the row's entry in the same statement); a row gone, or a ledger changed by hand, is
+    /// not sent.
     pub fn is_current(&self) -> bool {
         self.row.as_ref().is_some_and(|(_, v)| *v == self.version)
     }
@@ -131,21 +133,35 @@ mod tests {
         .unwrap();
         c.execute("UPDATE redemptions SET scans = 2 WHERE id = ?1", [b])
             .unwrap();
-        assert_eq!(
-            entries(&c),
-            vec![(a, 1, false), (b, 1, false), (a, 2, true), (b, 2, true)]
-        );
+        // One entry a row, its latest version, in the order of the rows' last change.
+        assert_eq!(entries(&c), vec![(a, 2, true), (b, 2, true)]);
         let version: i64 = c
             .query_row("SELECT version FROM redemptions WHERE id = ?1", [a], |r| {
                 r.get(0)
             })
             .unwrap();
         assert_eq!(version, 2);
-        assert_eq!(outbox_len(&c).unwrap(), 4);
-        let third = unpublished(&c, 0, 3).unwrap()[2].seq;
-        assert_eq!(acknowledged(&c, third).unwrap(), 3);
-        assert_eq!(entries(&c), vec![(b, 2, true)]);
-        assert!(unpublished(&c, third + 1, 10).unwrap().is_empty());
+        assert_eq!(outbox_len(&c).unwrap(), 2);
+        // A change after the publisher read a batch is a new entry the acknowledgement of
+        // that batch does not take.
+        let read = unpublished(&c, 0, 10).unwrap();
+        c.execute("UPDATE redemptions SET reason = 'x' WHERE id = ?1", [a])
+            .unwrap();
+        let through = read.last().unwrap().seq;
+        assert_eq!(acknowledged(&c, through).unwrap(), 1);
+        assert_eq!(entries(&c), vec![(a, 3, true)]);
+        assert!(unpublished(&c, i64::MAX - 1, 10).unwrap().is_empty());
+        // The same with the changed row's entry the only one: its new entry does not take
+        // the number of the one it replaced.
+        let read = unpublished(&c, 0, 10).unwrap();
+        assert_eq!(read.len(), 1);
+        c.execute("UPDATE redemptions SET reason = 'y' WHERE id = ?1", [a])
+            .unwrap();
+        assert_eq!(acknowledged(&c, read[0].seq).unwrap(), 0);
+        assert_eq!(entries(&c), vec![(a, 4, true)]);
+        c.execute("UPDATE redemptions SET reason = NULL WHERE id = ?1", [a])
+            .unwrap();
+        acknowledged(&c, i64::MAX).unwrap();
         // The row comes with every column in place (read at an offset).
         c.execute(
             "UPDATE redemptions SET guard = 'claimed', void_state = 'pending', \

@@ -223,19 +223,25 @@ END;
     // 9: the chain (issue 16). Every change of a row HQ cares about gives the row a new
     // `version` and puts (row, version) in `event_outbox`, in the commit that changed it;
     // the publisher deletes an entry once the store's stream has acknowledged it (the
-    // outbox is the publish cursor). Rows from before are put in it, so HQ gets the whole
-    // log. Columns a try writes on its way (attempts, next_attempt_at, unconfirmed, the
-    // claim's) are not a version.
+    // outbox is the publish cursor). A row has one entry at most, its latest version (an
+    // event carries the whole row), so a till that never publishes keeps one per row, not
+    // one per change. Rows from before are put in it, so HQ gets the whole log. Columns a
+    // try writes on its way (attempts, next_attempt_at, unconfirmed, the claim's) are not
+    // a version.
     r#"
 ALTER TABLE redemptions ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+-- AUTOINCREMENT: a sequence number is never used twice, or a change made while the
+-- publisher waits for its batch's ack could take the number of the entry it replaced and
+-- be deleted with that batch.
 CREATE TABLE event_outbox (
-    seq     INTEGER PRIMARY KEY,
-    row_id  INTEGER NOT NULL,
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    row_id  INTEGER NOT NULL UNIQUE,
     version INTEGER NOT NULL
 );
 INSERT INTO event_outbox (row_id, version) SELECT id, 1 FROM redemptions ORDER BY id;
 CREATE TRIGGER events_new AFTER INSERT ON redemptions
 BEGIN
+    DELETE FROM event_outbox WHERE row_id = NEW.id;
     INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, NEW.version);
 END;
 CREATE TRIGGER events_change AFTER UPDATE OF state, reason, scans, redeemed_at, resolution,
@@ -248,6 +254,7 @@ CREATE TRIGGER events_change AFTER UPDATE OF state, reason, scans, redeemed_at, 
         OR OLD.guard IS NOT NEW.guard
 BEGIN
     UPDATE redemptions SET version = OLD.version + 1 WHERE id = NEW.id;
+    DELETE FROM event_outbox WHERE row_id = NEW.id;
     INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, OLD.version + 1);
 END;
 "#,
