@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct FleetMetrics {
     applied: AtomicU64,
     unchanged: AtomicU64,
+    /// Old beats purged from the chain's stream.
+    trimmed: AtomicU64,
     /// Skipped messages by why (`unknown_version`, `malformed`).
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     /// Messages the consumer has not delivered yet (from the last delivery's metadata);
@@ -26,6 +28,10 @@ impl FleetMetrics {
             &self.unchanged
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_beats_trimmed(&self, n: u64) {
+        self.trimmed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn count_skipped(&self, why: &'static str) {
@@ -59,27 +65,27 @@ impl FleetMetrics {
     pub fn render(&self, out: &mut String) {
         use crate::metrics::header;
         use std::fmt::Write;
-        header(
+        let counter = |out: &mut String, name: &str, help: &str, n: &AtomicU64| {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
+        };
+        counter(
             out,
             "redeemd_fleet_events_applied_total",
-            "counter",
             "Row events that changed the read model since start.",
+            &self.applied,
         );
-        let _ = writeln!(
-            out,
-            "redeemd_fleet_events_applied_total {}",
-            self.applied.load(Ordering::Relaxed)
-        );
-        header(
+        counter(
             out,
             "redeemd_fleet_events_repeated_total",
-            "counter",
             "Row events already applied (a republish, a replay) that changed nothing.",
+            &self.unchanged,
         );
-        let _ = writeln!(
+        counter(
             out,
-            "redeemd_fleet_events_repeated_total {}",
-            self.unchanged.load(Ordering::Relaxed)
+            "redeemd_fleet_beats_trimmed_total",
+            "Old status beats purged from REDEEMD_CHAIN since start (each till's latest is kept).",
+            &self.trimmed,
         );
         header(
             out,
