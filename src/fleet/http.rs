@@ -9,12 +9,11 @@ use crate::config::{Language, Listen};
 use crate::model::claim::CodeKey;
 use crate::model::code::Code;
 use crate::report::{csv_field, parse_when};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use rusqlite::Connection;
 use serde::Deserialize;
@@ -74,7 +73,6 @@ pub fn router(state: FleetState, hosts: Arc<HostPolicy>) -> Router {
     let api = Router::new()
         .route("/v1/fleet/tills", get(tills))
         .route("/v1/fleet/redemptions", get(redemptions))
-        .route("/v1/fleet/codes", post(code_in_body))
         .route("/v1/fleet/codes/{code}", get(code))
         .route("/v1/fleet/export.csv", get(export))
         .route("/metrics", get(metrics))
@@ -215,28 +213,6 @@ async fn redemptions(State(st): State<FleetState>, q: ListParams) -> Response {
 
 /// Every row of a code across the chain: the code is keyed here and never stored.
 async fn code(State(st): State<FleetState>, Path(code): Path<String>) -> Response {
-    rows_of_code(&st, &code).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CodeBody {
-    code: String,
-}
-
-/// The same lookup with the code in the body, so that it stays out of URLs (proxies'
-/// access logs, the browser's history): the page uses this one.
-async fn code_in_body(
-    State(st): State<FleetState>,
-    body: Result<Json<CodeBody>, JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(b)) => rows_of_code(&st, &b.code).await,
-        Err(e) => error(e.status(), e.body_text()),
-    }
-}
-
-async fn rows_of_code(st: &FleetState, code: &str) -> Response {
     let code = code.trim();
     if code.is_empty() || code.len() > 128 {
         return error(StatusCode::BAD_REQUEST, "code: 1 to 128 characters");

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct FleetMetrics {
     applied: AtomicU64,
     unchanged: AtomicU64,
-    /// Old beats purged from the chain's stream.
-    trimmed: AtomicU64,
     /// Skipped messages by why (`unknown_version`, `malformed`).
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     /// Messages the consumer has not delivered yet (from the last delivery's metadata);
@@ -28,10 +26,6 @@ impl FleetMetrics {
             &self.unchanged
         };
         c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count_beats_trimmed(&self, n: u64) {
-        self.trimmed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn count_skipped(&self, why: &'static str) {
@@ -65,27 +59,27 @@ impl FleetMetrics {
     pub fn render(&self, out: &mut String) {
         use crate::metrics::header;
         use std::fmt::Write;
-        let counter = |out: &mut String, name: &str, help: &str, n: &AtomicU64| {
-            header(out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
-        };
-        counter(
+        header(
             out,
             "redeemd_fleet_events_applied_total",
+            "counter",
             "Row events that changed the read model since start.",
-            &self.applied,
         );
-        counter(
+        let _ = writeln!(
+            out,
+            "redeemd_fleet_events_applied_total {}",
+            self.applied.load(Ordering::Relaxed)
+        );
+        header(
             out,
             "redeemd_fleet_events_repeated_total",
+            "counter",
             "Row events already applied (a republish, a replay) that changed nothing.",
-            &self.unchanged,
         );
-        counter(
+        let _ = writeln!(
             out,
-            "redeemd_fleet_beats_trimmed_total",
-            "Old status beats purged from REDEEMD_CHAIN since start (each till's latest is kept).",
-            &self.trimmed,
+            "redeemd_fleet_events_repeated_total {}",
+            self.unchanged.load(Ordering::Relaxed)
         );
         header(
             out,

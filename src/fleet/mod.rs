@@ -13,7 +13,6 @@ mod http;
 mod metrics;
 pub mod read_model;
 pub mod streams;
-mod trim;
 
 use crate::config::fleet::FleetConfig;
 use crate::model::claim::CodeKey;
@@ -143,17 +142,10 @@ pub async fn run(
         rebuild,
         stop_rx.clone(),
     ));
-    let stores_rx_trim = stores_rx.clone();
     let mirrors = tokio::spawn(consume::keep_mirrors(
         client.clone(),
         config.hub.domain.clone(),
         stores_rx,
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
-    let trimmer = tokio::spawn(trim::keep_trimmed(
-        client.clone(),
-        stores_rx_trim,
         metrics.clone(),
         stop_rx.clone(),
     ));
@@ -179,7 +171,6 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = consumer.await;
     mirrors.abort();
-    trimmer.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), web).await;
     tracing::info!(event = "fleet_stopped", "redeemd fleet stopped");
     Ok(())
