@@ -580,14 +580,21 @@ async fn healthz(AxState(st): AxState<ApiState>) -> Response {
 
 async fn metrics(AxState(st): AxState<ApiState>) -> Response {
     let now = st.clock.now_ms();
+    // Without [store] nothing drains the outbox: counting it would scan a row per row.
+    let events = st.metrics.events_enabled();
     let counts = st
         .ledger
-        .call(|c| {
+        .call(move |c| {
+            let outbox = if events {
+                Some(crate::ledger::events::outbox_len(c)?)
+            } else {
+                None
+            };
             Ok((
                 store::counts(c, None, None)?,
                 store::pending_count(c)?,
                 store::oldest_pending(c)?,
-                crate::ledger::events::outbox_len(c)?,
+                outbox,
             ))
         })
         .await;
@@ -631,7 +638,7 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
         .map(|t| (now - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     let _ = writeln!(out, "redeemd_oldest_pending_age_seconds {age}");
-    if st.metrics.events_enabled() {
+    if let Some(outbox) = outbox {
         metrics::header(
             &mut out,
             "redeemd_events_outbox",
