@@ -11,6 +11,9 @@
 //!
 //! Skipped when there is no `nats-server` (scripts/test.sh installs it).
 
+#[path = "../tests/support/nats_config.rs"]
+mod nats_config;
+
 use redeemd::fleet::read_model;
 use redeemd::model::event::{RowEvent, events_subject, row_msg_id};
 use std::io::{BufRead, BufReader};
@@ -85,12 +88,7 @@ fn servers(dir: &Path, stores: usize) -> Option<Servers> {
     let hub_config = dir.join("hub.conf");
     std::fs::write(
         &hub_config,
-        format!(
-            "server_name: hub\nlisten: 127.0.0.1:{hub_port}\n\
-             jetstream {{ store_dir: \"{}\", domain: hq }}\n\
-             leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
-            dir.join("hub").display()
-        ),
+        nats_config::hub_config(hub_port, leaf_port, &dir.join("hub")),
     )
     .ok()?;
     let mut leaves = Vec::new();
@@ -100,12 +98,7 @@ fn servers(dir: &Path, stores: usize) -> Option<Servers> {
         let config = dir.join(format!("{name}.conf"));
         std::fs::write(
             &config,
-            format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-                 jetstream {{ store_dir: \"{}\", domain: {name} }}\n\
-                 leafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n",
-                dir.join(&name).display()
-            ),
+            nats_config::leaf_config(&name, port, leaf_port, &dir.join(&name)),
         )
         .ok()?;
         let child = start_server(&config)?;

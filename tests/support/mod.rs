@@ -7,6 +7,7 @@ mod daemon;
 mod devices;
 mod http;
 mod nats;
+mod nats_config;
 mod openapi;
 mod sims;
 

@@ -2,6 +2,7 @@
 //! a temporary folder, on a port the OS picks, for the store guard's tests.
 
 use super::Rng;
+use super::nats_config::{hub_config as hub_config_text, leaf_config};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -275,9 +276,6 @@ pub struct Chain {
     _dir: tempfile::TempDir,
 }
 
-/// The hub's JetStream domain in the tests (hq.toml's default).
-pub const HUB_DOMAIN: &str = "hq";
-
 impl Chain {
     /// Starts a leaf per store; the hub too when `hub_up`.
     pub fn start(stores: &[&str], hub_up: bool) -> Chain {
@@ -286,12 +284,7 @@ impl Chain {
         let hub_config = dir.path().join("hub.conf");
         std::fs::write(
             &hub_config,
-            format!(
-                "server_name: hub\nlisten: 127.0.0.1:{hub_port}\n\
-                 jetstream {{ store_dir: \"{}\", domain: {HUB_DOMAIN} }}\n\
-                 leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
-                dir.path().join("hub").display()
-            ),
+            hub_config_text(hub_port, leaf_port, &dir.path().join("hub")),
         )
         .expect("hub config");
         let mut hub = Node {
@@ -308,12 +301,7 @@ impl Chain {
             let config = dir.path().join(format!("{store}.conf"));
             std::fs::write(
                 &config,
-                format!(
-                    "server_name: {store}\nlisten: 127.0.0.1:{port}\n\
-                     jetstream {{ store_dir: \"{}\", domain: {store} }}\n\
-                     leafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n",
-                    dir.path().join(store).display()
-                ),
+                leaf_config(store, port, leaf_port, &dir.path().join(store)),
             )
             .expect("leaf config");
             let mut node = Node {
