@@ -198,7 +198,10 @@ impl Metrics {
             out,
             "redeemd_voids_total",
             "counter",
-            "Void requests since start, by what they did (cancelled, return_pending, card_in_review, nothing_to_undo, in_review, already).",
+            &format!(
+                "Void requests since start, by what they did ({}).",
+                crate::model::void::RESULTS.join(", ")
+            ),
         );
         if let Ok(v) = self.voids.lock() {
             for (result, n) in v.iter() {

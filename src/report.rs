@@ -59,6 +59,9 @@ pub struct LogEntry {
     /// How the store guard's claim went: `claimed`, `unavailable` (the till went on
     /// alone), `elsewhere` (another till has the code), `abandoned`; none without `[store]`.
     pub guard: Option<&'static str>,
+    /// Earlier sales of the code, voided before it was scanned again for this one: each its
+    /// order and its void, oldest first.
+    pub past_sales: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +121,7 @@ impl From<&Row> for LogEntry {
                 returned_at: v.returned_at.map(clock::rfc3339),
             }),
             guard: r.guard.map(|g| g.as_str()),
+            past_sales: r.past_sales.clone(),
         }
     }
 }
@@ -217,10 +221,13 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 }
 
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
-pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard";
+pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard,past_sales";
 
 pub fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
-    // Quote what needs it; neutralise spreadsheet formulas (=, +, -, @ at the start).
+    // Control characters an older ledger may hold are shown, never written raw (a terminal
+    // that prints the file would obey an ESC); quote what needs it; neutralise spreadsheet
+    // formulas (=, +, -, @ at the start).
+    let v = &*crate::model::text::printable(v);
     let risky = v.starts_with(['=', '+', '-', '@']);
     if v.contains([',', '"', '\n', '\r']) || risky {
         let body = v.replace('"', "\"\"");
@@ -235,7 +242,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
     for e in entries {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let void = e.void.as_ref();
-        let fields: [String; 32] = [
+        let fields: [String; 33] = [
             e.id.to_string(),
             e.code.expose().to_string(),
             e.api.unwrap_or("").into(),
@@ -268,6 +275,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
             e.reason_code.unwrap_or_default().into(),
             e.detail.clone().unwrap_or_default(),
             e.guard.unwrap_or_default().into(),
+            e.past_sales.join(" | "),
         ];
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
@@ -281,6 +289,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
 }
 
 pub fn write_table(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
+    use crate::model::text::printable;
     writeln!(
         out,
         "{:>6}  {:<29}  {:<9}  {:<6}  {:<32}  {:>5}  {:>5}  REASON",
@@ -294,10 +303,10 @@ pub fn write_table(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Resul
             e.scanned_at,
             e.state,
             e.api.unwrap_or("-"),
-            e.code.expose(),
+            printable(e.code.expose()),
             e.scans,
             e.attempts,
-            e.reason.as_deref().unwrap_or("")
+            printable(e.reason.as_deref().unwrap_or(""))
         )?;
     }
     writeln!(out, "{} rows", entries.len())

@@ -230,6 +230,88 @@ fn every_scan_reaches_hq_once_through_a_hub_outage_a_store_outage_and_a_kill() {
     }
     assert_eq!(metric(&base, "redeemd_fleet_rows "), Some(1000.0));
 
+    // Three hours of beats from six tills (one every 30 s) land in the hub's beat stream,
+    // which keeps the latest of each till; the chain's stream holds events only.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let beat_tills = [
+        ("storeA", ["a1", "a2", "a9"]),
+        ("storeB", ["b1", "b2", "b9"]),
+    ];
+    let started = now_ms() - 3 * 3_600_000;
+    rt.block_on(async {
+        for (store, tills) in beat_tills {
+            let js = async_nats::jetstream::new(
+                async_nats::connect(chain.leaf_url(store))
+                    .await
+                    .expect("connect to the store"),
+            );
+            for i in 0..360 {
+                for till in tills {
+                    let mut b = beat(till, started + i * 30_000);
+                    b.store = store.into();
+                    js.publish(
+                        format!("redeemd.status.{store}.{till}"),
+                        serde_json::to_vec(&b).expect("json").into(),
+                    )
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("the store's stream took it");
+                }
+            }
+        }
+    });
+    let hub = rt
+        .block_on(async_nats::connect(chain.hub.url()))
+        .expect("connect to the hub");
+    let info = |stream: &str| -> Value {
+        rt.block_on(async {
+            let r = hub
+                .request(
+                    format!("$JS.API.STREAM.INFO.{stream}"),
+                    serde_json::to_vec(&json!({ "subjects_filter": "redeemd.status.>" }))
+                        .expect("json")
+                        .into(),
+                )
+                .await
+                .expect("stream info");
+            serde_json::from_slice(&r.payload).expect("json")
+        })
+    };
+    wait_until(
+        "the last of the beats reached the hub",
+        Duration::from_secs(60),
+        || {
+            let beats = info("REDEEMD_BEATS");
+            let subjects = beats["state"]["subjects"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            subjects.len() == 6
+                && subjects.values().all(|n| n == 1)
+                && beats["state"]["messages"] == 6
+        },
+    );
+    let events = info("REDEEMD_CHAIN");
+    assert!(
+        events["state"]["num_subjects"].as_u64().unwrap_or(0) > 0,
+        "{events}"
+    );
+    assert!(
+        events["state"]["subjects"]
+            .as_object()
+            .is_none_or(|s| s.is_empty()),
+        "the chain's stream holds no beats: {events}"
+    );
+    assert!(
+        events["config"]["max_age"].as_u64().unwrap_or(0) > 0,
+        "{events}"
+    );
+    wait_until("HQ heard the beats", Duration::from_secs(30), || {
+        let t = get(&base, "/v1/fleet/tills").json().to_string();
+        t.contains("\"a9\"") && t.contains("\"b9\"")
+    });
+
     // Rebuilt from the stream: the same, nothing twice.
     fleet.terminate();
     let fleet = setup.start(true);
@@ -240,6 +322,14 @@ fn every_scan_reaches_hq_once_through_a_hub_outage_a_store_outage_and_a_kill() {
         || fleet_rows(&base) == want,
     );
     assert_eq!(metric(&base, "redeemd_fleet_rows "), Some(1000.0));
+    wait_until(
+        "the rebuilt fleet heard the beats",
+        Duration::from_secs(30),
+        || {
+            let t = get(&base, "/v1/fleet/tills").json().to_string();
+            t.contains("\"a9\"") && t.contains("\"b2\"")
+        },
+    );
     drop((da1, da2, db1, db2));
 }
 
@@ -293,7 +383,7 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
         "HQ knows where the code was redeemed",
         Duration::from_secs(30),
         || {
-            let rows = get(&base, &format!("/v1/fleet/codes/{used}")).json();
+            let rows = post_json(&base, "/v1/fleet/codes", &json!({ "code": used })).json();
             rows.as_array().is_some_and(|r| {
                 r.len() == 1 && r[0]["store"] == "storeA" && r[0]["state"] == "redeemed"
             })
@@ -481,16 +571,6 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
             400,
         ),
         (
-            "/v1/fleet/codes/{code}",
-            format!("/v1/fleet/codes/{used}"),
-            200,
-        ),
-        (
-            "/v1/fleet/codes/{code}",
-            "/v1/fleet/codes/NEVER-SCANNED".to_string(),
-            200,
-        ),
-        (
             "/v1/fleet/export.csv",
             "/v1/fleet/export.csv?since=2026-01-01".to_string(),
             200,
@@ -500,6 +580,29 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
         assert_eq!(r.status, status, "{path}: {}", r.body);
         spec.check("GET", template, &r);
     }
+    // A code is looked up with it in the body; the URL form is gone.
+    for (body, status) in [
+        (json!({ "code": used }), 200),
+        (json!({ "code": "NEVER-SCANNED" }), 200),
+        (json!({ "code": "" }), 400),
+        (json!({ "code": "x".repeat(129) }), 400),
+        (json!({ "no_code": 1 }), 400),
+    ] {
+        let r = post_json(&base, "/v1/fleet/codes", &body);
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        spec.check("POST", "/v1/fleet/codes", &r);
+    }
+    let found = post_json(&base, "/v1/fleet/codes", &json!({ "code": used })).json();
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    let bare = http(
+        "POST",
+        &format!("{base}/v1/fleet/codes"),
+        &[],
+        format!("{{\"code\":\"{used}\"}}").as_bytes(),
+    );
+    assert_eq!(bare.status, 415, "{}", bare.body);
+    spec.check("POST", "/v1/fleet/codes", &bare);
+    assert_eq!(get(&base, &format!("/v1/fleet/codes/{used}")).status, 404);
     spec.every_operation_reached();
     let csv = get(&base, "/v1/fleet/export.csv").body;
     assert!(csv.starts_with("store,till,id,code_last4,"), "{csv}");

@@ -526,3 +526,276 @@ fn reasons_come_in_the_readers_language_with_a_stable_code() {
     assert!(text.contains("\"reason_code\":\"member_card\""), "{text}");
     d.kill9();
 }
+
+/// Runs `redeemd <args> --config <till>` and gives its exit status and output.
+fn cli(till: &Till, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(&till.config)
+        .output()
+        .expect("redeemd");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn void(base: &str, id: i64, reason: &str) -> HttpResponse {
+    post_json(
+        base,
+        &format!("/v1/redemptions/{id}/void"),
+        &json!({ "reason": reason, "by": "店长" }),
+    )
+}
+
+/// A card code voided before WeChat confirmed it and scanned again starts a new sale: the
+/// voided sale (its order and its void) stays in the row's history (timeline, log, CSV),
+/// and the new sale is voided like any other: cancelled while offline; once redeemed, to
+/// review with 409, the same 409 for every retry of that void, through the API and
+/// `redeemd void`. WeChat consumes it once.
+#[test]
+fn a_card_code_voided_and_scanned_again_is_a_new_sale_that_voids_again() {
+    let till = Till::new(Setup::default());
+    let code = "777700000050";
+    till.sim.add_codes(&[code]);
+    till.sim.set_down(true);
+    let d = till.start();
+    let base = d.http_url();
+    let first = scan(
+        &base,
+        json!({ "code": code, "order_id": "O-OLD", "amount": 5000 }),
+    );
+    assert_eq!(first["outcome"], "accepted_offline", "{first}");
+    assert_ne!(first["reason_code"], "other", "{first}");
+    let id = first["id"].as_i64().expect("id");
+    let r = void(&base, id, "cancel sale");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "cancelled");
+
+    let again = scan(
+        &base,
+        json!({ "code": code, "order_id": "O-NEW", "cashier": "c2" }),
+    );
+    assert_eq!(again["outcome"], "accepted_offline", "{again}");
+    assert_eq!(again["order_id"], "O-NEW", "{again}");
+    let r = void(&base, id, "cancel new sale");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let row = r.json();
+    assert_eq!(row["state"], "cancelled", "{row}");
+    assert_eq!(
+        row["void"]["reason"], "cancel new sale",
+        "the new void, not the old: {row}"
+    );
+    assert_eq!(row["order_id"], "O-NEW", "{row}");
+    let past = row["past_sales"].as_array().expect("past_sales");
+    assert_eq!(past.len(), 1, "{row}");
+    let past = past[0].as_str().unwrap_or_default();
+    assert!(
+        past.contains("O-OLD") && past.contains("cancel sale"),
+        "{past}"
+    );
+
+    // A third sale, online this time: redeemed, then voided → review, and again → the same.
+    till.sim.set_down(false);
+    let third = scan(&base, json!({ "code": code, "order_id": "O-3" }));
+    assert_eq!(third["outcome"], "redeemed", "{third}");
+    let r = void(&base, id, "customer returned the goods");
+    assert_eq!(r.status, 409, "{}", r.body);
+    let retried = void(&base, id, "customer returned the goods");
+    assert_eq!(
+        retried.status, 409,
+        "a retried void is not told it worked: {}",
+        retried.body
+    );
+    assert_eq!(retried.body, r.body, "the same answer every time");
+    let (status, _, stderr) = cli(&till, &["void", &id.to_string(), "--reason", "again"]);
+    assert!(
+        !status.success(),
+        "redeemd void of a row in review fails: {stderr}"
+    );
+    assert!(stderr.contains("review"), "{stderr}");
+    assert_eq!(till.sim.card.consumed_count(code), 1, "consumed once");
+
+    let detail = get(&base, &format!("/v1/redemptions/{id}")).json();
+    let calls: Vec<&str> = detail["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["call"].as_str())
+        .collect();
+    assert_eq!(
+        calls.iter().filter(|c| **c == "void").count(),
+        3,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| **c == "new_sale").count(),
+        2,
+        "{calls:?}"
+    );
+    assert_eq!(
+        detail["past_sales"].as_array().map(Vec::len),
+        Some(2),
+        "{detail}"
+    );
+    let csv = get(&base, "/v1/export.csv").body;
+    let header = csv.lines().next().unwrap_or_default();
+    assert!(header.ends_with(",guard,past_sales"), "{header}");
+    let line = csv
+        .lines()
+        .find(|l| l.contains(code))
+        .expect("the row in the CSV");
+    assert!(
+        line.contains("O-OLD") && line.contains("O-NEW") && line.contains("O-3"),
+        "{line}"
+    );
+    d.kill9();
+}
+
+/// A merchant coupon voided before it was used, then scanned for a new sale and used, is
+/// given back by a later void: `coupons/return` goes out once, from `redeemd void`.
+#[test]
+fn a_coupon_voided_and_scanned_again_is_returned_by_the_next_void() {
+    let till = Till::with_coupons(Setup::default());
+    let pay = till.sim.pay();
+    pay.add_stock(STOCK_ID, "满100减10元", 1000, 0);
+    let code = "BFVOID000002";
+    pay.add_coupon(code, STOCK_ID);
+    till.sim.set_pay_down(true, true);
+    till.sim.set_pay_down(false, true);
+    let d = till.start();
+    let base = d.http_url();
+    let first = scan(&base, json!({ "code": code, "order_id": "O-OLD" }));
+    assert_eq!(first["outcome"], "accepted_offline", "{first}");
+    let id = first["id"].as_i64().expect("id");
+    assert_eq!(void(&base, id, "cancel sale").status, 200);
+    till.sim.set_pay_down(true, false);
+    till.sim.set_pay_down(false, false);
+    let used = scan(&base, json!({ "code": code, "order_id": "O-NEW" }));
+    assert_eq!(used["outcome"], "redeemed", "{used}");
+    assert_eq!(pay.used_count(code), 1);
+
+    let (status, stdout, stderr) = cli(&till, &["void", &id.to_string(), "--reason", "顾客退货"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("voided before"),
+        "the new sale's void is a void: {stdout}"
+    );
+    let row = wait_state(&till, code, "returned");
+    assert_eq!(row["order_id"], "O-NEW", "{row}");
+    assert_eq!(row["void"]["reason"], "顾客退货", "{row}");
+    assert_eq!(pay.returned_count(code), 1, "returned once");
+    let again = void(&base, id, "顾客退货");
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(pay.calls().return_calls, 1, "a repeated void sends nothing");
+    d.kill9();
+}
+
+/// Free text a person types refuses control characters (an ESC would reach a manager's
+/// terminal through an export); text an older ledger holds is escaped in every output.
+#[test]
+fn control_characters_are_refused_and_never_printed_raw() {
+    let till = Till::new(Setup::default());
+    let code = "777700000060";
+    till.sim.set_down(true);
+    let d = till.start();
+    let base = d.http_url();
+    let id = scan(&base, json!({ "code": code }))["id"]
+        .as_i64()
+        .expect("id");
+    for body in [
+        json!({ "reason": "cancel\u{1b}[2J" }),
+        json!({ "reason": "nul\u{0}" }),
+        json!({ "reason": "ok", "by": "me\r" }),
+    ] {
+        let r = post_json(&base, &format!("/v1/redemptions/{id}/void"), &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains("control characters"), "{}", r.body);
+    }
+    let r = post_json(
+        &base,
+        &format!("/v1/redemptions/{id}/resolve"),
+        &json!({ "note": "a\u{1b}b" }),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let (status, _, stderr) = cli(&till, &["void", &id.to_string(), "--reason", "x\u{1b}[31m"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    d.kill9();
+
+    // What an older redeemd may have stored.
+    let db = till.dir.path().join("ledger/redeemd.db");
+    let conn = rusqlite::Connection::open(&db).expect("ledger");
+    conn.execute(
+        "UPDATE redemptions SET void_state = 'done', void_reason = ?2, voided_at = 1, \
+         state = 'review', reason = ?3 WHERE code = ?1",
+        [code, "evil\x1b]0;pwned\x07\0", "r\x1b[2J"],
+    )
+    .expect("an old row");
+    drop(conn);
+    for args in [&["export"][..], &["log"][..], &["review"][..]] {
+        let (status, stdout, stderr) = cli(&till, args);
+        assert!(status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stdout.contains(['\x1b', '\0', '\x07']),
+            "{args:?} printed a control character: {stdout:?}"
+        );
+    }
+    let (_, csv, _) = cli(&till, &["export"]);
+    assert!(csv.contains("evil\\u{1b}]0;pwned\\u{7}\\u{0}"), "{csv}");
+    let d = till.start();
+    let csv = get(&d.http_url(), "/v1/export.csv").body;
+    assert!(!csv.contains(['\x1b', '\0']), "{csv:?}");
+    d.kill9();
+}
+
+/// A scan refused at the till keeps the sale it came with, so the sale finds it; an amount
+/// above the documented bound is refused; the void counter's help names every result.
+#[test]
+fn a_local_refusal_keeps_its_sale() {
+    let till = Till::new(Setup::default());
+    let d = till.start();
+    let base = d.http_url();
+    let sale = json!({ "order_id": "O-77", "amount": 1234, "cashier": "c7" });
+    for code in ["134567890123456789", "no-such-route"] {
+        let mut body = sale.clone();
+        body["code"] = json!(code);
+        let r = scan(&base, body);
+        assert_eq!(r["outcome"], "rejected", "{r}");
+        assert_eq!(
+            (&r["order_id"], &r["amount"], &r["cashier"]),
+            (&sale["order_id"], &sale["amount"], &sale["cashier"]),
+            "{r}"
+        );
+    }
+    let listed = get(&base, "/v1/redemptions?order_id=O-77").json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let too_much = post_json(
+        &base,
+        "/v1/scans",
+        &json!({ "code": "777700000070", "amount": 10_000_000_001_i64 }),
+    );
+    assert_eq!(too_much.status, 400, "{}", too_much.body);
+    let most = post_json(
+        &base,
+        "/v1/scans",
+        &json!({ "code": "777700000071", "amount": 10_000_000_000_i64 }),
+    );
+    assert_eq!(most.status, 200, "{}", most.body);
+    let metrics = get(&base, "/metrics").body;
+    let help = metrics
+        .lines()
+        .find(|l| l.starts_with("# HELP redeemd_voids_total"))
+        .expect("help");
+    for result in [
+        "refused",
+        "already",
+        "cancelled",
+        "return_pending",
+        "card_in_review",
+    ] {
+        assert!(help.contains(result), "{help}");
+    }
+    d.kill9();
+}

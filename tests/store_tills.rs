@@ -320,10 +320,12 @@ fn node_losses_quorum_and_the_way_back() {
         .expect("export");
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert!(
-        csv.lines().next().is_some_and(|h| h.ends_with(",guard")),
+        csv.lines()
+            .next()
+            .is_some_and(|h| h.ends_with(",guard,past_sales")),
         "{csv}"
     );
-    assert!(csv.lines().any(|l| l.ends_with(",unavailable")), "{csv}");
+    assert!(csv.lines().any(|l| l.ends_with(",unavailable,")), "{csv}");
 
     // With require_store_guard, no offline acceptance while the store cannot answer.
     let strict = a.sibling("store1-till3");

@@ -522,13 +522,15 @@ async fn resolve(
         Ok(x) => x,
         Err(answer) => return *answer,
     };
-    let note = body.note.trim().to_string();
-    if note.is_empty() || note.len() > 2000 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "note: say what was decided (1 to 2000 characters)",
-        );
-    }
+    let note = match crate::model::text::checked(
+        &body.note,
+        "note",
+        "say what was decided",
+        crate::model::state::MAX_NOTE,
+    ) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let decision = match body.state.as_deref() {
         None => None,
         Some(s) => match State::parse_among(s, &State::RESOLUTIONS) {
@@ -536,13 +538,15 @@ async fn resolve(
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("state {e}")),
         },
     };
-    let by = body.by.unwrap_or_else(|| "api".into());
-    if by.trim().is_empty() || by.chars().count() > MAX_BY {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("by: who resolved it, 1 to {MAX_BY} characters"),
-        );
-    }
+    let by = match crate::model::text::checked(
+        body.by.as_deref().unwrap_or("api"),
+        "by",
+        "who resolved it",
+        MAX_BY,
+    ) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let at = st.clock.now_ms();
     match st
         .ledger

@@ -5,6 +5,8 @@ use crate::ledger::store::{self, Tied, VoidRequest, Voided};
 use crate::model::row::{Row, VoidState};
 use crate::model::scan::Sale;
 use crate::model::state::State;
+use crate::model::text;
+use crate::model::void::MAX_REASON;
 use crate::model::void::VoidPlan;
 use crate::redeem::voids::new_return_request_no;
 use axum::Json;
@@ -94,23 +96,19 @@ pub(super) async fn void(
         Ok(x) => x,
         Err(answer) => return *answer,
     };
-    let reason = body.reason.trim().to_string();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "reason: why the sale is voided (1 to 500 characters)",
-        );
-    }
-    let by = body.by.map(|b| b.trim().to_string());
-    if by
-        .as_ref()
-        .is_some_and(|b| b.is_empty() || b.chars().count() > MAX_BY)
+    let reason = match text::checked(&body.reason, "reason", "why the sale is voided", MAX_REASON) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let by = match body
+        .by
+        .as_deref()
+        .map(|b| text::checked(b, "by", "who voided it", MAX_BY))
     {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("by: who voided it, 1 to {MAX_BY} characters"),
-        );
-    }
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let at = st.clock.now_ms();
     let rrn = new_return_request_no(&st.till, at);
     // Subscribed before the void is written, so the return's end cannot slip past.
@@ -140,10 +138,36 @@ pub(super) async fn void(
             let _ = st.bus.settled.send((*row).clone());
             answer(&st, plan, *row, settled).await
         }
-        Ok(Voided::Already(row)) => Json(st.entry(&row)).into_response(),
+        Ok(Voided::Already(row)) => already(&st, *row),
         Ok(Voided::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
         Err(e) => ledger_error(e),
     }
+}
+
+/// A void of a sale voided before (a POS retrying a lost answer) is answered as the first
+/// void ended: in review → 409 with the same body each time, a return still on its way →
+/// 202, anything else → 200.
+fn already(st: &ApiState, row: Row) -> Response {
+    if row.state == State::Review {
+        in_review(st, &row)
+    } else if returning(&row) {
+        (StatusCode::ACCEPTED, Json(st.entry(&row))).into_response()
+    } else {
+        Json(st.entry(&row)).into_response()
+    }
+}
+
+/// 409: the void left the row for a manager (a card code cannot be given back, or WeChat
+/// Pay refused the return), with the row's reason.
+fn in_review(st: &ApiState, row: &Row) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(json!({
+            "error": row.reason.clone().unwrap_or_default(),
+            "redemption": st.entry(row),
+        })),
+    )
+        .into_response()
 }
 
 async fn answer(
@@ -153,14 +177,7 @@ async fn answer(
     mut settled: broadcast::Receiver<Row>,
 ) -> Response {
     match plan {
-        VoidPlan::Review => (
-            StatusCode::CONFLICT,
-            Json(json!({
-                "error": crate::model::void::VOIDED_CARD,
-                "redemption": st.entry(&row),
-            })),
-        )
-            .into_response(),
+        VoidPlan::Review => in_review(st, &row),
         VoidPlan::ResolveFirst => error(
             StatusCode::CONFLICT,
             format!(
@@ -182,14 +199,7 @@ async fn answer(
             };
             match tokio::time::timeout(st.online_wait, wait).await {
                 Ok(Some(r)) if r.state == State::Returned => Json(st.entry(&r)).into_response(),
-                Ok(Some(r)) => (
-                    StatusCode::CONFLICT,
-                    Json(json!({
-                        "error": r.reason.clone().unwrap_or_default(),
-                        "redemption": st.entry(&r),
-                    })),
-                )
-                    .into_response(),
+                Ok(Some(r)) => in_review(st, &r),
                 _ => (StatusCode::ACCEPTED, Json(st.entry(&row))).into_response(),
             }
         }

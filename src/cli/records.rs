@@ -153,10 +153,18 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
         Ok(c) => c,
         Err(code) => return code,
     };
-    if note.trim().is_empty() {
-        eprintln!("redeemd resolve: --note must say what was decided");
-        return ExitCode::from(2);
-    }
+    let note = match redeemd::model::text::checked(
+        &note,
+        "--note",
+        "say what was decided",
+        redeemd::model::state::MAX_NOTE,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("redeemd resolve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut conn = match ledger::open_rw(&config.database) {
         Ok(c) => c,
         Err(e) => {
@@ -166,7 +174,7 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
     };
     let by = operator();
     let now = chrono::Utc::now().timestamp_millis();
-    match redeemd::ledger::store::resolve(&mut conn, id, decision, note.trim(), &by, now) {
+    match redeemd::ledger::store::resolve(&mut conn, id, decision, &note, &by, now) {
         Ok(redeemd::ledger::store::Resolved::Done(row)) => {
             println!("#{} resolved as {} by {by}", row.id, row.state);
             ExitCode::SUCCESS
@@ -195,11 +203,18 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let reason = reason.trim().to_string();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        eprintln!("redeemd void: --reason must say why the sale is voided (1 to 500 characters)");
-        return ExitCode::from(2);
-    }
+    let reason = match redeemd::model::text::checked(
+        &reason,
+        "--reason",
+        "why the sale is voided",
+        redeemd::model::void::MAX_REASON,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("redeemd void: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut conn = match ledger::open_rw(&config.database) {
         Ok(c) => c,
         Err(e) => {
@@ -236,6 +251,13 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
             }
             VoidPlan::Return => await_return(&conn, id, &rrn),
         },
+        Ok(Voided::Already(row)) if row.state == redeemd::model::state::State::Review => {
+            eprintln!(
+                "#{id} was voided before and is in review: {}",
+                row.reason.as_deref().unwrap_or(VOIDED_CARD)
+            );
+            ExitCode::FAILURE
+        }
         Ok(Voided::Already(row)) => {
             println!("#{id} was voided before; it is {}", row.state);
             ExitCode::SUCCESS

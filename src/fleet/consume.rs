@@ -5,8 +5,7 @@
 use super::FleetMetrics;
 use super::read_model::{self, Applied, RedeemedChange};
 use super::streams::{
-    CHAIN_STREAM, CONSUMER, delete_consumer, ensure_chain, ensure_consumer, ensure_mirror,
-    ensure_redeemed_bucket,
+    Feed, delete_consumer, ensure_consumer, ensure_mirror, ensure_redeemed_bucket,
 };
 use crate::model::event::{Event, Skip, decode};
 use crate::store::redeemed::{self, RedeemedAt};
@@ -25,18 +24,18 @@ const MIRROR_EVERY: Duration = Duration::from_secs(30);
 /// Skipped messages logged one by one per batch; the rest in one line.
 const LOGGED_SKIPS: usize = 5;
 
-/// Consumes until `stop`. With `rebuild`, the consumer is deleted first, so the new one
-/// reads the stream from its start.
+/// Consumes `feed` until `stop`. With `rebuild`, its consumer is deleted first, so the
+/// new one reads the stream from its start.
 pub async fn run(
+    feed: Feed,
     client: async_nats::Client,
-    writer: Connection,
+    writer: Arc<Mutex<Connection>>,
     metrics: Arc<FleetMetrics>,
     mut stores: watch::Receiver<Vec<String>>,
     rebuild: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let js = jetstream::new(client.clone());
-    let writer = Arc::new(Mutex::new(writer));
     let mut consumer: Option<PullConsumer> = None;
     let mut to_delete = rebuild;
     let mut backoff = Duration::from_millis(250);
@@ -51,25 +50,25 @@ pub async fn run(
             let c = match &consumer {
                 Some(c) => c.clone(),
                 None => {
-                    ensure_chain(&client, &list).await?;
+                    feed.ensure(&client, &list).await?;
                     ensure_redeemed_bucket(&client).await?;
                     if to_delete {
-                        delete_consumer(&client).await?;
+                        delete_consumer(&client, feed).await?;
                         to_delete = false;
                     }
-                    ensure_consumer(&client).await?;
+                    ensure_consumer(&client, feed).await?;
                     let c: PullConsumer = js
-                        .get_stream(CHAIN_STREAM)
+                        .get_stream(feed.stream())
                         .await
                         .map_err(|e| e.to_string())?
-                        .get_consumer(CONSUMER)
+                        .get_consumer(feed.consumer())
                         .await
                         .map_err(|e| e.to_string())?;
                     consumer = Some(c.clone());
                     c
                 }
             };
-            batch(&js, &c, &writer, &metrics).await
+            batch(feed, &js, &c, &writer, &metrics).await
         };
         let result = tokio::select! {
             r = step => r,
@@ -104,6 +103,7 @@ pub async fn run(
 
 /// One batch: how many messages it took.
 async fn batch(
+    feed: Feed,
     js: &jetstream::Context,
     consumer: &PullConsumer,
     writer: &Arc<Mutex<Connection>>,
@@ -173,7 +173,9 @@ async fn batch(
     for ack in acks {
         ack.await.map_err(|e| format!("redeemd_redeemed: {e}"))?;
     }
-    if let Ok(info) = last.info() {
+    if let Ok(info) = last.info()
+        && feed == Feed::Events
+    {
         metrics.set_pending(info.pending);
     }
     last.ack().await.map_err(|e| e.to_string())?;

@@ -9,11 +9,12 @@ use crate::config::{Language, Listen};
 use crate::model::claim::CodeKey;
 use crate::model::code::Code;
 use crate::report::{csv_field, parse_when};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use rusqlite::Connection;
 use serde::Deserialize;
@@ -73,7 +74,7 @@ pub fn router(state: FleetState, hosts: Arc<HostPolicy>) -> Router {
     let api = Router::new()
         .route("/v1/fleet/tills", get(tills))
         .route("/v1/fleet/redemptions", get(redemptions))
-        .route("/v1/fleet/codes/{code}", get(code))
+        .route("/v1/fleet/codes", post(code))
         .route("/v1/fleet/export.csv", get(export))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), bearer));
@@ -211,8 +212,24 @@ async fn redemptions(State(st): State<FleetState>, q: ListParams) -> Response {
     }
 }
 
-/// Every row of a code across the chain: the code is keyed here and never stored.
-async fn code(State(st): State<FleetState>, Path(code): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+/// Every row of a code across the chain: the code is keyed here and never stored. It comes
+/// in the body, never in a URL, so no proxy's access log holds it.
+async fn code(
+    State(st): State<FleetState>,
+    body: Result<Json<CodeBody>, JsonRejection>,
+) -> Response {
+    let Json(CodeBody { code }) = match body {
+        Ok(b) => b,
+        Err(JsonRejection::MissingJsonContentType(e)) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.body_text());
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let code = code.trim();
     if code.is_empty() || code.len() > 128 {
         return error(StatusCode::BAD_REQUEST, "code: 1 to 128 characters");

@@ -134,14 +134,21 @@ pub async fn run(
     )
     .await
     .map_err(|e| format!("http.listen: {e}"))?;
-    let consumer = tokio::spawn(consume::run(
-        client.clone(),
-        writer,
-        metrics.clone(),
-        stores_rx.clone(),
-        rebuild,
-        stop_rx.clone(),
-    ));
+    let writer = Arc::new(Mutex::new(writer));
+    let consumers: Vec<_> = [streams::Feed::Events, streams::Feed::Beats]
+        .into_iter()
+        .map(|feed| {
+            tokio::spawn(consume::run(
+                feed,
+                client.clone(),
+                writer.clone(),
+                metrics.clone(),
+                stores_rx.clone(),
+                rebuild,
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     let mirrors = tokio::spawn(consume::keep_mirrors(
         client.clone(),
         config.hub.domain.clone(),
@@ -169,7 +176,9 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
-    let _ = consumer.await;
+    for consumer in consumers {
+        let _ = consumer.await;
+    }
     mirrors.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), web).await;
     tracing::info!(event = "fleet_stopped", "redeemd fleet stopped");

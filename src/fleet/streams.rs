@@ -1,12 +1,16 @@
 //! HQ's JetStream set-up, by JetStream's own API (Debian's nats-server 2.9 answers it):
 //!
-//! - `REDEEMD_CHAIN` on the hub sources every listed store's `REDEEMD_EVENTS` through
-//!   `$JS.<store>.API` over the leaf-node link; the server resumes each source where it
-//!   stopped, and de-duplicates by `Nats-Msg-Id`.
+//! - `REDEEMD_CHAIN` on the hub sources the row events (`redeemd.events.>`) of every
+//!   listed store's `REDEEMD_EVENTS` through `$JS.<store>.API` over the leaf-node link; the
+//!   server resumes each source where it stopped, and de-duplicates by `Nats-Msg-Id`. It
+//!   keeps events for [`CHAIN_MAX_AGE`]: the read model holds them for good; the stream is
+//!   what a `--rebuild` reads.
+//! - `REDEEMD_BEATS` on the hub sources the status beats (`redeemd.status.>`) of the same
+//!   stores and keeps the latest beat of each till only, so beats never grow the hub.
 //! - `KV_redeemd_redeemed` on the hub (claim key → store, till, time), and a mirror of it
 //!   in each store's domain, pulled by the store's server through `$JS.<hub>.API`.
-//! - The durable consumer `redeemd_fleet` on `REDEEMD_CHAIN`, acknowledged after each
-//!   batch's commit.
+//! - The durable consumers `redeemd_fleet` (events) and `redeemd_fleet_beats` (beats),
+//!   each acknowledged after its batch's commit.
 
 use crate::model::event::STORE_STREAM;
 use crate::store::nats::{create_or_update_stream, create_stream, request};
@@ -14,35 +18,83 @@ use crate::store::redeemed;
 
 pub const CHAIN_STREAM: &str = "REDEEMD_CHAIN";
 pub const CONSUMER: &str = "redeemd_fleet";
+pub const BEATS_STREAM: &str = "REDEEMD_BEATS";
+pub const BEATS_CONSUMER: &str = "redeemd_fleet_beats";
+/// How long the hub keeps row events: 400 days, a year's reconciliation and more.
+pub const CHAIN_MAX_AGE_DAYS: u64 = 400;
+const NS_PER_DAY: u64 = 86_400 * 1_000_000_000;
 
-pub fn chain_config(stores: &[String]) -> serde_json::Value {
-    let sources: Vec<serde_json::Value> = stores
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": STORE_STREAM,
-                "external": { "api": format!("$JS.{s}.API"), "deliver": "" },
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "name": CHAIN_STREAM,
-        "subjects": [],
-        "retention": "limits",
-        "storage": "file",
-        "num_replicas": 1,
-        "discard": "old",
-        // Sourced messages keep their `Nats-Msg-Id` (`<till>:<row>:<version>`), so a
-        // repeat is dropped here too: till names are unique in the merchant (README), and
-        // the read model flags a name heard from two stores (`name_clash`).
-        "duplicate_window": 120_000_000_000_u64,
-        "sources": sources,
-    })
+/// What the fleet reads from the hub: the row events, or the tills' beats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    Events,
+    Beats,
 }
 
-/// The chain stream, with exactly the stores listed as sources.
-pub async fn ensure_chain(client: &async_nats::Client, stores: &[String]) -> Result<(), String> {
-    create_or_update_stream(client, "$JS.API", &chain_config(stores)).await
+impl Feed {
+    pub fn stream(self) -> &'static str {
+        match self {
+            Feed::Events => CHAIN_STREAM,
+            Feed::Beats => BEATS_STREAM,
+        }
+    }
+
+    pub fn consumer(self) -> &'static str {
+        match self {
+            Feed::Events => CONSUMER,
+            Feed::Beats => BEATS_CONSUMER,
+        }
+    }
+
+    /// The subjects of a store's stream this feed sources.
+    fn filter(self) -> &'static str {
+        match self {
+            Feed::Events => "redeemd.events.>",
+            Feed::Beats => "redeemd.status.>",
+        }
+    }
+
+    /// The hub stream's config, with exactly the stores listed as sources.
+    pub fn config(self, stores: &[String]) -> serde_json::Value {
+        let sources: Vec<serde_json::Value> = stores
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": STORE_STREAM,
+                    "filter_subject": self.filter(),
+                    "external": { "api": format!("$JS.{s}.API"), "deliver": "" },
+                })
+            })
+            .collect();
+        let mut config = serde_json::json!({
+            "name": self.stream(),
+            "subjects": [],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": 1,
+            "discard": "old",
+            // Sourced messages keep their `Nats-Msg-Id` (`<till>:<row>:<version>`), so a
+            // repeat is dropped here too: till names are unique in the merchant, and the
+            // read model flags a name heard from two stores (`name_clash`).
+            "duplicate_window": 120_000_000_000_u64,
+            "sources": sources,
+        });
+        match self {
+            Feed::Events => config["max_age"] = (CHAIN_MAX_AGE_DAYS * NS_PER_DAY).into(),
+            // A beat's subject names its store and till: one message each is the latest.
+            Feed::Beats => config["max_msgs_per_subject"] = 1.into(),
+        }
+        config
+    }
+
+    /// The hub stream, with exactly the stores listed as sources.
+    pub async fn ensure(
+        self,
+        client: &async_nats::Client,
+        stores: &[String],
+    ) -> Result<(), String> {
+        create_or_update_stream(client, "$JS.API", &self.config(stores)).await
+    }
 }
 
 /// HQ's bucket of redeemed codes: one value per key, deletes kept as markers (so that the
@@ -91,13 +143,14 @@ pub async fn ensure_mirror(
         .map_err(|e| format!("store {store}: {e}"))
 }
 
-/// The durable pull consumer the read model is fed by: everything, in stream order,
+/// A durable pull consumer the read model is fed by: everything, in stream order,
 /// acknowledged up to a message (`ack_policy: all`) once its batch is committed.
-pub async fn ensure_consumer(client: &async_nats::Client) -> Result<(), String> {
+pub async fn ensure_consumer(client: &async_nats::Client, feed: Feed) -> Result<(), String> {
+    let (stream, consumer) = (feed.stream(), feed.consumer());
     let body = serde_json::json!({
-        "stream_name": CHAIN_STREAM,
+        "stream_name": stream,
         "config": {
-            "durable_name": CONSUMER,
+            "durable_name": consumer,
             "deliver_policy": "all",
             "ack_policy": "all",
             "ack_wait": 60_000_000_000_u64,
@@ -107,27 +160,28 @@ pub async fn ensure_consumer(client: &async_nats::Client) -> Result<(), String> 
     });
     match request(
         client,
-        format!("$JS.API.CONSUMER.DURABLE.CREATE.{CHAIN_STREAM}.{CONSUMER}"),
+        format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
         &body,
     )
     .await
     {
         Ok(_) => Ok(()),
-        Err((_, e)) => Err(format!("JetStream refused the consumer {CONSUMER}: {e}")),
+        Err((_, e)) => Err(format!("JetStream refused the consumer {consumer}: {e}")),
     }
 }
 
-/// Forgets the consumer, so that the next one reads the stream from its start.
-pub async fn delete_consumer(client: &async_nats::Client) -> Result<(), String> {
+/// Forgets a consumer, so that the next one reads its stream from the start.
+pub async fn delete_consumer(client: &async_nats::Client, feed: Feed) -> Result<(), String> {
+    let (stream, consumer) = (feed.stream(), feed.consumer());
     match request(
         client,
-        format!("$JS.API.CONSUMER.DELETE.{CHAIN_STREAM}.{CONSUMER}"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),
         &serde_json::json!({}),
     )
     .await
     {
         // 10014: no such consumer (a first rebuild); 10059: no stream yet.
         Ok(_) | Err((Some(10014 | 10059), _)) => Ok(()),
-        Err((_, e)) => Err(format!("cannot delete the consumer {CONSUMER}: {e}")),
+        Err((_, e)) => Err(format!("cannot delete the consumer {consumer}: {e}")),
     }
 }

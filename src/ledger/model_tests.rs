@@ -6,6 +6,7 @@ use super::schema::open_rw;
 use super::store::{self, NewScan, Refusal, Retry};
 use crate::config::Api;
 use crate::model::code::Code;
+use crate::model::scan::Sale;
 use crate::model::state::{Settle, State, TillOutcome};
 use crate::route::Routed;
 use proptest::prelude::*;
@@ -191,7 +192,7 @@ proptest! {
                     }
                 }
                 Op::Refuse => {
-                    store::record_refusal(&mut conn, &Refusal { shown_code: "****1234", reason: "payment code, not a coupon", scanner: "s", till: "t", aim_id: None, at }).unwrap();
+                    store::record_refusal(&mut conn, &Refusal { shown_code: "****1234", reason: "payment code, not a coupon", scanner: "s", till: "t", aim_id: None, at, sale: &Sale::default() }).unwrap();
                     refusals += 1;
                 }
                 Op::DecideOffline(i, allowed) => {

@@ -258,6 +258,11 @@ BEGIN
     INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, OLD.version + 1);
 END;
 "#,
+    // 10: a code voided and scanned again starts a new sale on its row; the earlier sales
+    // (their order and their void) are kept here, one line each, oldest first.
+    r#"
+ALTER TABLE redemptions ADD COLUMN past_sales TEXT;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -41,7 +41,7 @@ pub(super) const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, 
     next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time, \
     resolved_at, resolved_by, resolution, order_id, amount, cashier, title, kind, value, \
     void_state, void_reason, voided_by, voided_at, return_request_no, \
-    next_void_at, returned_at, guard";
+    next_void_at, returned_at, guard, past_sales";
 
 fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -110,6 +110,10 @@ pub(super) fn read_row_at(r: &rusqlite::Row, o: usize) -> Result<Row> {
             None => None,
             Some(g) => Some(Guard::parse(&g).ok_or_else(|| bad_value(o + 40, "guard", &g))?),
         },
+        past_sales: r
+            .get::<_, Option<String>>(o + 41)?
+            .map(|p| p.lines().map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -281,7 +285,10 @@ pub(super) fn record_scan_with(
                 // over. The unconfirmed flag stays, so a call that may have gone out is
                 // resolved before anything is sent again.
                 State::Cancelled => {
-                    row = reopen(&tx, row.id, s.at, s.sale)?;
+                    row = match &row.void {
+                        Some(void) => new_sale(&tx, &row, void, s.at, s.sale)?,
+                        None => reopen(&tx, row.id, s.at, s.sale)?,
+                    };
                     true
                 }
                 State::Queued => row.till_outcome.is_none(),
@@ -391,6 +398,41 @@ fn reopen(conn: &Connection, id: i64, at: Millis, sale: &Sale) -> Result<Row> {
     )
 }
 
+/// Queues a void-cancelled row again for a new sale: as [`reopen`], but the voided sale
+/// (its order and its void) goes to the row's history (`past_sales`, and a `new_sale`
+/// entry in `attempts`), and the row carries only the new sale, which can be voided in its
+/// turn.
+fn new_sale(conn: &Connection, row: &Row, void: &Void, at: Millis, sale: &Sale) -> Result<Row> {
+    let past = crate::model::void::past_sale(row, void);
+    exec(
+        conn,
+        "INSERT INTO attempts (redemption_id, call, started_at, ended_at, outcome, detail) \
+         VALUES (?1, 'new_sale', ?2, ?2, 'reopened', ?3)",
+        params![row.id, at, past],
+    )?;
+    conn.prepare_cached(&format!(
+        "UPDATE redemptions SET state = 'queued', till_outcome = NULL, reason = NULL, \
+         next_attempt_at = ?2, updated_at = ?2, note = ?3, \
+         order_id = ?4, amount = ?5, cashier = ?6, \
+         void_state = NULL, void_reason = NULL, voided_by = NULL, voided_at = NULL, \
+         return_request_no = NULL, next_void_at = NULL, returned_at = NULL, \
+         past_sales = CASE WHEN past_sales IS NULL THEN ?7 ELSE past_sales || char(10) || ?7 END \
+         WHERE id = ?1 RETURNING {COLUMNS}"
+    ))?
+    .query_row(
+        params![
+            row.id,
+            at,
+            REOPENED_BY_RESCAN,
+            sale.order_id,
+            sale.amount,
+            sale.cashier,
+            past
+        ],
+        read_row,
+    )
+}
+
 /// At start: rows whose first read never got an answer (the process died while the
 /// cashier waited) and that may not be accepted offline are refused, as the till would have
 /// refused them: nobody was told they were accepted, and the customer may be gone.
@@ -471,6 +513,8 @@ pub struct Refusal<'a> {
     pub till: &'a str,
     pub aim_id: Option<&'a str>,
     pub at: Millis,
+    /// The sale the POS named with the scan: kept, so the sale finds its refused scans.
+    pub sale: &'a Sale,
 }
 
 pub fn record_refusal(conn: &mut Connection, r: &Refusal) -> Result<Row> {
@@ -478,8 +522,19 @@ pub fn record_refusal(conn: &mut Connection, r: &Refusal) -> Result<Row> {
     exec(
         &tx,
         "INSERT INTO redemptions (code, api, aim_id, state, reason, till_outcome, scanner, till, \
-         scanned_at, updated_at) VALUES (?1, NULL, ?2, 'rejected', ?3, 'rejected', ?4, ?5, ?6, ?6)",
-        params![r.shown_code, r.aim_id, r.reason, r.scanner, r.till, r.at],
+         scanned_at, updated_at, order_id, amount, cashier) \
+         VALUES (?1, NULL, ?2, 'rejected', ?3, 'rejected', ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+        params![
+            r.shown_code,
+            r.aim_id,
+            r.reason,
+            r.scanner,
+            r.till,
+            r.at,
+            r.sale.order_id,
+            r.sale.amount,
+            r.sale.cashier
+        ],
     )?;
     let id = tx.last_insert_rowid();
     let row = get_in(&tx, id)?;

@@ -15,4 +15,5 @@ pub mod reason;
 pub mod row;
 pub mod scan;
 pub mod state;
+pub mod text;
 pub mod void;

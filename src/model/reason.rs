@@ -158,6 +158,11 @@ const TABLE: &[(Match, &str, &str)] = &[
         "离线受理后被微信拒绝",
     ),
     (
+        Starts("invalid encrypted code"),
+        "invalid_encrypted_code",
+        "加密券码无效，无法解码",
+    ),
+    (
         Starts("invalid code"),
         "invalid_code",
         "无效券码：微信不认识此码，或不属于此卡券",
@@ -281,7 +286,51 @@ const TABLE: &[(Match, &str, &str)] = &[
         "unknown_after_unanswered",
         "此前的核销请求未获应答，可能已被本机核销，请核对",
     ),
+    (
+        Starts("WeChat rate limit"),
+        "rate_limited",
+        "微信限流，稍后自动重试",
+    ),
+    (
+        Starts("WeChat system busy"),
+        "wechat_busy",
+        "微信系统繁忙，稍后自动重试",
+    ),
+    (
+        Starts("WeChat rejected a freshly refreshed access token"),
+        "access_token_rejected",
+        "微信不接受刚刷新的 access_token，稍后自动重试",
+    ),
+    (
+        Starts("unexpected WeChat errcode"),
+        "unexpected_errcode",
+        "微信返回了未知错误码，稍后自动重试",
+    ),
+    (
+        Starts("WeChat Pay rejected the signature"),
+        "signature_rejected",
+        "微信支付不接受签名（请检查本机时钟），稍后自动重试",
+    ),
+    (
+        Starts("WeChat asked us to slow down"),
+        "throttled",
+        "微信要求降低请求频率，稍后自动重试",
+    ),
+    (
+        Starts("WeChat not reached"),
+        "wechat_unreachable",
+        "无法连接微信，稍后自动重试",
+    ),
+    (
+        Starts("WeChat's answer was lost"),
+        "answer_lost",
+        "微信的应答丢失，将用同一请求再次询问",
+    ),
+    (Starts("will retry"), "retrying", "暂未核销，稍后自动重试"),
 ];
+
+/// The code of a reason this table does not know.
+pub const OTHER: &str = "other";
 
 fn entry(reason: &str) -> Option<&'static (Match, &'static str, &'static str)> {
     TABLE.iter().find(|(m, _, _)| match m {
@@ -293,7 +342,7 @@ fn entry(reason: &str) -> Option<&'static (Match, &'static str, &'static str)> {
 /// The stable code of a stored reason; `other` for one this table does not know (WeChat's
 /// errcodes redeemd does not know, transport errors).
 pub fn code_of(reason: &str) -> &'static str {
-    entry(reason).map_or("other", |(_, code, _)| code)
+    entry(reason).map_or(OTHER, |(_, code, _)| code)
 }
 
 /// A stored reason as `lang` reads it, and the `detail` to show beside it: the stored text
@@ -343,7 +392,13 @@ mod tests {
             ("claimed here at 14:03 and never recorded (this till stopped first); till till-2 found the claim and turned the code away: ask till till-2 what the customer was told", "claim_abandoned_here"),
             ("refused at the till: WeChat did not answer and the store guard could not be asked whether another till has it (offline.require_store_guard)", "refused_offline_no_store_guard"),
             ("refused at the till: WeChat did not answer and the chain records this code as already redeemed at store store12 (till till-1, 2026-12-01 14:03)", "redeemed_at_other_store"),
-            ("unexpected WeChat errcode 61007: api unauthorized", "other"),
+            ("unexpected WeChat errcode 61007: api unauthorized", "unexpected_errcode"),
+            ("WeChat not reached; will retry: error sending request: connection refused", "wechat_unreachable"),
+            ("WeChat's answer was lost; will ask again: operation timed out", "answer_lost"),
+            ("WeChat asked us to slow down; will retry: HTTP 503", "throttled"),
+            ("will retry: HTTP 500 SYSTEM_ERROR", "retrying"),
+            ("WeChat rate limit (45011)", "rate_limited"),
+            ("something redeemd never wrote", "other"),
         ];
         for (reason, code) in table {
             assert_eq!(code_of(reason), code, "{reason}");

@@ -50,6 +50,9 @@ pub struct Row {
     pub void: Option<Void>,
     /// How the store guard's claim went (`None`: no `[store]`, or a row from before it).
     pub guard: Option<Guard>,
+    /// Earlier sales of this code, voided before it was scanned again for a new one (see
+    /// `model::void::past_sale`), oldest first.
+    pub past_sales: Vec<String>,
 }
 
 /// How the store's claim on a code went for its row.

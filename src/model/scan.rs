@@ -27,6 +27,9 @@ pub struct Sale {
 /// The longest `order_id` and `cashier` accepted.
 pub const MAX_ORDER_ID: usize = 64;
 pub const MAX_CASHIER: usize = 32;
+/// The largest `amount` accepted, in fen: ¥100,000,000.00, far above any till's sale and
+/// well inside what every JSON reader holds exactly (2^53).
+pub const MAX_AMOUNT: i64 = 10_000_000_000;
 
 impl Sale {
     pub fn is_empty(&self) -> bool {
@@ -49,8 +52,10 @@ impl Sale {
                 Some(t) => Ok(Some(t)),
             }
         };
-        if amount.is_some_and(|a| a < 0) {
-            return Err("amount: the sale's total in fen, 0 or more".into());
+        if amount.is_some_and(|a| !(0..=MAX_AMOUNT).contains(&a)) {
+            return Err(format!(
+                "amount: the sale's total in fen, 0 to {MAX_AMOUNT}"
+            ));
         }
         Ok(Sale {
             order_id: text(order_id, "order_id", MAX_ORDER_ID)?,

@@ -15,6 +15,9 @@
 
 use std::fmt;
 
+/// The longest note a manager's resolve may carry, in characters.
+pub const MAX_NOTE: usize = 2000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Recorded, not yet confirmed by WeChat.
@@ -262,7 +265,14 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
         // A cancelled row keeps the till's refusal as its reason: that is what a manager
         // needs to read, not the transport error of a call that was already in flight.
         Settle::Retry { reason, throttled } => Change {
-            reason: (!cancelled).then(|| reason.clone()),
+            reason: (!cancelled).then(|| {
+                let kind = if *throttled {
+                    Transient::Throttled
+                } else {
+                    Transient::Retry
+                };
+                transient(kind, reason)
+            }),
             ..keep(if *throttled {
                 Schedule::Throttled
             } else {
@@ -277,7 +287,7 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
         } => Change {
             state: s.state,
             unconfirmed: *unconfirmed_before,
-            reason: (!cancelled).then(|| reason.clone()),
+            reason: (!cancelled).then(|| transient(Transient::NotSent, reason)),
             schedule: if cancelled && !unconfirmed_before {
                 Schedule::Never
             } else {
@@ -288,7 +298,7 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
         Settle::Unknown { reason } => Change {
             state: s.state,
             unconfirmed: true,
-            reason: (!cancelled).then(|| reason.clone()),
+            reason: (!cancelled).then(|| transient(Transient::Lost, reason)),
             schedule: Schedule::Backoff,
             redeemed: false,
         },
@@ -300,6 +310,41 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
             redeemed: false,
         },
     }
+}
+
+/// Why a row waits for another try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    /// WeChat did not redeem it now and asked for nothing in particular.
+    Retry,
+    /// WeChat asked us to slow down.
+    Throttled,
+    /// The call never left (no connection, no token).
+    NotSent,
+    /// The call left and its answer was lost.
+    Lost,
+}
+
+/// The prefixes a waiting row's reason gets, so that every one has a stable `reason_code`
+/// (`model::reason`) whatever words the transport or WeChat put after it.
+pub const WILL_RETRY: &str = "will retry";
+pub const SLOWED_DOWN: &str = "WeChat asked us to slow down; will retry";
+pub const NOT_REACHED: &str = "WeChat not reached; will retry";
+pub const ANSWER_LOST: &str = "WeChat's answer was lost; will ask again";
+
+/// A waiting row's reason: a reason that has a code of its own (the quota, a rate limit)
+/// stays as it is; any other gets the prefix of its kind.
+pub fn transient(kind: Transient, reason: &str) -> String {
+    if crate::model::reason::code_of(reason) != crate::model::reason::OTHER {
+        return reason.to_string();
+    }
+    let prefix = match kind {
+        Transient::Retry => WILL_RETRY,
+        Transient::Throttled => SLOWED_DOWN,
+        Transient::NotSent => NOT_REACHED,
+        Transient::Lost => ANSWER_LOST,
+    };
+    format!("{prefix}: {reason}")
 }
 
 /// Rows the dispatcher still works on: queued ones, and cancelled ones whose last attempt's

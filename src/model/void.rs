@@ -10,12 +10,16 @@
 //! ```
 
 use crate::model::api::Api;
+use crate::model::row::{Row, Void};
 use crate::model::state::State;
 
 pub const VOIDED_BEFORE_REDEMPTION: &str = "voided before WeChat confirmed it (never redeemed)";
 pub const VOIDED_CARD: &str =
     "voided after redemption: card codes cannot be returned; compensate the customer";
 pub const VOID_FAILED: &str = "voided, but WeChat Pay refused to return the coupon";
+
+/// The longest reason a void may give, in characters.
+pub const MAX_REASON: usize = 500;
 
 /// What a void does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,18 @@ impl VoidPlan {
     }
 }
 
+/// Every result a void request is counted under (`redeemd_voids_total{result}`): a plan,
+/// `already` (voided before), or `refused` (no such redemption, or the ledger failed).
+pub const RESULTS: [&str; 7] = [
+    "cancelled",
+    "return_pending",
+    "card_in_review",
+    "nothing_to_undo",
+    "in_review",
+    "already",
+    "refused",
+];
+
 pub fn plan(state: State, api: Option<Api>) -> VoidPlan {
     match (state, api) {
         (State::Queued, _) => VoidPlan::Cancel,
@@ -52,6 +68,25 @@ pub fn plan(state: State, api: Option<Api>) -> VoidPlan {
         (State::Rejected | State::Cancelled | State::Returned, _) => VoidPlan::Nothing,
         (State::Review, _) => VoidPlan::ResolveFirst,
     }
+}
+
+/// One line of a row's history for a sale that was voided before the code was scanned
+/// again for a new one: its order and its void, as `past_sales` keeps them.
+pub fn past_sale(row: &Row, void: &Void) -> String {
+    let mut line = format!("order {}", row.order_id.as_deref().unwrap_or("-"));
+    if let Some(amount) = row.amount {
+        line.push_str(&format!(", amount {amount}"));
+    }
+    if let Some(cashier) = &row.cashier {
+        line.push_str(&format!(", cashier {cashier}"));
+    }
+    line.push_str(&format!("; voided {}", crate::clock::rfc3339(void.at)));
+    if let Some(by) = &void.by {
+        line.push_str(&format!(" by {by}"));
+    }
+    line.push_str(&format!(": {}", void.reason));
+    // One line per sale, whatever an older ledger holds.
+    line.replace(['\n', '\r'], " ")
 }
 
 /// What a return's answer means.
@@ -86,6 +121,7 @@ mod tests {
         ];
         for (state, api, want) in table {
             assert_eq!(plan(state, api), want, "{state} {api:?}");
+            assert!(RESULTS.contains(&want.as_str()), "{want:?} is counted");
         }
     }
 }

@@ -445,6 +445,7 @@ impl Intake {
         let at = scan.at;
         let shown = shown_code.clone();
         let why = reason.clone();
+        let sale = scan.sale.clone();
         let res = self
             .ledger
             .call(move |c| {
@@ -457,6 +458,7 @@ impl Intake {
                         till: &till,
                         aim_id: aim_id.as_deref(),
                         at,
+                        sale: &sale,
                     },
                 )
             })

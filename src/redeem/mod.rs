@@ -69,3 +69,6 @@ impl Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod reasons_tests;

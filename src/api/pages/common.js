@@ -85,11 +85,16 @@ function when(ts) {
   return (ts || "").replace("T", " ").slice(0, 19);
 }
 
+// Control characters an older ledger may hold, shown as escapes rather than passed on.
+function printable(s) {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => "\\u{" + c.charCodeAt(0).toString(16) + "}");
+}
+
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
   }
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : printable(String(c))));
   return e;
 }
