@@ -292,6 +292,11 @@ impl Daemon {
         let (_ev_tx, mut ev_rx) = mpsc::channel(256);
         // Rows whose cashier died with the last process are settled before anything sends.
         refuse_unanswered(&self.ledger, config.clone(), self.clock.now_ms(), &self.bus).await?;
+        // Row changes fill the chain's outbox only on a till that publishes to one.
+        let publishing = self.config.store.is_some();
+        self.ledger
+            .call(move |c| crate::ledger::events::set_publishing(c, publishing))
+            .await?;
         let mut sources = scanner::spawn_all(
             &config.scanners,
             _ev_tx.clone(),

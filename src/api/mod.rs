@@ -114,8 +114,29 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .merge(api)
         .layer(middleware::from_fn_with_state(state.clone(), host_guard))
+        .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Every refusal is JSON `{"error"}`, as the OpenAPI file says: the framework's own
+/// plain-text refusals (a path that is not valid UTF-8 once decoded, say) are wrapped.
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let plain = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !(res.status().is_client_error() && plain) {
+        return res;
+    }
+    let status = res.status();
+    let text = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("refused").to_string(),
+    };
+    error(status, text)
 }
 
 /// Every path, pages included: only the names this daemon serves (see [`host`]).
@@ -379,6 +400,9 @@ struct ListQuery {
     order_id: Option<String>,
 }
 
+/// The most rows one `GET /v1/redemptions` answers.
+const MAX_LIMIT: usize = 1000;
+
 /// The log filters from a query string; `Err` is the message for a 400.
 fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
@@ -394,23 +418,34 @@ fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
         }
     };
     let code_suffix = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    if code_suffix.is_some_and(|s| s.len() > 64) {
+    if code_suffix.is_some_and(|s| s.chars().count() > 64) {
         return Err("q: at most 64 characters".into());
+    }
+    let order_id = q
+        .order_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    if order_id.is_some_and(|o| {
+        o.chars().count() > crate::model::scan::MAX_ORDER_ID || o.chars().any(char::is_control)
+    }) {
+        return Err(format!(
+            "order_id: at most {} characters, no control characters",
+            crate::model::scan::MAX_ORDER_ID
+        ));
+    }
+    if q.limit.is_some_and(|l| l > MAX_LIMIT) {
+        return Err(format!("limit: 0 to {MAX_LIMIT}"));
     }
     Ok(Filter {
         state,
         since: when(&q.since, "since")?,
         until: when(&q.until, "until")?,
         code_suffix: code_suffix.map(String::from),
-        limit: Some(q.limit.unwrap_or(100).min(1000)),
+        limit: Some(q.limit.unwrap_or(100)),
         newest_first: true,
         unresolved: false,
-        order_id: q
-            .order_id
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from),
+        order_id: order_id.map(String::from),
     })
 }
 

@@ -101,6 +101,7 @@ pub fn router(state: FleetState, hosts: Arc<HostPolicy>) -> Router {
                 next.run(req).await
             }
         }))
+        .layer(middleware::from_fn(crate::api::json_errors))
         .with_state(state)
 }
 
@@ -197,7 +198,10 @@ fn filter_of(q: ListParams, default_limit: usize, max: usize) -> Result<RowFilte
         state,
         since: when(&q.since, "since")?,
         until: when(&q.until, "until")?,
-        limit: Some(q.limit.unwrap_or(default_limit).min(max)),
+        limit: match q.limit {
+            Some(l) if l > max => return Err(format!("limit: 0 to {max}")),
+            l => Some(l.unwrap_or(default_limit)),
+        },
     })
 }
 

@@ -66,6 +66,27 @@ pub fn outbox_len(conn: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
+/// Whether this till publishes to a chain: when it does, every row change fills the
+/// outbox. Turned on, every row goes in the outbox at its latest version (a till that joins
+/// a chain sends its history once); turned off, the outbox is emptied (nothing drains it).
+pub fn set_publishing(conn: &mut Connection, on: bool) -> Result<()> {
+    let tx = super::store::immediate(conn)?;
+    let was: bool = tx.query_row("SELECT publishing FROM chain_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
+    if on && !was {
+        tx.execute(
+            "INSERT INTO event_outbox (row_id, version) SELECT id, version FROM redemptions \
+             WHERE id NOT IN (SELECT row_id FROM event_outbox) ORDER BY id",
+            [],
+        )?;
+    } else if !on && was {
+        tx.execute("DELETE FROM event_outbox", [])?;
+    }
+    tx.execute("UPDATE chain_state SET publishing = ?1 WHERE id = 1", [on])?;
+    tx.commit()
+}
+
 /// How many rows wait for a person.
 pub fn review_count(conn: &Connection) -> Result<i64> {
     conn.prepare_cached(
@@ -176,5 +197,38 @@ mod tests {
         assert_eq!(row.title.as_deref(), Some("Coffee"));
         let void = row.void.unwrap();
         assert_eq!((void.reason.as_str(), void.at), ("sale voided", 5));
+    }
+
+    /// A till that publishes nowhere writes nothing to the outbox, but its rows still count
+    /// versions; joining a chain puts every row in at its latest version, once.
+    #[test]
+    fn a_till_outside_a_chain_keeps_no_outbox_and_sends_its_history_on_joining() {
+        let mut c = ledger();
+        let a = insert(&c, "A1234567890");
+        set_publishing(&mut c, false).unwrap();
+        assert_eq!(outbox_len(&c).unwrap(), 0, "leaving empties the outbox");
+        let b = insert(&c, "B1234567890");
+        c.execute(
+            "UPDATE redemptions SET state = 'redeemed' WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+        assert_eq!(
+            outbox_len(&c).unwrap(),
+            0,
+            "nothing is written while outside"
+        );
+        set_publishing(&mut c, false).unwrap();
+        set_publishing(&mut c, true).unwrap();
+        assert_eq!(entries(&c), vec![(a, 2, true), (b, 1, true)]);
+        set_publishing(&mut c, true).unwrap();
+        assert_eq!(
+            outbox_len(&c).unwrap(),
+            2,
+            "joining twice sends nothing twice"
+        );
+        c.execute("UPDATE redemptions SET scans = 2 WHERE id = ?1", [b])
+            .unwrap();
+        assert_eq!(entries(&c), vec![(a, 2, true), (b, 2, true)]);
     }
 }

@@ -263,6 +263,40 @@ END;
     r#"
 ALTER TABLE redemptions ADD COLUMN past_sales TEXT;
 "#,
+    // 11: a till that publishes to no chain pays nothing for the outbox. `chain_state`
+    // says whether the daemon publishes (set at each start from `[store]`); the triggers
+    // fill the outbox only then. Versions count every change either way, so a till that
+    // joins a chain later sends each row once, at its latest version (`set_publishing`).
+    r#"
+CREATE TABLE chain_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    publishing  INTEGER NOT NULL
+);
+INSERT INTO chain_state (id, publishing) VALUES (1, 1);
+DROP TRIGGER events_new;
+DROP TRIGGER events_change;
+CREATE TRIGGER events_new AFTER INSERT ON redemptions
+    WHEN (SELECT publishing FROM chain_state WHERE id = 1)
+BEGIN
+    DELETE FROM event_outbox WHERE row_id = NEW.id;
+    INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, NEW.version);
+END;
+CREATE TRIGGER events_change AFTER UPDATE OF state, reason, scans, redeemed_at, resolution,
+    order_id, amount, title, value, void_state, guard ON redemptions
+    WHEN OLD.state IS NOT NEW.state OR OLD.reason IS NOT NEW.reason
+        OR OLD.scans IS NOT NEW.scans OR OLD.redeemed_at IS NOT NEW.redeemed_at
+        OR OLD.resolution IS NOT NEW.resolution OR OLD.order_id IS NOT NEW.order_id
+        OR OLD.amount IS NOT NEW.amount OR OLD.title IS NOT NEW.title
+        OR OLD.value IS NOT NEW.value OR OLD.void_state IS NOT NEW.void_state
+        OR OLD.guard IS NOT NEW.guard
+BEGIN
+    UPDATE redemptions SET version = OLD.version + 1 WHERE id = NEW.id;
+    DELETE FROM event_outbox WHERE row_id = NEW.id
+        AND (SELECT publishing FROM chain_state WHERE id = 1);
+    INSERT INTO event_outbox (row_id, version) SELECT NEW.id, OLD.version + 1
+        WHERE (SELECT publishing FROM chain_state WHERE id = 1);
+END;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
