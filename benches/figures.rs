@@ -116,6 +116,10 @@ fn pipeline_with(
     guard: Option<Arc<StoreGuard>>,
 ) -> Pipeline {
     let clock: SharedClock = Arc::new(SystemClock);
+    // As the daemon does at its start: only a till with [store] fills the chain's outbox.
+    let mut conn = redeemd::ledger::open_rw(db).unwrap();
+    redeemd::ledger::events::set_publishing(&mut conn, guard.is_some()).unwrap();
+    drop(conn);
     let ledger = Ledger::open(db).unwrap();
     let bus = Bus::new();
     let (new_rows, new_rows_rx) = redeemd::redeem::new_rows();
