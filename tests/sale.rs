@@ -7,7 +7,6 @@ mod support;
 
 use redeemd::sim::{SimCard, SimCode};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Instant;
 use support::*;
 
@@ -259,17 +258,8 @@ fn a_voided_coupon_is_returned_at_most_once() {
     d.kill9();
 
     // Voided from the command line while the daemon is down: recorded, pending.
-    let out = Command::new(bin())
-        .args(["void", "--config"])
-        .arg(&till.config)
-        .args([&id.to_string(), "--reason", "顾客退货"])
-        .output()
-        .expect("redeemd void");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, _, stderr) = till.cli(&["void", &id.to_string(), "--reason", "顾客退货"]);
+    assert!(status.success(), "{stderr}");
     let row = till.row(code);
     assert_eq!(row["void"]["state"], "pending", "{row}");
     let rrn = row["void"]["return_request_no"]
@@ -435,17 +425,8 @@ fn a_forwarded_payment_code_reaches_only_the_pos() {
 fn quotas_are_read_by_check_and_exported() {
     let till = Till::new(Setup::default());
     till.sim.card.update_faults(|f| f.daily_quota = Some(5000));
-    let out = Command::new(bin())
-        .args(["check", "--quota", "--config"])
-        .arg(&till.config)
-        .output()
-        .expect("redeemd check --quota");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, stdout, stderr) = till.cli(&["check", "--quota"]);
+    assert!(status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("/card/code/consume"), "{stdout}");
     assert!(stdout.contains("5000"), "{stdout}");
 
@@ -513,33 +494,13 @@ fn reasons_come_in_the_readers_language_with_a_stable_code() {
         listed[0]["reason"], "会员卡，不是优惠券，不予核销",
         "{listed}"
     );
-    let out = Command::new(bin())
-        .args(["log", "--json", "--lang", "en", "--config"])
-        .arg(&till.config)
-        .output()
-        .expect("redeemd log");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text, _) = till.cli(&["log", "--json", "--lang", "en"]);
     assert!(
         text.contains("\"reason\":\"member card, not a coupon\""),
         "{text}"
     );
     assert!(text.contains("\"reason_code\":\"member_card\""), "{text}");
     d.kill9();
-}
-
-/// Runs `redeemd <args> --config <till>` and gives its exit status and output.
-fn cli(till: &Till, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(&till.config)
-        .output()
-        .expect("redeemd");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn void(base: &str, id: i64, reason: &str) -> HttpResponse {
@@ -610,7 +571,7 @@ fn a_card_code_voided_and_scanned_again_is_a_new_sale_that_voids_again() {
         retried.body
     );
     assert_eq!(retried.body, r.body, "the same answer every time");
-    let (status, _, stderr) = cli(&till, &["void", &id.to_string(), "--reason", "again"]);
+    let (status, _, stderr) = till.cli(&["void", &id.to_string(), "--reason", "again"]);
     assert!(
         !status.success(),
         "redeemd void of a row in review fails: {stderr}"
@@ -677,7 +638,7 @@ fn a_coupon_voided_and_scanned_again_is_returned_by_the_next_void() {
     assert_eq!(used["outcome"], "redeemed", "{used}");
     assert_eq!(pay.used_count(code), 1);
 
-    let (status, stdout, stderr) = cli(&till, &["void", &id.to_string(), "--reason", "顾客退货"]);
+    let (status, stdout, stderr) = till.cli(&["void", &id.to_string(), "--reason", "顾客退货"]);
     assert!(status.success(), "{stdout}{stderr}");
     assert!(
         !stdout.contains("voided before"),
@@ -720,7 +681,7 @@ fn control_characters_are_refused_and_never_printed_raw() {
         &json!({ "note": "a\u{1b}b" }),
     );
     assert_eq!(r.status, 400, "{}", r.body);
-    let (status, _, stderr) = cli(&till, &["void", &id.to_string(), "--reason", "x\u{1b}[31m"]);
+    let (status, _, stderr) = till.cli(&["void", &id.to_string(), "--reason", "x\u{1b}[31m"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     d.kill9();
 
@@ -735,14 +696,14 @@ fn control_characters_are_refused_and_never_printed_raw() {
     .expect("an old row");
     drop(conn);
     for args in [&["export"][..], &["log"][..], &["review"][..]] {
-        let (status, stdout, stderr) = cli(&till, args);
+        let (status, stdout, stderr) = till.cli(args);
         assert!(status.success(), "{args:?}: {stderr}");
         assert!(
             !stdout.contains(['\x1b', '\0', '\x07']),
             "{args:?} printed a control character: {stdout:?}"
         );
     }
-    let (_, csv, _) = cli(&till, &["export"]);
+    let (_, csv, _) = till.cli(&["export"]);
     assert!(csv.contains("evil\\u{1b}]0;pwned\\u{7}\\u{0}"), "{csv}");
     let d = till.start();
     let csv = get(&d.http_url(), "/v1/export.csv").body;

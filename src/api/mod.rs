@@ -421,19 +421,11 @@ fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
     if code_suffix.is_some_and(|s| s.chars().count() > 64) {
         return Err("q: at most 64 characters".into());
     }
-    let order_id = q
-        .order_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    if order_id.is_some_and(|o| {
-        o.chars().count() > crate::model::scan::MAX_ORDER_ID || o.chars().any(char::is_control)
-    }) {
-        return Err(format!(
-            "order_id: at most {} characters, no control characters",
-            crate::model::scan::MAX_ORDER_ID
-        ));
-    }
+    let order_id = crate::model::text::optional(
+        q.order_id.as_deref(),
+        "order_id",
+        crate::model::scan::MAX_ORDER_ID,
+    )?;
     if q.limit.is_some_and(|l| l > MAX_LIMIT) {
         return Err(format!("limit: 0 to {MAX_LIMIT}"));
     }
@@ -445,7 +437,7 @@ fn filter_from(q: &ListQuery, now: i64) -> Result<Filter, String> {
         limit: Some(q.limit.unwrap_or(100)),
         newest_first: true,
         unresolved: false,
-        order_id: order_id.map(String::from),
+        order_id,
     })
 }
 

@@ -153,17 +153,15 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
         Ok(c) => c,
         Err(code) => return code,
     };
-    let note = match redeemd::model::text::checked(
+    let note = match text_arg(
+        "redeemd resolve",
         &note,
         "--note",
         "say what was decided",
         redeemd::model::state::MAX_NOTE,
     ) {
         Ok(n) => n,
-        Err(e) => {
-            eprintln!("redeemd resolve: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut conn = match ledger::open_rw(&config.database) {
         Ok(c) => c,
@@ -203,17 +201,15 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let reason = match redeemd::model::text::checked(
+    let reason = match text_arg(
+        "redeemd void",
         &reason,
         "--reason",
         "why the sale is voided",
         redeemd::model::void::MAX_REASON,
     ) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("redeemd void: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut conn = match ledger::open_rw(&config.database) {
         Ok(c) => c,
@@ -300,6 +296,21 @@ fn await_return(conn: &rusqlite::Connection, id: i64, rrn: &str) -> ExitCode {
 }
 
 /// Who runs the command, for the record.
+/// Free text a person typed, checked as the API checks it (`model::text::checked`), or exit
+/// code 2 with what is wrong.
+fn text_arg(
+    who: &str,
+    value: &str,
+    name: &str,
+    what: &str,
+    max: usize,
+) -> Result<String, ExitCode> {
+    redeemd::model::text::checked(value, name, what, max).map_err(|e| {
+        eprintln!("{who}: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn operator() -> String {
     std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))

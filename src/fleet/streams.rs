@@ -3,7 +3,7 @@
 //! - `REDEEMD_CHAIN` on the hub sources the row events (`redeemd.events.>`) of every
 //!   listed store's `REDEEMD_EVENTS` through `$JS.<store>.API` over the leaf-node link; the
 //!   server resumes each source where it stopped, and de-duplicates by `Nats-Msg-Id`. It
-//!   keeps events for [`CHAIN_MAX_AGE`]: the read model holds them for good; the stream is
+//!   keeps events for [`CHAIN_MAX_AGE_DAYS`] days: the read model holds them for good; the stream is
 //!   what a `--rebuild` reads.
 //! - `REDEEMD_BEATS` on the hub sources the status beats (`redeemd.status.>`) of the same
 //!   stores and keeps the latest beat of each till only, so beats never grow the hub.

@@ -2,6 +2,7 @@
 
 use crate::clock::Millis;
 use crate::model::frame::Frame;
+use crate::model::text;
 use std::sync::Arc;
 
 /// One complete read from a scanner.
@@ -42,25 +43,15 @@ impl Sale {
         amount: Option<i64>,
         cashier: Option<String>,
     ) -> Result<Sale, String> {
-        let text = |v: Option<String>, name: &str, max: usize| -> Result<Option<String>, String> {
-            match v.map(|t| t.trim().to_string()) {
-                None => Ok(None),
-                Some(t) if t.is_empty() => Ok(None),
-                Some(t) if t.chars().count() > max || t.chars().any(char::is_control) => Err(
-                    format!("{name}: at most {max} characters, no control characters"),
-                ),
-                Some(t) => Ok(Some(t)),
-            }
-        };
         if amount.is_some_and(|a| !(0..=MAX_AMOUNT).contains(&a)) {
             return Err(format!(
                 "amount: the sale's total in fen, 0 to {MAX_AMOUNT}"
             ));
         }
         Ok(Sale {
-            order_id: text(order_id, "order_id", MAX_ORDER_ID)?,
+            order_id: text::optional(order_id.as_deref(), "order_id", MAX_ORDER_ID)?,
             amount,
-            cashier: text(cashier, "cashier", MAX_CASHIER)?,
+            cashier: text::optional(cashier.as_deref(), "cashier", MAX_CASHIER)?,
         })
     }
 }

@@ -20,6 +20,18 @@ pub fn checked(value: &str, name: &str, what: &str, max: usize) -> Result<String
     Ok(t.to_string())
 }
 
+/// Text that may be left out (an order, a cashier): blank is `None`; otherwise at most
+/// `max` characters and no control character, or what is wrong with it.
+pub fn optional(value: Option<&str>, name: &str, max: usize) -> Result<Option<String>, String> {
+    match value.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) if t.chars().count() > max || t.chars().any(char::is_control) => Err(format!(
+            "{name}: at most {max} characters, no control characters"
+        )),
+        Some(t) => Ok(Some(t.to_string())),
+    }
+}
+
 /// `s` with every control character shown as `\u{…}` (tab, CR and LF as `\t`, `\r`, `\n`),
 /// so that no stored text can move a terminal's cursor, change its colours or cut a line.
 pub fn printable(s: &str) -> Cow<'_, str> {
@@ -67,6 +79,27 @@ mod tests {
         assert_eq!(
             ok("").unwrap_err(),
             "reason: why (1 to 5 characters, no control characters)"
+        );
+    }
+
+    #[test]
+    fn optional_text_in() {
+        let ok = |v: Option<&str>| optional(v, "order_id", 3);
+        #[rustfmt::skip]
+        let table: &[(Option<&str>, Option<Option<&str>>)] = &[
+            (None, Some(None)),
+            (Some("  "), Some(None)),
+            (Some(" O-1 "), Some(Some("O-1"))),
+            (Some("O-12"), None),
+            (Some("O\u{1b}"), None),
+        ];
+        for (input, want) in table {
+            let got = ok(*input);
+            assert_eq!(got.as_ref().ok().map(|o| o.as_deref()), *want, "{input:?}");
+        }
+        assert_eq!(
+            ok(Some("O-12")).unwrap_err(),
+            "order_id: at most 3 characters, no control characters"
         );
     }
 

@@ -187,6 +187,21 @@ offline = {route_offline}
     }
 
     /// `redeemd log --json`, parsed.
+    /// Runs `redeemd <args> --config <this till's config>`: its exit status, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("redeemd");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn log(&self) -> Vec<Value> {
         ledger_log(&self.config)
     }
