@@ -277,7 +277,7 @@ impl Daemon {
             till: config.till.clone(),
             route_names: Arc::new(config.routes.iter().map(|r| r.name.clone()).collect()),
             voids: voids_wake.clone(),
-            hosts: Arc::new(crate::api::host::HostPolicy {
+            hosts: Arc::new(crate::http::host::HostPolicy {
                 listen: config.http.listen.clone(),
                 allowed: config.http.allowed_hosts.clone(),
             }),

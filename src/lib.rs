@@ -20,6 +20,9 @@
 //! - [`model`]: the domain under all of them: states and their rules, codes (masked in
 //!   `Debug`), frames, scans, rows.
 //!
+//! - [`http`]: what the till's [`api`] and HQ's [`fleet`] page both serve with (host policy,
+//!   bounded connections, CSV, page headers, tokens).
+//!
 //! [`daemon`] wires them and starts what sends last; [`config`] is read once, below every
 //! part; [`sim`] is the simulated WeChat for the demo and the tests.
 
@@ -34,6 +37,7 @@ pub mod devices;
 pub(crate) mod duration;
 pub mod fleet;
 pub mod fuzzing;
+pub(crate) mod http;
 pub mod ledger;
 pub(crate) mod mask;
 pub mod metrics;

@@ -223,20 +223,6 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
 pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard,past_sales";
 
-pub fn csv_field(out: &mut impl Write, v: &str) -> std::io::Result<()> {
-    // Control characters an older ledger may hold are shown, never written raw (a terminal
-    // that prints the file would obey an ESC); quote what needs it; neutralise spreadsheet
-    // formulas (=, +, -, @ at the start).
-    let v = &*crate::model::text::printable(v);
-    let risky = v.starts_with(['=', '+', '-', '@']);
-    if v.contains([',', '"', '\n', '\r']) || risky {
-        let body = v.replace('"', "\"\"");
-        write!(out, "\"{}{body}\"", if risky { "'" } else { "" })
-    } else {
-        out.write_all(v.as_bytes())
-    }
-}
-
 pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
     writeln!(out, "{CSV_HEADER}")?;
     for e in entries {
@@ -277,13 +263,7 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
             e.guard.unwrap_or_default().into(),
             e.past_sales.join(" | "),
         ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.write_all(b",")?;
-            }
-            csv_field(out, f)?;
-        }
-        out.write_all(b"\n")?;
+        crate::http::csv::record(out, &fields)?;
     }
     Ok(())
 }

@@ -65,8 +65,17 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
     ),
     (
         &["fleet"],
-        &["redeem", "ledger", "scanner", "wechat", "daemon", "chain"],
-        "HQ reads the chain's stream; it knows no till's ledger or pipeline",
+        &[
+            "redeem", "ledger", "scanner", "wechat", "daemon", "chain", "api",
+        ],
+        "HQ reads the chain's stream; it knows no till's ledger or pipeline, and the till's API is not HQ's (both share src/http)",
+    ),
+    (
+        &["http"],
+        &[
+            "api", "fleet", "ledger", "redeem", "scanner", "wechat", "store", "chain", "daemon",
+        ],
+        "what both HTTP faces share knows neither",
     ),
 ];
 

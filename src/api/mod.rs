@@ -5,13 +5,12 @@
 //! from another origin (a web page open on the till must not be able to redeem codes), and
 //! off loopback every request needs the bearer token.
 
-pub(crate) mod host;
 pub(crate) mod pages;
 mod sale;
-pub(crate) mod serve;
 
 use crate::clock::SharedClock;
-use crate::config::{HttpConfig, Language, Listen};
+use crate::config::{HttpConfig, Language};
+use crate::http::{error, host, serve};
 use crate::ledger::store::{self, Filter, Resolved};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::{self, Metrics};
@@ -88,10 +87,6 @@ impl ApiState {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
 fn ledger_error(e: LedgerError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
@@ -114,67 +109,25 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .merge(api)
         .layer(middleware::from_fn_with_state(state.clone(), host_guard))
-        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(crate::http::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// Every refusal is JSON `{"error"}`, as the OpenAPI file says: the framework's own
-/// plain-text refusals (a path that is not valid UTF-8 once decoded, say) are wrapped.
-pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
-    let plain = res
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/plain"));
-    if !(res.status().is_client_error() && plain) {
-        return res;
-    }
-    let status = res.status();
-    let text = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(_) => status.canonical_reason().unwrap_or("refused").to_string(),
-    };
-    error(status, text)
-}
-
 /// Every path, pages included: only the names this daemon serves (see [`host`]).
 async fn host_guard(AxState(st): AxState<ApiState>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .map(|v| v.to_str().unwrap_or(""));
-    if !st.hosts.allows(host) {
-        return error(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!(
-                "Host {:?} is not a name this till's API serves: add it to [http] allowed_hosts",
-                host.unwrap_or("")
-            ),
-        );
+    match crate::http::misdirected(&st.hosts, &req, "this till's API") {
+        Some(refused) => refused,
+        None => next.run(req).await,
     }
-    next.run(req).await
 }
 
 /// Bearer token (when configured) and same-origin writes.
 async fn guard(AxState(st): AxState<ApiState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.token {
-        let from_header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // EventSource cannot set headers: the pages pass the token as ?token=.
-        let from_query = req.uri().query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        });
-        let given = from_header.map(str::to_string).or(from_query);
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    if let Some(token) = &st.token
+        && !crate::http::has_token(&req, token)
+    {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     if req.method() != Method::GET && !same_origin(req.headers()) {
         return error(
@@ -183,10 +136,6 @@ async fn guard(AxState(st): AxState<ApiState>, req: Request, next: Next) -> Resp
         );
     }
     next.run(req).await
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A request without `Origin` comes from an application (curl, the POS); one with it must
@@ -703,28 +652,15 @@ pub async fn serve(
         request_timeout: state.online_wait + 2 * http.idle_timeout,
     };
     let app = router(state);
-    match &http.listen {
-        Listen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            tracing::info!(event = "http_listening", address = %format!("http://{local}"), "HTTP API listening");
-            Ok(tokio::spawn(serve::run(app, limits, listener, stop)))
-        }
-        Listen::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            // A socket left by a previous run would make bind fail.
-            let _ = std::fs::remove_file(path);
-            let listener = tokio::net::UnixListener::bind(path)?;
-            // Whatever the umask (the unit's is 0077): the POS user in the service's group
-            // must be able to connect.
-            std::fs::set_permissions(
-                path,
-                std::os::unix::fs::PermissionsExt::from_mode(http.socket_mode),
-            )?;
-            tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "HTTP API listening");
-            Ok(tokio::spawn(serve::run(app, limits, listener, stop)))
-        }
-    }
+    // Whatever the umask (the unit's is 0077): the POS user in the service's group must be
+    // able to connect to a unix socket.
+    serve::bind(
+        &http.listen,
+        Some(http.socket_mode),
+        app,
+        limits,
+        stop,
+        "HTTP API",
+    )
+    .await
 }

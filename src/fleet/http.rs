@@ -2,13 +2,14 @@
 
 use super::FleetMetrics;
 use super::read_model::{self, RowFilter, RowView};
-use crate::api::host::HostPolicy;
-use crate::api::serve as listen;
+use crate::config::Language;
 use crate::config::fleet::FleetConfig;
-use crate::config::{Language, Listen};
+use crate::http::host::HostPolicy;
+use crate::http::serve as listen;
+use crate::http::{csv, error};
 use crate::model::claim::CodeKey;
 use crate::model::code::Code;
-use crate::report::{csv_field, parse_when};
+use crate::report::parse_when;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -34,10 +35,6 @@ pub struct FleetState {
     pub token: Option<Arc<str>>,
     pub stale_after: Duration,
     pub language: Language,
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 fn now_ms() -> i64 {
@@ -85,62 +82,31 @@ pub fn router(state: FleetState, hosts: Arc<HostPolicy>) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let hosts = hosts.clone();
             async move {
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .map(|v| v.to_str().unwrap_or(""));
-                if !hosts.allows(host) {
-                    return error(
-                        StatusCode::MISDIRECTED_REQUEST,
-                        format!(
-                            "Host {:?} is not a name this API serves: add it to [http] allowed_hosts",
-                            host.unwrap_or("")
-                        ),
-                    );
+                match crate::http::misdirected(&hosts, &req, "this API") {
+                    Some(refused) => refused,
+                    None => next.run(req).await,
                 }
-                next.run(req).await
             }
         }))
-        .layer(middleware::from_fn(crate::api::json_errors))
+        .layer(middleware::from_fn(crate::http::json_errors))
         .with_state(state)
 }
 
 /// The bearer token, when `http.token_file` is set (the page passes it as `?token=`).
 async fn bearer(State(st): State<FleetState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.token {
-        let from_header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
-        let from_query = req.uri().query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        });
-        let given = from_header.or(from_query);
-        if !given.is_some_and(|g| crate::api::constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    if let Some(token) = &st.token
+        && !crate::http::has_token(&req, token)
+    {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     next.run(req).await
 }
 
 async fn page(State(st): State<FleetState>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
-            ),
-            (header::X_FRAME_OPTIONS, "DENY"),
-        ],
+    crate::http::page(
         PAGE.replace("__LANG__", st.language.tag())
-            .replace("/*__COMMON_CSS__*/", crate::api::pages::COMMON_CSS),
+            .replace("/*__COMMON_CSS__*/", crate::http::COMMON_CSS),
     )
-        .into_response()
 }
 
 async fn tills(State(st): State<FleetState>) -> Response {
@@ -250,6 +216,7 @@ pub const CSV_HEADER: &str = "store,till,id,code_last4,api,state,reason,reason_c
 fn write_csv(rows: &[RowView]) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(rows.len() * 160);
     let _ = std::io::Write::write_all(&mut out, CSV_HEADER.as_bytes());
+    out.push(b'\n');
     for r in rows {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let s = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -274,15 +241,8 @@ fn write_csv(rows: &[RowView]) -> String {
             s(&r.void_state),
             s(&r.guard),
         ];
-        out.push(b'\n');
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let _ = csv_field(&mut out, f);
-        }
+        let _ = csv::record(&mut out, &fields);
     }
-    out.push(b'\n');
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -434,18 +394,13 @@ pub async fn serve(
         allowed: cfg.http.allowed_hosts.clone(),
     });
     let app = router(state, hosts);
-    match &cfg.http.listen {
-        Listen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            tracing::info!(event = "http_listening", address = %format!("http://{local}"), "fleet page and API listening");
-            Ok(tokio::spawn(listen::run(app, limits, listener, stop)))
-        }
-        Listen::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let listener = tokio::net::UnixListener::bind(path)?;
-            tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "fleet page and API listening");
-            Ok(tokio::spawn(listen::run(app, limits, listener, stop)))
-        }
-    }
+    listen::bind(
+        &cfg.http.listen,
+        None,
+        app,
+        limits,
+        stop,
+        "fleet page and API",
+    )
+    .await
 }

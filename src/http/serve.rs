@@ -168,3 +168,38 @@ fn timed_out() -> axum::response::Response {
     )
         .into_response()
 }
+
+/// Binds `listen` and serves `app` on it until `stop` turns true. A unix socket's folder is
+/// made, a socket left by a previous run removed, and with `socket_mode` the socket gets
+/// that mode whatever the umask. `what` names the server in the log.
+pub async fn bind(
+    listen: &crate::config::Listen,
+    socket_mode: Option<u32>,
+    app: Router,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    what: &'static str,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use crate::config::Listen;
+    match listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!(event = "http_listening", address = %format!("http://{local}"), "{what} listening");
+            Ok(tokio::spawn(run(app, limits, listener, stop)))
+        }
+        Listen::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            // A socket left by a previous run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)?;
+            if let Some(mode) = socket_mode {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+            }
+            tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "{what} listening");
+            Ok(tokio::spawn(run(app, limits, listener, stop)))
+        }
+    }
+}
