@@ -263,18 +263,105 @@ END;
     r#"
 ALTER TABLE redemptions ADD COLUMN past_sales TEXT;
 "#,
-    // 11: a till that publishes to no chain pays nothing for the outbox. `chain_state`
-    // says whether the daemon publishes (set at each start from `[store]`); the triggers
-    // fill the outbox only then. Versions count every change either way, so a till that
-    // joins a chain later sends each row once, at its latest version (`set_publishing`).
+    // 11: what a new row costs. A till that publishes to no chain pays nothing for the
+    // outbox: `chain_state` says whether the daemon publishes (set at each start from
+    // `[store]`), and the triggers fill the outbox only then; versions count every change
+    // either way, so a till that joins a chain later sends each row once, at its latest
+    // version (`events::set_publishing`). And the table is rebuilt (foreign keys off, see
+    // `migrate`) with its CHECKs written as comparisons: SQLite checks `x IN (a, b, c)`
+    // against a temporary b-tree it builds for every row written, three per insert here.
     r#"
 CREATE TABLE chain_state (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     publishing  INTEGER NOT NULL
 );
 INSERT INTO chain_state (id, publishing) VALUES (1, 1);
-DROP TRIGGER events_new;
-DROP TRIGGER events_change;
+CREATE TABLE redemptions_new (
+    id              INTEGER PRIMARY KEY,
+    code            TEXT NOT NULL,
+    api             TEXT CHECK (api = 'card' OR api = 'coupon'),
+    route           INTEGER,
+    card_id         TEXT,
+    aim_id          TEXT,
+    state           TEXT NOT NULL
+                    CHECK (state = 'queued' OR state = 'redeemed' OR state = 'rejected'
+                           OR state = 'cancelled' OR state = 'review' OR state = 'returned'),
+    reason          TEXT,
+    till_outcome    TEXT,
+    unconfirmed     INTEGER NOT NULL DEFAULT 0,
+    scans           INTEGER NOT NULL DEFAULT 1,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    scanner         TEXT NOT NULL,
+    till            TEXT NOT NULL,
+    scanned_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    redeemed_at     INTEGER,
+    next_attempt_at INTEGER,
+    openid          TEXT,
+    note            TEXT,
+    stock_id        TEXT,
+    use_request_no  TEXT,
+    use_time        TEXT,
+    wechatpay_use_time TEXT,
+    resolved_at     INTEGER,
+    resolved_by     TEXT,
+    resolution      TEXT,
+    order_id        TEXT,
+    amount          INTEGER,
+    cashier         TEXT,
+    title           TEXT,
+    kind            TEXT,
+    value           INTEGER,
+    void_state      TEXT CHECK (void_state = 'pending' OR void_state = 'done'
+                                OR void_state = 'failed'),
+    void_reason     TEXT,
+    voided_by       TEXT,
+    voided_at       INTEGER,
+    return_request_no TEXT,
+    next_void_at    INTEGER,
+    returned_at     INTEGER,
+    guard           TEXT CHECK (guard = 'claimed' OR guard = 'unavailable'
+                                OR guard = 'elsewhere' OR guard = 'abandoned'),
+    claim_key       TEXT,
+    claim_scan      TEXT,
+    claim_revision  INTEGER,
+    claim_synced    TEXT,
+    claim_dirty     INTEGER NOT NULL DEFAULT 0,
+    version         INTEGER NOT NULL DEFAULT 1,
+    past_sales      TEXT
+);
+INSERT INTO redemptions_new (id, code, api, route, card_id, aim_id, state, reason,
+    till_outcome, unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at,
+    redeemed_at, next_attempt_at, openid, note, stock_id, use_request_no, use_time,
+    wechatpay_use_time, resolved_at, resolved_by, resolution, order_id, amount, cashier,
+    title, kind, value, void_state, void_reason, voided_by, voided_at, return_request_no,
+    next_void_at, returned_at, guard, claim_key, claim_scan, claim_revision, claim_synced,
+    claim_dirty, version, past_sales)
+SELECT id, code, api, route, card_id, aim_id, state, reason,
+    till_outcome, unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at,
+    redeemed_at, next_attempt_at, openid, note, stock_id, use_request_no, use_time,
+    wechatpay_use_time, resolved_at, resolved_by, resolution, order_id, amount, cashier,
+    title, kind, value, void_state, void_reason, voided_by, voided_at, return_request_no,
+    next_void_at, returned_at, guard, claim_key, claim_scan, claim_revision, claim_synced,
+    claim_dirty, version, past_sales FROM redemptions;
+DROP TABLE redemptions;
+ALTER TABLE redemptions_new RENAME TO redemptions;
+CREATE UNIQUE INDEX redemptions_code ON redemptions(code) WHERE api IS NOT NULL;
+CREATE UNIQUE INDEX redemptions_use_request_no ON redemptions(use_request_no)
+    WHERE use_request_no IS NOT NULL;
+CREATE UNIQUE INDEX redemptions_return_request_no ON redemptions(return_request_no)
+    WHERE return_request_no IS NOT NULL;
+CREATE INDEX redemptions_pending ON redemptions(id, state, unconfirmed, api, next_attempt_at, scanned_at)
+    WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1);
+CREATE INDEX redemptions_voids ON redemptions(next_void_at) WHERE void_state = 'pending';
+CREATE INDEX redemptions_order ON redemptions(order_id) WHERE order_id IS NOT NULL;
+CREATE INDEX redemptions_claim_dirty ON redemptions(id) WHERE claim_dirty = 1;
+CREATE TRIGGER claims_follow AFTER UPDATE OF state ON redemptions
+    WHEN OLD.state IS NOT NEW.state AND NEW.claim_key IS NOT NULL
+        AND NEW.claim_synced IS NOT 'lost'
+BEGIN
+    UPDATE redemptions SET claim_dirty = 1 WHERE id = NEW.id;
+END;
 CREATE TRIGGER events_new AFTER INSERT ON redemptions
     WHEN (SELECT publishing FROM chain_state WHERE id = 1)
 BEGIN
@@ -615,6 +702,80 @@ mod tests {
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .unwrap();
         assert!(fk, "foreign keys are on again after the migration");
+    }
+
+    /// Migration 11 rebuilds the table: every row keeps its columns, its history and its
+    /// outbox entry; a bad state is still refused; and writing a row builds no temporary
+    /// b-tree any more (the CHECKs' `IN` lists did, three per row).
+    #[test]
+    fn migration_11_keeps_rows_and_writes_a_row_without_temporary_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v10.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        for sql in &MIGRATIONS[..10] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 10;
+             INSERT INTO redemptions (id, code, api, state, scanner, till, scanned_at, updated_at,
+                 guard, void_state, past_sales, claim_key)
+                 VALUES (3, 'BF0000000003', 'coupon', 'returned', 's', 't', 10, 10,
+                 'claimed', 'done', 'order O-1; voided', 'k3');
+             UPDATE redemptions SET reason = 'r' WHERE id = 3;
+             INSERT INTO attempts (redemption_id, call, started_at) VALUES (3, 'coupons/use', 10);",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_rw(&path).unwrap();
+        let row: (String, String, String, String, i64, i64) = conn
+            .query_row(
+                "SELECT state, guard, void_state, past_sales, version, \
+                 (SELECT count(*) FROM attempts WHERE redemption_id = 3) FROM redemptions WHERE id = 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                "returned".into(),
+                "claimed".into(),
+                "done".into(),
+                "order O-1; voided".into(),
+                2,
+                1
+            )
+        );
+        let outbox: i64 = conn
+            .query_row(
+                "SELECT version FROM event_outbox WHERE row_id = 3",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(outbox, 2);
+        assert!(
+            conn.execute(
+                "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
+                 VALUES ('x', 'card', 'lost', 's', 't', 1, 1)",
+                [],
+            )
+            .is_err(),
+            "an unknown state is refused"
+        );
+        let insert = "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, \
+             updated_at, guard, void_state) VALUES ('y', 'card', 'queued', 's', 't', 1, 1, \
+             'claimed', 'pending')";
+        let temporary: i64 = conn
+            .prepare(&format!("EXPLAIN {insert}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .filter(|op| op.as_deref().is_ok_and(|o| o == "OpenEphemeral"))
+            .count() as i64;
+        assert_eq!(temporary, 0, "writing a row builds no temporary b-tree");
+        conn.execute(insert, []).unwrap();
     }
 
     /// A ledger written by a version-5 redeemd keeps every later read and its answers.
