@@ -1,5 +1,8 @@
-//! The manager and kiosk pages in headless Chromium: both update live when a code is
-//! scanned. Screenshots go to `target/tmp/screenshots/` (and `$REDEEMD_SCREENSHOTS` if set).
+//! The manager, kiosk and fleet pages in headless Chromium: they update live when a code is
+//! scanned, and show a known day's counts and chart in zh-CN and en. Screenshots go to
+//! `target/tmp/screenshots/`, and to `$REDEEMD_SCREENSHOTS` if set: the pictures in
+//! `docs/screenshots/` are made with
+//! `REDEEMD_SCREENSHOTS=$PWD/docs/screenshots cargo test --test browser`.
 
 mod support;
 
@@ -150,7 +153,7 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
         "no raw JSON on the page"
     );
 
-    shoot(&mut b, &manager, "manager.png");
+    b.screenshot(&manager, &dir.join("manager-live.png"));
 
     // Void from the page: a redeemed card code cannot be returned, so it goes to review;
     // then the manager resolves it from the same panel.
@@ -295,4 +298,192 @@ fn fleet_page_shows_tills_stale_ones_and_where_a_code_was_used() {
         b.screenshot(&page, &std::path::Path::new(&extra).join("fleet.png"));
     }
     drop((d, fleet));
+}
+
+/// Today's redemptions as the ledger holds them, at known hours (local time, as the page
+/// and the daemon both read it): (state, hour, api).
+const DAY: &[(&str, u32, &str)] = &[
+    ("redeemed", 9, "card"),
+    ("redeemed", 9, "card"),
+    ("redeemed", 11, "card"),
+    ("redeemed", 11, "card"),
+    ("redeemed", 11, "card"),
+    ("redeemed", 14, "card"),
+    ("returned", 15, "coupon"),
+    ("rejected", 10, "card"),
+    ("rejected", 13, "card"),
+    ("review", 12, "card"),
+    ("queued", 16, "coupon"),
+];
+
+/// Writes [`DAY`] (and a coupon still waiting since yesterday) into a till's ledger, with
+/// titles, orders and one row's calls, as a day at a till leaves them.
+fn seed_day(till: &Till) {
+    use chrono::{Local, TimeZone};
+    let conn = redeemd::ledger::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
+    let today = Local::now().date_naive();
+    let at = |hour: u32, minute: u32| {
+        Local
+            .from_local_datetime(&today.and_hms_opt(hour, minute, 0).unwrap())
+            .earliest()
+            .unwrap()
+            .timestamp_millis()
+    };
+    for (i, (state, hour, api)) in DAY.iter().enumerate() {
+        let code = if *api == "coupon" {
+            format!("BF88{i:08}")
+        } else {
+            format!("8800{i:08}")
+        };
+        let t = at(*hour, 5 + i as u32);
+        let reason = match *state {
+            "rejected" => Some("card expired"),
+            "review" => {
+                Some("accepted offline, then refused by WeChat: already redeemed elsewhere")
+            }
+            _ => None,
+        };
+        conn.execute(
+            "INSERT INTO redemptions (code, api, route, state, reason, till_outcome, scanner, till, \
+             scanned_at, updated_at, redeemed_at, next_attempt_at, title, kind, value, order_id, amount) \
+             VALUES (?1, ?2, 0, ?3, ?4, CASE ?3 WHEN 'rejected' THEN 'rejected' \
+             WHEN 'queued' THEN 'accepted_offline' ELSE 'redeemed' END, 'front', 'store1-till1', ?5, ?5, ?6, ?7, \
+             '火锅套餐 满100减20', 'CASH', 2000, ?8, 12800)",
+            rusqlite::params![
+                code,
+                api,
+                state,
+                reason,
+                t,
+                (*state == "redeemed" || *state == "returned").then_some(t + 800),
+                (*state == "queued").then_some(t),
+                format!("A-{:04}", 1000 + i)
+            ],
+        )
+        .unwrap();
+        if i == 0 {
+            let id = conn.last_insert_rowid();
+            for (call, dt, outcome) in [("code/get", 0, "ok"), ("code/consume", 300, "ok")] {
+                conn.execute(
+                    "INSERT INTO attempts (redemption_id, call, started_at, ended_at, http_status, errcode, outcome) \
+                     VALUES (?1, ?2, ?3, ?3 + 180, 200, 0, ?4)",
+                    rusqlite::params![id, call, t + dt, outcome],
+                )
+                .unwrap();
+            }
+        }
+    }
+    let yesterday = at(12, 0) - 86_400_000;
+    conn.execute(
+        "INSERT INTO redemptions (code, api, route, state, till_outcome, scanner, till, scanned_at, \
+         updated_at, next_attempt_at, title, kind, value, order_id) \
+         VALUES ('BF8800000099', 'coupon', 0, 'queued', 'accepted_offline', 'front', 'store1-till1', \
+         ?1, ?1, ?1, '饮品券 满30减5', 'NORMAL', 500, 'A-0999')",
+        [yesterday],
+    )
+    .unwrap();
+}
+
+/// The manager page's cards and chart for a known day, in zh-CN (the default) and in en:
+/// today's counts by state (the whole backlog for "pending"), and one bar per hour with
+/// that hour's redeemed and returned codes. Its zh-CN picture, with a row's detail and
+/// timeline open, is `docs/screenshots/manager.png`.
+#[test]
+fn manager_page_counts_a_known_day_and_charts_it_in_both_languages() {
+    let mut till = Till::new(Setup {
+        language: "zh-CN",
+        card_route_toml: "name = \"火锅套餐券\"".into(),
+        ..Setup::default()
+    });
+    seed_day(&till);
+    let count = |st: &str| DAY.iter().filter(|(s, _, _)| *s == st).count();
+    let mut bars = [0usize; 24];
+    for (st, hour, _) in DAY {
+        if *st == "redeemed" || *st == "returned" {
+            bars[*hour as usize] += 1;
+        }
+    }
+    let extra = std::env::var("REDEEMD_SCREENSHOTS").ok();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    let live = Duration::from_secs(20);
+    for (lang, labels) in [
+        (
+            "zh-CN",
+            ["核销成功", "无法核销", "待复核", "待确认", "已退券"],
+        ),
+        (
+            "en",
+            ["Redeemed", "Rejected", "Review", "Pending", "Returned"],
+        ),
+    ] {
+        till.setup.language = lang;
+        till.write_config();
+        let d = till.start();
+        let mut b = cdp::Browser::launch();
+        let page = b.open(&format!("{}/", d.http_url()));
+        b.wait_for(
+            &page,
+            "document.querySelectorAll('.card').length === 5 && document.querySelectorAll('#chart rect').length === 24",
+            live,
+        );
+        for (i, st) in ["redeemed", "rejected", "review", "queued", "returned"]
+            .iter()
+            .enumerate()
+        {
+            let want = if *st == "queued" {
+                count(st) + 1
+            } else {
+                count(st)
+            };
+            assert_eq!(
+                b.eval(
+                    &page,
+                    &format!("document.querySelector('.card[data-state={st}] b').textContent")
+                ),
+                want.to_string(),
+                "{lang}: today's {st}"
+            );
+            assert_eq!(
+                b.eval(
+                    &page,
+                    &format!("document.querySelector('.card[data-state={st}]').textContent")
+                ),
+                format!("{want}{}", labels[i]),
+                "{lang}: the {st} card's label"
+            );
+        }
+        let shown = b.eval(
+            &page,
+            "[...document.querySelectorAll('#chart rect')].map(r => r.dataset.hour + ':' + r.dataset.count).join(',')",
+        );
+        let want = bars
+            .iter()
+            .enumerate()
+            .map(|(h, n)| format!("{h}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(shown, serde_json::Value::String(want), "{lang}: the bars");
+        let tallest = b.eval(
+            &page,
+            "Math.max(...[...document.querySelectorAll('#chart rect')].map(r => Number(r.getAttribute('height'))))",
+        );
+        assert_eq!(tallest, 80, "{lang}: the busiest hour is the tallest bar");
+        if lang == "zh-CN" {
+            b.eval(
+                &page,
+                "document.querySelector('#log tr.row:last-child').click(), true",
+            );
+            b.wait_for(
+                &page,
+                "!!document.querySelector('#timeline li[data-call=\"code/consume\"]')",
+                live,
+            );
+            b.screenshot(&page, &dir.join("manager.png"));
+            if let Some(extra) = &extra {
+                b.screenshot(&page, &std::path::Path::new(extra).join("manager.png"));
+            }
+        }
+        drop(b);
+        d.kill9();
+    }
 }

@@ -134,11 +134,24 @@ impl Browser {
         }
     }
 
+    /// The whole page as PNG, below the window's fold too.
     pub fn screenshot(&mut self, page: &Page, path: &Path) {
+        let size = self.eval(
+            page,
+            "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]",
+        );
+        let (width, height) = (
+            size[0].as_f64().unwrap_or(1280.0),
+            size[1].as_f64().unwrap_or(800.0),
+        );
         let r = self.call(
             Some(&page.session),
             "Page.captureScreenshot",
-            json!({"format": "png"}),
+            json!({
+                "format": "png",
+                "captureBeyondViewport": true,
+                "clip": { "x": 0, "y": 0, "width": width, "height": height, "scale": 1 },
+            }),
         );
         let png = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().unwrap())
