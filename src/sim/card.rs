@@ -101,8 +101,9 @@ pub struct CardFaults {
     pub ip_blocked: bool,
     /// Answer card calls with a body that is not JSON (a proxy's error page).
     pub garbage: u32,
-    /// At most this many card calls in any second; beyond it, errcode 45011 (the limit the
-    /// daemon is never told).
+    /// At most this many card calls (code/get, consume, card/get, decrypt) in any sliding
+    /// second, refused calls counted; beyond it, errcode 45011 (the limit the daemon is
+    /// never told).
     pub rate_limit: Option<u32>,
     /// The daily quota: after this many card calls (get/consume/card/get) every one answers
     /// 45009 until [`CardSim::reset_daily_quota`] (WeChat's midnight).
@@ -391,6 +392,25 @@ impl CardSim {
                 "invalid credential, access_token is invalid or not latest",
             ));
         }
+        if let Some(limit) = st.faults.rate_limit {
+            // A sliding one-second window over every card call (card/get too), refused ones
+            // included: a client that keeps knocking above the limit stays refused. The
+            // strictest reading of WeChat's frequency limit, and stricter than a window
+            // that forgets refused calls.
+            let now = std::time::Instant::now();
+            while st
+                .window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                st.window.pop_front();
+            }
+            st.window.push_back(now);
+            if st.window.len() > limit as usize {
+                st.calls.rate_limited += 1;
+                return Some(err(45011, "api minute-quota reach limit"));
+            }
+        }
         if let Some(limit) = st.faults.daily_quota {
             if st.used_today >= limit {
                 return Some(err(45009, "reach max api daily quota limit"));
@@ -424,21 +444,6 @@ impl CardSim {
                 Vec::new(),
                 delay,
             );
-        }
-        if let Some(limit) = st.faults.rate_limit {
-            let now = std::time::Instant::now();
-            while st
-                .window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-            {
-                st.window.pop_front();
-            }
-            if st.window.len() >= limit as usize {
-                st.calls.rate_limited += 1;
-                return answer(err(45011, "api minute-quota reach limit"), delay);
-            }
-            st.window.push_back(now);
         }
         let faults = &mut st.faults;
         for (counter, code, msg) in [
