@@ -10,9 +10,12 @@
 //! - One cut per round of calls: refusals of calls that were sent before the last cut say
 //!   nothing new (they were sent at the old rate), so they do not cut again. Without this, a
 //!   burst of refusals halves the limit again and again, down to 1.
-//! - After a cut, the limit climbs back quickly towards where it was cut (half the distance
-//!   per interval, as BIC-TCP does), then slowly past it. Halving, then creeping back one
-//!   slot at a time, would leave much of the quota unused after every cut.
+//! - A cut comes down to just below what the good answers of the last quota window
+//!   sustained (Little's law), never further than half: a quota counted over time refuses
+//!   only what is over it, so halving would give up far more than the overrun. Then the
+//!   limit climbs back quickly towards that level (half the distance per interval, as
+//!   BIC-TCP does), and past it probes one slot per quota window: a quota that counts
+//!   refused calls too punishes every overrun for a whole window.
 //! - It starts slowly only in name (TCP's slow start): until the first sign of congestion it
 //!   grows by one slot per good answer, but at most by the factor [`SLOW_START_GROWTH`] per
 //!   [`GROWTH_INTERVAL`]. A short backlog is drained before one-slot-per-interval growth
@@ -36,6 +39,9 @@ pub const DECREASE: f64 = 0.5;
 pub const QUOTA_WINDOW: Duration = Duration::from_secs(1);
 /// After slow start, the limit returns to this share of what the quota sustained.
 pub const BELOW_SUSTAINED: f64 = 0.85;
+/// After a cut past slow start, the limit comes down to this share of what the quota
+/// sustained: the overrun was small (growth there is a slot per window), so less is given up.
+pub const STEADY_BELOW_SUSTAINED: f64 = 0.92;
 /// Good answers remembered at most (64 calls of 1 ms for a whole window fit).
 const RECENT_MAX: usize = 65_536;
 /// In slow start, the most the limit grows by per [`GROWTH_INTERVAL`]: this factor.
@@ -146,6 +152,12 @@ impl Aimd {
             self.restarting = self.limit < target;
             return;
         }
+        // Past where the quota ran out it probes: a slot per quota window, not per interval.
+        let budget = if self.limit >= self.cut_from {
+            since.as_secs_f64() / QUOTA_WINDOW.as_secs_f64()
+        } else {
+            budget
+        };
         let step = ((self.cut_from - self.limit) / 2.0).max(1.0);
         self.limit = (self.limit + step * (1.0 / self.limit).min(budget)).min(self.max);
     }
@@ -175,8 +187,20 @@ impl Aimd {
             // Still that overrun: the same aim.
             self.limit = self.min;
         } else {
-            self.cut_from = self.limit;
-            self.limit = (self.limit * DECREASE).max(self.min);
+            // A quota counted over time refuses what is over it: what the good answers of
+            // the last window sustained is where it ran out, and the limit comes down to
+            // just below that (never further than half). Without answers to go by, it is
+            // halved and the limit it had is where the quota ran out.
+            let sustained = self.sustained(now);
+            if self.recent.is_empty() {
+                self.cut_from = self.limit;
+            } else {
+                self.cut_from = sustained.clamp(self.limit * DECREASE, self.limit);
+            }
+            self.limit = (self.limit * DECREASE)
+                .max(sustained * STEADY_BELOW_SUSTAINED)
+                .min(self.limit)
+                .max(self.min);
             self.restarting = false;
         }
         self.last_cut = Some(now);
@@ -340,6 +364,47 @@ mod tests {
             ok(&mut a, t, 20);
         }
         assert!((19..=22).contains(&a.limit()), "{}", a.limit());
+    }
+
+    /// Past slow start, a refusal after a window of good answers brings the limit down to
+    /// just below what those answers sustained (not to half), and where the quota ran out is
+    /// that level: past it the limit probes a slot per quota window.
+    #[test]
+    fn a_cut_comes_down_to_what_the_quota_sustained_then_probes_slowly() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut a = Aimd::steady(10, 1, 64);
+        // A second of answers taking 20 ms, 400 of them: 8 calls in flight on average.
+        for i in 0..400 {
+            a.recent.push_back((
+                t0 + Duration::from_micros(2_500 * i),
+                Duration::from_millis(20),
+            ));
+        }
+        let now = t0 + Duration::from_millis(1_000);
+        a.on_congestion(now, now);
+        assert_eq!(a.limit(), 7, "8 × 0.92, not 10 / 2");
+        assert!((a.cut_from - 8.0).abs() < 0.1, "{}", a.cut_from);
+        // Back to 8 within an interval's answers, then a slot per second at most.
+        let mut t = now;
+        for _ in 0..20 {
+            t += GROWTH_INTERVAL / 20;
+            ok(&mut a, t, 20);
+        }
+        assert_eq!(a.limit(), 8);
+        for _ in 0..20 {
+            t += GROWTH_INTERVAL / 20;
+            ok(&mut a, t, 20);
+        }
+        assert_eq!(
+            a.limit(),
+            8,
+            "past where it ran out: no slot within one interval"
+        );
+        for _ in 0..60 {
+            t += GROWTH_INTERVAL / 20;
+            ok(&mut a, t, 20);
+        }
+        assert_eq!(a.limit(), 9, "a slot per quota window");
     }
 
     #[test]
