@@ -97,6 +97,10 @@ fn every_answer_matches_the_openapi_file() {
         call(&mut spec, "GET", "/v1/redemptions", p, None);
     }
     let t = "/v1/redemptions/{id}";
+    // A path that is not UTF-8 once decoded: refused as JSON, like any other refusal.
+    let bad = call(&mut spec, "GET", t, "/v1/redemptions/%FF", None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.json()["error"].is_string(), "{}", bad.body);
     let detail = call(
         &mut spec,
         "GET",
