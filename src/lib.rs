@@ -1,5 +1,6 @@
 //! redeemd: reads coupon codes from barcode scanners and redeems them with WeChat exactly
-//! once, through outages. See README.md for the whole picture.
+//! once, through outages. README.md is the user's guide; docs/ is the manual, and
+//! docs/design.md the layout of the source.
 //!
 //! The modules in the order data flows through them:
 //!
