@@ -326,8 +326,7 @@ pub(super) fn insert_first(
     claim: Option<&super::claims::ClaimTie>,
 ) -> Result<Option<Row>> {
     let due = (first.state == State::Queued).then_some(s.at);
-    // Read back by rowid rather than with RETURNING: SQLite gathers RETURNING rows in a
-    // temporary b-tree, which cost a new scan more than the insert itself.
+    // The new row is read back by rowid, with the statement every read of a row uses.
     let inserted = conn
         .prepare_cached(
             "INSERT INTO redemptions (code, api, route, card_id, aim_id, state, reason, \
