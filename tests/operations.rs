@@ -431,8 +431,23 @@ fn the_package_metadata_and_example_config_are_sound() {
     }
     for a in assets {
         let src = a[0].as_str().unwrap();
-        if !src.starts_with("target/") {
-            assert!(root.join(src).exists(), "asset {src} is missing");
+        if src.starts_with("target/") {
+            continue;
+        }
+        // A glob (`docs/*.md`) must match at least one file, as cargo-deb requires.
+        match src.rsplit_once("/*") {
+            Some((dir, suffix)) => {
+                let matched = std::fs::read_dir(root.join(dir))
+                    .map(|entries| {
+                        entries
+                            .filter_map(|e| e.ok())
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                assert!(matched > 0, "asset {src} matches no file");
+            }
+            None => assert!(root.join(src).exists(), "asset {src} is missing"),
         }
     }
     let scripts = root.join(deb["maintainer-scripts"].as_str().unwrap());
