@@ -185,8 +185,8 @@ async fn fill_stores(s: &Servers, sizes: &Sizes) -> usize {
     total
 }
 
-fn store_config(name: &str, url: &str) -> redeemd::config::StoreConfig {
-    redeemd::config::StoreConfig {
+fn store_config(name: &str, url: &str) -> redeemd::config::store::StoreConfig {
+    redeemd::config::store::StoreConfig {
         name: name.into(),
         nats_urls: vec![url.into()],
         creds_file: None,

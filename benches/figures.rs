@@ -21,20 +21,24 @@
 //! the overhead including the claim, and the claim's own time.
 
 use redeemd::clock::{SharedClock, SystemClock};
-use redeemd::config::{Config, StoreConfig};
+use redeemd::config::Config;
+use redeemd::config::store::StoreConfig;
 use redeemd::ledger::Ledger;
 use redeemd::ledger::note_file::NoteFile;
 use redeemd::metrics::Metrics;
 use redeemd::model::claim::CodeKey;
+use redeemd::model::scan::Scan;
 use redeemd::outcome::Bus;
 use redeemd::redeem::Ctx;
 use redeemd::redeem::claims::StoreGuard;
 use redeemd::redeem::dispatcher::Dispatcher;
-use redeemd::redeem::intake::{Intake, Scan};
+use redeemd::redeem::intake::Intake;
 use redeemd::redeem::prefetch::Prefetcher;
 use redeemd::scanner::frame::Framer;
 use redeemd::sim::card::CardFaults;
-use redeemd::sim::{CardSim, SimCode, SimServer};
+use redeemd::sim::card::CardSim;
+use redeemd::sim::card::SimCode;
+use redeemd::sim::http::SimServer;
 use redeemd::store::claim::ClaimValue;
 use redeemd::store::guard::{Claim, Guard};
 use redeemd::wechat::card::CardApi;
@@ -120,7 +124,7 @@ fn pipeline_with(
 ) -> Pipeline {
     let clock: SharedClock = Arc::new(SystemClock);
     // As the daemon does at its start: only a till with [store] fills the chain's outbox.
-    let mut conn = redeemd::ledger::open_rw(db).unwrap();
+    let mut conn = redeemd::ledger::schema::open_rw(db).unwrap();
     redeemd::ledger::events::set_publishing(&mut conn, guard.is_some()).unwrap();
     drop(conn);
     let ledger = Ledger::open(db).unwrap();
@@ -299,7 +303,7 @@ async fn bench_online_with(
             .intake
             .record(Scan {
                 scanner: "bench".into(),
-                frame: redeemd::scanner::frame::Frame::Code {
+                frame: redeemd::model::frame::Frame::Code {
                     code: code.into(),
                     aim_id: None,
                 },
@@ -345,7 +349,7 @@ async fn bench_drain(dir: &Path, cfg: &Config, sim: &CardSim, url: &str, n: usiz
     let db = dir.join(format!("b3-{n}.db"));
     {
         // The backlog: n queued rows, written directly (a fixture, not the code under test).
-        let mut conn = redeemd::ledger::open_rw(&db).unwrap();
+        let mut conn = redeemd::ledger::schema::open_rw(&db).unwrap();
         let tx = conn.transaction().unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         for i in 0..n {
@@ -488,7 +492,7 @@ fn bench_footprint(
     let db = dir.join("bench.db");
     let _ = std::fs::remove_file(&db);
     {
-        let mut conn = redeemd::ledger::open_rw(&db).unwrap();
+        let mut conn = redeemd::ledger::schema::open_rw(&db).unwrap();
         let tx = conn.transaction().unwrap();
         for i in 0..rows {
             tx.execute(
@@ -532,7 +536,7 @@ fn bench_footprint(
     }
     std::thread::spawn(move || for _ in lines {});
     let pid = child.id();
-    let reader = redeemd::ledger::open_ro(&db).unwrap();
+    let reader = redeemd::ledger::schema::open_ro(&db).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let queued: i64 = reader

@@ -9,8 +9,9 @@ use crate::config::{Config, WechatConfig, WechatPayConfig};
 use crate::ledger::claims;
 use crate::ledger::lock::LedgerLock;
 use crate::ledger::note_file::NoteFile;
-use crate::ledger::store;
-use crate::ledger::{Ledger, LedgerError, OpenError};
+use crate::ledger::schema::OpenError;
+use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{queries, scans};
 use crate::metrics::Metrics;
 use crate::model::claim::CodeKey;
 use crate::notify::Notifier;
@@ -74,7 +75,7 @@ fn dispatcher_result(
 }
 
 /// Refuses, at start, the rows whose first read was never answered and that may not be
-/// accepted offline (see `store::refuse_unanswered`).
+/// accepted offline (see `scans::refuse_unanswered`).
 async fn refuse_unanswered(
     ledger: &Ledger,
     config: Arc<Config>,
@@ -88,7 +89,7 @@ async fn refuse_unanswered(
                     .and_then(|r| usize::try_from(r).ok())
                     .is_some_and(|r| config.offline_allowed(r))
             };
-            store::refuse_unanswered(c, &offline_allowed, now, now)
+            scans::refuse_unanswered(c, &offline_allowed, now, now)
         })
         .await?;
     for row in refused {
@@ -561,7 +562,7 @@ async fn answer(
 /// `STATUS=` for systemd: the backlog, WeChat's reachability and the scanners.
 async fn status_line(ledger: &Ledger, metrics: &Metrics) -> String {
     let pending = ledger
-        .call(|c| store::pending_count(c))
+        .call(|c| queries::pending_count(c))
         .await
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "?".into());

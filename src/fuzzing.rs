@@ -2,9 +2,11 @@
 //! bytes to one parser and asserts what must always hold; a panic is a finding. The test
 //! suite replays the committed corpora through the same functions on stable Rust.
 
-use crate::scanner::frame::{Frame, Framer, MAX_CODE_BYTES};
+use crate::model::frame::Frame;
+use crate::model::layout::Layout;
+use crate::scanner::frame::{Framer, MAX_CODE_BYTES};
 use crate::scanner::hidpos::HidPosDecoder;
-use crate::scanner::keyboard::{KeyboardDecoder, Layout};
+use crate::scanner::keyboard::KeyboardDecoder;
 use crate::wechat::card::{Answer, ConsumeReply, GetReply, parse_reply};
 use crate::wechat::pay_sign::{SignedHeaders, Signer, Verifier, parse_authorization};
 use std::sync::OnceLock;

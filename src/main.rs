@@ -23,8 +23,8 @@ struct Cli {
     log_format: LogFormat,
     /// The language of the reasons `log`, `review` and `export` print: zh-CN or en
     /// (default: the config's [http] language).
-    #[arg(long, global = true, value_parser = |s: &str| redeemd::config::Language::parse(s).ok_or("use zh-CN or en"))]
-    lang: Option<redeemd::config::Language>,
+    #[arg(long, global = true, value_parser = |s: &str| redeemd::model::reason::Language::parse(s).ok_or("use zh-CN or en"))]
+    lang: Option<redeemd::model::reason::Language>,
     #[command(subcommand)]
     command: Command,
 }

@@ -1,10 +1,11 @@
 //! The redemption log as people and programs read it: `redeemd log`.
 
 use crate::clock::{self, Millis};
-use crate::ledger::Row;
-use crate::ledger::store::{self, Filter};
+use crate::ledger::queries;
+use crate::ledger::queries::Filter;
 use crate::model::code::Code;
 use crate::model::reason::{self, Language};
+use crate::model::row::Row;
 use chrono::{Local, NaiveDate, TimeZone};
 use serde::Serialize;
 use std::io::Write;
@@ -206,7 +207,7 @@ pub fn day_bounds<Tz: TimeZone>(
 }
 
 pub fn load(conn: &rusqlite::Connection, filter: &Filter) -> rusqlite::Result<Vec<LogEntry>> {
-    Ok(store::list(conn, filter)?
+    Ok(queries::list(conn, filter)?
         .iter()
         .map(LogEntry::from)
         .collect())
@@ -301,7 +302,7 @@ pub fn summary(
 ) -> rusqlite::Result<String> {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
-    let counts = store::counts(conn, Some(start), Some(end))?;
+    let counts = queries::counts(conn, Some(start), Some(end))?;
     let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
     let mut by_route: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for (api, route, state, n) in counts {
@@ -319,7 +320,7 @@ pub fn summary(
         };
         *by_route.entry(label).or_default().entry(state).or_default() += n;
     }
-    let pending = store::pending_count(conn)?;
+    let pending = queries::pending_count(conn)?;
     let mut out = String::new();
     let _ = writeln!(out, "{} .. {}", clock::rfc3339(start), clock::rfc3339(end));
     for st in [

@@ -25,7 +25,8 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
     // A merchant coupon accepted offline yesterday and still waiting (this till has no
     // WeChat Pay credentials, so it stays queued): the page's "pending" card counts the whole backlog.
     {
-        let conn = redeemd::ledger::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
+        let conn =
+            redeemd::ledger::schema::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
         let yesterday = chrono::Utc::now().timestamp_millis() - 86_400_000 - 3_600_000;
         conn.execute(
             "INSERT INTO redemptions (code, api, state, till_outcome, scanner, till, scanned_at, updated_at, next_attempt_at) \
@@ -320,7 +321,8 @@ const DAY: &[(&str, u32, &str)] = &[
 /// titles, orders and one row's calls, as a day at a till leaves them.
 fn seed_day(till: &Till) {
     use chrono::{Local, TimeZone};
-    let conn = redeemd::ledger::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
+    let conn =
+        redeemd::ledger::schema::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
     let today = Local::now().date_naive();
     let at = |hour: u32, minute: u32| {
         Local

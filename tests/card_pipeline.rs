@@ -3,8 +3,8 @@
 
 mod support;
 
-use redeemd::sim::SimCode;
 use redeemd::sim::card::CardFaults;
+use redeemd::sim::card::SimCode;
 use serde_json::Value;
 use std::time::Duration;
 use support::*;

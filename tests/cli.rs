@@ -2,6 +2,7 @@
 
 mod support;
 
+use redeemd::ledger::scans;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use support::*;
@@ -295,14 +296,14 @@ fn the_daemon_keeps_running_when_its_only_scanner_input_ends() {
 /// next: 29 March 2026 in Berlin has 23 hours, so a scan at 00:30 on the 30th is not in it.
 #[test]
 fn summary_days_follow_the_local_calendar() {
-    use redeemd::ledger::store::{self, NewScan};
+    use redeemd::ledger::scans::NewScan;
     use redeemd::model::api::Api;
     use redeemd::model::code::Code;
     use redeemd::route::Routed;
     let till = Till::new(Setup::default());
     let db = till.dir.path().join("ledger");
     std::fs::create_dir_all(&db).unwrap();
-    let mut conn = redeemd::ledger::open_rw(&db.join("redeemd.db")).unwrap();
+    let mut conn = redeemd::ledger::schema::open_rw(&db.join("redeemd.db")).unwrap();
     let at = |rfc: &str| {
         chrono::DateTime::parse_from_rfc3339(rfc)
             .unwrap()
@@ -324,7 +325,7 @@ fn summary_days_follow_the_local_calendar() {
             card_id: None,
             stock_id: None,
         };
-        store::record_scan(
+        scans::record_scan(
             &mut conn,
             &NewScan {
                 code: &code,

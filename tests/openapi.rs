@@ -5,7 +5,8 @@
 
 mod support;
 
-use redeemd::sim::{SimCard, SimCode};
+use redeemd::sim::card::SimCard;
+use redeemd::sim::card::SimCode;
 use serde_json::{Value, json};
 use support::*;
 

@@ -5,7 +5,7 @@
 
 mod support;
 
-use redeemd::config::StoreConfig;
+use redeemd::config::store::StoreConfig;
 use redeemd::store::claim::{ClaimValue, RELEASED};
 use redeemd::store::guard::{Claim, Guard};
 use std::time::{Duration, Instant};

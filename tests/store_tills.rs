@@ -14,7 +14,7 @@
 
 mod support;
 
-use redeemd::config::StoreConfig;
+use redeemd::config::store::StoreConfig;
 use redeemd::model::claim::CodeKey;
 use redeemd::model::code::Code;
 use redeemd::store::claim::{ClaimValue, RELEASED};

@@ -9,11 +9,14 @@ pub(crate) mod pages;
 mod sale;
 
 use crate::clock::SharedClock;
-use crate::config::{HttpConfig, Language};
+use crate::config::HttpConfig;
 use crate::http::{error, host, serve};
-use crate::ledger::store::{self, Filter, Resolved};
+use crate::ledger::queries::Filter;
+use crate::ledger::review::Resolved;
 use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{queries, review};
 use crate::metrics::{self, Metrics};
+use crate::model::reason::Language;
 use crate::model::scan::{Sale, Scan};
 use crate::model::state::State;
 use crate::outcome::{Bus, Outcome};
@@ -76,7 +79,7 @@ pub struct ApiState {
 
 impl ApiState {
     /// A row as this till's readers get it (`[http] language`).
-    fn entry(&self, row: &crate::ledger::Row) -> LogEntry {
+    fn entry(&self, row: &crate::model::row::Row) -> LogEntry {
         self.present(LogEntry::from(row))
     }
 
@@ -419,7 +422,7 @@ async fn redemption(AxState(st): AxState<ApiState>, Path(id): Path<String>) -> R
     };
     let found = st
         .ledger
-        .call(move |c| Ok((store::get(c, id)?, store::attempts_of(c, id)?)))
+        .call(move |c| Ok((queries::get(c, id)?, queries::attempts_of(c, id)?)))
         .await;
     match found {
         Ok((Some(row), attempts)) => {
@@ -526,7 +529,7 @@ async fn resolve(
     let at = st.clock.now_ms();
     match st
         .ledger
-        .call(move |c| store::resolve(c, id, decision, &note, &by, at))
+        .call(move |c| review::resolve(c, id, decision, &note, &by, at))
         .await
     {
         Ok(Resolved::Done(row)) => {
@@ -571,9 +574,9 @@ async fn metrics(AxState(st): AxState<ApiState>) -> Response {
                 None
             };
             Ok((
-                store::counts(c, None, None)?,
-                store::pending_count(c)?,
-                store::oldest_pending(c)?,
+                queries::counts(c, None, None)?,
+                queries::pending_count(c)?,
+                queries::oldest_pending(c)?,
                 outbox,
             ))
         })

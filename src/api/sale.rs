@@ -1,7 +1,10 @@
 //! The sale around a code: tie a scanned code to its order afterwards, and void it.
 
 use super::{ApiState, MAX_BY, error, ledger_error};
-use crate::ledger::store::{self, Tied, VoidRequest, Voided};
+use crate::ledger::scans::Tied;
+use crate::ledger::voids::VoidRequest;
+use crate::ledger::voids::Voided;
+use crate::ledger::{scans, voids};
 use crate::model::row::{Row, VoidState};
 use crate::model::scan::Sale;
 use crate::model::state::State;
@@ -62,7 +65,7 @@ pub(super) async fn order(
     let at = st.clock.now_ms();
     match st
         .ledger
-        .call(move |c| store::tie_to_sale(c, id, &sale, at))
+        .call(move |c| scans::tie_to_sale(c, id, &sale, at))
         .await
     {
         Ok(Tied::Done(row)) => {
@@ -116,7 +119,7 @@ pub(super) async fn void(
     let voided = st
         .ledger
         .call(move |c| {
-            store::void(
+            voids::void(
                 c,
                 id,
                 &VoidRequest {

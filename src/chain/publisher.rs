@@ -6,10 +6,11 @@
 //! republish, which changes nothing.
 
 use crate::clock::SharedClock;
-use crate::config::StoreConfig;
+use crate::config::store::StoreConfig;
+use crate::ledger::Ledger;
 use crate::ledger::events::{self, Unpublished};
+use crate::ledger::queries;
 use crate::ledger::schema::open_ro;
-use crate::ledger::{Ledger, store as ledger_store};
 use crate::metrics::Metrics;
 use crate::model::claim::CodeKey;
 use crate::model::event::{
@@ -239,7 +240,7 @@ impl Publisher {
         let counts = self
             .read(|c| {
                 Ok((
-                    ledger_store::pending_count(c)?,
+                    queries::pending_count(c)?,
                     events::review_count(c)?,
                     events::outbox_len(c)?,
                 ))

@@ -9,16 +9,16 @@ use redeemd::config::Config;
 use std::process::ExitCode;
 
 /// `--lang`, for the commands that print reasons (set once, from the command line).
-static LANG: std::sync::OnceLock<redeemd::config::Language> = std::sync::OnceLock::new();
+static LANG: std::sync::OnceLock<redeemd::model::reason::Language> = std::sync::OnceLock::new();
 
-pub(crate) fn set_lang(lang: Option<redeemd::config::Language>) {
+pub(crate) fn set_lang(lang: Option<redeemd::model::reason::Language>) {
     if let Some(l) = lang {
         let _ = LANG.set(l);
     }
 }
 
 /// The language reasons are printed in: `--lang`, else the config's `[http] language`.
-pub(crate) fn lang(config: &Config) -> redeemd::config::Language {
+pub(crate) fn lang(config: &Config) -> redeemd::model::reason::Language {
     LANG.get().copied().unwrap_or(config.http.language)
 }
 

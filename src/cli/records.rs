@@ -3,7 +3,8 @@
 
 use super::load_config;
 use redeemd::config::Config;
-use redeemd::ledger::store::Filter;
+use redeemd::ledger::queries::Filter;
+use redeemd::ledger::voids;
 use redeemd::model::state::State;
 use redeemd::{ledger, report};
 use std::io::Write as _;
@@ -109,7 +110,7 @@ pub(crate) fn open_ledger_ro(config: &Config) -> Result<rusqlite::Connection, Ex
         );
         return Err(ExitCode::FAILURE);
     }
-    ledger::open_ro(&config.database).map_err(|e| {
+    ledger::schema::open_ro(&config.database).map_err(|e| {
         eprintln!("redeemd: {e}");
         ExitCode::FAILURE
     })
@@ -163,7 +164,7 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
         Ok(n) => n,
         Err(code) => return code,
     };
-    let mut conn = match ledger::open_rw(&config.database) {
+    let mut conn = match ledger::schema::open_rw(&config.database) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("redeemd resolve: {e}");
@@ -172,16 +173,16 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
     };
     let by = operator();
     let now = chrono::Utc::now().timestamp_millis();
-    match redeemd::ledger::store::resolve(&mut conn, id, decision, &note, &by, now) {
-        Ok(redeemd::ledger::store::Resolved::Done(row)) => {
+    match redeemd::ledger::review::resolve(&mut conn, id, decision, &note, &by, now) {
+        Ok(redeemd::ledger::review::Resolved::Done(row)) => {
             println!("#{} resolved as {} by {by}", row.id, row.state);
             ExitCode::SUCCESS
         }
-        Ok(redeemd::ledger::store::Resolved::NotFound) => {
+        Ok(redeemd::ledger::review::Resolved::NotFound) => {
             eprintln!("redeemd resolve: no redemption {id}");
             ExitCode::FAILURE
         }
-        Ok(redeemd::ledger::store::Resolved::NotInReview(s)) => {
+        Ok(redeemd::ledger::review::Resolved::NotInReview(s)) => {
             eprintln!("redeemd resolve: redemption {id} is {s}, not waiting for review");
             ExitCode::FAILURE
         }
@@ -195,7 +196,8 @@ pub(crate) fn resolve(path: PathBuf, id: i64, note: String, decision: Option<Sta
 /// `redeemd void`: the void is written here, in one commit; a coupon's return is then
 /// carried out by the running daemon, which this waits a little for.
 pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
-    use redeemd::ledger::store::{self, VoidRequest, Voided};
+    use redeemd::ledger::voids::VoidRequest;
+    use redeemd::ledger::voids::Voided;
     use redeemd::model::void::{VOIDED_CARD, VoidPlan};
     let config = match load_config(&path) {
         Ok(c) => c,
@@ -211,7 +213,7 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let mut conn = match ledger::open_rw(&config.database) {
+    let mut conn = match ledger::schema::open_rw(&config.database) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("redeemd void: {e}");
@@ -227,7 +229,7 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
         at: now,
         return_request_no: &rrn,
     };
-    match store::void(&mut conn, id, &request) {
+    match voids::void(&mut conn, id, &request) {
         Ok(Voided::Done(plan, row)) => match plan {
             VoidPlan::Cancel => {
                 println!("#{id} voided: cancelled, it will never be redeemed");
@@ -271,10 +273,10 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
 
 /// Waits (10 s at most) for the running daemon to give the coupon back.
 fn await_return(conn: &rusqlite::Connection, id: i64, rrn: &str) -> ExitCode {
-    use redeemd::ledger::VoidState;
+    use redeemd::model::row::VoidState;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        let Ok(Some(row)) = redeemd::ledger::store::get(conn, id) else {
+        let Ok(Some(row)) = redeemd::ledger::queries::get(conn, id) else {
             break;
         };
         match row.void.as_ref().map(|v| v.state) {

@@ -5,11 +5,13 @@
 //! installer fixes a file in one pass.
 
 use crate::duration;
-pub use crate::model::api::Api;
+use crate::model::api::Api;
+use crate::model::layout::Layout;
+use crate::model::reason::Language;
+use store::StoreConfig;
 pub mod fleet;
-mod store;
+pub mod store;
 use crate::model::catalog::CardTypes;
-pub use crate::model::layout::Layout;
 use crate::model::offline::Limits;
 use regex::Regex;
 use serde::Deserialize;
@@ -17,7 +19,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use store::StoreConfig;
 
 /// Where `--config` falls back to when neither the flag nor `$REDEEMD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/redeemd/redeemd.toml";
@@ -59,8 +60,6 @@ impl Listen {
         }
     }
 }
-
-pub use crate::model::reason::Language;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! the chain's record of redeemed codes, then the acknowledgement. A crash anywhere in
 //! between redelivers the batch, which the read model's idempotent apply absorbs.
 
-use super::FleetMetrics;
+use super::metrics::FleetMetrics;
 use super::read_model::{self, Applied, RedeemedChange};
 use super::streams::{
     Feed, delete_consumer, ensure_consumer, ensure_mirror, ensure_redeemed_bucket,

@@ -1,14 +1,14 @@
 //! The fleet's page, JSON API, CSV export and metrics. Read-only: HQ looks, the stores act.
 
-use super::FleetMetrics;
+use super::metrics::FleetMetrics;
 use super::read_model::{self, RowFilter, RowView};
-use crate::config::Language;
 use crate::config::fleet::FleetConfig;
 use crate::http::host::HostPolicy;
 use crate::http::serve as listen;
 use crate::http::{csv, error};
 use crate::model::claim::CodeKey;
 use crate::model::code::Code;
+use crate::model::reason::Language;
 use crate::report::parse_when;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, Request, State};

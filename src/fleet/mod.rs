@@ -18,11 +18,10 @@ use crate::config::fleet::FleetConfig;
 use crate::model::claim::CodeKey;
 use crate::secrets::read_private_file;
 use crate::store::nats::Access;
+use metrics::FleetMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-
-pub use metrics::FleetMetrics;
 
 /// How to reach the hub.
 pub fn hub_access(cfg: &FleetConfig) -> Access {

@@ -8,26 +8,11 @@
 //! bucket has been told. The claim lives on its row so that a scan writes few pages more
 //! than without the guard (the WAL, each fsync and each checkpoint stay small).
 
-use super::store::{self, COLUMNS, NewScan, Recorded, Result, exec, get_in, immediate, one};
+use super::sql::{COLUMNS, Result, exec, immediate, one, read_row_at, revision_of};
 use crate::clock::Millis;
-use crate::model::row::{Guard, Row};
-use crate::model::state::{State, TillOutcome};
+use crate::model::row::Row;
+use crate::model::state::State;
 use rusqlite::{Connection, params};
-
-/// How the claim went, for the row's commit.
-#[derive(Debug, Clone)]
-pub struct ClaimTie {
-    pub key: String,
-    pub scan: String,
-    pub guard: Guard,
-    /// The bucket's revision of this till's value; `None` when the store did not answer
-    /// (the claim may or may not have reached it: the follower asks again).
-    pub revision: Option<u64>,
-}
-
-fn revision_of(r: Option<u64>) -> Option<i64> {
-    r.and_then(|r| i64::try_from(r).ok())
-}
 
 /// Notes a claim about to be sent, before it is sent: the key and the scan id its value
 /// names.
@@ -38,91 +23,6 @@ pub fn begin(conn: &mut Connection, key: &str, scan: &str, at: Millis) -> Result
         params![key, scan, at],
     )?;
     Ok(())
-}
-
-/// Records the claim on a known code's row, in the row's transaction, and drops its note
-/// (a new row has its claim from its INSERT). A reopened row takes the guard's new word; a
-/// plain rescan keeps its first.
-pub(super) fn tie(conn: &Connection, c: &ClaimTie, recorded: Recorded) -> Result<Recorded> {
-    exec(conn, "DELETE FROM claim_notes WHERE scan = ?1", [&c.scan])?;
-    if recorded.rescan.is_none() {
-        return Ok(recorded);
-    }
-    let fresh = recorded.reopened;
-    exec(
-        conn,
-        "UPDATE redemptions SET claim_key = ?2, claim_scan = ?3, claim_revision = ?4, \
-         claim_dirty = 1, claim_synced = NULL, guard = CASE WHEN ?5 THEN ?6 ELSE guard END \
-         WHERE id = ?1",
-        params![
-            recorded.row.id,
-            c.key,
-            c.scan,
-            revision_of(c.revision),
-            fresh,
-            c.guard.as_str()
-        ],
-    )?;
-    if !fresh {
-        return Ok(recorded);
-    }
-    Ok(Recorded {
-        row: get_in(conn, recorded.row.id)?,
-        ..recorded
-    })
-}
-
-/// Records a scan with its claim.
-pub fn record_claimed(conn: &mut Connection, s: &NewScan, tie: &ClaimTie) -> Result<Recorded> {
-    store::record_scan_with(conn, s, Some(tie))
-}
-
-/// Records a scan of a code another till holds: `guard` `elsewhere` (rejected, answered
-/// `duplicate`) or `abandoned` (review). The code is never sent. A code this till knows
-/// already (its own claim was released, then another till took it) keeps its row; this read
-/// goes in `scans`. The claim's note goes.
-pub fn record_elsewhere(
-    conn: &mut Connection,
-    s: &NewScan,
-    scan: &str,
-    guard: Guard,
-    reason: &str,
-) -> Result<Recorded> {
-    let tx = immediate(conn)?;
-    exec(&tx, "DELETE FROM claim_notes WHERE scan = ?1", [scan])?;
-    let (state, outcome) = match guard {
-        Guard::Abandoned => (State::Review, TillOutcome::Rejected),
-        _ => (State::Rejected, TillOutcome::Duplicate),
-    };
-    let inserted = store::insert_first(
-        &tx,
-        s,
-        &store::First {
-            state,
-            reason: Some(reason),
-            till_outcome: Some(outcome),
-            guard: Some(guard),
-        },
-        None,
-    )?;
-    let recorded = match inserted {
-        Some(row) => Recorded {
-            row,
-            rescan: None,
-            reopened: false,
-        },
-        None => {
-            let (row, scan_id) = store::add_read(&tx, s)?;
-            store::note_rescan_outcome(&tx, scan_id, outcome)?;
-            Recorded {
-                row,
-                rescan: Some(scan_id),
-                reopened: false,
-            }
-        }
-    };
-    tx.commit()?;
-    Ok(recorded)
 }
 
 /// Moves the last run's notes (from the notes file) that no row took into `claim_notes`,
@@ -218,7 +118,7 @@ pub fn dirty(conn: &Connection, limit: usize) -> Result<Vec<Dirty>> {
                 .and_then(|v| u64::try_from(v).ok()),
             synced: r.get(3)?,
             sent: r.get(4)?,
-            row: store::read_row_at(r, 5)?,
+            row: read_row_at(r, 5)?,
         })
     })?
     .collect()
@@ -314,9 +214,12 @@ pub fn backlog(conn: &Connection) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Api;
+    use crate::ledger::scans::{ClaimTie, NewScan, record_claimed, record_elsewhere};
     use crate::ledger::schema::open_rw;
+    use crate::model::api::Api;
     use crate::model::code::Code;
+    use crate::model::row::Guard;
+    use crate::model::state::TillOutcome;
     use crate::route::Routed;
 
     static NO_SALE: crate::model::scan::Sale = crate::model::scan::Sale {
@@ -495,7 +398,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_rw(&dir.path().join("l.db")).unwrap();
         let first = record_abandoned_here(&mut conn, "k9", "****1234", "why", "t1", 5, 9).unwrap();
-        let row = store::get(&conn, first.expect("recorded"))
+        let row = crate::ledger::queries::get(&conn, first.expect("recorded"))
             .unwrap()
             .expect("row");
         assert_eq!(

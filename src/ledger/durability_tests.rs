@@ -9,9 +9,14 @@
 //! redeeming call's intent is undone: a consume sent before the cut is never sent again
 //! without its resolution.
 
-use super::store::{self, Confirmation, NewScan, Retry};
+use super::{queries, scans, tries};
+use crate::model::call::Confirmation;
+
+use crate::ledger::scans::NewScan;
+
 use super::{Ledger, open_rw};
-use crate::config::Api;
+use crate::model::api::Api;
+use crate::model::call::Retry;
 use crate::model::code::Code;
 use crate::model::state::{Settle, State};
 use crate::route::Routed;
@@ -203,7 +208,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (rec, on_disk) = till
                     .ledger
                     .call_sync_with_next(move |conn| {
-                        store::record_scan(
+                        scans::record_scan(
                             conn,
                             &NewScan {
                                 code: &c,
@@ -243,7 +248,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (id, read) = (row.id, row.now().unconfirmed);
                 let begun = till
                     .ledger
-                    .call(move |c| store::begin_call(c, id, read, "code/consume", at, &[]))
+                    .call(move |c| tries::begin_call(c, id, read, "code/consume", at, &[]))
                     .await
                     .expect("begin");
                 prop_assert_eq!(begun.is_some(), row.now().state == State::Queued);
@@ -268,7 +273,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (after, _) = till
                     .ledger
                     .call_sync_later(move |c| {
-                        store::apply(c, id, &settle, &Confirmation::default(), retry, at, &[])
+                        tries::apply(c, id, &settle, &Confirmation::default(), retry, at, &[])
                     })
                     .await
                     .expect("apply");
@@ -310,7 +315,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .ledger
                     .call(move |c| {
                         ids.into_iter()
-                            .map(|(i, id)| Ok((i, store::get(c, id)?)))
+                            .map(|(i, id)| Ok((i, queries::get(c, id)?)))
                             .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .await

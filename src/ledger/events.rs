@@ -3,7 +3,11 @@
 //! commit that changes a row; the publisher reads it on a connection of its own and deletes
 //! what was acknowledged.
 
-use super::store::{COLUMNS, Result, read_row_at};
+use crate::ledger::sql::COLUMNS;
+
+use crate::ledger::sql::Result;
+
+use crate::ledger::sql::read_row_at;
 use crate::model::row::Row;
 use rusqlite::{Connection, params};
 
@@ -70,7 +74,7 @@ pub fn outbox_len(conn: &Connection) -> Result<i64> {
 /// outbox. Turned on, every row goes in the outbox at its latest version (a till that joins
 /// a chain sends its history once); turned off, the outbox is emptied (nothing drains it).
 pub fn set_publishing(conn: &mut Connection, on: bool) -> Result<()> {
-    let tx = super::store::immediate(conn)?;
+    let tx = super::sql::immediate(conn)?;
     let was: bool = tx.query_row("SELECT publishing FROM chain_state WHERE id = 1", [], |r| {
         r.get(0)
     })?;

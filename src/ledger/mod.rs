@@ -2,26 +2,32 @@
 //!
 //! One thread owns the SQLite connection (rusqlite's `Connection` is not `Sync`, and one
 //! writer means no lock contention); async code talks to it through [`Ledger`], which ships
-//! closures over a channel and awaits their results. All SQL lives in [`store`].
+//! closures over a channel and awaits their results. The SQL is in one file per aggregate: [`scans`], [`tries`], [`voids`], [`catalog`],
+//! [`queries`], [`review`], [`claims`] and [`events`], over the helpers of `sql`.
 
+pub mod catalog;
 pub mod claims;
 pub mod events;
 pub mod lock;
 pub mod note_file;
+pub mod queries;
 pub mod reader;
+pub mod review;
+pub mod scans;
 pub mod schema;
-pub mod store;
+mod sql;
 mod sync;
+pub mod tries;
+pub mod voids;
 
 use rusqlite::Connection;
+use schema::{OpenError, open_ro, open_rw};
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sync::{Committed, Durability, Fsync};
 use tokio::sync::oneshot;
-
-pub use schema::{OpenError, open_ro, open_rw};
 
 /// An online, consistent copy of the ledger (SQLite's backup API) while the daemon writes.
 /// Written to `dest.partial` first and renamed, so `dest` is never half a database.
@@ -55,7 +61,6 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, String> {
     std::fs::rename(&partial, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     Ok(rows)
 }
-pub use store::{Row, VoidState};
 
 /// A ledger operation, run on the ledger thread. `run` returns whether the operation
 /// succeeded, and how to answer its caller once the commit it is part of is known: `None`
@@ -370,7 +375,7 @@ impl Ledger {
         if let Some(why) = trouble {
             return Err(format!("cannot write: {why}"));
         }
-        self.call(store::probe_writable)
+        self.call(queries::probe_writable)
             .await
             .map_err(|e| e.to_string())
     }
@@ -504,7 +509,7 @@ fn take_queued(
 }
 
 /// Group commit: the operations that queued up while the previous commit was being written
-/// run in one transaction (each in a savepoint of its own, see `store::immediate`) and share
+/// run in one transaction (each in a savepoint of its own, see `sql::immediate`) and share
 /// one fsync. A backlog of concurrent redemptions then costs one fsync per batch instead of
 /// one per operation; a lone operation runs in its own transaction as before. Nobody is
 /// answered before the commit that holds their writes, and `before_answers` has run.

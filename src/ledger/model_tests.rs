@@ -3,8 +3,11 @@
 //! agreeing with a model written straight from the rules.
 
 use super::schema::open_rw;
-use super::store::{self, NewScan, Refusal, Retry};
-use crate::config::Api;
+use super::{queries, scans, tries};
+use crate::ledger::scans::NewScan;
+use crate::ledger::scans::Refusal;
+use crate::model::api::Api;
+use crate::model::call::Retry;
 use crate::model::code::Code;
 use crate::model::scan::Sale;
 use crate::model::state::{Settle, State, TillOutcome};
@@ -163,8 +166,8 @@ proptest! {
             match op {
                 Op::Scan(i) => {
                     let c = code(i);
-                    let rec = store::record_scan(&mut conn, &NewScan { code: &Code::new(c.as_str()), routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None, sale: &Default::default(), meta: None }).unwrap();
-                    let stored = store::get(&conn, rec.row.id).unwrap();
+                    let rec = scans::record_scan(&mut conn, &NewScan { code: &Code::new(c.as_str()), routed: &routed, scanner: "s", till: "t", aim_id: None, at, use_request_no: None, use_time: None, sale: &Default::default(), meta: None }).unwrap();
+                    let stored = queries::get(&conn, rec.row.id).unwrap();
                     prop_assert_eq!(Some(&rec.row), stored.as_ref(), "the row handed back is the row stored");
                     match model.get_mut(&c) {
                         Some((id, m)) => {
@@ -192,12 +195,12 @@ proptest! {
                     }
                 }
                 Op::Refuse => {
-                    store::record_refusal(&mut conn, &Refusal { shown_code: "****1234", reason: "payment code, not a coupon", scanner: "s", till: "t", aim_id: None, at, sale: &Sale::default() }).unwrap();
+                    scans::record_refusal(&mut conn, &Refusal { shown_code: "****1234", reason: "payment code, not a coupon", scanner: "s", till: "t", aim_id: None, at, sale: &Sale::default() }).unwrap();
                     refusals += 1;
                 }
                 Op::DecideOffline(i, allowed) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
-                    let (outcome, _) = store::decide_offline(&mut conn, *id, &crate::model::offline::Limits { allowed, max_pending: 10_000, ..Default::default() }, at).unwrap();
+                    let (outcome, _) = scans::decide_offline(&mut conn, *id, &crate::model::offline::Limits { allowed, max_pending: 10_000, ..Default::default() }, at).unwrap();
                     let first_answer = !m.answered;
                     m.answered = true;
                     let expected = match m.state {
@@ -211,21 +214,21 @@ proptest! {
                 }
                 Op::BeginConsume(i, read) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
-                    let got = store::begin_call(&mut conn, *id, read, "code/consume", at, &[]).unwrap();
+                    let got = tries::begin_call(&mut conn, *id, read, "code/consume", at, &[]).unwrap();
                     prop_assert_eq!(got.is_some(), m.state == State::Queued && m.unconfirmed == read, "only queued rows, as the try read them, may be redeemed");
                     if got.is_some() { m.unconfirmed = true; }
                 }
                 Op::Settle(i, k) => {
                     let Some((id, m)) = model.get_mut(&code(i)) else { continue };
                     let before = m.state;
-                    store::apply(&mut conn, *id, &settle_for(k), &store::Confirmation::default(), retry, at, &[]).unwrap();
+                    tries::apply(&mut conn, *id, &settle_for(k), &crate::model::call::Confirmation::default(), retry, at, &[]).unwrap();
                     model_settle(m, k);
                     if before == State::Cancelled {
                         prop_assert!(m.state != State::Redeemed, "a cancelled row never counts as redeemed");
                     }
                 }
                 Op::ExpireAll => {
-                    store::expire(&mut conn, at + 1, 0).unwrap();
+                    tries::expire(&mut conn, at + 1, 0).unwrap();
                     for (_, m) in model.values_mut() {
                         if m.state == State::Queued || (m.state == State::Cancelled && m.unconfirmed) {
                             m.state = State::Review;
@@ -237,7 +240,7 @@ proptest! {
                     conn = open_rw(&path).unwrap();
                 }
                 Op::RefuseUnanswered(allowed) => {
-                    store::refuse_unanswered(&mut conn, &|_| allowed, at, at).unwrap();
+                    scans::refuse_unanswered(&mut conn, &|_| allowed, at, at).unwrap();
                     for (_, m) in model.values_mut() {
                         if m.state == State::Queued && !m.answered && !allowed {
                             m.state = State::Cancelled;
@@ -247,7 +250,7 @@ proptest! {
             }
             // Compare every row.
             for (c, (id, m)) in &model {
-                let row = store::get(&conn, *id).unwrap().unwrap();
+                let row = queries::get(&conn, *id).unwrap().unwrap();
                 prop_assert_eq!(row.code.expose(), c.as_str());
                 prop_assert_eq!(row.state, m.state, "state of {}", c);
                 prop_assert_eq!(row.unconfirmed, m.unconfirmed, "unconfirmed of {}", c);
@@ -258,10 +261,10 @@ proptest! {
                 prop_assert_eq!(row.till_outcome.is_some(), m.answered, "till answer of {}", c);
                 prop_assert_eq!(row.snapshot().accepted_offline, m.accepted_offline, "accepted offline: {}", c);
             }
-            let all = store::list(&conn, &store::Filter::default()).unwrap();
+            let all = queries::list(&conn, &queries::Filter::default()).unwrap();
             prop_assert_eq!(all.len() as i64, model.len() as i64 + refusals);
             // Work queue: exactly the rows that need work, in scan order.
-            let due = store::due(&conn, i64::MAX, 100, &HashSet::new(), Api::Card).unwrap();
+            let due = tries::due(&conn, i64::MAX, 100, &HashSet::new(), Api::Card).unwrap();
             let due_ids: Vec<i64> = due.iter().map(|r| r.id).collect();
             let mut want: Vec<i64> = model.values()
                 .filter(|(_, m)| m.state == State::Queued || (m.state == State::Cancelled && m.unconfirmed))
@@ -291,7 +294,7 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
     let mut ids = Vec::new();
     for i in 0..12u8 {
         let c = code(i);
-        let r = store::record_scan(
+        let r = scans::record_scan(
             &mut conn,
             &NewScan {
                 code: &Code::new(c.as_str()),
@@ -313,10 +316,10 @@ fn due_is_in_scan_order_and_skips_rows_in_flight() {
         }
     }
     let in_flight: HashSet<i64> = [ids[0], ids[2]].into();
-    let due = store::due(&conn, 1_000, 3, &in_flight, Api::Card).unwrap();
+    let due = tries::due(&conn, 1_000, 3, &in_flight, Api::Card).unwrap();
     let got: Vec<i64> = due.iter().map(|r| r.id).collect();
     assert_eq!(got, vec![ids[1], ids[3], ids[4]]);
-    let coupons = store::due(&conn, 1_000, 6, &HashSet::new(), Api::Coupon).unwrap();
+    let coupons = tries::due(&conn, 1_000, 6, &HashSet::new(), Api::Coupon).unwrap();
     assert_eq!(coupons.len(), 6);
     assert!(coupons.iter().all(|r| r.api() == Some(Api::Coupon)));
 }

@@ -1,8 +1,8 @@
 //! A read-only connection of its own, for questions that must not wait for the ledger's
 //! writer thread (WAL readers never block on the writer).
 
+use super::queries;
 use super::schema::{OpenError, open_ro};
-use super::store;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Mutex;
@@ -23,6 +23,6 @@ impl Reader {
         let Ok(conn) = self.conn.lock() else {
             return true;
         };
-        store::is_recorded(&conn, code).unwrap_or(true)
+        queries::is_recorded(&conn, code).unwrap_or(true)
     }
 }

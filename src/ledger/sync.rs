@@ -236,7 +236,7 @@ mod tests {
 
     fn conn() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::ledger::open_rw(&dir.path().join("l.db")).unwrap();
+        let conn = crate::ledger::schema::open_rw(&dir.path().join("l.db")).unwrap();
         (dir, conn)
     }
 

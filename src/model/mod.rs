@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod call;
 pub mod catalog;
 pub mod claim;
 pub mod code;

@@ -520,3 +520,13 @@ mod tests {
         );
     }
 }
+
+/// How a settled row answers a till that is still waiting for it.
+pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
+    match state {
+        State::Queued => None,
+        State::Redeemed => Some(TillOutcome::Redeemed),
+        State::Rejected | State::Review | State::Returned => Some(TillOutcome::Rejected),
+        State::Cancelled => Some(TillOutcome::RefusedOffline),
+    }
+}

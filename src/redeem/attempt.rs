@@ -3,9 +3,13 @@
 //! result through the state machine, with the records, in one commit.
 
 use crate::clock::SharedClock;
-use crate::ledger::store::{self, CallLog, CallRecord, Confirmation};
-use crate::ledger::{Ledger, LedgerError, Row};
+use crate::ledger::tries;
+use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
+use crate::model::call::CallLog;
+use crate::model::call::CallRecord;
+use crate::model::call::Confirmation;
+use crate::model::row::Row;
 use crate::model::state::Settle;
 use crate::redeem::Ctx;
 use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
@@ -70,7 +74,7 @@ impl Drop for Trail {
         if !calls.is_empty() {
             let id = self.id;
             self.ledger
-                .submit("call records", move |c| store::record_calls(c, id, &calls));
+                .submit("call records", move |c| tries::record_calls(c, id, &calls));
         }
     }
 }
@@ -107,7 +111,7 @@ where
         let at = ctx.clock.now_ms();
         let begun = ctx
             .ledger
-            .call(move |c| store::begin_call(c, id, unconfirmed, call, at, &earlier))
+            .call(move |c| tries::begin_call(c, id, unconfirmed, call, at, &earlier))
             .await?;
         let Some(attempt) = begun else {
             return Ok(None);
@@ -200,7 +204,7 @@ pub async fn finish(
     // which the next try resolves without sending it again (see ledger::sync).
     let (row, changed) = ctx
         .ledger
-        .call_sync_later(move |c| store::apply(c, id, &settle, &info, retry, at, &calls))
+        .call_sync_later(move |c| tries::apply(c, id, &settle, &info, retry, at, &calls))
         .await?;
     Ok(TryEnd::Applied {
         row: Box::new(row),

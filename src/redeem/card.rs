@@ -5,9 +5,10 @@
 //! be known (the catalog, or `card/get`) and allowed by the route: a member card is never
 //! consumed. What each answer means is decided in `card_rules` and `model::catalog`.
 
-use crate::ledger::store::Confirmation;
-use crate::ledger::{LedgerError, Row};
+use crate::ledger::LedgerError;
+use crate::model::call::Confirmation;
 use crate::model::catalog::{Admit, Meta, admit_card};
+use crate::model::row::Row;
 use crate::model::state::{Settle, State};
 use crate::redeem::Ctx;
 use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};

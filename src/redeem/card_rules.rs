@@ -1,7 +1,9 @@
 //! The card flow's decision table: what each answer of `code/get` and `code/consume` means
 //! for the row and for the API. Pure; `redeem::card` only carries the verdicts out.
 
-use crate::ledger::store::{CallRecord, Confirmation};
+use crate::model::call::CallRecord;
+
+use crate::model::call::Confirmation;
 use crate::model::catalog::Meta;
 use crate::model::state::Settle;
 use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};

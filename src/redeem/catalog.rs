@@ -4,7 +4,7 @@
 //! daily quota.
 
 use crate::clock::Millis;
-use crate::ledger::store;
+use crate::ledger::catalog;
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::catalog::Meta;
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ pub struct Catalog {
 impl Catalog {
     /// Reads every entry the ledger keeps.
     pub async fn load(ledger: &Ledger) -> Result<Catalog, LedgerError> {
-        let all = ledger.call(|c| store::catalog_all(c)).await?;
+        let all = ledger.call(|c| catalog::catalog_all(c)).await?;
         Ok(Catalog {
             entries: RwLock::new(all.into_iter().map(|(k, m, at)| (k, (m, at))).collect()),
             misses: RwLock::default(),
@@ -73,7 +73,9 @@ impl Catalog {
     pub fn put(&self, key: String, meta: Meta, now: Millis) {
         if let Some(ledger) = &self.ledger {
             let (k, m) = (key.clone(), meta.clone());
-            ledger.submit("catalog entry", move |c| store::catalog_put(c, &k, &m, now));
+            ledger.submit("catalog entry", move |c| {
+                catalog::catalog_put(c, &k, &m, now)
+            });
         }
         if let Ok(mut misses) = self.misses.write() {
             misses.remove(&key);

@@ -3,11 +3,12 @@
 //! a crash). The claim itself is `store::guard`; the ledger's side is `ledger::claims`.
 
 use crate::clock::{SharedClock, hh_mm};
-use crate::config::Api;
-use crate::ledger::claims::{self, ClaimTie, Dirty, Unsettled};
+use crate::ledger::claims::{self, Dirty, Unsettled};
 use crate::ledger::note_file::{Note, NoteFile};
+use crate::ledger::scans::ClaimTie;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
+use crate::model::api::Api;
 use crate::model::claim::CodeKey;
 use crate::model::code::Code;
 use crate::model::row::Guard as GuardWord;

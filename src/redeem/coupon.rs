@@ -2,9 +2,10 @@
 //! means is decided in `coupon_rules`.
 
 use crate::clock::Millis;
-use crate::ledger::store::Confirmation;
-use crate::ledger::{LedgerError, Row};
+use crate::ledger::LedgerError;
+use crate::model::call::Confirmation;
 use crate::model::catalog::{Admit, Meta, admit_coupon};
+use crate::model::row::Row;
 use crate::model::state::Settle;
 use crate::redeem::Ctx;
 use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};

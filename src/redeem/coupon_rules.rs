@@ -6,7 +6,9 @@
 //! (by us). A refusal after one of our own unanswered attempts is ambiguous (we may have
 //! used the coupon ourselves): that goes to a person.
 
-use crate::ledger::store::{CallRecord, Confirmation};
+use crate::model::call::CallRecord;
+
+use crate::model::call::Confirmation;
 use crate::model::state::{Settle, State};
 use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
 use crate::wechat::pay::PayAnswer;

@@ -3,9 +3,10 @@
 //! is in the ledger; after a restart it simply starts again from there.
 
 use crate::clock::Millis;
-use crate::config::Api;
-use crate::ledger::store;
-use crate::ledger::{LedgerError, Row};
+use crate::ledger::LedgerError;
+use crate::ledger::tries;
+use crate::model::api::Api;
+use crate::model::row::Row;
 use crate::model::state::{self, State};
 use crate::outcome::{Bus, log_settled};
 use crate::redeem::aimd::Aimd;
@@ -260,16 +261,16 @@ impl Dispatcher {
             .ctx
             .ledger
             .call(move |c| {
-                let expired = store::expire(c, now, max_age_ms)?;
+                let expired = tries::expire(c, now, max_age_ms)?;
                 let mut due = Vec::new();
                 for (api, free) in free {
-                    due.extend(store::due(c, now, free, &exclude, api)?);
+                    due.extend(tries::due(c, now, free, &exclude, api)?);
                 }
                 Ok(Turn {
                     expired,
                     due,
-                    next_due: store::next_due_after(c, &apis, now)?,
-                    next_expiry: store::next_expiry_at(c, max_age_ms)?,
+                    next_due: tries::next_due_after(c, &apis, now)?,
+                    next_expiry: tries::next_expiry_at(c, max_age_ms)?,
                 })
             })
             .await?;
@@ -375,7 +376,7 @@ impl Dispatcher {
                     let n = self
                         .ctx
                         .ledger
-                        .call(move |c| store::fast_forward(c, api, at))
+                        .call(move |c| tries::fast_forward(c, api, at))
                         .await?;
                     fast_forwarded = true;
                     tracing::info!(
@@ -455,10 +456,13 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::ledger::Ledger;
-    use crate::ledger::store::NewScan;
+    use crate::ledger::queries;
+    use crate::ledger::scans::{self, NewScan};
     use crate::redeem::NewRows;
     use crate::route::Routed;
-    use crate::sim::{CardSim, SimCode, SimServer};
+    use crate::sim::card::CardSim;
+    use crate::sim::card::SimCode;
+    use crate::sim::http::SimServer;
     use crate::wechat::token::{TokenManager, TokenSource};
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
@@ -476,7 +480,7 @@ mod tests {
                     card_id: None,
                     stock_id: None,
                 };
-                store::record_scan(
+                scans::record_scan(
                     c,
                     &NewScan {
                         code: &code.into(),
@@ -662,7 +666,7 @@ mod tests {
 
         let ledger = Ledger::open(&cut.join("l.db")).unwrap();
         let left = ledger
-            .call(move |c| store::get(c, id))
+            .call(move |c| queries::get(c, id))
             .await
             .unwrap()
             .unwrap();

@@ -5,14 +5,19 @@
 //! [`Intake::answer`] waits up to `online_wait` for WeChat, then decides the offline answer.
 
 use crate::clock::SharedClock;
-use crate::config::{Api, Config};
-use crate::ledger::claims;
-use crate::ledger::store::{self, NewScan, Refusal};
-use crate::ledger::{Durable, Ledger, LedgerError, Row};
+use crate::config::Config;
+use crate::ledger::scans::NewScan;
+use crate::ledger::scans::Refusal;
+use crate::ledger::{Durable, Ledger, LedgerError};
+use crate::ledger::{queries, scans};
 use crate::mask::mask_raw;
+use crate::model::api::Api;
 use crate::model::code::Code;
+use crate::model::frame::Frame;
 use crate::model::offline::Limits;
 use crate::model::row::Guard;
+use crate::model::row::Row;
+use crate::model::scan::Scan;
 use crate::model::state::{State, TillOutcome};
 use crate::outcome::{Bus, Outcome};
 use crate::redeem::catalog::{Catalog, card_key, stock_key};
@@ -21,13 +26,10 @@ use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::{NewRow, NewRows};
 use crate::route::{self, Decision};
-use crate::scanner::frame::Frame;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-
-pub use crate::model::scan::Scan;
 
 pub const CANNOT_RECORD: &str = "cannot record";
 
@@ -219,8 +221,8 @@ impl Intake {
                 meta: meta.as_ref(),
             };
             match &claim {
-                Some(tie) => claims::record_claimed(c, &s, tie),
-                None => store::record_scan(c, &s),
+                Some(tie) => scans::record_claimed(c, &s, tie),
+                None => scans::record_scan(c, &s),
             }
         };
         // With a check out, the row's try follows at once: its consume intent's fsync can
@@ -308,7 +310,7 @@ impl Intake {
         let recorded = self
             .ledger
             .call(move |c| {
-                claims::record_elsewhere(
+                scans::record_elsewhere(
                     c,
                     &NewScan {
                         code: &r.code,
@@ -373,7 +375,7 @@ impl Intake {
                     Ok(r) if r.id == id && r.state != State::Queued => break Some(r),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if let Ok(Some(r)) = self.ledger.call(move |c| store::get(c, id)).await
+                        if let Ok(Some(r)) = self.ledger.call(move |c| queries::get(c, id)).await
                             && r.state != State::Queued
                         {
                             break Some(r);
@@ -385,7 +387,7 @@ impl Intake {
             }
         };
         if let Some(r) = early
-            && let Some(outcome) = store::till_outcome_of(r.state)
+            && let Some(outcome) = crate::model::state::till_outcome_of(r.state)
         {
             self.note_answer(id, rescan, outcome);
             return self.outcome(&r, outcome, &scan);
@@ -401,7 +403,7 @@ impl Intake {
         let at = self.clock.now_ms();
         match self
             .ledger
-            .call(move |c| store::decide_offline(c, id, &limits, at))
+            .call(move |c| scans::decide_offline(c, id, &limits, at))
             .await
         {
             Ok((outcome, row)) => {
@@ -419,7 +421,7 @@ impl Intake {
     /// state already holds the truth, and this is the record of the answer shown.
     fn note_answer(&self, id: i64, rescan: Option<i64>, outcome: TillOutcome) {
         self.ledger.submit_retrying("till answer", move |c| {
-            store::note_till_outcome(c, id, outcome)
+            scans::note_till_outcome(c, id, outcome)
         });
         if let Some(scan_id) = rescan {
             self.note_rescan(scan_id, outcome);
@@ -428,7 +430,7 @@ impl Intake {
 
     fn note_rescan(&self, scan_id: i64, outcome: TillOutcome) {
         self.ledger.submit_retrying("till answer", move |c| {
-            store::note_rescan_outcome(c, scan_id, outcome)
+            scans::note_rescan_outcome(c, scan_id, outcome)
         });
     }
 
@@ -449,7 +451,7 @@ impl Intake {
         let res = self
             .ledger
             .call(move |c| {
-                store::record_refusal(
+                scans::record_refusal(
                     c,
                     &Refusal {
                         shown_code: &shown,

@@ -17,9 +17,10 @@ pub mod voids;
 
 use crate::clock::SharedClock;
 use crate::config::{RetryConfig, RouteConfig};
-use crate::ledger::store::Retry;
-use crate::ledger::{Ledger, Row};
+use crate::ledger::Ledger;
+use crate::model::call::Retry;
 use crate::model::catalog::CardTypes;
+use crate::model::row::Row;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 

@@ -14,11 +14,13 @@
 //! commit failed has no row; its check is logged instead.
 
 use crate::clock::SharedClock;
+use crate::ledger::Ledger;
 use crate::ledger::reader::Reader;
-use crate::ledger::store::{self, CallLog};
-use crate::ledger::{Ledger, OpenError};
+use crate::ledger::schema::OpenError;
+use crate::ledger::tries;
 use crate::mask::mask;
 use crate::metrics::Metrics;
+use crate::model::call::CallLog;
 use crate::redeem::attempt::timed;
 use crate::redeem::card_rules::record;
 use crate::wechat::card::{Answer, CardApi, GetReply};
@@ -136,7 +138,7 @@ impl Drop for Prefetch {
             let Ok(checked) = handle.await else { return };
             match row {
                 Some(id) => ledger.submit("call records", move |c| {
-                    store::record_calls(c, id, &[checked.log])
+                    tries::record_calls(c, id, &[checked.log])
                 }),
                 None => tracing::warn!(
                     event = "check_unrecorded",

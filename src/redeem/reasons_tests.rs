@@ -286,7 +286,7 @@ fn every_reason_redeemd_can_write_has_a_stable_code() {
             crate::route::REFUSED_PAYMENT_CODE,
             crate::route::REFUSED_NO_ROUTE,
             crate::route::REFUSED_EMPTY_CAPTURE,
-            crate::ledger::store::REFUSED_UNANSWERED,
+            crate::ledger::scans::REFUSED_UNANSWERED,
             crate::model::void::VOIDED_BEFORE_REDEMPTION,
             crate::model::void::VOIDED_CARD,
             crate::model::void::VOID_FAILED,

@@ -3,8 +3,8 @@
 //! sent and reuses that number, so through lost answers, 5xx and restarts a coupon is
 //! returned at most once (WeChat Pay is idempotent on it).
 
-use crate::ledger::Row;
-use crate::ledger::store;
+use crate::ledger::voids;
+use crate::model::row::Row;
 use crate::model::void::ReturnStep;
 use crate::outcome::Bus;
 use crate::redeem::Ctx;
@@ -67,7 +67,7 @@ impl VoidWorker {
             let due = self
                 .ctx
                 .ledger
-                .call(move |c| store::due_returns(c, now, 16))
+                .call(move |c| voids::due_returns(c, now, 16))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(event = "returns_unreadable", error = %e, "cannot read the pending coupon returns");
@@ -79,7 +79,7 @@ impl VoidWorker {
             let next = self
                 .ctx
                 .ledger
-                .call(|c| store::next_return_at(c))
+                .call(|c| voids::next_return_at(c))
                 .await
                 .ok()
                 .flatten();
@@ -113,7 +113,7 @@ impl VoidWorker {
         let begun = self
             .ctx
             .ledger
-            .call(move |c| store::begin_return(c, id, at))
+            .call(move |c| voids::begin_return(c, id, at))
             .await;
         let Ok(Some(attempt)) = begun else { return };
         let req = ReturnRequest {
@@ -135,7 +135,7 @@ impl VoidWorker {
         match self
             .ctx
             .ledger
-            .call(move |c| store::finish_return(c, id, &step, retry, at, &log))
+            .call(move |c| voids::finish_return(c, id, &step, retry, at, &log))
             .await
         {
             Ok(row) => {

@@ -5,12 +5,12 @@
 //! (too long, control bytes, not UTF-8) becomes [`Frame::Unreadable`] so that it is recorded
 //! and answered, never silently dropped and never sent to WeChat.
 
+use crate::model::code::Code;
+use crate::model::frame::Frame;
+
 /// The longest line accepted as a code. WeChat codes are at most 32 characters; the margin
 /// leaves room for QR payloads that routes extract a code from.
 pub const MAX_CODE_BYTES: usize = 256;
-
-pub use crate::model::code::Code;
-pub use crate::model::frame::Frame;
 
 /// Why a line is not a code. Every reason starts with "unreadable scan" so cashiers and
 /// managers see one consistent word for it.

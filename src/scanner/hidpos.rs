@@ -4,7 +4,8 @@
 //! Report layout: byte 0 report id, byte 1 data length (≤ 56), bytes 2–4 the AIM symbology
 //! id, bytes 5.. the data, byte 63 bit 0 set when the code continues in the next report.
 
-use super::frame::{Frame, MAX_CODE_BYTES, classify_line};
+use super::frame::{MAX_CODE_BYTES, classify_line};
+use crate::model::frame::Frame;
 
 pub const REPORT_SIZE: usize = 64;
 pub const MAX_DATA: usize = 56;

@@ -5,8 +5,9 @@
 //! `"fr"`). Only presses (value 1) type; releases (0) only update Shift; autorepeat (2) is
 //! ignored; `SYN_DROPPED` means the kernel lost events, so the partial code is discarded.
 
-use super::frame::{Frame, MAX_CODE_BYTES, classify_line};
-pub use crate::model::layout::Layout;
+use super::frame::{MAX_CODE_BYTES, classify_line};
+use crate::model::frame::Frame;
+use crate::model::layout::Layout;
 
 /// `struct input_event` on 64-bit Linux: `struct timeval` (2 × 8 bytes), type u16, code u16,
 /// value i32.

@@ -1,13 +1,14 @@
 //! The reopen-with-backoff loop every device source shares, and the scanner-specific
 //! decoders plugged into it.
 
-use super::frame::{Frame, Framer};
+use super::frame::Framer;
 use super::hidpos::HidPosDecoder;
 use super::keyboard::KeyboardDecoder;
 use super::port::Port;
 use super::{REOPEN_MAX, REOPEN_MIN, SourceEvent, pause_or_shutdown};
 use crate::clock::SharedClock;
 use crate::config::ScannerConfig;
+use crate::model::frame::Frame;
 use crate::model::scan::Scan;
 use crate::model::state::TillOutcome;
 use crate::outcome::Outcome;

@@ -7,7 +7,3 @@
 pub mod card;
 pub mod http;
 pub mod pay;
-
-pub use card::{CardSim, SimCard, SimCode};
-pub use http::SimServer;
-pub use pay::{PayIdentity, PaySim};

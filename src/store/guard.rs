@@ -2,7 +2,7 @@
 //! `claim_timeout`: no answer is not "no claim" but `Unavailable`, and the till goes on
 //! alone, saying so.
 
-use crate::config::StoreConfig;
+use crate::config::store::StoreConfig;
 use crate::store::claim::{ClaimValue, Found, UNREADABLE, found};
 use crate::store::nats::{Access, create_stream};
 use async_nats::jetstream::{self, kv};

@@ -298,14 +298,14 @@ pub fn describe_transport(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::CardSim;
+    use crate::sim::card::CardSim;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
     struct Fixture {
         _dir: tempfile::TempDir,
         sim: Arc<CardSim>,
-        _server: crate::sim::SimServer,
+        _server: crate::sim::http::SimServer,
         tokens: Arc<TokenManager>,
     }
 

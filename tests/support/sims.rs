@@ -2,8 +2,12 @@
 //! code.
 
 use super::*;
+use redeemd::sim::card::CardSim;
+use redeemd::sim::card::SimCode;
+use redeemd::sim::http::SimServer;
+use redeemd::sim::pay::PayIdentity;
+use redeemd::sim::pay::PaySim;
 use redeemd::sim::pay::{generate_key, pem};
-use redeemd::sim::{CardSim, PayIdentity, PaySim, SimCode, SimServer};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
