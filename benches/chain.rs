@@ -1,4 +1,4 @@
-//! HQ's ingest (issue 16), on real `nats-server`s: a hub and store leaf nodes on loopback.
+//! HQ's ingest, on real `nats-server`s: a hub and store leaf nodes on loopback.
 //!
 //!   cargo bench --bench chain            100 tills × 1,000 events, and 1,000,000 rows
 //!   cargo bench --bench chain -- --quick small sizes (also what `cargo test --all-targets` runs)
@@ -148,7 +148,7 @@ async fn fill_stores(s: &Servers, sizes: &Sizes) -> usize {
     for (store, url, _) in &s.leaves {
         let client = async_nats::connect(url.as_str()).await.expect("leaf");
         let cfg = store_config(store, url);
-        redeemd::store::nats::create_stream(
+        redeemd::guard::nats::create_stream(
             &client,
             "$JS.API",
             &redeemd::chain::publisher::stream_config(&cfg),

@@ -23,24 +23,24 @@
 use redeemd::clock::{SharedClock, SystemClock};
 use redeemd::config::Config;
 use redeemd::config::store::StoreConfig;
+use redeemd::guard::bucket::{Claim, ClaimBucket};
 use redeemd::ledger::Ledger;
 use redeemd::ledger::note_file::NoteFile;
 use redeemd::metrics::Metrics;
-use redeemd::model::claim::CodeKey;
+use redeemd::model::claim::ClaimValue;
+use redeemd::model::claim_key::CodeKey;
 use redeemd::model::scan::Scan;
 use redeemd::outcome::Bus;
 use redeemd::redeem::Ctx;
-use redeemd::redeem::claims::StoreGuard;
 use redeemd::redeem::dispatcher::Dispatcher;
 use redeemd::redeem::intake::Intake;
 use redeemd::redeem::prefetch::Prefetcher;
+use redeemd::redeem::store_guard::StoreGuard;
 use redeemd::scanner::frame::Framer;
 use redeemd::sim::card::CardFaults;
 use redeemd::sim::card::CardSim;
 use redeemd::sim::card::SimCode;
 use redeemd::sim::http::SimServer;
-use redeemd::store::claim::ClaimValue;
-use redeemd::store::guard::{Claim, Guard};
 use redeemd::wechat::card::CardApi;
 use redeemd::wechat::token::{TokenManager, TokenSource};
 use std::io::{BufRead, BufReader};
@@ -753,7 +753,7 @@ fn store_config(url: &str) -> StoreConfig {
     }
 }
 
-/// Benchmark 2 with the store guard; and the claim alone (`Guard::claim`, new keys).
+/// Benchmark 2 with the store guard; and the claim alone (`ClaimBucket::claim`, new keys).
 async fn bench_online_guard(
     dir: &Path,
     cfg: &Config,
@@ -763,7 +763,7 @@ async fn bench_online_guard(
     nats: &str,
 ) -> (Online, Vec<f64>) {
     let store = store_config(nats);
-    let guard = Guard::connect(&store, "bench-till").await.unwrap();
+    let guard = ClaimBucket::connect(&store, "bench-till").await.unwrap();
     guard.probe(Duration::from_secs(10)).await.unwrap();
     let mut claims = Vec::with_capacity(n);
     for i in 0..n {
@@ -785,7 +785,7 @@ async fn bench_online_guard(
     let (notes, _) = NoteFile::open(&dir.join("b2g.db")).unwrap();
     let store_guard = Arc::new(
         StoreGuard::new(
-            Guard::connect(&store, "bench-till").await.unwrap(),
+            ClaimBucket::connect(&store, "bench-till").await.unwrap(),
             key,
             "bench-till",
             cfg.offline.online_wait,

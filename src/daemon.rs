@@ -6,6 +6,7 @@ use crate::chain::publisher::{Publisher, TillParts};
 use crate::check::{Loaded, PayKeys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, WechatConfig, WechatPayConfig};
+use crate::guard::bucket::ClaimBucket;
 use crate::ledger::claims;
 use crate::ledger::lock::LedgerLock;
 use crate::ledger::note_file::NoteFile;
@@ -13,19 +14,18 @@ use crate::ledger::schema::OpenError;
 use crate::ledger::{Ledger, LedgerError};
 use crate::ledger::{queries, scans};
 use crate::metrics::Metrics;
-use crate::model::claim::CodeKey;
+use crate::model::claim_key::CodeKey;
 use crate::notify::Notifier;
 use crate::outcome::{Bus, ScannerStatus};
 use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::catalog::Catalog;
-use crate::redeem::claims::StoreGuard;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::intake::{Intake, Pending};
 use crate::redeem::prefetch::Prefetcher;
+use crate::redeem::store_guard::StoreGuard;
 use crate::redeem::voids::VoidWorker;
 use crate::redeem::{self, Ctx};
 use crate::scanner::{self, SourceEvent};
-use crate::store::guard::Guard;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
 use crate::wechat::pay_sign::MerchantAuth;
@@ -168,7 +168,7 @@ impl Daemon {
         let (Some(store), Some(key)) = (&self.config.store, &self.code_key) else {
             return Ok(None);
         };
-        let guard = Guard::connect(store, &self.config.till)
+        let guard = ClaimBucket::connect(store, &self.config.till)
             .await
             .map_err(DaemonError::Config)?;
         tracing::info!(event = "store_guard", store = %store.name, servers = %store.nats_urls.join(","), "claiming every code in the store's NATS");

@@ -1,4 +1,4 @@
-//! The chain (issue 16), on real `nats-server`s: a hub with JetStream domain `hq`, and each
+//! The chain, on real `nats-server`s: a hub with JetStream domain `hq`, and each
 //! store's server a leaf node of it with its own domain; real `redeemd run` tills and a real
 //! `redeemd fleet` at HQ.
 //!
@@ -13,10 +13,10 @@
 
 mod support;
 
-use redeemd::model::claim::CodeKey;
+use redeemd::guard::redeemed::Lookup;
+use redeemd::model::claim_key::CodeKey;
 use redeemd::model::code::Code;
 use redeemd::model::event::{RowEvent, StatusBeat};
-use redeemd::store::redeemed::Lookup;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;

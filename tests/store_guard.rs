@@ -6,8 +6,8 @@
 mod support;
 
 use redeemd::config::store::StoreConfig;
-use redeemd::store::claim::{ClaimValue, RELEASED};
-use redeemd::store::guard::{Claim, Guard};
+use redeemd::guard::bucket::{Claim, ClaimBucket};
+use redeemd::model::claim::{ClaimValue, RELEASED};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -45,8 +45,8 @@ fn one_code_one_till_through_restarts_and_releases() {
     let mut server = NatsServer::start();
     let cfg = config(&server.url());
     rt.block_on(async {
-        let a = Guard::connect(&cfg, "till-a").await.expect("till A connects");
-        let b = Guard::connect(&cfg, "till-b").await.expect("till B connects");
+        let a = ClaimBucket::connect(&cfg, "till-a").await.expect("till A connects");
+        let b = ClaimBucket::connect(&cfg, "till-b").await.expect("till B connects");
         let key = "a".repeat(64);
         let Claim::Taken { .. } = a.claim(&key, &value("till-a", "claimed")).await else {
             panic!("the first claim is taken");
@@ -56,7 +56,7 @@ fn one_code_one_till_through_restarts_and_releases() {
             other => panic!("till B must see till A's claim: {other:?}"),
         }
         // Till A after a restart: a new connection, the same till.
-        let a2 = Guard::connect(&cfg, "till-a").await.expect("till A again");
+        let a2 = ClaimBucket::connect(&cfg, "till-a").await.expect("till A again");
         // Its own claim, written again (with the revision) to name the new scan.
         let Claim::Ours { revision } = a2.claim(&key, &value("till-a", "claimed")).await else {
             panic!("till A knows its own claim");
@@ -73,7 +73,7 @@ fn one_code_one_till_through_restarts_and_releases() {
     });
     server.kill();
     rt.block_on(async {
-        let g = Guard::connect(&cfg, "till-a").await;
+        let g = ClaimBucket::connect(&cfg, "till-a").await;
         // The client retries in the background: connecting does not fail, claiming does.
         let g = g.expect("connect returns while the server is down");
         let started = Instant::now();
@@ -145,17 +145,17 @@ fn user_file_logs_the_till_in() {
         }
     };
     rt.block_on(async {
-        let g = Guard::connect(&with("till1:s3cret-pass\n", 0o600), "till-a")
+        let g = ClaimBucket::connect(&with("till1:s3cret-pass\n", 0o600), "till-a")
             .await
             .expect("connects");
         let c = g.claim(&"c".repeat(64), &value("till-a", "claimed")).await;
         assert!(matches!(c, Claim::Taken { .. }), "{c:?}");
-        let wrong = Guard::connect(&with("till1:wrong", 0o600), "till-a").await;
+        let wrong = ClaimBucket::connect(&with("till1:wrong", 0o600), "till-a").await;
         if let Ok(g) = wrong {
             let c = g.claim(&"d".repeat(64), &value("till-a", "claimed")).await;
             assert!(matches!(c, Claim::Unavailable(_)), "{c:?}");
         }
-        let open = Guard::connect(&with("till1:s3cret-pass", 0o644), "till-a").await;
+        let open = ClaimBucket::connect(&with("till1:s3cret-pass", 0o644), "till-a").await;
         assert!(
             open.as_ref()
                 .err()

@@ -15,10 +15,10 @@
 mod support;
 
 use redeemd::config::store::StoreConfig;
-use redeemd::model::claim::CodeKey;
+use redeemd::guard::bucket::{Claim, ClaimBucket};
+use redeemd::model::claim::{ClaimValue, RELEASED};
+use redeemd::model::claim_key::CodeKey;
 use redeemd::model::code::Code;
-use redeemd::store::claim::{ClaimValue, RELEASED};
-use redeemd::store::guard::{Claim, Guard};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,10 +58,10 @@ fn store_config(urls: &str) -> StoreConfig {
 
 /// Waits until the cluster's JetStream answers (a meta leader is elected) and the claims
 /// bucket exists (R3): polled, never a fixed sleep.
-fn wait_for_store(rt: &tokio::runtime::Runtime, urls: &str) -> Guard {
+fn wait_for_store(rt: &tokio::runtime::Runtime, urls: &str) -> ClaimBucket {
     let cfg = store_config(urls);
     rt.block_on(async {
-        let guard = Guard::connect(&cfg, "test").await.expect("connect");
+        let guard = ClaimBucket::connect(&cfg, "test").await.expect("connect");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match guard.probe(Duration::from_secs(2)).await {

@@ -1,4 +1,4 @@
-//! The till's side of the chain (issue 16): its ledger's row versions and a status beat,
+//! The till's side of the chain: its ledger's row versions and a status beat,
 //! published to its store's JetStream stream `REDEEMD_EVENTS`, from which HQ's stream
 //! sources them over the leaf-node link ([`crate::fleet`] reads them there).
 //!

@@ -7,17 +7,17 @@
 
 use crate::clock::SharedClock;
 use crate::config::store::StoreConfig;
+use crate::guard::bucket::replicas;
+use crate::guard::nats::create_stream;
 use crate::ledger::Ledger;
 use crate::ledger::events::{self, Unpublished};
 use crate::ledger::queries;
 use crate::ledger::schema::open_ro;
 use crate::metrics::Metrics;
-use crate::model::claim::CodeKey;
+use crate::model::claim_key::CodeKey;
 use crate::model::event::{
     self, RowEvent, STORE_STREAM, StatusBeat, events_subject, row_msg_id, status_subject,
 };
-use crate::store::guard::replicas;
-use crate::store::nats::create_stream;
 use async_nats::jetstream;
 use rusqlite::Connection;
 use std::path::Path;

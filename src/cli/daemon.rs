@@ -102,7 +102,7 @@ fn store_answers(loaded: &Loaded) -> ExitCode {
     };
     let till = loaded.config.till.clone();
     block_on(async move {
-        let guard = redeemd::store::guard::Guard::connect(store, &till)
+        let guard = redeemd::guard::bucket::ClaimBucket::connect(store, &till)
             .await
             .map_err(DaemonError::Http)?;
         match guard.probe(std::time::Duration::from_secs(5)).await {

@@ -222,7 +222,7 @@ pub(crate) fn void(path: PathBuf, id: i64, reason: String) -> ExitCode {
     };
     let by = operator();
     let now = chrono::Utc::now().timestamp_millis();
-    let rrn = redeemd::redeem::voids::new_return_request_no(&config.till, now);
+    let rrn = redeemd::model::request_no::new_return_request_no(&config.till, now);
     let request = VoidRequest {
         reason: &reason,
         by: Some(&by),

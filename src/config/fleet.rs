@@ -1,4 +1,4 @@
-//! `hq.toml`: the configuration of `redeemd fleet`, HQ's view of the chain (issue 16).
+//! `hq.toml`: the configuration of `redeemd fleet`, HQ's view of the chain.
 
 use super::store::{is_token, nats_urls};
 use super::{ConfigError, HttpConfig, RawHttp, check_http, expand_env, resolve, toml_error};

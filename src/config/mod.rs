@@ -1090,7 +1090,7 @@ api = "card"
         }
     }
 
-    /// `[store]` (issue 15): defaults, several servers, and each mistake named.
+    /// `[store]`: defaults, several servers, and each mistake named.
     #[test]
     fn store_section() {
         let store = |body: &str| {

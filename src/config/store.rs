@@ -1,4 +1,4 @@
-//! `[store]`: the store-wide guard on NATS JetStream (issue 15). Parsed and checked here;
+//! `[store]`: the store-wide guard on NATS JetStream. Parsed and checked here;
 //! nothing connects yet.
 
 use super::resolve;

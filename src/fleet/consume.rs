@@ -7,8 +7,8 @@ use super::read_model::{self, Applied, RedeemedChange};
 use super::streams::{
     Feed, delete_consumer, ensure_consumer, ensure_mirror, ensure_redeemed_bucket,
 };
+use crate::guard::redeemed::{self, RedeemedAt};
 use crate::model::event::{Event, Skip, decode};
-use crate::store::redeemed::{self, RedeemedAt};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 use rusqlite::Connection;

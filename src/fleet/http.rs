@@ -6,7 +6,7 @@ use crate::config::fleet::FleetConfig;
 use crate::http::host::HostPolicy;
 use crate::http::serve as listen;
 use crate::http::{csv, error};
-use crate::model::claim::CodeKey;
+use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
 use crate::model::reason::Language;
 use crate::report::parse_when;

@@ -1,4 +1,4 @@
-//! `redeemd fleet`: headquarters' view of every store (issue 16). It keeps the hub's
+//! `redeemd fleet`: headquarters' view of every store. It keeps the hub's
 //! stream `REDEEMD_CHAIN` sourcing each listed store's events, consumes it into a read
 //! model (SQLite), writes the chain's record of redeemed codes (KV `redeemd_redeemed`,
 //! mirrored into each store), and serves a page, a JSON API and metrics.
@@ -15,9 +15,9 @@ pub mod read_model;
 pub mod streams;
 
 use crate::config::fleet::FleetConfig;
-use crate::model::claim::CodeKey;
+use crate::guard::nats::Access;
+use crate::model::claim_key::CodeKey;
 use crate::secrets::read_private_file;
-use crate::store::nats::Access;
 use metrics::FleetMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

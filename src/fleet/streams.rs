@@ -12,9 +12,9 @@
 //! - The durable consumers `redeemd_fleet` (events) and `redeemd_fleet_beats` (beats),
 //!   each acknowledged after its batch's commit.
 
+use crate::guard::nats::{create_or_update_stream, create_stream, request};
+use crate::guard::redeemed;
 use crate::model::event::STORE_STREAM;
-use crate::store::nats::{create_or_update_stream, create_stream, request};
-use crate::store::redeemed;
 
 pub const CHAIN_STREAM: &str = "REDEEMD_CHAIN";
 pub const CONSUMER: &str = "redeemd_fleet";

@@ -1,6 +1,6 @@
 //! The ledger against an in-memory model (vector's disk-buffer idea): random sequences of
 //! operations, including closing and reopening the database, must leave the SQLite ledger
-//! agreeing with a model written straight from the rules.
+//! agreeing with a model written straight from the rules of the state machine.
 
 use super::schema::open_rw;
 use super::{queries, scans, tries};

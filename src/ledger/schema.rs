@@ -193,7 +193,7 @@ CREATE TABLE catalog (
     fetched_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
-    // 8: the store guard (issue 15). `guard` says how the store's claim went for the row,
+    // 8: the store guard. `guard` says how the store's claim went for the row,
     // and the claim's own columns follow it to the store (`claim_dirty`: the row changed
     // since the bucket was told). `claim_notes` holds the claims sent and not yet answered,
     // written before each is sent, so that a restart finds them.
@@ -220,7 +220,7 @@ BEGIN
     UPDATE redemptions SET claim_dirty = 1 WHERE id = NEW.id;
 END;
 "#,
-    // 9: the chain (issue 16). Every change of a row HQ cares about gives the row a new
+    // 9: the chain. Every change of a row HQ cares about gives the row a new
     // `version` and puts (row, version) in `event_outbox`, in the commit that changed it;
     // the publisher deletes an entry once the store's stream has acknowledged it (the
     // outbox is the publish cursor). A row has one entry at most, its latest version (an

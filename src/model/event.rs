@@ -1,4 +1,4 @@
-//! What a till tells headquarters (issue 16): a row's version as an event, and a status
+//! What a till tells headquarters: a row's version as an event, and a status
 //! beat. Both are small JSON objects with `"v": 1`; HQ counts and skips any other version
 //! and anything it cannot read, and never stops for one.
 //!
@@ -6,7 +6,7 @@
 //! last 4 characters.
 
 use crate::clock::Millis;
-use crate::model::claim::CodeKey;
+use crate::model::claim_key::CodeKey;
 use crate::model::reason;
 use crate::model::row::Row;
 use serde::{Deserialize, Serialize};

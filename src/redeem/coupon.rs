@@ -1,7 +1,6 @@
 //! One try at redeeming a merchant coupon (WeChat Pay v3 `coupons/use`). What each answer
 //! means is decided in `coupon_rules`.
 
-use crate::clock::Millis;
 use crate::ledger::LedgerError;
 use crate::model::call::Confirmation;
 use crate::model::catalog::{Admit, Meta, admit_coupon};
@@ -13,22 +12,6 @@ use crate::redeem::catalog::stock_key;
 use crate::redeem::coupon_rules::{self as rules, confirmation, record};
 use crate::redeem::verdict::Health;
 use crate::wechat::pay::{PayAnswer, PayApi, UseRequest};
-
-/// A `use_request_no` unique across the merchant's tills, at most 32 characters:
-/// `RD` + 8 hex of the till's name + 11 hex of the scan's millisecond + 8 random hex.
-pub fn new_use_request_no(till: &str, at: Millis) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in till.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!(
-        "RD{h:08X}{:011X}{:08X}",
-        at.max(0) & 0xFFF_FFFF_FFFF,
-        fastrand::u32(..)
-    )
-}
 
 pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, LedgerError> {
     let trail = &mut Trail::new(ctx, &row);
@@ -107,21 +90,5 @@ async fn describe(
             ctx.catalog.note_miss(&key, ctx.clock.now_ms());
             Ok(cached.map(|e| e.meta))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn use_request_no_fits_and_differs() {
-        let a = new_use_request_no("store12-till3", 1_763_800_000_000);
-        let b = new_use_request_no("store12-till3", 1_763_800_000_000);
-        let c = new_use_request_no("store12-till4", 1_763_800_000_000);
-        assert!(a.len() <= 32, "{a}");
-        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
-        assert_ne!(a[..10], c[..10], "the till is part of it");
     }
 }

@@ -6,12 +6,12 @@ pub(crate) mod attempt;
 pub(crate) mod card;
 pub(crate) mod card_rules;
 pub mod catalog;
-pub mod claims;
 pub(crate) mod coupon;
 pub(crate) mod coupon_rules;
 pub mod dispatcher;
 pub mod intake;
 pub mod prefetch;
+pub mod store_guard;
 pub(crate) mod verdict;
 pub mod voids;
 

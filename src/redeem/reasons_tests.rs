@@ -303,8 +303,8 @@ fn every_reason_redeemd_can_write_has_a_stable_code() {
         ]
         .map(String::from),
     );
-    reasons.push(crate::store::claim::abandoned_here_reason(0, "till-2"));
-    reasons.push(crate::store::claim::taken_twice_reason("till-2", 0));
+    reasons.push(crate::model::claim::abandoned_here_reason(0, "till-2"));
+    reasons.push(crate::model::claim::taken_twice_reason("till-2", 0));
     reasons.sort();
     reasons.dedup();
     let unknown: Vec<&String> = reasons.iter().filter(|r| code_of(r) == OTHER).collect();

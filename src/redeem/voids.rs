@@ -9,7 +9,6 @@ use crate::model::void::ReturnStep;
 use crate::outcome::Bus;
 use crate::redeem::Ctx;
 use crate::redeem::attempt::timed;
-use crate::redeem::coupon::new_use_request_no;
 use crate::redeem::coupon_rules::{record, refusal_reason};
 use crate::wechat::pay::{PayAnswer, PayApi, ReturnReply, ReturnRequest};
 use std::sync::Arc;
@@ -19,11 +18,6 @@ use tokio::sync::{Notify, watch};
 /// How often the worker looks for returns without being woken: a void written by
 /// `redeemd void` (another process) is found within this.
 const POLL: Duration = Duration::from_secs(1);
-
-/// A `return_request_no` unique across the merchant's tills, ≤ 32 characters.
-pub fn new_return_request_no(till: &str, at: crate::clock::Millis) -> String {
-    format!("RT{}", &new_use_request_no(till, at)[2..])
-}
 
 /// What a return's answer means. Pure.
 pub fn after_return(answer: &PayAnswer<ReturnReply>) -> ReturnStep {
@@ -186,7 +180,5 @@ mod tests {
         ] {
             assert!(matches!(after_return(&again), ReturnStep::Again { .. }));
         }
-        let rrn = new_return_request_no("store12-till3", 1_796_000_000_000);
-        assert!(rrn.starts_with("RT") && rrn.len() <= 32, "{rrn}");
     }
 }

@@ -3,8 +3,8 @@
 //! alone, saying so.
 
 use crate::config::store::StoreConfig;
-use crate::store::claim::{ClaimValue, Found, UNREADABLE, found};
-use crate::store::nats::{Access, create_stream};
+use crate::guard::nats::{Access, create_stream};
+use crate::model::claim::{ClaimValue, Found, UNREADABLE, found};
 use async_nats::jetstream::{self, kv};
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ pub enum Claim {
     Unavailable(String),
 }
 
-pub struct Guard {
+pub struct ClaimBucket {
     js: jetstream::Context,
     client: async_nats::Client,
     cfg: StoreConfig,
@@ -76,12 +76,12 @@ pub struct Guard {
     timeout: Duration,
 }
 
-impl Guard {
+impl ClaimBucket {
     /// Connects, retrying in the background while no server answers. The claims bucket is
     /// opened, or created (replicas: one per server named, at most 3), by the first claim.
-    pub async fn connect(cfg: &StoreConfig, till: &str) -> Result<Guard, String> {
+    pub async fn connect(cfg: &StoreConfig, till: &str) -> Result<ClaimBucket, String> {
         let client = access(cfg).connect(cfg.claim_timeout).await?;
-        Ok(Guard {
+        Ok(ClaimBucket {
             js: jetstream::new(client.clone()),
             client,
             cfg: cfg.clone(),

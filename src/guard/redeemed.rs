@@ -4,7 +4,7 @@
 //! last moment the link was up).
 
 use crate::clock::Millis;
-use crate::store::nats::last_of_subject;
+use crate::guard::nats::last_of_subject;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

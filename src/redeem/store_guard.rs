@@ -3,21 +3,21 @@
 //! a crash). The claim itself is `store::guard`; the ledger's side is `ledger::claims`.
 
 use crate::clock::{SharedClock, hh_mm};
+use crate::guard::bucket::{Claim, ClaimBucket};
+use crate::guard::redeemed::Lookup;
 use crate::ledger::claims::{self, Dirty, Unsettled};
 use crate::ledger::note_file::{Note, NoteFile};
 use crate::ledger::scans::ClaimTie;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::model::api::Api;
-use crate::model::claim::CodeKey;
-use crate::model::code::Code;
-use crate::model::row::Guard as GuardWord;
-use crate::store::claim::{
+use crate::model::claim::{
     CLAIMED, ClaimValue, Foreign, RELEASED, abandoned_here_reason, follows, foreign,
     taken_twice_reason,
 };
-use crate::store::guard::{Claim, Guard};
-use crate::store::redeemed::Lookup;
+use crate::model::claim_key::CodeKey;
+use crate::model::code::Code;
+use crate::model::row::Guard;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -48,13 +48,13 @@ pub enum Claimed {
     /// a person decides).
     Held {
         scan: String,
-        guard: GuardWord,
+        guard: Guard,
         reason: String,
     },
 }
 
 pub struct StoreGuard {
-    guard: Guard,
+    guard: ClaimBucket,
     key: CodeKey,
     till: String,
     online_wait_ms: i64,
@@ -72,7 +72,7 @@ pub struct StoreGuard {
 
 impl StoreGuard {
     pub fn new(
-        guard: Guard,
+        guard: ClaimBucket,
         key: CodeKey,
         till: &str,
         online_wait: Duration,
@@ -178,20 +178,20 @@ impl StoreGuard {
         Ok(match self.guard.claim(&key, &value).await {
             Claim::Taken { revision } => {
                 self.metrics.count_claim("taken");
-                tie(GuardWord::Claimed, Some(revision))
+                tie(Guard::Claimed, Some(revision))
             }
             Claim::Ours { revision } => {
                 self.metrics.count_claim("ours");
-                tie(GuardWord::Claimed, Some(revision))
+                tie(Guard::Claimed, Some(revision))
             }
             Claim::Unavailable(error) => {
                 self.metrics.count_claim("unavailable");
                 tracing::warn!(event = "guard_unavailable", code = %code, error, "the store guard did not answer: this till goes on alone");
-                tie(GuardWord::Unavailable, None)
+                tie(Guard::Unavailable, None)
             }
             Claim::Theirs(v) => {
                 let (guard, reason) = match foreign(&v, self.clock.now_ms(), self.online_wait_ms) {
-                    Foreign::Duplicate(r) => (GuardWord::Elsewhere, r),
+                    Foreign::Duplicate(r) => (Guard::Elsewhere, r),
                     Foreign::Abandoned(r) => {
                         // Rare; worth one more round trip before the answer.
                         if let Err(error) = self.guard.flag_abandoned(&key).await {
@@ -201,7 +201,7 @@ impl StoreGuard {
                                 "cannot tell the store that a claim looks abandoned"
                             );
                         }
-                        (GuardWord::Abandoned, r)
+                        (Guard::Abandoned, r)
                     }
                 };
                 self.metrics.count_claim(guard.as_str());
