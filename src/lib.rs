@@ -29,12 +29,10 @@
 
 pub(crate) mod api;
 pub mod chain;
-pub mod check;
+
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod demo;
-pub mod devices;
 pub(crate) mod duration;
 pub mod fleet;
 pub mod fuzzing;

@@ -4,7 +4,8 @@
 mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cli::daemon::{backup, block_on, check, init_logging, run};
+use cli::check::check;
+use cli::daemon::{backup, block_on, init_logging, run};
 use cli::records::{export, log, resolve, review, summary, void};
 use redeemd::config::DEFAULT_CONFIG_PATH;
 use redeemd::model::state::State;
@@ -184,16 +185,13 @@ fn main() -> ExitCode {
         } => check(config.config, quota, connect),
         Command::Fleet { config, rebuild } => cli::fleet::run(&config, rebuild),
         Command::Backup { config, dest } => backup(config.config, dest),
-        Command::Demo => block_on(async { redeemd::demo::run().await }),
+        Command::Demo => block_on(async { cli::demo::run().await }),
         Command::Devices { sys_root, dev_root } => {
-            let roots = redeemd::devices::Roots {
+            let roots = cli::devices::Roots {
                 sys: sys_root,
                 dev: dev_root,
             };
-            print!(
-                "{}",
-                redeemd::devices::render(&redeemd::devices::discover(&roots))
-            );
+            print!("{}", cli::devices::render(&cli::devices::discover(&roots)));
             ExitCode::SUCCESS
         }
         Command::Log {

@@ -1,11 +1,11 @@
-//! `run`, `check` and `backup`: the daemon's start (one load of everything it needs), and
-//! the logging it writes.
+//! `run` and `backup`: the daemon's start (one load of everything it needs, shared with
+//! `check`), and the logging it writes.
 
 use super::{EX_CONFIG, load_config};
 use crate::LogFormat;
-use redeemd::check::Findings;
-use redeemd::check::Loaded;
 use redeemd::config::Config;
+use redeemd::daemon::load::Findings;
+use redeemd::daemon::load::Loaded;
 use redeemd::daemon::{Daemon, DaemonError, termination_signal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +43,7 @@ pub(crate) fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded,
     let (source, found) = match Config::load(path) {
         Ok(config) => {
             let source = config.source.clone();
-            match redeemd::check::load(config) {
+            match redeemd::daemon::load::load(config) {
                 Ok(loaded) => {
                     for w in &loaded.warnings {
                         eprintln!("redeemd: warning: {w}");
@@ -60,7 +60,9 @@ pub(crate) fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded,
         // config as far as it could be built: every problem at once.
         Err(e) => {
             let mut found = match e.partial {
-                Some(partial) => redeemd::check::load(*partial).err().unwrap_or_default(),
+                Some(partial) => redeemd::daemon::load::load(*partial)
+                    .err()
+                    .unwrap_or_default(),
                 None => Findings::default(),
             };
             let mut problems = e.problems;
@@ -77,77 +79,6 @@ pub(crate) fn load_all(path: &std::path::Path, quiet_ok: bool) -> Result<Loaded,
         eprintln!("  - {p}");
     }
     Err(ExitCode::from(EX_CONFIG))
-}
-
-pub(crate) fn check(path: PathBuf, quota: bool, connect: bool) -> ExitCode {
-    let loaded = match load_all(&path, false) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let mut code = ExitCode::SUCCESS;
-    if quota {
-        code = quotas(&loaded);
-    }
-    if connect && store_answers(&loaded) != ExitCode::SUCCESS {
-        code = ExitCode::FAILURE;
-    }
-    code
-}
-
-/// `check --connect`: the store's NATS answers and its claims bucket opens.
-fn store_answers(loaded: &Loaded) -> ExitCode {
-    let Some(store) = &loaded.config.store else {
-        eprintln!("redeemd check --connect: no [store] section: nothing to connect to");
-        return ExitCode::FAILURE;
-    };
-    let till = loaded.config.till.clone();
-    block_on(async move {
-        let guard = redeemd::guard::bucket::ClaimBucket::connect(store, &till)
-            .await
-            .map_err(DaemonError::Http)?;
-        match guard.probe(std::time::Duration::from_secs(5)).await {
-            Ok(()) => {
-                println!(
-                    "store {}: bucket {} answers on {}",
-                    store.name,
-                    store.claims_bucket,
-                    store.nats_urls.join(", ")
-                );
-                Ok(())
-            }
-            Err(e) => Err(DaemonError::Http(format!("store {}: {e}", store.name))),
-        }
-    })
-}
-
-/// `check --quota`: WeChat's daily quota of every path redeemd calls.
-fn quotas(loaded: &Loaded) -> ExitCode {
-    let Some(w) = &loaded.config.wechat else {
-        eprintln!("redeemd check --quota: no [wechat] section: the card API has no quota to read");
-        return ExitCode::FAILURE;
-    };
-    let mut failed = false;
-    let code = block_on(async {
-        let card = redeemd::daemon::build_card(w)?;
-        println!(
-            "{:<22} {:>12} {:>12} {:>12}",
-            "PATH", "DAILY LIMIT", "USED", "REMAINING"
-        );
-        for (path, q) in card.quotas().await {
-            match q {
-                Ok(q) => println!(
-                    "{path:<22} {:>12} {:>12} {:>12}",
-                    q.daily_limit, q.used, q.remain
-                ),
-                Err(e) => {
-                    failed = true;
-                    println!("{path:<22} cannot be read: {e}");
-                }
-            }
-        }
-        Ok(())
-    });
-    if failed { ExitCode::FAILURE } else { code }
 }
 
 pub(crate) fn run(path: PathBuf) -> ExitCode {

@@ -1,7 +1,10 @@
 //! The subcommands behind `main`: each loads what it needs once, does its work, and maps
 //! errors to exit codes (0, 1, 2 for bad usage, 78 `EX_CONFIG`).
 
+pub(crate) mod check;
 pub(crate) mod daemon;
+pub(crate) mod demo;
+pub(crate) mod devices;
 pub(crate) mod fleet;
 pub(crate) mod records;
 

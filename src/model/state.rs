@@ -371,6 +371,16 @@ pub fn expire(s: Snapshot) -> Option<Change> {
     })
 }
 
+/// How a settled row answers a till that is still waiting for it.
+pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
+    match state {
+        State::Queued => None,
+        State::Redeemed => Some(TillOutcome::Redeemed),
+        State::Rejected | State::Review | State::Returned => Some(TillOutcome::Rejected),
+        State::Cancelled => Some(TillOutcome::RefusedOffline),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,15 +528,5 @@ mod tests {
             TillOutcome::parse("accepted_offline"),
             Some(TillOutcome::AcceptedOffline)
         );
-    }
-}
-
-/// How a settled row answers a till that is still waiting for it.
-pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
-    match state {
-        State::Queued => None,
-        State::Redeemed => Some(TillOutcome::Redeemed),
-        State::Rejected | State::Review | State::Returned => Some(TillOutcome::Rejected),
-        State::Cancelled => Some(TillOutcome::RefusedOffline),
     }
 }

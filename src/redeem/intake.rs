@@ -353,6 +353,22 @@ impl Intake {
         }
     }
 
+    /// The scan → answer trip's end: waits for the answer, logs it, hands it to whoever
+    /// asked (the HTTP caller of a keyed scan) and to everyone listening (beeps, the event
+    /// stream, the kiosk).
+    pub async fn answer_and_tell(
+        &self,
+        pending: Pending,
+        reply: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    ) {
+        let outcome = self.answer(pending).await;
+        outcome.log(&self.config.till);
+        if let Some(r) = reply {
+            let _ = r.send(outcome.clone());
+        }
+        let _ = self.bus.outcomes.send(outcome);
+    }
+
     /// Waits for WeChat up to `online_wait`, then answers.
     pub async fn answer(&self, pending: Pending) -> Outcome {
         let (row, scan, rescan, limits, mut settled, started, _waiter) = match pending {

@@ -1,5 +1,5 @@
-//! `redeemd check`: everything `run` needs, validated without starting anything. `run`
-//! performs the same checks first.
+//! Everything the daemon needs from disk, read and checked once before it starts: `redeemd
+//! check` prints what this finds, and `redeemd run` starts from what it read.
 
 use crate::config::{Config, ScannerKind, WechatPayConfig};
 use crate::ledger::schema;

@@ -2,16 +2,16 @@
 //! standard input as the scanner. Nothing here can reach the real WeChat: the simulator is
 //! started in this process on a loopback port, and the config pointing at it is generated.
 
-use crate::config::Config;
-use crate::daemon::{Daemon, DaemonError, termination_signal};
-use crate::model::state::TillOutcome;
-use crate::outcome::Outcome;
-use crate::sim::card::CardSim;
-use crate::sim::card::SimCard;
-use crate::sim::card::SimCode;
-use crate::sim::pay::PayIdentity;
-use crate::sim::pay::PaySim;
-use crate::sim::pay::{CouponState, generate_key, pem};
+use redeemd::config::Config;
+use redeemd::daemon::{Daemon, DaemonError, termination_signal};
+use redeemd::model::state::TillOutcome;
+use redeemd::outcome::Outcome;
+use redeemd::sim::card::CardSim;
+use redeemd::sim::card::SimCard;
+use redeemd::sim::card::SimCode;
+use redeemd::sim::pay::PayIdentity;
+use redeemd::sim::pay::PaySim;
+use redeemd::sim::pay::{CouponState, generate_key, pem};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -97,7 +97,7 @@ pub async fn run() -> Result<(), DaemonError> {
     let pay_primary = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
     let pay_backup = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
     // The pages on the usual port when it is free, else on any free port.
-    let http_listen = std::net::TcpListener::bind(crate::config::DEFAULT_LISTEN)
+    let http_listen = std::net::TcpListener::bind(redeemd::config::DEFAULT_LISTEN)
         .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .and_then(|l| l.local_addr())
         .map(|a| a.to_string())
@@ -189,8 +189,8 @@ language = "en"
     );
     let _ = out.flush();
 
-    let loaded =
-        crate::check::load(config).map_err(|f| DaemonError::Config(f.problems.join("; ")))?;
+    let loaded = redeemd::daemon::load::load(config)
+        .map_err(|f| DaemonError::Config(f.problems.join("; ")))?;
     let mut daemon = Daemon::new(loaded)?;
     daemon.exit_when_sources_end = true;
     let bus = daemon.bus();
@@ -232,7 +232,7 @@ fn print_outcome(o: &Outcome) {
         .map(|r| format!(" — {r}"))
         .unwrap_or_default();
     let what = match (&o.title, o.value) {
-        (Some(title), Some(fen)) => format!(" [{title}, ¥{}]", crate::model::catalog::yuan(fen)),
+        (Some(title), Some(fen)) => format!(" [{title}, ¥{}]", redeemd::model::catalog::yuan(fen)),
         (Some(title), None) => format!(" [{title}]"),
         _ => String::new(),
     };

@@ -1,0 +1,65 @@
+//! The WeChat clients the daemon redeems with, built from the config and the keys
+//! `load` read.
+
+use super::{DaemonError, USER_AGENT};
+use crate::clock::SharedClock;
+use crate::config::{WechatConfig, WechatPayConfig};
+use crate::daemon::load::PayKeys;
+use crate::wechat::card::CardApi;
+use crate::wechat::pay::{PayApi, PayApiParts};
+use crate::wechat::pay_sign::MerchantAuth;
+use crate::wechat::token::{TokenManager, TokenSource};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) fn http_client(timeout: Duration) -> Result<reqwest::Client, DaemonError> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(3).min(timeout))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| DaemonError::Http(e.to_string()))
+}
+
+/// The card API. Its secret file was checked by `check::load`, and is re-read at every
+/// token fetch, so a fix needs no restart.
+pub fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
+    let http = http_client(w.request_timeout)?;
+    let base = w.base_url.trim_end_matches('/');
+    let source = match &w.token_url {
+        Some(url) => TokenSource::Central { url: url.clone() },
+        None => TokenSource::Stable {
+            url: format!("{base}/cgi-bin/stable_token"),
+        },
+    };
+    let tokens = Arc::new(TokenManager::new(
+        http.clone(),
+        source,
+        w.appid.clone(),
+        w.secret_file.clone(),
+    ));
+    Ok(Arc::new(CardApi::new(http, base, tokens)))
+}
+
+/// WeChat Pay, with the keys `check::load` read.
+pub(super) fn build_pay(
+    p: &WechatPayConfig,
+    keys: PayKeys,
+    clock: SharedClock,
+) -> Result<Arc<PayApi>, DaemonError> {
+    let PayKeys { signer, verifier } = keys;
+    Ok(Arc::new(PayApi::new(PayApiParts {
+        http: http_client(p.request_timeout)?,
+        appid: p.appid.clone(),
+        auth: MerchantAuth {
+            mchid: p.mchid.clone(),
+            serial_no: p.serial_no.clone(),
+            signer,
+        },
+        verifier,
+        public_key_id: p.public_key_id.clone(),
+        primary: p.base_url.clone(),
+        backup: p.backup_url.clone(),
+        clock,
+    })))
+}
