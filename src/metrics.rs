@@ -165,6 +165,14 @@ impl Metrics {
         self.scanners.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// All of `/metrics`: what the ledger says, then the in-memory series.
+    pub fn render_all(&self, ledger: &LedgerFigures, token_refreshes: u64) -> String {
+        let mut out = String::new();
+        render_ledger(&mut out, ledger);
+        self.render(&mut out, token_refreshes);
+        out
+    }
+
     /// Writes the in-memory series.
     pub fn render(&self, out: &mut String, token_refreshes: u64) {
         if let Ok(q) = self.quotas.lock()
@@ -322,6 +330,67 @@ impl Metrics {
     }
 }
 
+/// What the ledger says, for `/metrics`: read from the ledger by the API, rendered here
+/// with everything else.
+pub struct LedgerFigures {
+    /// Rows by api (`None`: refused at the till) and state.
+    pub counts: Vec<(Option<String>, String, i64)>,
+    pub pending: i64,
+    /// The scan time of the oldest row waiting for WeChat.
+    pub oldest_pending: Option<i64>,
+    pub now: i64,
+    /// The chain's outbox, on a till that publishes to one.
+    pub outbox: Option<i64>,
+}
+
+fn render_ledger(out: &mut String, f: &LedgerFigures) {
+    use std::fmt::Write;
+    header(
+        out,
+        "redeemd_redemptions_total",
+        "gauge",
+        "Ledger rows by api and state.",
+    );
+    let mut by: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (api, state, n) in &f.counts {
+        *by.entry((api.clone().unwrap_or_else(|| "none".into()), state.clone()))
+            .or_default() += *n;
+    }
+    for ((api, state), n) in by {
+        let _ = writeln!(
+            out,
+            "redeemd_redemptions_total{{api=\"{api}\",state=\"{state}\"}} {n}"
+        );
+    }
+    header(
+        out,
+        "redeemd_pending",
+        "gauge",
+        "Redemptions waiting for WeChat.",
+    );
+    let _ = writeln!(out, "redeemd_pending {}", f.pending);
+    header(
+        out,
+        "redeemd_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest redemption waiting for WeChat.",
+    );
+    let age = f
+        .oldest_pending
+        .map(|t| (f.now - t).max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let _ = writeln!(out, "redeemd_oldest_pending_age_seconds {age}");
+    if let Some(outbox) = f.outbox {
+        header(
+            out,
+            "redeemd_events_outbox",
+            "gauge",
+            "Rows whose latest version the store's stream has not acknowledged (the chain's outbox).",
+        );
+        let _ = writeln!(out, "redeemd_events_outbox {outbox}");
+    }
+}
+
 /// Escapes a Prometheus label value.
 pub fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -363,5 +432,39 @@ mod tests {
         let mut s = String::new();
         m.render(&mut s, 2);
         assert!(s.contains("redeemd_wechat_quota_exhausted 1"));
+    }
+
+    #[test]
+    fn all_of_metrics_is_rendered_in_one_place() {
+        let m = Metrics::default();
+        let figures = LedgerFigures {
+            counts: vec![
+                (Some("card".into()), "redeemed".into(), 3),
+                (Some("card".into()), "redeemed".into(), 2),
+                (None, "cancelled".into(), 1),
+            ],
+            pending: 4,
+            oldest_pending: Some(1_000),
+            now: 3_500,
+            outbox: None,
+        };
+        let s = m.render_all(&figures, 0);
+        assert!(s.contains("redeemd_redemptions_total{api=\"card\",state=\"redeemed\"} 5"));
+        assert!(s.contains("redeemd_redemptions_total{api=\"none\",state=\"cancelled\"} 1"));
+        assert!(s.contains("redeemd_pending 4"));
+        assert!(s.contains("redeemd_oldest_pending_age_seconds 2.5"));
+        assert!(
+            !s.contains("redeemd_events_outbox"),
+            "no outbox without [store]"
+        );
+        assert!(s.contains("redeemd_token_refreshes_total 0"));
+        let s = m.render_all(
+            &LedgerFigures {
+                outbox: Some(7),
+                ..figures
+            },
+            0,
+        );
+        assert!(s.contains("redeemd_events_outbox 7"));
     }
 }

@@ -3,7 +3,7 @@
 //! Payment codes are checked before any route: a customer who shows the wrong screen must
 //! never have a live payment credential sent to a coupon API, whatever a route's pattern says.
 
-use crate::config::RouteConfig;
+use crate::config::route::RouteConfig;
 use crate::model::api::Api;
 use crate::model::code::Code;
 use regex::Regex;

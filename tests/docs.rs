@@ -111,3 +111,67 @@ fn every_toml_example_is_a_config_redeemd_accepts() {
     assert!(checked >= 5, "only {checked} TOML blocks found");
     assert!(refused.is_empty(), "{}", refused.join("\n\n"));
 }
+
+/// Whether the till's config knows `key` in `section` (`""`: the top level): a config with
+/// that key alone is refused for anything but an unknown key (a wrong type, a missing
+/// neighbour) when it is known.
+fn till_knows(section: &str, key: &str) -> bool {
+    let at = root().join("docs").join("example.toml");
+    let fragment = match section {
+        "" => format!("{key} = 0\n"),
+        "scanner" | "route" => format!("[[{section}]]\n{key} = 0\n"),
+        _ => format!("[{section}]\n{key} = 0\n"),
+    };
+    // Top-level keys go before any section.
+    let text = if section.is_empty() {
+        format!("{fragment}{}", till_config(""))
+    } else {
+        till_config(&fragment)
+    };
+    match redeemd::config::Config::parse(&text, &at) {
+        Ok(_) => true,
+        Err(e) => !e.to_string().contains(&format!("unknown field `{key}`")),
+    }
+}
+
+#[test]
+fn every_config_key_the_docs_name_is_one_the_config_knows() {
+    // `[offline] accept`, `offline.online_wait`: the two ways the pages name a till's key.
+    let sections = ["http", "wechat", "wechat_pay", "offline", "retry", "store", "scanner", "route"];
+    let spaced = regex::Regex::new(r"`\[(\w+)\] (\w+)`").expect("regex");
+    let dotted = regex::Regex::new(r"`(\w+)\.(\w+)`").expect("regex");
+    let mut named = 0;
+    let mut unknown = Vec::new();
+    for (page, text) in pages() {
+        // HQ's hq.toml has sections of the same names: its page names them as `hq.toml`'s.
+        if page.ends_with("store-and-chain.md") {
+            continue;
+        }
+        for c in spaced.captures_iter(&text).chain(dotted.captures_iter(&text)) {
+            let (section, key) = (&c[1], &c[2]);
+            if !sections.contains(&section) {
+                continue;
+            }
+            named += 1;
+            if !till_knows(section, key) {
+                unknown.push(format!("{page}: [{section}] {key}"));
+            }
+        }
+    }
+    assert!(named >= 5, "only {named} keys found: is the pattern right?");
+    assert!(
+        unknown.is_empty(),
+        "keys the config does not know:\n{}",
+        unknown.join("\n")
+    );
+}
+
+#[test]
+fn the_key_check_tells_a_known_key_from_an_unknown_one() {
+    assert!(till_knows("offline", "online_wait"));
+    assert!(till_knows("http", "listen"));
+    assert!(till_knows("scanner", "baud"));
+    assert!(!till_knows("offline", "ofline"));
+    assert!(!till_knows("http", "listen_on"));
+    assert!(!till_knows("route", "stock"));
+}

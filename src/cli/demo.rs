@@ -97,7 +97,7 @@ pub async fn run() -> Result<(), DaemonError> {
     let pay_primary = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
     let pay_backup = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
     // The pages on the usual port when it is free, else on any free port.
-    let http_listen = std::net::TcpListener::bind(redeemd::config::DEFAULT_LISTEN)
+    let http_listen = std::net::TcpListener::bind(redeemd::config::http::DEFAULT_LISTEN)
         .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .and_then(|l| l.local_addr())
         .map(|a| a.to_string())

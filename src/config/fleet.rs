@@ -177,7 +177,7 @@ impl FleetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Listen;
+    use crate::config::http::Listen;
 
     const GOOD: &str = r#"
 database = "fleet.db"

@@ -3,7 +3,7 @@
 
 use super::{DaemonError, USER_AGENT};
 use crate::clock::SharedClock;
-use crate::config::{WechatConfig, WechatPayConfig};
+use crate::config::wechat::{WechatConfig, WechatPayConfig};
 use crate::daemon::load::PayKeys;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};

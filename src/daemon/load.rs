@@ -1,7 +1,9 @@
 //! Everything the daemon needs from disk, read and checked once before it starts: `redeemd
 //! check` prints what this finds, and `redeemd run` starts from what it read.
 
-use crate::config::{Config, ScannerKind, WechatPayConfig};
+use crate::config::Config;
+use crate::config::scanner::ScannerKind;
+use crate::config::wechat::WechatPayConfig;
 use crate::ledger::schema;
 use crate::model::claim_key::CodeKey;
 use crate::secrets::{read_private_file, read_secret_file};

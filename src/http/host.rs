@@ -5,7 +5,7 @@
 //! addresses for a loopback or unix listener, the configured address, and
 //! `[http] allowed_hosts` (a name the POS uses). An IP address is never a rebinding name.
 
-use crate::config::Listen;
+use crate::config::http::Listen;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone)]

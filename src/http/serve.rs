@@ -173,14 +173,14 @@ fn timed_out() -> axum::response::Response {
 /// made, a socket left by a previous run removed, and with `socket_mode` the socket gets
 /// that mode whatever the umask. `what` names the server in the log.
 pub async fn bind(
-    listen: &crate::config::Listen,
+    listen: &crate::config::http::Listen,
     socket_mode: Option<u32>,
     app: Router,
     limits: Limits,
     stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use crate::config::Listen;
+    use crate::config::http::Listen;
     match listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -16,7 +16,8 @@ pub(crate) mod verdict;
 pub mod voids;
 
 use crate::clock::SharedClock;
-use crate::config::{RetryConfig, RouteConfig};
+use crate::config::offline::RetryConfig;
+use crate::config::route::RouteConfig;
 use crate::ledger::Ledger;
 use crate::model::call::Retry;
 use crate::model::catalog::CardTypes;

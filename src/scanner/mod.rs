@@ -10,7 +10,7 @@ pub mod source;
 pub mod stdin;
 
 use crate::clock::SharedClock;
-use crate::config::{ScannerConfig, ScannerKind};
+use crate::config::scanner::{ScannerConfig, ScannerKind};
 use crate::model::scan::Scan;
 use crate::outcome::Outcome;
 use frame::Framer;

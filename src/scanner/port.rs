@@ -3,7 +3,7 @@
 //! the reactor, so a quiet or unplugged scanner costs no CPU and shutdown never waits on a
 //! blocked read. A regular file is read once to its end (a recorded session to replay).
 
-use crate::config::{FlowControl, Parity, ScannerConfig};
+use crate::config::scanner::{FlowControl, Parity, ScannerConfig};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

@@ -7,7 +7,7 @@ use super::keyboard::KeyboardDecoder;
 use super::port::Port;
 use super::{REOPEN_MAX, REOPEN_MIN, SourceEvent, pause_or_shutdown};
 use crate::clock::SharedClock;
-use crate::config::ScannerConfig;
+use crate::config::scanner::ScannerConfig;
 use crate::model::frame::Frame;
 use crate::model::scan::Scan;
 use crate::model::state::TillOutcome;

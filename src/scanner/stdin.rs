@@ -8,7 +8,7 @@
 use super::SourceEvent;
 use super::frame::Framer;
 use crate::clock::SharedClock;
-use crate::config::ScannerConfig;
+use crate::config::scanner::ScannerConfig;
 use crate::model::scan::Scan;
 use std::io::Read;
 use std::sync::Arc;
