@@ -13,6 +13,9 @@
 
 #[path = "../tests/support/nats_config.rs"]
 mod nats_config;
+#[path = "../tests/support/nats_process.rs"]
+#[allow(dead_code)]
+mod nats_process;
 
 use redeemd::fleet::read_model;
 use redeemd::model::event::{RowEvent, events_subject, row_msg_id};
@@ -31,10 +34,6 @@ struct Sizes {
     model_rows: usize,
 }
 
-fn nats_bin() -> String {
-    std::env::var("REDEEMD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -44,22 +43,7 @@ fn free_port() -> u16 {
 
 /// Starts `nats-server -c config` and waits until it says it is ready.
 fn start_server(config: &Path) -> Option<Child> {
-    let mut child = Command::new(nats_bin())
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let stderr = child.stderr.take()?;
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
-        if line.contains("Server is ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Some(child)
+    nats_process::start(["-c".as_ref(), config.as_os_str()]).map(|s| s.child)
 }
 
 struct Servers {

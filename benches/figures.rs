@@ -20,6 +20,9 @@
 //! here; skipped when there is none), and the chain's publisher sending the outbox to it:
 //! the overhead including the claim, and the claim's own time.
 
+#[path = "../tests/support/nats_process.rs"]
+mod nats_process;
+
 use redeemd::clock::{SharedClock, SystemClock};
 use redeemd::config::Config;
 use redeemd::config::store::StoreConfig;
@@ -711,30 +714,17 @@ fn report_online_as(what: &str, o: &Online) {
 
 /// A `nats-server` with JetStream in `dir`, on a port the OS picks; `None` without one.
 fn start_nats(dir: &Path) -> Option<(std::process::Child, String)> {
-    let bin = std::env::var("REDEEMD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-    let mut child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-        .arg(dir.join("nats"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let stderr = child.stderr.take()?;
-    let mut port = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(p) = line
-            .split("Listening for client connections on ")
-            .nth(1)
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.trim().parse::<u16>().ok())
-        {
-            port = Some(p);
-        }
-        if line.contains("Server is ready") {
-            break;
-        }
-    }
-    Some((child, format!("nats://127.0.0.1:{}", port?)))
+    let store = dir.join("nats");
+    let started = nats_process::start([
+        "-js".as_ref(),
+        "-a".as_ref(),
+        "127.0.0.1".as_ref(),
+        "-p".as_ref(),
+        "-1".as_ref(),
+        "-sd".as_ref(),
+        store.as_os_str(),
+    ])?;
+    Some((started.child, format!("nats://127.0.0.1:{}", started.port?)))
 }
 
 fn store_config(url: &str) -> StoreConfig {

@@ -24,17 +24,14 @@ fn manager_and_kiosk_pages_update_when_a_code_is_scanned() {
     till.sim.add_codes(&c[..1]);
     // A merchant coupon accepted offline yesterday and still waiting (this till has no
     // WeChat Pay credentials, so it stays queued): the page's "pending" card counts the whole backlog.
-    {
-        let conn =
-            redeemd::ledger::schema::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
-        let yesterday = chrono::Utc::now().timestamp_millis() - 86_400_000 - 3_600_000;
-        conn.execute(
-            "INSERT INTO redemptions (code, api, state, till_outcome, scanner, till, scanned_at, updated_at, next_attempt_at) \
-             VALUES ('BF0000000001', 'coupon', 'queued', 'accepted_offline', 'front', 'till', ?1, ?1, ?1)",
-            [yesterday],
-        )
-        .unwrap();
-    }
+    Seed::open(&till.dir.path().join("ledger/redeemd.db")).row(&SeedRow {
+        code: "BF0000000001",
+        api: "coupon",
+        till_outcome: Some("accepted_offline"),
+        till: "till",
+        scanned_at: chrono::Utc::now().timestamp_millis() - 86_400_000 - 3_600_000,
+        ..SeedRow::default()
+    });
     let d = till.start();
     let base = d.http_url();
     let mut b = cdp::Browser::launch();
@@ -321,8 +318,7 @@ const DAY: &[(&str, u32, &str)] = &[
 /// titles, orders and one row's calls, as a day at a till leaves them.
 fn seed_day(till: &Till) {
     use chrono::{Local, TimeZone};
-    let conn =
-        redeemd::ledger::schema::open_rw(&till.dir.path().join("ledger/redeemd.db")).unwrap();
+    let seed = Seed::open(&till.dir.path().join("ledger/redeemd.db"));
     let today = Local::now().date_naive();
     let at = |hour: u32, minute: u32| {
         Local
@@ -345,45 +341,46 @@ fn seed_day(till: &Till) {
             }
             _ => None,
         };
-        conn.execute(
-            "INSERT INTO redemptions (code, api, route, state, reason, till_outcome, scanner, till, \
-             scanned_at, updated_at, redeemed_at, next_attempt_at, title, kind, value, order_id, amount) \
-             VALUES (?1, ?2, 0, ?3, ?4, CASE ?3 WHEN 'rejected' THEN 'rejected' \
-             WHEN 'queued' THEN 'accepted_offline' ELSE 'redeemed' END, 'front', 'store1-till1', ?5, ?5, ?6, ?7, \
-             '火锅套餐 满100减20', 'CASH', 2000, ?8, 12800)",
-            rusqlite::params![
-                code,
-                api,
-                state,
-                reason,
-                t,
-                (*state == "redeemed" || *state == "returned").then_some(t + 800),
-                (*state == "queued").then_some(t),
-                format!("A-{:04}", 1000 + i)
-            ],
-        )
-        .unwrap();
+        let till_outcome = match *state {
+            "rejected" => "rejected",
+            "queued" => "accepted_offline",
+            _ => "redeemed",
+        };
+        let order_id = format!("A-{:04}", 1000 + i);
+        let id = seed.row(&SeedRow {
+            code: &code,
+            api,
+            route: Some(0),
+            state,
+            reason,
+            till_outcome: Some(till_outcome),
+            scanned_at: t,
+            redeemed_at: (*state == "redeemed" || *state == "returned").then_some(t + 800),
+            title: Some("火锅套餐 满100减20"),
+            kind: Some("CASH"),
+            value: Some(2000),
+            order_id: Some(&order_id),
+            amount: Some(12800),
+            ..SeedRow::default()
+        });
         if i == 0 {
-            let id = conn.last_insert_rowid();
             for (call, dt, outcome) in [("code/get", 0, "ok"), ("code/consume", 300, "ok")] {
-                conn.execute(
-                    "INSERT INTO attempts (redemption_id, call, started_at, ended_at, http_status, errcode, outcome) \
-                     VALUES (?1, ?2, ?3, ?3 + 180, 200, 0, ?4)",
-                    rusqlite::params![id, call, t + dt, outcome],
-                )
-                .unwrap();
+                seed.call(id, call, t + dt, 180, outcome);
             }
         }
     }
-    let yesterday = at(12, 0) - 86_400_000;
-    conn.execute(
-        "INSERT INTO redemptions (code, api, route, state, till_outcome, scanner, till, scanned_at, \
-         updated_at, next_attempt_at, title, kind, value, order_id) \
-         VALUES ('BF8800000099', 'coupon', 0, 'queued', 'accepted_offline', 'front', 'store1-till1', \
-         ?1, ?1, ?1, '饮品券 满30减5', 'NORMAL', 500, 'A-0999')",
-        [yesterday],
-    )
-    .unwrap();
+    seed.row(&SeedRow {
+        code: "BF8800000099",
+        api: "coupon",
+        route: Some(0),
+        till_outcome: Some("accepted_offline"),
+        scanned_at: at(12, 0) - 86_400_000,
+        title: Some("饮品券 满30减5"),
+        kind: Some("NORMAL"),
+        value: Some(500),
+        order_id: Some("A-0999"),
+        ..SeedRow::default()
+    });
 }
 
 /// The manager page's cards and chart for a known day, in zh-CN (the default) and in en:

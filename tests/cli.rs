@@ -2,15 +2,12 @@
 
 mod support;
 
-use redeemd::ledger::scans;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use support::*;
 
 fn run_with(config: &std::path::Path) -> std::process::Output {
-    Command::new(bin())
-        .args(["run", "--config"])
-        .arg(config)
+    redeemd(["run"])
+        .config(config)
         .output()
         .expect("run redeemd")
 }
@@ -63,8 +60,7 @@ fn a_secret_file_others_can_read_is_refused() {
 fn config_falls_back_to_the_environment() {
     let till = Till::new(Setup::default());
     std::fs::write(&till.config, "database = 1\n").unwrap();
-    let out = Command::new(bin())
-        .arg("run")
+    let out = redeemd(["run"])
         .env("REDEEMD_CONFIG", &till.config)
         .output()
         .unwrap();
@@ -84,9 +80,8 @@ fn log_filters_and_table() {
     d.outcome(&codes[1]);
 
     let json = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = Command::new(bin())
-            .args(["log", "--json", "--config"])
-            .arg(&till.config)
+        let out = redeemd(["log", "--json"])
+            .config(&till.config)
             .args(args)
             .output()
             .unwrap();
@@ -111,18 +106,13 @@ fn log_filters_and_table() {
     assert_eq!(json(&["--until", "1h"]).len(), 0);
     assert_eq!(json(&["--limit", "1"]).len(), 1);
 
-    let table = Command::new(bin())
-        .args(["log", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let table = redeemd(["log"]).config(&till.config).output().unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("    ID  SCANNED"), "{text}");
     assert!(text.contains("2 rows"));
 
-    let bad = Command::new(bin())
-        .args(["log", "--state", "done", "--config"])
-        .arg(&till.config)
+    let bad = redeemd(["log", "--state", "done"])
+        .config(&till.config)
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
@@ -133,8 +123,7 @@ fn log_filters_and_table() {
 #[test]
 fn demo_redeems_codes_typed_on_stdin() {
     use std::io::Write;
-    let mut child = Command::new(bin())
-        .arg("demo")
+    let mut child = redeemd(["demo"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -230,8 +219,7 @@ fn devices_lists_ready_to_paste_scanner_blocks() {
         symlink(&hid_dir, sys.join("class/hidraw").join(n).join("device")).unwrap();
     }
 
-    let out = Command::new(bin())
-        .args(["devices", "--sys-root"])
+    let out = redeemd(["devices", "--sys-root"])
         .arg(&sys)
         .arg("--dev-root")
         .arg(&dev)
@@ -296,14 +284,10 @@ fn the_daemon_keeps_running_when_its_only_scanner_input_ends() {
 /// next: 29 March 2026 in Berlin has 23 hours, so a scan at 00:30 on the 30th is not in it.
 #[test]
 fn summary_days_follow_the_local_calendar() {
-    use redeemd::ledger::scans::NewScan;
-    use redeemd::model::api::Api;
-    use redeemd::model::code::Code;
-    use redeemd::route::Routed;
     let till = Till::new(Setup::default());
     let db = till.dir.path().join("ledger");
     std::fs::create_dir_all(&db).unwrap();
-    let mut conn = redeemd::ledger::schema::open_rw(&db.join("redeemd.db")).unwrap();
+    let seed = Seed::open(&db.join("redeemd.db"));
     let at = |rfc: &str| {
         chrono::DateTime::parse_from_rfc3339(rfc)
             .unwrap()
@@ -317,37 +301,18 @@ fn summary_days_follow_the_local_calendar() {
     .into_iter()
     .enumerate()
     {
-        let code = Code::new(format!("45000000001{i}"));
-        let routed = Routed {
-            code: code.clone(),
-            route: 0,
-            api: Api::Card,
-            card_id: None,
-            stock_id: None,
-        };
-        scans::record_scan(
-            &mut conn,
-            &NewScan {
-                code: &code,
-                routed: &routed,
-                scanner: "front",
-                till: "store1-till1",
-                aim_id: None,
-                at: at(when),
-                use_request_no: None,
-                use_time: None,
-                sale: &Default::default(),
-                meta: None,
-            },
-        )
-        .unwrap();
+        seed.row(&SeedRow {
+            code: &format!("45000000001{i}"),
+            route: Some(0),
+            scanned_at: at(when),
+            ..SeedRow::default()
+        });
     }
-    drop(conn);
+    drop(seed);
     let summary = |day: &str| {
-        Command::new(bin())
+        redeemd(["summary", "--day", day])
+            .config(&till.config)
             .env("TZ", "Europe/Berlin")
-            .args(["summary", "--day", day, "--config"])
-            .arg(&till.config)
             .output()
             .unwrap()
     };
@@ -377,22 +342,14 @@ fn an_empty_file_at_the_ledger_path_is_refused_by_check_and_run() {
     let db = till.dir.path().join("ledger");
     std::fs::create_dir_all(&db).unwrap();
     std::fs::write(db.join("redeemd.db"), b"").unwrap();
-    let check = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let check = redeemd(["check"]).config(&till.config).output().unwrap();
     let text = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(78), "{text}");
     assert!(
         text.contains("database:") && text.contains("not a redeemd ledger"),
         "{text}"
     );
-    let run = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let run = redeemd(["run"]).config(&till.config).output().unwrap();
     assert_ne!(run.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&run.stderr).contains("not a redeemd ledger"));
     assert_eq!(std::fs::metadata(db.join("redeemd.db")).unwrap().len(), 0);
@@ -415,11 +372,7 @@ fn check_tries_the_database_location_run_will_use() {
     )
     .unwrap();
     for cmd in ["check", "run"] {
-        let out = Command::new(bin())
-            .args([cmd, "--config"])
-            .arg(&till.config)
-            .output()
-            .unwrap();
+        let out = redeemd([cmd]).config(&till.config).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{cmd}: {stderr}");
         assert!(
@@ -443,11 +396,7 @@ fn check_lists_every_kind_of_problem_at_once() {
     .unwrap();
     std::fs::remove_file(till.dir.path().join("appsecret")).unwrap();
     std::fs::write(till.dir.path().join("apiclient_key.pem"), "not a key").unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let out = redeemd(["check"]).config(&till.config).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{text}");
     for key in [
@@ -473,11 +422,7 @@ fn check_refuses_a_loose_or_short_code_key() {
     .unwrap();
     let key = till.dir.path().join("code.key");
     let check = || {
-        let out = Command::new(bin())
-            .args(["check", "--config"])
-            .arg(&till.config)
-            .output()
-            .unwrap();
+        let out = redeemd(["check"]).config(&till.config).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).to_string(),
@@ -515,9 +460,8 @@ fn check_fleet_validates_hq_toml_and_its_files() {
     let good = "database = \"fleet.db\"\ncode_key_file = \"code.key\"\n[hub]\nnats_url = \"nats://127.0.0.1:4222\"\n[[store]]\nname = \"store12\"\n";
     std::fs::write(&config, good).unwrap();
     let check = || {
-        std::process::Command::new(bin())
-            .args(["check", "--fleet", "--config"])
-            .arg(&config)
+        redeemd(["check", "--fleet"])
+            .config(&config)
             .output()
             .unwrap()
     };

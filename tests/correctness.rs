@@ -198,9 +198,8 @@ fn a_start_that_fails_sends_nothing() {
     )
     .expect("config");
     till.sim.set_down(false);
-    let out = std::process::Command::new(bin())
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&till.config)
+    let out = redeemd(["--log-format", "json", "run"])
+        .config(&till.config)
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);

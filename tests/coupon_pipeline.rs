@@ -6,7 +6,6 @@ mod support;
 use redeemd::sim::pay::{CouponState, PayFaults};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use support::*;
 
 fn outcome_of(e: &Value) -> String {
@@ -263,11 +262,7 @@ fn bad_merchant_keys_stop_the_start_naming_the_file() {
     let till = Till::with_coupons(Setup::default());
     let key = till.dir.path().join("apiclient_key.pem");
     let run = || {
-        let out = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&till.config)
-            .output()
-            .unwrap();
+        let out = redeemd(["run"]).config(&till.config).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).to_string(),

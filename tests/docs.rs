@@ -137,7 +137,16 @@ fn till_knows(section: &str, key: &str) -> bool {
 #[test]
 fn every_config_key_the_docs_name_is_one_the_config_knows() {
     // `[offline] accept`, `offline.online_wait`: the two ways the pages name a till's key.
-    let sections = ["http", "wechat", "wechat_pay", "offline", "retry", "store", "scanner", "route"];
+    let sections = [
+        "http",
+        "wechat",
+        "wechat_pay",
+        "offline",
+        "retry",
+        "store",
+        "scanner",
+        "route",
+    ];
     let spaced = regex::Regex::new(r"`\[(\w+)\] (\w+)`").expect("regex");
     let dotted = regex::Regex::new(r"`(\w+)\.(\w+)`").expect("regex");
     let mut named = 0;
@@ -147,7 +156,10 @@ fn every_config_key_the_docs_name_is_one_the_config_knows() {
         if page.ends_with("store-and-chain.md") {
             continue;
         }
-        for c in spaced.captures_iter(&text).chain(dotted.captures_iter(&text)) {
+        for c in spaced
+            .captures_iter(&text)
+            .chain(dotted.captures_iter(&text))
+        {
             let (section, key) = (&c[1], &c[2]);
             if !sections.contains(&section) {
                 continue;

@@ -5,7 +5,6 @@ mod support;
 
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use support::*;
 
 #[test]
@@ -210,12 +209,7 @@ fn log_filters_export_health_metrics_and_pages() {
 
     // The CLI's views of the same ledger.
     let cli = |args: &[&str]| {
-        let out = Command::new(bin())
-            .args(args)
-            .arg("--config")
-            .arg(&till.config)
-            .output()
-            .unwrap();
+        let out = redeemd(args).config(&till.config).output().unwrap();
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -248,14 +242,7 @@ fn review_items_are_resolved_through_the_api_and_the_cli() {
         till.pty.scan(code);
         d.settled(code, "review");
     }
-    let cli = |args: &[&str]| {
-        Command::new(bin())
-            .args(args)
-            .arg("--config")
-            .arg(&till.config)
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| redeemd(args).config(&till.config).output().unwrap();
     let listed = String::from_utf8_lossy(&cli(&["review"]).stdout).to_string();
     assert!(listed.contains(&c[0]) && listed.contains(&c[1]), "{listed}");
 
@@ -330,11 +317,7 @@ fn off_loopback_needs_a_token_and_every_request_carries_it() {
         text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\""),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let out = redeemd(["run"]).config(&till.config).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http.token_file"));
 

@@ -82,9 +82,8 @@ fn notifies_ready_watchdog_and_stopping_in_order() {
     let sock_path = till.dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&till.config)
+    let mut child = redeemd(["run"])
+        .config(&till.config)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
         .stdin(Stdio::null())
@@ -122,9 +121,8 @@ fn notifies_ready_watchdog_and_stopping_in_order() {
 }
 
 fn check(config: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(config)
+    let out = redeemd(["check"])
+        .config(config)
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -169,11 +167,7 @@ fn check_accepts_a_good_setup_and_lists_every_problem_of_a_bad_one() {
     assert!(out.contains("wechat_pay.public_key_file"), "{out}");
     assert!(!out.contains(SECRET));
     let (code, _) = check(&till.config, &[]);
-    let run = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let run = redeemd(["run"]).config(&till.config).output().unwrap();
     assert_eq!(
         run.status.code(),
         code,
@@ -219,11 +213,7 @@ fn a_damaged_ledger_is_refused_with_the_way_out() {
     std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
     let (code, out) = check(&till.config, &[]);
     assert_eq!(code, Some(78), "{out}");
-    let run = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let run = redeemd(["run"]).config(&till.config).output().unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(
@@ -258,9 +248,8 @@ fn backup_while_scans_flow_is_consistent() {
         till.pty.scan(code);
     }
     let dest = till.dir.path().join("backup.db");
-    let out = Command::new(bin())
-        .args(["backup", "--config"])
-        .arg(&till.config)
+    let out = redeemd(["backup"])
+        .config(&till.config)
         .arg(&dest)
         .output()
         .unwrap();
@@ -459,9 +448,8 @@ fn the_package_metadata_and_example_config_are_sound() {
 
     // The example config is valid apart from the secret only systemd provides.
     let creds = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(root.join("packaging/redeemd.toml"))
+    let out = redeemd(["check"])
+        .config(root.join("packaging/redeemd.toml"))
         .env("CREDENTIALS_DIRECTORY", creds.path())
         .output()
         .unwrap();
@@ -502,11 +490,7 @@ fn a_second_daemon_on_the_same_ledger_is_refused_and_readers_still_work() {
         "the service's group (the POS user) may connect, whatever the umask"
     );
 
-    let second = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&till.config)
-        .output()
-        .unwrap();
+    let second = redeemd(["run"]).config(&till.config).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(
@@ -523,9 +507,8 @@ fn a_second_daemon_on_the_same_ledger_is_refused_and_readers_still_work() {
         "log reads while it runs"
     );
     let backup = till.dir.path().join("copy.db");
-    let out = Command::new(bin())
-        .args(["backup", "--config"])
-        .arg(&till.config)
+    let out = redeemd(["backup"])
+        .config(&till.config)
         .arg(&backup)
         .output()
         .unwrap();
@@ -574,9 +557,8 @@ fn a_backup_is_written_as_dest_partial_first() {
     d.wait_event(|e| e["event"] == "ready");
     let dest = till.dir.path().join("bk2.db");
     std::fs::create_dir(till.dir.path().join("bk2.db.partial")).unwrap();
-    let out = Command::new(bin())
-        .args(["backup", "--config"])
-        .arg(&till.config)
+    let out = redeemd(["backup"])
+        .config(&till.config)
         .arg(&dest)
         .output()
         .unwrap();
@@ -585,9 +567,8 @@ fn a_backup_is_written_as_dest_partial_first() {
     assert!(stderr.contains("bk2.db.partial"), "{stderr}");
     assert!(!dest.exists());
     std::fs::remove_dir(till.dir.path().join("bk2.db.partial")).unwrap();
-    let out = Command::new(bin())
-        .args(["backup", "--config"])
-        .arg(&till.config)
+    let out = redeemd(["backup"])
+        .config(&till.config)
         .arg(&dest)
         .output()
         .unwrap();
@@ -608,9 +589,8 @@ fn sigterm_stops_the_daemon_while_a_stdin_scanner_waits_for_input() {
         extra_toml: "\n[[scanner]]\nname = \"typed\"\ntype = \"stdin\"\n".into(),
         ..Setup::default()
     });
-    let mut child = Command::new(bin())
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&till.config)
+    let mut child = redeemd(["--log-format", "json", "run"])
+        .config(&till.config)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

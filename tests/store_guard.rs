@@ -106,9 +106,8 @@ fn check_connect_reaches_the_store() {
     std::fs::write(&key, "0123456789abcdef0123456789abcdef-chain").expect("key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let check = || {
-        let out = std::process::Command::new(bin())
-            .args(["check", "--connect", "--config"])
-            .arg(&till.config)
+        let out = redeemd(["check", "--connect"])
+            .config(&till.config)
             .output()
             .expect("redeemd check --connect");
         (

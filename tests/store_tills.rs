@@ -313,9 +313,8 @@ fn node_losses_quorum_and_the_way_back() {
     assert!(metric(&base_a, "redeemd_guard_unavailable_total") >= 2.0);
     let row = a.row(&codes[1]);
     assert_eq!(row["guard"], "unavailable", "{row}");
-    let csv = std::process::Command::new(bin())
-        .args(["export", "--config"])
-        .arg(&a.config)
+    let csv = redeemd(["export"])
+        .config(&a.config)
         .output()
         .expect("export");
     let csv = String::from_utf8_lossy(&csv.stdout);

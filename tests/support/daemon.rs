@@ -186,13 +186,10 @@ offline = {route_offline}
         start_daemon(&self.config)
     }
 
-    /// `redeemd log --json`, parsed.
     /// Runs `redeemd <args> --config <this till's config>`: its exit status, stdout, stderr.
     pub fn cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
-        let out = Command::new(bin())
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
+        let out = redeemd(args)
+            .config(&self.config)
             .output()
             .expect("redeemd");
         (
@@ -202,6 +199,7 @@ offline = {route_offline}
         )
     }
 
+    /// `redeemd log --json`, parsed.
     pub fn log(&self) -> Vec<Value> {
         ledger_log(&self.config)
     }
@@ -274,9 +272,8 @@ pub fn start_daemon(config: &Path) -> Daemon {
 
 /// `redeemd log --json` of the till with this config, parsed.
 pub fn ledger_log(config: &Path) -> Vec<Value> {
-    let out = Command::new(bin())
-        .args(["log", "--json", "--config"])
-        .arg(config)
+    let out = redeemd(["log", "--json"])
+        .config(config)
         .output()
         .expect("redeemd log");
     assert!(
@@ -310,17 +307,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(config: &Path) -> Daemon {
-        let mut cmd = Command::new(bin());
-        cmd.args(["--log-format", "json", "run", "--config"])
-            .arg(config);
-        Self::spawn_cmd(cmd)
+        Self::spawn_cmd(
+            redeemd(["--log-format", "json", "run"])
+                .config(config)
+                .into(),
+        )
     }
 
     /// `redeemd` with these arguments (another subcommand: `fleet`).
     pub fn spawn_args(args: &[std::ffi::OsString]) -> Daemon {
-        let mut cmd = Command::new(bin());
-        cmd.args(args);
-        Self::spawn_cmd(cmd)
+        Self::spawn_cmd(redeemd(args).into())
     }
 
     /// [`Daemon::spawn`] with at most `nofile` open file descriptors (`ulimit -n`).

@@ -3,14 +3,19 @@
 //! the real `redeemd` binary with its JSON log parsed into events.
 #![allow(dead_code)]
 
+mod cli;
 mod daemon;
 mod devices;
 mod http;
 mod nats;
 mod nats_config;
+mod nats_process;
 mod openapi;
+mod seed;
 mod sims;
 
+#[allow(unused_imports)]
+pub use cli::*;
 #[allow(unused_imports)]
 pub use daemon::*;
 #[allow(unused_imports)]
@@ -21,6 +26,8 @@ pub use http::*;
 pub use nats::*;
 #[allow(unused_imports)]
 pub use openapi::*;
+#[allow(unused_imports)]
+pub use seed::*;
 #[allow(unused_imports)]
 pub use sims::*;
 use std::time::Duration;

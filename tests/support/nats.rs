@@ -3,9 +3,9 @@
 
 use super::Rng;
 use super::nats_config::{hub_config as hub_config_text, leaf_config};
+use super::nats_process;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,35 +13,6 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
-}
-
-fn binary() -> String {
-    std::env::var("REDEEMD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
-}
-
-/// Waits until a server started with its log on stderr says it is ready (reading the log,
-/// no fixed sleep); the client port it named. The log keeps being read, so the server never
-/// blocks on a full pipe.
-fn wait_ready(child: &mut Child) -> Option<u16> {
-    let stderr = child.stderr.take()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut port = None;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(p) = line
-                .split("Listening for client connections on ")
-                .nth(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.trim().parse::<u16>().ok())
-            {
-                port = Some(p);
-            }
-            if line.contains("Server is ready") {
-                let _ = tx.send(port);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20)).ok().flatten()
 }
 
 impl NatsServer {
@@ -54,24 +25,25 @@ impl NatsServer {
     /// [`NatsServer::start`] with more flags (`--user`, `--pass`).
     pub fn start_with(extra: &[&str]) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(binary())
-            .args(extra)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &free_port().to_string(),
-                "--server_name",
-                "n1",
-                "-sd",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nats-server (scripts/test.sh installs it)");
-        let port = wait_ready(&mut child).expect("nats-server became ready with a client port");
+        let port = free_port().to_string();
+        let mut args: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+        for a in [
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--server_name",
+            "n1",
+            "-sd",
+        ] {
+            args.push(std::ffi::OsStr::new(a));
+        }
+        args.push(dir.path().as_os_str());
+        let started = nats_process::start(args)
+            .expect("nats-server became ready (scripts/test.sh installs it)");
+        let child = started.child;
+        let port = started.port.expect("nats-server named its client port");
         NatsServer {
             child,
             port,
@@ -139,15 +111,9 @@ impl Node {
     }
 
     fn start(&mut self) {
-        let mut child = Command::new(binary())
-            .arg("-c")
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nats-server (scripts/test.sh installs it)");
-        wait_ready(&mut child).expect("nats-server node became ready");
-        self.child = Some(child);
+        let started = nats_process::start([std::ffi::OsStr::new("-c"), self.config.as_os_str()])
+            .expect("nats-server node became ready (scripts/test.sh installs it)");
+        self.child = Some(started.child);
     }
 
     /// `kill -9`, and waits until it is gone.
