@@ -21,7 +21,7 @@ pub(super) fn http_client(timeout: Duration) -> Result<reqwest::Client, DaemonEr
         .map_err(|e| DaemonError::Http(e.to_string()))
 }
 
-/// The card API. Its secret file was checked by `check::load`, and is re-read at every
+/// The card API. Its secret file was checked by `load::load`, and is re-read at every
 /// token fetch, so a fix needs no restart.
 pub fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
     let http = http_client(w.request_timeout)?;
@@ -41,7 +41,7 @@ pub fn build_card(w: &WechatConfig) -> Result<Arc<CardApi>, DaemonError> {
     Ok(Arc::new(CardApi::new(http, base, tokens)))
 }
 
-/// WeChat Pay, with the keys `check::load` read.
+/// WeChat Pay, with the keys `load::load` read.
 pub(super) fn build_pay(
     p: &WechatPayConfig,
     keys: PayKeys,

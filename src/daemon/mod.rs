@@ -120,7 +120,7 @@ pub const DRAIN_JITTER_SPREAD_MS: u64 = 3000;
 pub const USER_AGENT: &str = concat!("redeemd/", env!("CARGO_PKG_VERSION"));
 
 impl Daemon {
-    /// Builds the clients from what [`check::load`] read, and opens the ledger.
+    /// Builds the clients from what [`load::load`] read, and opens the ledger.
     pub fn new(loaded: Loaded) -> Result<Daemon, DaemonError> {
         let Loaded {
             config,

@@ -20,7 +20,6 @@ use axum::{Json, Router};
 use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::json;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -268,7 +267,6 @@ async fn export(State(st): State<FleetState>, q: ListParams) -> Response {
 }
 
 async fn metrics(State(st): State<FleetState>) -> Response {
-    use crate::metrics::{escape_label, header as help};
     let now = now_ms();
     let day = parse_when("today", now).unwrap_or(now - 86_400_000);
     let stale = st.stale_after;
@@ -284,83 +282,7 @@ async fn metrics(State(st): State<FleetState>) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let mut out = String::new();
-    help(
-        &mut out,
-        "redeemd_fleet_rows",
-        "gauge",
-        "Rows in the read model.",
-    );
-    let _ = writeln!(out, "redeemd_fleet_rows {rows}");
-    let series: [Series; 7] = [
-        (
-            "redeemd_fleet_till_backlog",
-            "Rows waiting for WeChat at the till, as its last beat said.",
-            |t| t.backlog.map(|v| v as f64),
-        ),
-        (
-            "redeemd_fleet_till_review",
-            "Rows waiting for a person at the till, as its last beat said.",
-            |t| t.review.map(|v| v as f64),
-        ),
-        (
-            "redeemd_fleet_till_outbox",
-            "Row versions the till has not yet published to its store, as its last beat said.",
-            |t| t.outbox.map(|v| v as f64),
-        ),
-        (
-            "redeemd_fleet_till_stale",
-            "1 when the till's last beat is older than stale_after (or it never beat).",
-            |t| Some(f64::from(u8::from(t.stale))),
-        ),
-        (
-            "redeemd_fleet_till_beat_age_seconds",
-            "Seconds since the till's last beat (by the till's clock).",
-            |t| {
-                t.last_beat_ms
-                    .map(|b| (now_ms() - b).max(0) as f64 / 1000.0)
-            },
-        ),
-        (
-            "redeemd_fleet_events_lag_seconds",
-            "How late the till's newest row event reached HQ.",
-            |t| t.events_lag_seconds,
-        ),
-        (
-            "redeemd_fleet_till_name_clash",
-            "1 when another store has a till of this name (names must be unique in the merchant).",
-            |t| Some(f64::from(u8::from(t.name_clash))),
-        ),
-    ];
-    for (name, text, pick) in series {
-        help(&mut out, name, "gauge", text);
-        for t in &tills {
-            if let Some(v) = pick(t) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{store=\"{}\",till=\"{}\"}} {v}",
-                    escape_label(&t.store),
-                    escape_label(&t.till)
-                );
-            }
-        }
-    }
-    help(
-        &mut out,
-        "redeemd_fleet_redeemed_today",
-        "gauge",
-        "Rows redeemed today (HQ's local day), by store and till.",
-    );
-    for t in &tills {
-        let _ = writeln!(
-            out,
-            "redeemd_fleet_redeemed_today{{store=\"{}\",till=\"{}\"}} {}",
-            escape_label(&t.store),
-            escape_label(&t.till),
-            t.redeemed_today
-        );
-    }
-    st.metrics.render(&mut out);
+    let out = st.metrics.render_all(&tills, rows, now);
     (
         [(
             header::CONTENT_TYPE,
@@ -370,13 +292,6 @@ async fn metrics(State(st): State<FleetState>) -> Response {
     )
         .into_response()
 }
-
-/// A per-till gauge: its name, its help, and its value.
-type Series = (
-    &'static str,
-    &'static str,
-    fn(&read_model::TillView) -> Option<f64>,
-);
 
 /// Binds `[http] listen` and serves until `stop`.
 pub async fn serve(

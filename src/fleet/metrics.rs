@@ -1,7 +1,11 @@
-//! What `redeemd fleet` counts in memory; the per-till series come from the read model at
-//! scrape time (see `http::metrics`).
+//! All of `redeemd fleet`'s `/metrics`: what it counts in memory, and the per-till series
+//! read from the read model at scrape time.
 
+use super::read_model::TillView;
+use crate::clock::Millis;
+use crate::metrics::{escape_label, header as help};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -54,6 +58,86 @@ impl FleetMetrics {
         if let Ok(mut m) = self.mirrors.lock() {
             m.insert(store.to_string(), there);
         }
+    }
+
+    /// All of the fleet's `/metrics`: the read model's figures (its rows, each till's
+    /// gauges as its last beat and events left them), then the in-memory series.
+    pub fn render_all(&self, tills: &[TillView], rows: i64, now: Millis) -> String {
+        let mut out = String::new();
+        help(
+            &mut out,
+            "redeemd_fleet_rows",
+            "gauge",
+            "Rows in the read model.",
+        );
+        let _ = writeln!(out, "redeemd_fleet_rows {rows}");
+        let series: [Series; 7] = [
+            (
+                "redeemd_fleet_till_backlog",
+                "Rows waiting for WeChat at the till, as its last beat said.",
+                |t, _| t.backlog.map(|v| v as f64),
+            ),
+            (
+                "redeemd_fleet_till_review",
+                "Rows waiting for a person at the till, as its last beat said.",
+                |t, _| t.review.map(|v| v as f64),
+            ),
+            (
+                "redeemd_fleet_till_outbox",
+                "Row versions the till has not yet published to its store, as its last beat said.",
+                |t, _| t.outbox.map(|v| v as f64),
+            ),
+            (
+                "redeemd_fleet_till_stale",
+                "1 when the till's last beat is older than stale_after (or it never beat).",
+                |t, _| Some(f64::from(u8::from(t.stale))),
+            ),
+            (
+                "redeemd_fleet_till_beat_age_seconds",
+                "Seconds since the till's last beat (by the till's clock).",
+                |t, now| t.last_beat_ms.map(|b| (now - b).max(0) as f64 / 1000.0),
+            ),
+            (
+                "redeemd_fleet_events_lag_seconds",
+                "How late the till's newest row event reached HQ.",
+                |t, _| t.events_lag_seconds,
+            ),
+            (
+                "redeemd_fleet_till_name_clash",
+                "1 when another store has a till of this name (names must be unique in the merchant).",
+                |t, _| Some(f64::from(u8::from(t.name_clash))),
+            ),
+        ];
+        for (name, text, pick) in series {
+            help(&mut out, name, "gauge", text);
+            for t in tills {
+                if let Some(v) = pick(t, now) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{store=\"{}\",till=\"{}\"}} {v}",
+                        escape_label(&t.store),
+                        escape_label(&t.till)
+                    );
+                }
+            }
+        }
+        help(
+            &mut out,
+            "redeemd_fleet_redeemed_today",
+            "gauge",
+            "Rows redeemed today (HQ's local day), by store and till.",
+        );
+        for t in tills {
+            let _ = writeln!(
+                out,
+                "redeemd_fleet_redeemed_today{{store=\"{}\",till=\"{}\"}} {}",
+                escape_label(&t.store),
+                escape_label(&t.till),
+                t.redeemed_today
+            );
+        }
+        self.render(&mut out);
+        out
     }
 
     pub fn render(&self, out: &mut String) {
@@ -121,3 +205,10 @@ impl FleetMetrics {
         }
     }
 }
+
+/// A per-till gauge: its name, its help, and its value.
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&TillView, Millis) -> Option<f64>,
+);

@@ -84,7 +84,7 @@ ALTER TABLE redemptions ADD COLUMN resolved_by TEXT;
 ALTER TABLE redemptions ADD COLUMN resolution TEXT;
 "#,
     // 4: the dispatcher's work queue in scan order, without sorting the whole backlog on
-    // every turn (the WHERE must stay word for word what `store::due` asks).
+    // every turn (the WHERE must stay word for word what `tries::due` asks).
     r#"
 CREATE INDEX redemptions_pending ON redemptions(id)
     WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1);

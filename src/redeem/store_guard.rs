@@ -1,6 +1,6 @@
 //! The store guard in the pipeline: the intake's claim before a code is sent or accepted,
 //! and the follower that keeps each claim's value in step with its row (and cleans up after
-//! a crash). The claim itself is `store::guard`; the ledger's side is `ledger::claims`.
+//! a crash). The claim itself is `guard::bucket`; the ledger's side is `ledger::claims`.
 
 use crate::clock::{SharedClock, hh_mm};
 use crate::guard::bucket::{Claim, ClaimBucket};
