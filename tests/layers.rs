@@ -65,10 +65,8 @@ const RULES: &[(&[&str], &[&str], &str)] = &[
     ),
     (
         &["fleet"],
-        &[
-            "redeem", "ledger", "scanner", "wechat", "daemon", "chain", "api",
-        ],
-        "HQ reads the chain's stream; it knows no till's ledger or pipeline, and the till's API is not HQ's (both share src/http)",
+        &["redeem", "ledger", "scanner", "daemon", "chain", "api"],
+        "HQ reads the chain's stream and listens to WeChat Pay; it knows no till's ledger or pipeline, and the till's API is not HQ's (both share src/http)",
     ),
     (
         &["http"],

@@ -1,7 +1,9 @@
 //! `hq.toml`: the configuration of `redeemd fleet`, HQ's view of the chain.
 
+use super::http::{HttpConfig, RawHttp, check_http};
+use super::notify::{NotifyConfig, RawNotify, check_notify};
 use super::store::{is_token, nats_urls};
-use super::{ConfigError, HttpConfig, RawHttp, check_http, expand_env, resolve, toml_error};
+use super::{ConfigError, expand_env, resolve, toml_error};
 use crate::duration;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ struct RawFleet {
     http: Option<toml::Table>,
     #[serde(default = "default_stale_after", deserialize_with = "duration::de")]
     stale_after: Duration,
+    #[serde(default)]
+    notify: Option<RawNotify>,
 }
 
 fn default_stale_after() -> Duration {
@@ -78,6 +82,8 @@ pub struct FleetConfig {
     pub http: HttpConfig,
     /// A till whose last beat is older than this shows as stale.
     pub stale_after: Duration,
+    /// `[notify]`: WeChat Pay's notifications, when HQ listens for them.
+    pub notify: Option<NotifyConfig>,
     /// The file it was read from (re-read on SIGHUP).
     pub source: PathBuf,
 }
@@ -150,6 +156,9 @@ impl FleetConfig {
         if raw.stale_after < Duration::from_secs(1) {
             problems.push("stale_after: at least 1s".into());
         }
+        let notify = raw
+            .notify
+            .and_then(|n| check_notify(n, base, &mut problems));
         if !problems.is_empty() {
             return Err(err(problems));
         }
@@ -169,6 +178,7 @@ impl FleetConfig {
             stores,
             http,
             stale_after: raw.stale_after,
+            notify,
             source,
         })
     }
@@ -229,5 +239,70 @@ name = "store13"
         }
         let unknown = parse(&format!("{GOOD}\n[hub2]\nx = 1")).expect_err("unknown key");
         assert!(unknown[0].contains("hub2"), "{unknown:?}");
+    }
+
+    const NOTIFY: &str = r#"
+[notify]
+listen = "127.0.0.1:8790"
+mode = "brand"
+brand_id = "120344"
+appid = "wx0123456789abcdef"
+serial_no = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+private_key_file = "keys/brand_key.pem"
+public_key_id = "PUB_KEY_ID_0114232134912410000000000000"
+public_key_file = "keys/pub_key.pem"
+apiv3_key_file = "keys/apiv3.key"
+"#;
+
+    #[test]
+    fn notify_is_read_with_its_keys_next_to_the_file() {
+        let c = parse(&format!("{GOOD}{NOTIFY}")).unwrap();
+        let n = c.notify.expect("[notify]");
+        assert_eq!(n.mode, crate::config::notify::NotifyMode::Brand);
+        assert_eq!(n.brand_id, "120344");
+        assert_eq!(n.apiv3_key_file, Path::new("/etc/redeemd/keys/apiv3.key"));
+        assert_eq!(n.base_url, "https://api.mch.weixin.qq.com");
+        assert!(matches!(n.listen, Listen::Tcp(a) if a.port() == 8790));
+        assert!(parse(GOOD).unwrap().notify.is_none());
+    }
+
+    #[test]
+    fn every_notify_problem_is_named() {
+        let cases = [
+            ("mode = \"brand\"", "mode = \"brands\"", "notify.mode"),
+            (
+                "mode = \"brand\"",
+                "mode = \"partner\"",
+                "notify.mchid: required",
+            ),
+            (
+                "brand_id = \"120344\"",
+                "brand_id = \"12a\"",
+                "notify.brand_id",
+            ),
+            (
+                "listen = \"127.0.0.1:8790\"",
+                "listen = \"8790\"",
+                "notify.listen",
+            ),
+            (
+                "appid = \"wx0123456789abcdef\"",
+                "appid = \"\"",
+                "notify.appid",
+            ),
+            (
+                "[notify]",
+                "[notify]\nbase_url = \"ftp://x\"",
+                "notify.base_url",
+            ),
+            ("[notify]", "[notify]\napiv3_key = \"x\"", "apiv3_key"),
+        ];
+        for (from, to, want) in cases {
+            let problems = parse(&format!("{GOOD}{}", NOTIFY.replace(from, to))).expect_err(want);
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{want}: {problems:?}"
+            );
+        }
     }
 }

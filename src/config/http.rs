@@ -105,24 +105,31 @@ pub(super) fn default_language() -> Language {
     Language::ZhCn
 }
 
-pub(super) fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConfig {
-    let listen = match raw.listen.strip_prefix("unix:") {
+/// `IP:PORT` or `unix:/path` (relative to the config's folder), for the key `key`.
+pub(super) fn parse_listen(
+    key: &str,
+    raw: &str,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Listen {
+    match raw.strip_prefix("unix:") {
         Some(p) if !p.is_empty() => Listen::Unix(resolve(base, Path::new(p))),
         Some(_) => {
-            problems.push("http.listen: \"unix:\" needs a socket path".into());
+            problems.push(format!("{key}: \"unix:\" needs a socket path"));
             Listen::Unix(PathBuf::new())
         }
-        None => match raw.listen.parse::<std::net::SocketAddr>() {
+        None => match raw.parse::<std::net::SocketAddr>() {
             Ok(a) => Listen::Tcp(a),
             Err(_) => {
-                problems.push(format!(
-                    "http.listen: {:?} is neither IP:PORT nor unix:/path",
-                    raw.listen
-                ));
+                problems.push(format!("{key}: {raw:?} is neither IP:PORT nor unix:/path"));
                 Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8737)))
             }
         },
-    };
+    }
+}
+
+pub(super) fn check_http(raw: RawHttp, base: &Path, problems: &mut Vec<String>) -> HttpConfig {
+    let listen = parse_listen("http.listen", &raw.listen, base, problems);
     let token_file = raw.token_file.map(|t| resolve(base, &t));
     if !listen.is_local() && token_file.is_none() {
         problems.push(

@@ -13,6 +13,7 @@ use wechat::{WechatConfig, WechatPayConfig, check_wechat, check_wechat_pay};
 
 pub mod fleet;
 pub mod http;
+pub mod notify;
 pub mod offline;
 pub mod route;
 pub mod scanner;

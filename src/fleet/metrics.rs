@@ -20,6 +20,10 @@ pub struct FleetMetrics {
     pending: AtomicI64,
     /// store → its mirror of `redeemd_redeemed` exists.
     mirrors: Mutex<BTreeMap<String, bool>>,
+    /// WeChat Pay notifications made durable, by event type.
+    notified: Mutex<BTreeMap<String, u64>>,
+    /// Notifications refused or not made durable, by reason.
+    notify_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl FleetMetrics {
@@ -58,6 +62,28 @@ impl FleetMetrics {
         if let Ok(mut m) = self.mirrors.lock() {
             m.insert(store.to_string(), there);
         }
+    }
+
+    /// A notification made durable (published and acknowledged).
+    pub fn count_notify(&self, event_type: &str) {
+        if let Ok(mut m) = self.notified.lock() {
+            *m.entry(event_type.to_string()).or_default() += 1;
+        }
+    }
+
+    /// A notification refused (`reason`: `wechat::notify::Refused::reason`, or
+    /// `not_recorded` when the hub did not acknowledge it in time).
+    pub fn count_notify_refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.notify_refused.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    pub fn notify_refused(&self, reason: &str) -> u64 {
+        self.notify_refused
+            .lock()
+            .map(|m| m.get(reason).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// All of the fleet's `/metrics`: the read model's figures (its rows, each till's
@@ -203,8 +229,44 @@ impl FleetMetrics {
                 );
             }
         }
+        if let Ok(m) = self.notified.lock() {
+            header(
+                out,
+                "redeemd_notify_total",
+                "counter",
+                "WeChat Pay notifications made durable since start, by event type.",
+            );
+            for (event_type, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "redeemd_notify_total{{event_type=\"{}\"}} {n}",
+                    crate::metrics::escape_label(event_type)
+                );
+            }
+        }
+        header(
+            out,
+            "redeemd_notify_refused_total",
+            "counter",
+            "WeChat Pay notifications refused since start, by reason (too_large, missing_header, unknown_serial, stale, signtest, bad_signature, malformed, undecryptable, not_recorded).",
+        );
+        for reason in crate::wechat::notify::Refused::ALL
+            .iter()
+            .map(|r| r.reason())
+            .chain([NOT_RECORDED])
+        {
+            let _ = writeln!(
+                out,
+                "redeemd_notify_refused_total{{reason=\"{reason}\"}} {}",
+                self.notify_refused(reason)
+            );
+        }
     }
 }
+
+/// A trusted notification the hub did not acknowledge in time: not refused, but not kept
+/// either, so WeChat Pay is asked to send it again.
+pub const NOT_RECORDED: &str = "not_recorded";
 
 /// A per-till gauge: its name, its help, and its value.
 type Series = (

@@ -11,13 +11,17 @@
 mod consume;
 mod http;
 mod metrics;
+pub mod notify;
 pub mod read_model;
 pub mod streams;
 
 use crate::config::fleet::FleetConfig;
+use crate::config::notify::NotifyConfig;
 use crate::guard::nats::Access;
 use crate::model::claim_key::CodeKey;
 use crate::secrets::read_private_file;
+use crate::wechat::notify::ApiV3Key;
+use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
 use metrics::FleetMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +44,36 @@ pub struct FleetLoaded {
     pub config: FleetConfig,
     pub code_key: CodeKey,
     pub token: Option<Arc<str>>,
+    /// With `[notify]`: the keys that trust WeChat Pay's notifications and sign confirms.
+    pub notify: Option<NotifyKeys>,
+}
+
+/// `[notify]`'s keys, read once at the start.
+pub struct NotifyKeys {
+    pub verifier: Verifier,
+    pub apiv3: ApiV3Key,
+    pub signer: Signer,
+}
+
+/// Reads `[notify]`'s key files: the private ones must be private (0600).
+fn notify_keys(n: &NotifyConfig, problems: &mut Vec<String>) -> Option<NotifyKeys> {
+    let mut verifier = Verifier::default();
+    let public = read_public_file(&n.public_key_file)
+        .and_then(|pem| verifier.add_public_key_pem(&n.public_key_id, &pem))
+        .map_err(|e| problems.push(format!("notify.public_key_file: {e}")));
+    let apiv3 = read_private_file(&n.apiv3_key_file)
+        .and_then(|b| ApiV3Key::from_bytes(&b))
+        .map_err(|e| problems.push(format!("notify.apiv3_key_file: {e}")));
+    let signer = Signer::from_file(&n.private_key_file)
+        .map_err(|e| problems.push(format!("notify.private_key_file: {e}")));
+    match (public, apiv3, signer) {
+        (Ok(()), Ok(apiv3), Ok(signer)) => Some(NotifyKeys {
+            verifier,
+            apiv3,
+            signer,
+        }),
+        _ => None,
+    }
 }
 
 pub fn load(config: FleetConfig) -> Result<FleetLoaded, Vec<String>> {
@@ -72,11 +106,16 @@ pub fn load(config: FleetConfig) -> Result<FleetLoaded, Vec<String>> {
     if let Err(e) = read_model::open(&config.database) {
         problems.push(format!("database: {e}"));
     }
+    let notify = config
+        .notify
+        .as_ref()
+        .and_then(|n| notify_keys(n, &mut problems));
     match code_key {
         Some(code_key) if problems.is_empty() => Ok(FleetLoaded {
             config,
             code_key,
             token,
+            notify,
         }),
         _ => Err(problems),
     }
@@ -107,6 +146,7 @@ pub async fn run(
         config,
         code_key,
         token,
+        notify,
     } = loaded;
     if rebuild {
         remove_read_model(&config)?;
@@ -155,6 +195,24 @@ pub async fn run(
         metrics.clone(),
         stop_rx.clone(),
     ));
+    // After the page's listener, so that its address is the first one logged.
+    let notifications = match (&config.notify, notify) {
+        (Some(cfg), Some(keys)) => {
+            streams::ensure_notify_stream(&client).await?;
+            let state = notify::NotifyState {
+                verifier: Arc::new(keys.verifier),
+                key: Arc::new(keys.apiv3),
+                jetstream: async_nats::jetstream::new(client.clone()),
+                metrics: metrics.clone(),
+            };
+            Some(
+                notify::serve(cfg, state, stop_rx.clone())
+                    .await
+                    .map_err(|e| format!("notify.listen: {e}"))?,
+            )
+        }
+        _ => None,
+    };
     tracing::info!(event = "fleet_started", stores = %config.stores.join(","), hub = %config.hub.nats_urls.join(","), "redeemd fleet started");
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -180,6 +238,9 @@ pub async fn run(
     }
     mirrors.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), web).await;
+    if let Some(n) = notifications {
+        let _ = tokio::time::timeout(Duration::from_secs(1), n).await;
+    }
     tracing::info!(event = "fleet_stopped", "redeemd fleet stopped");
     Ok(())
 }

@@ -97,6 +97,36 @@ impl Feed {
     }
 }
 
+/// WeChat Pay's notifications, as received (their resources still encrypted), one subject
+/// per event type: `redeemd.notify.PRODUCT_COUPON.SEND`.
+pub const NOTIFY_STREAM: &str = "REDEEMD_NOTIFY";
+
+pub fn notify_subject(event_type: &str) -> String {
+    format!("redeemd.notify.{event_type}")
+}
+
+/// WeChat Pay retries a notification for about a day: a repeat within this window is
+/// dropped by its `Nats-Msg-Id` (the notification's `id`).
+pub const NOTIFY_DUPLICATE_WINDOW_NS: u64 = 26 * 3600 * 1_000_000_000;
+
+pub fn notify_stream_config() -> serde_json::Value {
+    serde_json::json!({
+        "name": NOTIFY_STREAM,
+        "subjects": ["redeemd.notify.>"],
+        "retention": "limits",
+        "storage": "file",
+        "num_replicas": 1,
+        "discard": "old",
+        "duplicate_window": NOTIFY_DUPLICATE_WINDOW_NS,
+        "max_age": CHAIN_MAX_AGE_DAYS * NS_PER_DAY,
+    })
+}
+
+/// HQ's stream of notifications, on the hub.
+pub async fn ensure_notify_stream(client: &async_nats::Client) -> Result<(), String> {
+    create_or_update_stream(client, "$JS.API", &notify_stream_config()).await
+}
+
 /// HQ's bucket of redeemed codes: one value per key, deletes kept as markers (so that the
 /// stores' mirrors see them).
 pub async fn ensure_redeemed_bucket(client: &async_nats::Client) -> Result<(), String> {

@@ -185,7 +185,7 @@ pub async fn bind(
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
-            tracing::info!(event = "http_listening", address = %format!("http://{local}"), "{what} listening");
+            tracing::info!(event = "http_listening", server = what, address = %format!("http://{local}"), "{what} listening");
             Ok(tokio::spawn(run(app, limits, listener, stop)))
         }
         Listen::Unix(path) => {
@@ -198,7 +198,7 @@ pub async fn bind(
             if let Some(mode) = socket_mode {
                 std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
             }
-            tracing::info!(event = "http_listening", address = %format!("unix:{}", path.display()), "{what} listening");
+            tracing::info!(event = "http_listening", server = what, address = %format!("unix:{}", path.display()), "{what} listening");
             Ok(tokio::spawn(run(app, limits, listener, stop)))
         }
     }

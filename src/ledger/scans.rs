@@ -45,6 +45,17 @@ pub struct Recorded {
     pub reopened: bool,
 }
 
+impl Recorded {
+    /// A new code's row: its first read.
+    fn first(row: Row) -> Recorded {
+        Recorded {
+            row,
+            rescan: None,
+            reopened: false,
+        }
+    }
+}
+
 /// Why a rescan put a refused row back in the queue, for its `note`.
 pub const REOPENED_BY_RESCAN: &str = "scanned again after the till had refused it";
 
@@ -76,11 +87,7 @@ pub(super) fn record_scan_with(
     let recorded = match inserted {
         // The row holds the first read (scanner, aim_id, scanned_at, till_outcome): a
         // `scans` entry would repeat it and cost the commit one more page.
-        Some(row) => Recorded {
-            row,
-            rescan: None,
-            reopened: false,
-        },
+        Some(row) => Recorded::first(row),
         None => {
             let (mut row, scan_id) = add_read(&tx, s)?;
             let reopened = match row.state {
@@ -529,11 +536,7 @@ pub fn record_elsewhere(
         None,
     )?;
     let recorded = match inserted {
-        Some(row) => Recorded {
-            row,
-            rescan: None,
-            reopened: false,
-        },
+        Some(row) => Recorded::first(row),
         None => {
             let (row, scan_id) = add_read(&tx, s)?;
             note_rescan_outcome(&tx, scan_id, outcome)?;

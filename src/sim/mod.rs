@@ -6,4 +6,5 @@
 
 pub mod card;
 pub mod http;
+pub mod notifier;
 pub mod pay;

@@ -2,6 +2,7 @@
 
 pub mod card;
 pub mod errors;
+pub mod notify;
 pub mod pay;
 pub mod pay_sign;
 pub mod token;

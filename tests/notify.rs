@@ -1,0 +1,236 @@
+//! HQ listens to WeChat Pay: `redeemd fleet` with `[notify]` on a real `nats-server` hub,
+//! and the simulated notifier signing and encrypting as WeChat Pay does. A trusted
+//! notification is kept on the hub before it is answered 2xx, once however often it comes;
+//! every forged, stale, probing, undecryptable or oversized one is refused, counted by its
+//! reason, and changes nothing.
+
+mod support;
+
+use redeemd::sim::notifier::Notifier;
+use redeemd::sim::pay::{generate_key, pem};
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use support::*;
+
+const APIV3_KEY: &[u8] = b"0123456789abcdef0123456789ABCDEF";
+const WECHATPAY_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
+
+fn private(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("write a key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// `hq.toml`'s `[notify]`, its key files written in `dir`; and WeChat Pay's key (PKCS#8).
+fn notify_section(dir: &Path, listen: &str) -> (String, Vec<u8>) {
+    let (wechatpay, wechatpay_der) = generate_key().expect("WeChat Pay's key");
+    let public = wechatpay.public_spki_der().expect("its public half");
+    std::fs::write(dir.join("pub_key.pem"), pem("PUBLIC KEY", &public)).expect("public key");
+    let (_, brand_der) = generate_key().expect("the brand's key");
+    private(
+        &dir.join("brand_key.pem"),
+        pem("PRIVATE KEY", &brand_der).as_bytes(),
+    );
+    private(&dir.join("apiv3.key"), APIV3_KEY);
+    let section = format!(
+        "[notify]\nlisten = \"{listen}\"\nmode = \"brand\"\nbrand_id = \"120344\"\n\
+         appid = \"wx_test_pay_appid\"\nserial_no = \"{MERCHANT_SERIAL}\"\n\
+         private_key_file = \"brand_key.pem\"\npublic_key_id = \"{WECHATPAY_KEY_ID}\"\n\
+         public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n"
+    );
+    (section, wechatpay_der)
+}
+
+/// WeChat Pay's notifier, signing with `key` (PKCS#8).
+fn wechatpay_notifier(key: &[u8], apiv3: &[u8], url: &str) -> Notifier {
+    let signer = redeemd::wechat::pay_sign::Signer::from_pkcs8_der(key).expect("signer");
+    Notifier::new(signer, WECHATPAY_KEY_ID, apiv3, url).expect("notifier")
+}
+
+fn notify_url(fleet: &Daemon) -> String {
+    let listening = fleet.wait_event(|e| {
+        e["event"] == "http_listening" && e["server"] == "WeChat Pay notifications"
+    });
+    format!(
+        "{}/v1/wechatpay/notify",
+        listening["address"].as_str().expect("address")
+    )
+}
+
+/// The hub's `REDEEMD_NOTIFY`: how many notifications it keeps.
+fn kept(rt: &tokio::runtime::Runtime, hub_url: &str) -> u64 {
+    rt.block_on(async {
+        let hub = async_nats::connect(hub_url)
+            .await
+            .expect("connect to the hub");
+        let r = hub
+            .request("$JS.API.STREAM.INFO.REDEEMD_NOTIFY", "".into())
+            .await
+            .expect("stream info");
+        let info: Value = serde_json::from_slice(&r.payload).expect("json");
+        info["state"]["messages"].as_u64().expect("a message count")
+    })
+}
+
+fn metric(base: &str, line: &str) -> u64 {
+    let text = get(base, "/metrics").body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+fn send_resource(code: &str) -> Value {
+    json!({
+        "coupon_code": code,
+        "product_coupon_id": "1000000013",
+        "stock_id": "1000000013001",
+        "openid": "oUser0001",
+        "unionid": "uUnion0001",
+        "send_channel": "BRAND_MANAGE",
+        "send_request_no": "SEND_20261204_000001",
+        "receive_time": "2026-12-04T10:00:00+08:00",
+        "valid_begin_time": "2026-12-04T00:00:00+08:00",
+        "valid_end_time": "2026-12-31T23:59:59+08:00",
+    })
+}
+
+#[test]
+fn a_notification_is_kept_once_and_every_bad_one_is_refused_by_its_reason() {
+    let chain = Chain::start(&[], true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (section, wechatpay) = notify_section(dir.path(), "127.0.0.1:0");
+    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
+    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
+        private(
+            &setup.dir.path().join(f),
+            &std::fs::read(dir.path().join(f)).expect("key"),
+        );
+    }
+    let fleet = setup.start(false);
+    let page = fleet.http_url();
+    let url = notify_url(&fleet);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let notifier = wechatpay_notifier(&wechatpay, APIV3_KEY, &url);
+    let body = notifier
+        .body(
+            "EV-SEND-1",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000001"),
+        )
+        .expect("a notification");
+
+    // Kept, then the same notification four times more (WeChat Pay repeats itself): one.
+    for i in 0..5 {
+        let d = rt.block_on(notifier.deliver(body.clone(), &[]));
+        assert_eq!(d.statuses, vec![Some(204)], "try {i}");
+    }
+    assert_eq!(kept(&rt, &chain.hub.url()), 1);
+    assert_eq!(
+        metric(
+            &page,
+            "redeemd_notify_total{event_type=\"PRODUCT_COUPON.SEND\"}"
+        ),
+        1
+    );
+
+    // Each forgery or mishap: refused with one and the same answer, counted by its reason.
+    let now = chrono::Utc::now().timestamp();
+    let forger = wechatpay_notifier(&generate_key().expect("another key").1, APIV3_KEY, &url);
+    let other_key = wechatpay_notifier(&wechatpay, b"ffffffffffffffffffffffffffffffff", &url);
+    let fresh = |id: &str| {
+        notifier
+            .body(id, "PRODUCT_COUPON.USE", &send_resource("PC00000002"))
+            .expect("body")
+    };
+    let signed = |n: &Notifier, body: Vec<u8>, at: i64| n.sign(body, at).expect("signed");
+    let mut cases: Vec<(&str, redeemd::sim::notifier::Notice)> = vec![
+        ("bad_signature", signed(&forger, fresh("EV-F1"), now)),
+        ("stale", signed(&notifier, fresh("EV-F2"), now - 301)),
+        ("stale", signed(&notifier, fresh("EV-F3"), now + 301)),
+        ("too_large", signed(&notifier, vec![b' '; 70_000], now)),
+        ("malformed", signed(&notifier, b"{\"id\":1}".to_vec(), now)),
+    ];
+    let mut wrong_serial = signed(&notifier, fresh("EV-F4"), now);
+    wrong_serial.serial = "PUB_KEY_ID_9999".into();
+    cases.push(("unknown_serial", wrong_serial));
+    let mut probe = signed(&notifier, fresh("EV-F5"), now);
+    probe.signature = format!("WECHATPAY/SIGNTEST/{}", probe.signature);
+    cases.push(("signtest", probe));
+    // Signed by WeChat Pay's key, but its resource sealed with another APIv3 key.
+    let sealed_elsewhere = other_key
+        .body("EV-F6", "PRODUCT_COUPON.USE", &send_resource("PC00000003"))
+        .expect("body");
+    cases.push(("undecryptable", signed(&notifier, sealed_elsewhere, now)));
+    let mut missing = signed(&notifier, fresh("EV-F7"), now);
+    missing.nonce.clear();
+    cases.push(("bad_signature", missing));
+    let mut answers = std::collections::HashSet::new();
+    for (reason, n) in &cases {
+        let before = metric(
+            &page,
+            &format!("redeemd_notify_refused_total{{reason=\"{reason}\"}}"),
+        );
+        let status = rt.block_on(notifier.post(n));
+        assert_eq!(status, Some(400), "{reason}");
+        let after = metric(
+            &page,
+            &format!("redeemd_notify_refused_total{{reason=\"{reason}\"}}"),
+        );
+        assert_eq!(after, before + 1, "{reason} is counted");
+        answers.insert(status);
+    }
+    assert_eq!(answers.len(), 1, "one answer for every refusal");
+    assert_eq!(kept(&rt, &chain.hub.url()), 1, "nothing refused was kept");
+    let log = fleet.kill9();
+    assert!(!log.contains("PC0000000"), "no code in HQ's log");
+}
+
+/// HQ killed with `kill -9`, then back: WeChat Pay's retries land the notification, once,
+/// and one whose answer was lost (kept, but WeChat Pay heard nothing) is not kept twice.
+#[test]
+fn a_notification_sent_while_hq_is_down_lands_once_when_it_is_back() {
+    let chain = Chain::start(&[], true);
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (section, wechatpay) = notify_section(dir.path(), &format!("127.0.0.1:{port}"));
+    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
+    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
+        private(
+            &setup.dir.path().join(f),
+            &std::fs::read(dir.path().join(f)).expect("key"),
+        );
+    }
+    let url = format!("http://127.0.0.1:{port}/v1/wechatpay/notify");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let body = wechatpay_notifier(&wechatpay, APIV3_KEY, &url)
+        .body(
+            "EV-SEND-9",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000009"),
+        )
+        .expect("body");
+
+    let fleet = setup.start(false);
+    let _ = notify_url(&fleet);
+    fleet.kill9();
+    // WeChat Pay tries while HQ is down, and goes on trying; HQ comes back meanwhile.
+    let delivery = rt.spawn({
+        let (body, n) = (
+            body.clone(),
+            wechatpay_notifier(&wechatpay, APIV3_KEY, &url),
+        );
+        async move { n.deliver(body, &[Duration::from_millis(300); 60]).await }
+    });
+    let fleet = setup.start(false);
+    let d = rt.block_on(delivery).expect("delivery");
+    assert!(d.delivered(), "{:?}", d.statuses);
+    assert_eq!(d.statuses[0], None, "the first try found HQ down");
+    assert_eq!(kept(&rt, &chain.hub.url()), 1);
+
+    // Kept, but its answer lost: WeChat Pay sends it again, and it stays one.
+    let again = rt.block_on(wechatpay_notifier(&wechatpay, APIV3_KEY, &url).deliver(body, &[]));
+    assert_eq!(again.statuses, vec![Some(204)]);
+    assert_eq!(kept(&rt, &chain.hub.url()), 1);
+    fleet.kill9();
+}
