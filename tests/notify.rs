@@ -73,6 +73,22 @@ fn kept(rt: &tokio::runtime::Runtime, hub_url: &str) -> u64 {
     })
 }
 
+/// One POST of a notification, as WeChat Pay sends it, through the tests' plain HTTP client.
+fn post_notice(url: &str, n: &redeemd::sim::notifier::Notice) -> HttpResponse {
+    http(
+        "POST",
+        url,
+        &[
+            ("Content-Type", "application/json"),
+            ("Wechatpay-Timestamp", &n.timestamp),
+            ("Wechatpay-Nonce", &n.nonce),
+            ("Wechatpay-Signature", &n.signature),
+            ("Wechatpay-Serial", &n.serial),
+        ],
+        &n.body,
+    )
+}
+
 fn metric(base: &str, line: &str) -> u64 {
     let text = get(base, "/metrics").body;
     text.lines()
@@ -121,10 +137,18 @@ fn a_notification_is_kept_once_and_every_bad_one_is_refused_by_its_reason() {
         .expect("a notification");
 
     // Kept, then the same notification four times more (WeChat Pay repeats itself): one.
+    // Every answer is one docs/fleet-openapi.yaml describes.
+    let mut spec = Spec::load("docs/fleet-openapi.yaml");
     for i in 0..5 {
-        let d = rt.block_on(notifier.deliver(body.clone(), &[]));
-        assert_eq!(d.statuses, vec![Some(204)], "try {i}");
+        let n = notifier
+            .sign(body.clone(), chrono::Utc::now().timestamp())
+            .expect("signed");
+        let r = post_notice(&url, &n);
+        assert_eq!(r.status, 204, "try {i}: {}", r.body);
+        spec.check("POST", "/v1/wechatpay/notify", &r);
     }
+    let d = rt.block_on(notifier.deliver(body.clone(), &[]));
+    assert_eq!(d.statuses, vec![Some(204)], "the notifier's own delivery");
     assert_eq!(kept(&rt, &chain.hub.url()), 1);
     assert_eq!(
         metric(
@@ -171,8 +195,10 @@ fn a_notification_is_kept_once_and_every_bad_one_is_refused_by_its_reason() {
             &page,
             &format!("redeemd_notify_refused_total{{reason=\"{reason}\"}}"),
         );
-        let status = rt.block_on(notifier.post(n));
-        assert_eq!(status, Some(400), "{reason}");
+        let r = post_notice(&url, n);
+        assert_eq!(r.status, 400, "{reason}: {}", r.body);
+        spec.check("POST", "/v1/wechatpay/notify", &r);
+        let status = Some(r.body.clone());
         let after = metric(
             &page,
             &format!("redeemd_notify_refused_total{{reason=\"{reason}\"}}"),
@@ -233,4 +259,79 @@ fn a_notification_sent_while_hq_is_down_lands_once_when_it_is_back() {
     assert_eq!(again.statuses, vec![Some(204)]);
     assert_eq!(kept(&rt, &chain.hub.url()), 1);
     fleet.kill9();
+}
+
+/// The server block store IT puts in front of the notify listener is one nginx accepts
+/// (`nginx -t`, with a throwaway certificate). Skipped without Debian's nginx and openssl.
+#[test]
+fn the_nginx_block_in_packaging_is_one_nginx_accepts() {
+    let have = |bin: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(have("nginx") && have("openssl")) {
+        eprintln!("skipped: no nginx or openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pay-notify.example.com",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let block = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/nginx/redeemd-notify.conf"),
+    )
+    .expect("the server block")
+    .replace(
+        "/etc/ssl/certs/pay-notify.example.com.pem",
+        &cert.to_string_lossy(),
+    )
+    .replace(
+        "/etc/ssl/private/pay-notify.example.com.key",
+        &key.to_string_lossy(),
+    );
+    std::fs::write(dir.path().join("block.conf"), block).expect("block");
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  include {d}/block.conf;\n}}\n",
+            d = dir.path().display()
+        ),
+    )
+    .expect("nginx.conf");
+    let t = std::process::Command::new("nginx")
+        .args(["-t", "-p"])
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("nginx -t");
+    assert!(
+        t.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
 }
