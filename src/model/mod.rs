@@ -13,6 +13,7 @@ pub mod event;
 pub mod frame;
 pub mod layout;
 pub mod offline;
+pub mod product_coupon;
 pub mod reason;
 pub mod request_no;
 pub mod row;

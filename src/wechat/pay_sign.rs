@@ -14,6 +14,8 @@ use std::path::Path;
 use x509_cert::der::{Decode, Encode};
 
 pub const SCHEMA: &str = "WECHATPAY2-SHA256-RSA2048";
+/// A brand's requests (product coupons, 品牌直连): the same signature, the brand's id.
+pub const BRAND_SCHEMA: &str = "WECHATPAY-BRAND-SHA256-RSA2048";
 /// Responses whose timestamp is this far from our clock are refused (all official SDKs).
 pub const MAX_RESPONSE_SKEW_S: i64 = 300;
 
@@ -130,7 +132,54 @@ impl MerchantAuth {
     }
 }
 
-/// The fields of an `Authorization: WECHATPAY2-SHA256-RSA2048 k="v",...` header.
+/// A brand's `Authorization` header (`WECHATPAY-BRAND-SHA256-RSA2048 brand_id="…",…`): the
+/// message signed is a merchant request's. Brand requests also carry `Wechatpay-Serial`:
+/// the id of the WeChat Pay public key the brand verifies replies with.
+pub struct BrandAuth {
+    pub brand_id: String,
+    pub serial_no: String,
+    pub signer: Signer,
+}
+
+impl BrandAuth {
+    pub fn authorization(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        timestamp: i64,
+        nonce: &str,
+    ) -> Result<String, String> {
+        let sig = self
+            .signer
+            .sign(&request_message(method, url, timestamp, nonce, body))?;
+        Ok(format!(
+            "{BRAND_SCHEMA} brand_id=\"{}\",nonce_str=\"{nonce}\",timestamp=\"{timestamp}\",serial_no=\"{}\",signature=\"{sig}\"",
+            self.brand_id, self.serial_no
+        ))
+    }
+}
+
+/// Who signed a request: a merchant (its mchid) or a brand (its brand id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Merchant(String),
+    Brand(String),
+}
+
+/// Parses either schema's `Authorization` header (field order free), as WeChat Pay does.
+pub fn parse_any_authorization(header: &str) -> Result<(Caller, Authorization), String> {
+    if header.starts_with(BRAND_SCHEMA) {
+        let mut a = parse_with(header, BRAND_SCHEMA, "brand_id")?;
+        let brand = std::mem::take(&mut a.mchid);
+        return Ok((Caller::Brand(brand), a));
+    }
+    let a = parse_authorization(header)?;
+    Ok((Caller::Merchant(a.mchid.clone()), a))
+}
+
+/// The fields of an `Authorization` header (`WECHATPAY2-SHA256-RSA2048 k="v",...`; for a
+/// brand's, `mchid` holds its `brand_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization {
     pub mchid: String,
@@ -142,9 +191,14 @@ pub struct Authorization {
 
 /// Parses an Authorization header (field order free), as WeChat — and our simulator — does.
 pub fn parse_authorization(header: &str) -> Result<Authorization, String> {
+    parse_with(header, SCHEMA, "mchid")
+}
+
+/// The header's fields under `schema`; `who` names the caller's field (put in `mchid`).
+fn parse_with(header: &str, schema: &str, who: &str) -> Result<Authorization, String> {
     let rest = header
-        .strip_prefix(SCHEMA)
-        .ok_or_else(|| format!("schema is not {SCHEMA}"))?;
+        .strip_prefix(schema)
+        .ok_or_else(|| format!("schema is not {schema}"))?;
     if !rest.starts_with(' ') {
         return Err("no space after the schema".into());
     }
@@ -175,7 +229,7 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, String> {
         return Err("timestamp is not 10 digits of Unix time".into());
     }
     Ok(Authorization {
-        mchid: get("mchid")?,
+        mchid: get(who)?,
         nonce_str: get("nonce_str")?,
         timestamp: ts.parse().map_err(|_| "timestamp is not a number")?,
         serial_no: get("serial_no")?,
@@ -499,5 +553,44 @@ mod tests {
         let mut v = Verifier::default();
         assert!(v.add_public_key_pem("X", CERT).is_err());
         assert!(v.add_certificate_pem(TEST_KEY).is_err());
+    }
+
+    #[test]
+    fn a_brand_signs_with_its_own_schema_and_either_parses() {
+        let auth = BrandAuth {
+            brand_id: "120344".into(),
+            serial_no: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into(),
+            signer: Signer::from_pem(TEST_KEY).unwrap(),
+        };
+        let url = "/brand/marketing/product-coupon/users/oUser/coupons/PC0001/confirm";
+        let h = auth
+            .authorization("POST", url, b"{}", 1_796_000_000, "n0nce")
+            .unwrap();
+        assert!(
+            h.starts_with("WECHATPAY-BRAND-SHA256-RSA2048 brand_id=\"120344\","),
+            "{h}"
+        );
+        let (caller, a) = parse_any_authorization(&h).unwrap();
+        assert_eq!(caller, Caller::Brand("120344".into()));
+        let public = Signer::from_pem(TEST_KEY)
+            .unwrap()
+            .public_spki_der()
+            .unwrap();
+        let message = request_message("POST", url, a.timestamp, &a.nonce_str, b"{}");
+        assert!(verify_signature(&public, &message, &a.signature));
+        // A brand header is no merchant's, and a merchant's parses as one.
+        assert!(parse_authorization(&h).is_err());
+        let m = MerchantAuth {
+            mchid: "1900000109".into(),
+            serial_no: "S".into(),
+            signer: Signer::from_pem(TEST_KEY).unwrap(),
+        }
+        .authorization("POST", url, b"{}", 1_796_000_000, "n")
+        .unwrap();
+        assert_eq!(
+            parse_any_authorization(&m).unwrap().0,
+            Caller::Merchant("1900000109".into())
+        );
+        assert!(parse_any_authorization(&h.replace("brand_id", "mchid")).is_err());
     }
 }
