@@ -24,22 +24,51 @@ fn private(path: &Path, bytes: &[u8]) {
 
 /// `hq.toml`'s `[notify]`, its key files written in `dir`; and WeChat Pay's key (PKCS#8).
 fn notify_section(dir: &Path, listen: &str) -> (String, Vec<u8>) {
-    let (wechatpay, wechatpay_der) = generate_key().expect("WeChat Pay's key");
-    let public = wechatpay.public_spki_der().expect("its public half");
-    std::fs::write(dir.join("pub_key.pem"), pem("PUBLIC KEY", &public)).expect("public key");
-    let (_, brand_der) = generate_key().expect("the brand's key");
-    private(
-        &dir.join("brand_key.pem"),
-        pem("PRIVATE KEY", &brand_der).as_bytes(),
-    );
-    private(&dir.join("apiv3.key"), APIV3_KEY);
-    let section = format!(
-        "[notify]\nlisten = \"{listen}\"\nmode = \"brand\"\nbrand_id = \"120344\"\n\
-         appid = \"wx_test_pay_appid\"\nserial_no = \"{MERCHANT_SERIAL}\"\n\
-         private_key_file = \"brand_key.pem\"\npublic_key_id = \"{WECHATPAY_KEY_ID}\"\n\
-         public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n"
-    );
-    (section, wechatpay_der)
+    let keys = Keys::new();
+    let section = keys.section(dir, listen, "https://api.mch.weixin.qq.com");
+    (section, keys.wechatpay)
+}
+
+/// WeChat Pay's key and the brand's (PKCS#8).
+struct Keys {
+    wechatpay: Vec<u8>,
+    brand: Vec<u8>,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            wechatpay: generate_key().expect("WeChat Pay's key").1,
+            brand: generate_key().expect("the brand's key").1,
+        }
+    }
+
+    fn public(der: &[u8]) -> Vec<u8> {
+        redeemd::wechat::pay_sign::Signer::from_pkcs8_der(der)
+            .and_then(|s| s.public_spki_der())
+            .expect("a public key")
+    }
+
+    /// `[notify]` with WeChat Pay at `base_url`, its key files written in `dir`.
+    fn section(&self, dir: &Path, listen: &str, base_url: &str) -> String {
+        std::fs::write(
+            dir.join("pub_key.pem"),
+            pem("PUBLIC KEY", &Self::public(&self.wechatpay)),
+        )
+        .expect("public key");
+        private(
+            &dir.join("brand_key.pem"),
+            pem("PRIVATE KEY", &self.brand).as_bytes(),
+        );
+        private(&dir.join("apiv3.key"), APIV3_KEY);
+        format!(
+            "[notify]\nlisten = \"{listen}\"\nmode = \"brand\"\nbrand_id = \"120344\"\n\
+             appid = \"wx_test_pay_appid\"\nserial_no = \"{MERCHANT_SERIAL}\"\n\
+             private_key_file = \"brand_key.pem\"\npublic_key_id = \"{WECHATPAY_KEY_ID}\"\n\
+             public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n\
+             base_url = \"{base_url}\"\n"
+        )
+    }
 }
 
 /// WeChat Pay's notifier, signing with `key` (PKCS#8).
@@ -334,4 +363,186 @@ fn the_nginx_block_in_packaging_is_one_nginx_accepts() {
         "nginx -t: {}",
         String::from_utf8_lossy(&t.stderr)
     );
+}
+
+/// The registry entry of `code` on the hub, if any.
+fn registered(rt: &tokio::runtime::Runtime, hub_url: &str, code: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let key = redeemd::model::claim_key::CodeKey::from_bytes(CODE_KEY.as_bytes())
+        .expect("code key")
+        .claim_key(&redeemd::model::code::Code::new(code.to_string()));
+    rt.block_on(async {
+        let hub = async_nats::connect(hub_url)
+            .await
+            .expect("connect to the hub");
+        let r = hub
+            .request(
+                "$JS.API.STREAM.MSG.GET.KV_redeemd_product_coupons",
+                json!({ "last_by_subj": format!("$KV.redeemd_product_coupons.{key}") })
+                    .to_string()
+                    .into(),
+            )
+            .await
+            .expect("msg get");
+        let answer: Value = serde_json::from_slice(&r.payload).expect("json");
+        let data = answer["message"]["data"].as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64");
+        Some(serde_json::from_slice(&bytes).expect("an entry"))
+    })
+}
+
+fn wait_registered(rt: &tokio::runtime::Runtime, hub: &str, code: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(e) = registered(rt, hub, code)
+            && e["state"] == state
+        {
+            return e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{code} never registered as {state}: {:?}",
+            registered(rt, hub, code)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An issued product coupon: its SEND confirmed once at WeChat Pay (through 5xx, with the
+/// same request number) and registered as usable; the same SEND again changes nothing; a
+/// use that arrives before its issue ends as the issue then the use would, unconfirmed.
+#[test]
+fn an_issued_product_coupon_is_confirmed_once_and_registered() {
+    use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon};
+    let chain = Chain::start(&[], true);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::new();
+    let sim = ProductCouponSim::new(
+        BrandIdentity {
+            brand_id: "120344".into(),
+            brand_serial: MERCHANT_SERIAL.into(),
+            partner_mchid: MCHID.into(),
+            public_key_id: WECHATPAY_KEY_ID.into(),
+        },
+        Keys::public(&keys.brand),
+        redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&keys.wechatpay).expect("signer"),
+    );
+    let server = rt
+        .block_on(sim.start())
+        .expect("the product-coupon simulator");
+    let section = keys.section(dir.path(), "127.0.0.1:0", &server.url());
+    let wechatpay = keys.wechatpay.clone();
+    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
+    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
+        private(
+            &setup.dir.path().join(f),
+            &std::fs::read(dir.path().join(f)).expect("key"),
+        );
+    }
+    let fleet = setup.start(false);
+    let url = notify_url(&fleet);
+    let notifier = wechatpay_notifier(&wechatpay, APIV3_KEY, &url);
+    let coupon = |state: &str| SimProductCoupon {
+        openid: "oUser0001".into(),
+        product_coupon_id: "1000000013".into(),
+        stock_id: "1000000013001".into(),
+        appid: "wx_test_pay_appid".into(),
+        state: state.into(),
+        confirm_request_no: None,
+        title: "拿铁兑换券".into(),
+        usage_mode: "SINGLE".into(),
+        valid_begin_time: "2026-12-04T00:00:00+08:00".into(),
+        valid_end_time: "2026-12-31T23:59:59+08:00".into(),
+    };
+    let hub = chain.hub.url();
+
+    // Issued; WeChat Pay fails the first two confirms; the third lands, once.
+    sim.issue("PC00000011", coupon("CONFIRMING"));
+    sim.fail_next(2);
+    let send = notifier
+        .body(
+            "EV-SEND-11",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000011"),
+        )
+        .expect("body");
+    assert!(rt.block_on(notifier.deliver(send.clone(), &[])).delivered());
+    let entry = wait_registered(&rt, &hub, "PC00000011", "EFFECTIVE");
+    assert_eq!(entry["openid"], "oUser0001");
+    assert_eq!(entry["title"], "拿铁兑换券");
+    assert_eq!(entry["usage_mode"], "SINGLE");
+    assert_eq!(entry["last4"], "0011");
+    assert_eq!(entry["appid"], "wx_test_pay_appid");
+    assert_eq!(sim.coupon("PC00000011").expect("coupon").state, "EFFECTIVE");
+    assert_eq!(sim.calls().confirmed, 1);
+    let no = sim.coupon("PC00000011").expect("c").confirm_request_no;
+
+    // The same issue four times more, under other notification ids: nothing changes.
+    for i in 0..4 {
+        let again = notifier
+            .body(
+                &format!("EV-SEND-11-{i}"),
+                "PRODUCT_COUPON.SEND",
+                &send_resource("PC00000011"),
+            )
+            .expect("body");
+        assert!(rt.block_on(notifier.deliver(again, &[])).delivered());
+    }
+    // A later issue's registration proves the repeats were all taken in order before it.
+    sim.issue("PC00000012", coupon("CONFIRMING"));
+    let marker = notifier
+        .body(
+            "EV-SEND-12",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000012"),
+        )
+        .expect("body");
+    assert!(rt.block_on(notifier.deliver(marker, &[])).delivered());
+    wait_registered(&rt, &hub, "PC00000012", "EFFECTIVE");
+    assert_eq!(sim.calls().confirmed, 2, "one confirm per coupon");
+    assert_eq!(sim.coupon("PC00000011").expect("c").confirm_request_no, no);
+
+    // A use that arrives before its issue: the entry is used, holds the issue's holder, and
+    // nothing is confirmed for it.
+    let mut used = send_resource("PC00000013");
+    used["use_time"] = json!("2026-12-05T12:00:00+08:00");
+    let use_first = notifier
+        .body("EV-USE-13", "PRODUCT_COUPON.USE", &used)
+        .expect("body");
+    assert!(rt.block_on(notifier.deliver(use_first, &[])).delivered());
+    let send13 = notifier
+        .body(
+            "EV-SEND-13",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000013"),
+        )
+        .expect("body");
+    assert!(rt.block_on(notifier.deliver(send13, &[])).delivered());
+    sim.issue("PC00000014", coupon("CONFIRMING"));
+    let marker = notifier
+        .body(
+            "EV-SEND-14",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000014"),
+        )
+        .expect("body");
+    assert!(rt.block_on(notifier.deliver(marker, &[])).delivered());
+    wait_registered(&rt, &hub, "PC00000014", "EFFECTIVE");
+    let e13 = registered(&rt, &hub, "PC00000013").expect("PC00000013 registered");
+    assert_eq!(e13["state"], "USED");
+    assert_eq!(e13["openid"], "oUser0001");
+    assert_eq!(
+        sim.calls().confirmed,
+        3,
+        "no confirm for a coupon already used"
+    );
+    let metrics = get(&fleet.http_url(), "/metrics").body;
+    assert!(
+        metrics.contains("redeemd_product_coupon_confirms_total{outcome=\"confirmed\"} 3"),
+        "{metrics}"
+    );
+    fleet.kill9();
 }

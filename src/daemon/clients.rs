@@ -7,7 +7,7 @@ use crate::config::wechat::{WechatConfig, WechatPayConfig};
 use crate::daemon::load::PayKeys;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::MerchantAuth;
+use crate::wechat::pay_sign::{MerchantAuth, RequestAuth};
 use crate::wechat::token::{TokenManager, TokenSource};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,11 +51,11 @@ pub(super) fn build_pay(
     Ok(Arc::new(PayApi::new(PayApiParts {
         http: http_client(p.request_timeout)?,
         appid: p.appid.clone(),
-        auth: MerchantAuth {
+        auth: RequestAuth::Merchant(MerchantAuth {
             mchid: p.mchid.clone(),
             serial_no: p.serial_no.clone(),
             signer,
-        },
+        }),
         verifier,
         public_key_id: p.public_key_id.clone(),
         primary: p.base_url.clone(),

@@ -24,6 +24,8 @@ pub struct FleetMetrics {
     notified: Mutex<BTreeMap<String, u64>>,
     /// Notifications refused or not made durable, by reason.
     notify_refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Product-coupon confirms and registry skips, by outcome.
+    confirms: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl FleetMetrics {
@@ -76,6 +78,14 @@ impl FleetMetrics {
     pub fn count_notify_refused(&self, reason: &'static str) {
         if let Ok(mut m) = self.notify_refused.lock() {
             *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// A confirm's outcome (`confirmed`, `refused`, `retry`), or `unregistrable` for a
+    /// notification the registry can never take.
+    pub fn count_confirm(&self, outcome: &'static str) {
+        if let Ok(mut m) = self.confirms.lock() {
+            *m.entry(outcome).or_default() += 1;
         }
     }
 
@@ -261,8 +271,26 @@ impl FleetMetrics {
                 self.notify_refused(reason)
             );
         }
+        if let Ok(m) = self.confirms.lock() {
+            header(
+                out,
+                "redeemd_product_coupon_confirms_total",
+                "counter",
+                "Product-coupon confirms since start, by outcome (confirmed, refused, retry), and notifications the registry can never take (unregistrable).",
+            );
+            for outcome in CONFIRM_OUTCOMES {
+                let _ = writeln!(
+                    out,
+                    "redeemd_product_coupon_confirms_total{{outcome=\"{outcome}\"}} {}",
+                    m.get(outcome).copied().unwrap_or(0)
+                );
+            }
+        }
     }
 }
+
+/// The outcomes `redeemd_product_coupon_confirms_total` is counted by.
+const CONFIRM_OUTCOMES: [&str; 4] = ["confirmed", "refused", "retry", "unregistrable"];
 
 /// A trusted notification the hub did not acknowledge in time: not refused, but not kept
 /// either, so WeChat Pay is asked to send it again.

@@ -13,15 +13,19 @@ mod http;
 mod metrics;
 pub mod notify;
 pub mod read_model;
+mod registry;
 pub mod streams;
 
 use crate::config::fleet::FleetConfig;
-use crate::config::notify::NotifyConfig;
+use crate::config::notify::{NotifyConfig, NotifyMode};
 use crate::guard::nats::Access;
 use crate::model::claim_key::CodeKey;
 use crate::secrets::read_private_file;
 use crate::wechat::notify::ApiV3Key;
-use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
+use crate::wechat::pay::{PayApi, PayApiParts};
+use crate::wechat::pay_sign::{
+    BrandAuth, MerchantAuth, RequestAuth, Signer, Verifier, read_public_file,
+};
 use metrics::FleetMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -122,6 +126,42 @@ pub fn load(config: FleetConfig) -> Result<FleetLoaded, Vec<String>> {
 }
 
 /// Deletes the read model's files: `--rebuild` reads it all again from the stream.
+/// The WeChat Pay client HQ confirms product coupons with: signed as the brand, or as the
+/// service provider in partner mode.
+fn product_coupon_api(
+    cfg: &NotifyConfig,
+    signer: Signer,
+    verifier: Verifier,
+) -> Result<PayApi, String> {
+    let auth = match (&cfg.mode, &cfg.mchid) {
+        (NotifyMode::Partner, Some(mchid)) => RequestAuth::Merchant(MerchantAuth {
+            mchid: mchid.clone(),
+            serial_no: cfg.serial_no.clone(),
+            signer,
+        }),
+        _ => RequestAuth::Brand(BrandAuth {
+            brand_id: cfg.brand_id.clone(),
+            serial_no: cfg.serial_no.clone(),
+            signer,
+        }),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .user_agent(crate::daemon::USER_AGENT)
+        .build()
+        .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+    Ok(PayApi::new(PayApiParts {
+        http,
+        appid: cfg.appid.clone(),
+        auth,
+        verifier,
+        public_key_id: Some(cfg.public_key_id.clone()),
+        primary: cfg.base_url.clone(),
+        backup: cfg.base_url.clone(),
+        clock: Arc::new(crate::clock::SystemClock),
+    }))
+}
+
 pub fn remove_read_model(cfg: &FleetConfig) -> Result<(), String> {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = cfg.database.clone().into_os_string();
@@ -164,7 +204,7 @@ pub async fn run(
         http::FleetState {
             db: reader,
             metrics: metrics.clone(),
-            code_key,
+            code_key: code_key.clone(),
             token,
             stale_after: config.stale_after,
             language: config.http.language,
@@ -196,22 +236,34 @@ pub async fn run(
         stop_rx.clone(),
     ));
     // After the page's listener, so that its address is the first one logged.
-    let notifications = match (&config.notify, notify) {
+    let (notifications, registry) = match (&config.notify, notify) {
         (Some(cfg), Some(keys)) => {
             streams::ensure_notify_stream(&client).await?;
+            let apiv3 = Arc::new(keys.apiv3);
+            let registry = registry::Registry {
+                client: client.clone(),
+                apiv3: apiv3.clone(),
+                code_key: code_key.clone(),
+                pay: Arc::new(product_coupon_api(cfg, keys.signer, keys.verifier.clone())?),
+                partner_brand: (cfg.mode == NotifyMode::Partner).then(|| cfg.brand_id.clone()),
+                appid: cfg.appid.clone(),
+                metrics: metrics.clone(),
+            };
             let state = notify::NotifyState {
                 verifier: Arc::new(keys.verifier),
-                key: Arc::new(keys.apiv3),
+                key: apiv3,
                 jetstream: async_nats::jetstream::new(client.clone()),
                 metrics: metrics.clone(),
             };
-            Some(
-                notify::serve(cfg, state, stop_rx.clone())
-                    .await
-                    .map_err(|e| format!("notify.listen: {e}"))?,
+            let listener = notify::serve(cfg, state, stop_rx.clone())
+                .await
+                .map_err(|e| format!("notify.listen: {e}"))?;
+            (
+                Some(listener),
+                Some(tokio::spawn(registry.run(stop_rx.clone()))),
             )
         }
-        _ => None,
+        _ => (None, None),
     };
     tracing::info!(event = "fleet_started", stores = %config.stores.join(","), hub = %config.hub.nats_urls.join(","), "redeemd fleet started");
 
@@ -240,6 +292,10 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), web).await;
     if let Some(n) = notifications {
         let _ = tokio::time::timeout(Duration::from_secs(1), n).await;
+    }
+    // A notification in the middle of its confirm is not acknowledged: it comes back.
+    if let Some(r) = registry {
+        r.abort();
     }
     tracing::info!(event = "fleet_stopped", "redeemd fleet stopped");
     Ok(())

@@ -13,7 +13,7 @@
 //!   each acknowledged after its batch's commit.
 
 use crate::guard::nats::{create_or_update_stream, create_stream, request};
-use crate::guard::redeemed;
+use crate::guard::{product_coupons, redeemed};
 use crate::model::event::STORE_STREAM;
 
 pub const CHAIN_STREAM: &str = "REDEEMD_CHAIN";
@@ -145,6 +145,56 @@ pub async fn ensure_redeemed_bucket(client: &async_nats::Client) -> Result<(), S
         "allow_direct": true,
     });
     create_stream(client, "$JS.API", &config).await
+}
+
+/// HQ's registry of product coupons: one value per key (the claim key of a code).
+pub async fn ensure_product_coupon_bucket(client: &async_nats::Client) -> Result<(), String> {
+    let b = product_coupons::BUCKET;
+    let config = serde_json::json!({
+        "name": product_coupons::stream(),
+        "subjects": [format!("$KV.{b}.>")],
+        "retention": "limits",
+        "max_msgs_per_subject": 1,
+        "storage": "file",
+        "num_replicas": 1,
+        "discard": "new",
+        "duplicate_window": 120_000_000_000_u64,
+        "allow_rollup_hdrs": true,
+        "deny_delete": true,
+        "allow_direct": true,
+    });
+    create_stream(client, "$JS.API", &config).await
+}
+
+/// The registry's durable consumer of product-coupon notifications: each acknowledged on
+/// its own once it is in the registry (and confirmed, for an issue).
+pub const REGISTRY_CONSUMER: &str = "redeemd_registry";
+
+pub async fn ensure_registry_consumer(client: &async_nats::Client) -> Result<(), String> {
+    let body = serde_json::json!({
+        "stream_name": NOTIFY_STREAM,
+        "config": {
+            "durable_name": REGISTRY_CONSUMER,
+            "deliver_policy": "all",
+            "ack_policy": "explicit",
+            "ack_wait": 30_000_000_000_u64,
+            "max_ack_pending": 1_000,
+            "filter_subject": "redeemd.notify.PRODUCT_COUPON.>",
+            "replay_policy": "instant",
+        },
+    });
+    match request(
+        client,
+        format!("$JS.API.CONSUMER.DURABLE.CREATE.{NOTIFY_STREAM}.{REGISTRY_CONSUMER}"),
+        &body,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err((_, e)) => Err(format!(
+            "JetStream refused the consumer {REGISTRY_CONSUMER}: {e}"
+        )),
+    }
 }
 
 /// The store's mirror of HQ's bucket, in the store's domain. It needs the store's link

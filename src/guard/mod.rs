@@ -7,4 +7,5 @@
 
 pub mod bucket;
 pub mod nats;
+pub mod product_coupons;
 pub mod redeemed;

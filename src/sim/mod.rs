@@ -8,3 +8,4 @@ pub mod card;
 pub mod http;
 pub mod notifier;
 pub mod pay;
+pub mod product_coupon;

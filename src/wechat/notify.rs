@@ -172,6 +172,12 @@ pub fn open(
         VerifyError::Stale(_) | VerifyError::BadTimestamp => Refused::Stale,
         VerifyError::BadSignature => Refused::BadSignature,
     })?;
+    resource_of(key, body)
+}
+
+/// A kept notification's envelope and resource, decrypted again (its signature was checked
+/// when it was received, and the stream keeps the body as it came).
+pub fn resource_of(key: &ApiV3Key, body: &[u8]) -> Result<Notification, Refused> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|_| Refused::Malformed)?;
     if envelope.id.is_empty()
         || envelope.id.len() > 64

@@ -160,6 +160,29 @@ impl BrandAuth {
     }
 }
 
+/// How our requests are signed: as a merchant (or a service provider: its mchid), or as a
+/// brand.
+pub enum RequestAuth {
+    Merchant(MerchantAuth),
+    Brand(BrandAuth),
+}
+
+impl RequestAuth {
+    pub fn authorization(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        timestamp: i64,
+        nonce: &str,
+    ) -> Result<String, String> {
+        match self {
+            RequestAuth::Merchant(m) => m.authorization(method, url, body, timestamp, nonce),
+            RequestAuth::Brand(b) => b.authorization(method, url, body, timestamp, nonce),
+        }
+    }
+}
+
 /// Who signed a request: a merchant (its mchid) or a brand (its brand id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {

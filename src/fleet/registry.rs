@@ -1,0 +1,295 @@
+//! The product-coupon registry's writer: each kept `PRODUCT_COUPON.*` notification, in
+//! stream order, becomes its registry entry (`model::product_coupon::apply`), and an issued
+//! coupon is confirmed at WeChat Pay, then written again as usable. A notification is
+//! acknowledged only once its entry is written; a confirm that cannot be made now (WeChat
+//! Pay down, 5xx, no trustworthy answer) leaves it unacknowledged, to come back after a
+//! backoff with the same `out_request_no`, so a confirm is made once however often it is
+//! tried.
+
+use super::metrics::FleetMetrics;
+use super::streams::{
+    NOTIFY_STREAM, REGISTRY_CONSUMER, ensure_notify_stream, ensure_product_coupon_bucket,
+    ensure_registry_consumer,
+};
+use crate::guard::nats::last_of_subject;
+use crate::guard::product_coupons;
+use crate::model::claim_key::CodeKey;
+use crate::model::code::Code;
+use crate::model::product_coupon::{Change, Details, Entry, Event, EventKind, apply};
+use crate::wechat::notify::{ApiV3Key, resource_of};
+use crate::wechat::pay::{ConfirmRequest, PayAnswer, PayApi, ProductCouponPath};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What the writer needs: the key to reopen kept notifications, the chain's code key, and
+/// the client that confirms.
+pub struct Registry {
+    pub client: async_nats::Client,
+    pub apiv3: Arc<ApiV3Key>,
+    pub code_key: CodeKey,
+    pub pay: Arc<PayApi>,
+    /// Partner mode: the confirm goes to the partner path, naming the brand.
+    pub partner_brand: Option<String>,
+    pub appid: String,
+    pub metrics: Arc<FleetMetrics>,
+}
+
+/// A product-coupon notification's resource (the fields redeemd reads).
+#[derive(Debug, Deserialize)]
+struct Resource {
+    coupon_code: String,
+    #[serde(default)]
+    product_coupon_id: Option<String>,
+    #[serde(default)]
+    stock_id: Option<String>,
+    #[serde(default)]
+    openid: Option<String>,
+    #[serde(default)]
+    receive_time: Option<String>,
+    #[serde(default)]
+    use_time: Option<String>,
+    #[serde(default)]
+    return_time: Option<String>,
+    #[serde(default)]
+    valid_begin_time: Option<String>,
+    #[serde(default)]
+    valid_end_time: Option<String>,
+}
+
+/// Why a notification is not done with yet.
+enum NotYet {
+    /// Try again later (WeChat Pay or the hub could not do it now).
+    Later(String),
+    /// It can never be done (not a product coupon's resource): acknowledged and counted.
+    Never(String),
+}
+
+fn last4(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+impl Registry {
+    /// Writes the registry until `stop`.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let js = jetstream::new(self.client.clone());
+        let mut consumer: Option<PullConsumer> = None;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let step = async {
+                let c = match &consumer {
+                    Some(c) => c.clone(),
+                    None => {
+                        ensure_notify_stream(&self.client).await?;
+                        ensure_product_coupon_bucket(&self.client).await?;
+                        ensure_registry_consumer(&self.client).await?;
+                        let c: PullConsumer = js
+                            .get_stream(NOTIFY_STREAM)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .get_consumer(REGISTRY_CONSUMER)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        consumer = Some(c.clone());
+                        c
+                    }
+                };
+                self.batch(&js, &c).await
+            };
+            let result = tokio::select! {
+                r = step => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(e) => {
+                    tracing::warn!(event = "registry_failed", error = %e, "the product-coupon registry could not read its notifications; retrying");
+                    consumer = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn batch(&self, js: &jetstream::Context, consumer: &PullConsumer) -> Result<(), String> {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(50)
+            .expires(FETCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| e.to_string())?;
+            let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
+            match self.one(js, &m.payload).await {
+                Ok(()) => m.ack().await.map_err(|e| e.to_string())?,
+                Err(NotYet::Never(why)) => {
+                    tracing::warn!(event = "registry_skipped", error = %why, "a product-coupon notification that can never be registered");
+                    self.metrics.count_confirm("unregistrable");
+                    m.ack().await.map_err(|e| e.to_string())?;
+                }
+                Err(NotYet::Later(why)) => {
+                    let delay = Duration::from_millis(500)
+                        .saturating_mul(2u32.saturating_pow(delivered.clamp(1, 8) as u32 - 1))
+                        .min(MAX_BACKOFF);
+                    tracing::warn!(event = "registry_retry", error = %why, retry_in_ms = delay.as_millis() as u64, "a product coupon is not registered yet; trying again");
+                    m.ack_with(AckKind::Nak(Some(delay)))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One kept notification into the registry (confirming an issued coupon first).
+    async fn one(&self, js: &jetstream::Context, body: &[u8]) -> Result<(), NotYet> {
+        let n = resource_of(&self.apiv3, body)
+            .map_err(|r| NotYet::Never(format!("cannot reopen: {}", r.reason())))?;
+        let r: Resource = serde_json::from_slice(&n.resource)
+            .map_err(|e| NotYet::Never(format!("not a product coupon's resource: {e}")))?;
+        let kind = match n.event_type.as_str() {
+            "PRODUCT_COUPON.SEND" => EventKind::Send,
+            "PRODUCT_COUPON.USE" => EventKind::Use,
+            "PRODUCT_COUPON.RETURN" => EventKind::Return,
+            other => return Err(NotYet::Never(format!("event type {other} is not handled"))),
+        };
+        let at = match kind {
+            EventKind::Send => r.receive_time.clone(),
+            EventKind::Use => r.use_time.clone(),
+            EventKind::Return => r.return_time.clone(),
+            EventKind::Confirmed => None,
+        }
+        .unwrap_or_else(|| n.create_time.clone());
+        let key = self.code_key.claim_key(&Code::new(r.coupon_code.clone()));
+        let event = Event {
+            kind,
+            at,
+            coupon_code_last4: last4(&r.coupon_code),
+            openid: r.openid.clone(),
+            product_coupon_id: r.product_coupon_id.clone(),
+            stock_id: r.stock_id.clone(),
+            valid_begin_time: r.valid_begin_time.clone(),
+            valid_end_time: r.valid_end_time.clone(),
+            details: Details::default(),
+        };
+        let mut entry = self.entry(&key).await?;
+        if let Change::Write(new) = apply(entry.as_ref(), &event) {
+            self.put(js, &key, &new).await?;
+            entry = Some(*new);
+        }
+        let Some(e) = entry else {
+            return Ok(());
+        };
+        if kind == EventKind::Send
+            && e.state == crate::model::product_coupon::CouponState::Confirming
+        {
+            let confirmed = self.confirm(&r, &key, &n.create_time).await?;
+            if let Change::Write(new) = apply(Some(&e), &confirmed) {
+                self.put(js, &key, &new).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Confirms an issued coupon; the event that records it.
+    async fn confirm(&self, r: &Resource, key: &str, at: &str) -> Result<Event, NotYet> {
+        let (Some(openid), Some(product_coupon_id), Some(stock_id)) =
+            (&r.openid, &r.product_coupon_id, &r.stock_id)
+        else {
+            return Err(NotYet::Never(
+                "an issue without openid, product or stock".into(),
+            ));
+        };
+        let path = ProductCouponPath {
+            partner: self.partner_brand.is_some(),
+            openid: openid.clone(),
+            coupon_code: r.coupon_code.clone(),
+        };
+        // Fixed by the code: every try of this confirm is the same request.
+        let out_request_no = format!("CF{}", &key[..key.len().min(30)]);
+        let req = ConfirmRequest {
+            brand_id: self.partner_brand.clone(),
+            product_coupon_id: product_coupon_id.clone(),
+            stock_id: stock_id.clone(),
+            appid: self.appid.clone(),
+            out_request_no,
+        };
+        match self.pay.confirm_product_coupon(&path, &req).await {
+            PayAnswer::Used { reply, .. } => {
+                self.metrics.count_confirm("confirmed");
+                let info = reply.product_coupon.unwrap_or_default();
+                Ok(Event {
+                    kind: EventKind::Confirmed,
+                    // Just after the issue it follows, whatever the clocks say.
+                    at: at.to_string(),
+                    coupon_code_last4: last4(&r.coupon_code),
+                    openid: None,
+                    product_coupon_id: None,
+                    stock_id: None,
+                    valid_begin_time: reply.valid_begin_time,
+                    valid_end_time: reply.valid_end_time,
+                    details: Details {
+                        appid: Some(self.appid.clone()),
+                        title: info.display_info.and_then(|d| d.name),
+                        value: None,
+                        usage_mode: info.usage_mode,
+                    },
+                })
+            }
+            PayAnswer::Refused {
+                status,
+                code,
+                message,
+            } => {
+                self.metrics.count_confirm("refused");
+                Err(NotYet::Never(format!(
+                    "WeChat Pay refused the confirm: {status} {code} {message}"
+                )))
+            }
+            PayAnswer::SignRejected { message, .. } => Err(NotYet::Later(format!(
+                "confirm signature rejected: {message}"
+            ))),
+            PayAnswer::NotSent { detail }
+            | PayAnswer::Retry { detail, .. }
+            | PayAnswer::Unknown { detail, .. } => {
+                self.metrics.count_confirm("retry");
+                Err(NotYet::Later(format!("confirm not done: {detail}")))
+            }
+        }
+    }
+
+    async fn entry(&self, key: &str) -> Result<Option<Entry>, NotYet> {
+        let stored = last_of_subject(
+            &self.client,
+            "$JS.API",
+            &product_coupons::stream(),
+            &product_coupons::subject(key),
+        )
+        .await
+        .map_err(NotYet::Later)?;
+        Ok(stored.and_then(|m| serde_json::from_slice(&m.data).ok()))
+    }
+
+    async fn put(&self, js: &jetstream::Context, key: &str, e: &Entry) -> Result<(), NotYet> {
+        let value = serde_json::to_vec(e).map_err(|e| NotYet::Never(e.to_string()))?;
+        js.publish(product_coupons::subject(key), value.into())
+            .await
+            .map_err(|e| NotYet::Later(e.to_string()))?
+            .await
+            .map_err(|e| NotYet::Later(e.to_string()))?;
+        Ok(())
+    }
+}
