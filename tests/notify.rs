@@ -412,11 +412,12 @@ fn wait_registered(rt: &tokio::runtime::Runtime, hub: &str, code: &str, state: &
 
 /// An issued product coupon: its SEND confirmed once at WeChat Pay (through 5xx, with the
 /// same request number) and registered as usable; the same SEND again changes nothing; a
-/// use that arrives before its issue ends as the issue then the use would, unconfirmed.
+/// use that arrives before its issue ends as the issue then the use would, unconfirmed;
+/// and the store's mirror of the registry holds the entry with HQ's hub down.
 #[test]
 fn an_issued_product_coupon_is_confirmed_once_and_registered() {
     use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon};
-    let chain = Chain::start(&[], true);
+    let mut chain = Chain::start(&["storeA"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = Keys::new();
@@ -435,7 +436,7 @@ fn an_issued_product_coupon_is_confirmed_once_and_registered() {
         .expect("the product-coupon simulator");
     let section = keys.section(dir.path(), "127.0.0.1:0", &server.url());
     let wechatpay = keys.wechatpay.clone();
-    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
+    let setup = FleetSetup::new(&chain.hub.url(), &["storeA"], &section);
     for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
         private(
             &setup.dir.path().join(f),
@@ -544,5 +545,20 @@ fn an_issued_product_coupon_is_confirmed_once_and_registered() {
         metrics.contains("redeemd_product_coupon_confirms_total{outcome=\"confirmed\"} 3"),
         "{metrics}"
     );
+
+    // The store's copy of the registry holds it, and still does with HQ's hub gone.
+    let leaf = chain.leaf_url("storeA");
+    let deadline = std::time::Instant::now() + WAIT;
+    while registered(&rt, &leaf, "PC00000011").is_none_or(|e| e["state"] != "EFFECTIVE") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's mirror never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     fleet.kill9();
+    chain.hub.kill();
+    let at_store = registered(&rt, &leaf, "PC00000011").expect("in the store's mirror");
+    assert_eq!(at_store["state"], "EFFECTIVE");
+    assert_eq!(at_store["openid"], "oUser0001");
 }

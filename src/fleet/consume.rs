@@ -238,6 +238,7 @@ async fn record_redeemed(
 pub async fn keep_mirrors(
     client: async_nats::Client,
     hub_domain: String,
+    buckets: Vec<String>,
     mut stores: watch::Receiver<Vec<String>>,
     metrics: Arc<FleetMetrics>,
     mut stop: watch::Receiver<bool>,
@@ -246,7 +247,11 @@ pub async fn keep_mirrors(
     loop {
         let list = stores.borrow_and_update().clone();
         for store in &list {
-            let ok = match ensure_mirror(&client, store, &hub_domain).await {
+            let mut mirrored = Ok(());
+            for stream in &buckets {
+                mirrored = mirrored.and(ensure_mirror(&client, store, &hub_domain, stream).await);
+            }
+            let ok = match mirrored {
                 Ok(()) => true,
                 Err(e) => {
                     if there.get(store) != Some(&false) {

@@ -228,9 +228,16 @@ pub async fn run(
             ))
         })
         .collect();
+    // Every store keeps a copy of the chain's redeemed codes, and with [notify] of the
+    // product-coupon registry, to read with its link to HQ down.
+    let mut buckets = vec![crate::guard::redeemed::stream()];
+    if config.notify.is_some() {
+        buckets.push(crate::guard::product_coupons::stream());
+    }
     let mirrors = tokio::spawn(consume::keep_mirrors(
         client.clone(),
         config.hub.domain.clone(),
+        buckets,
         stores_rx,
         metrics.clone(),
         stop_rx.clone(),

@@ -197,15 +197,17 @@ pub async fn ensure_registry_consumer(client: &async_nats::Client) -> Result<(),
     }
 }
 
-/// The store's mirror of HQ's bucket, in the store's domain. It needs the store's link
-/// up; the caller retries until it is there.
+/// The store's mirror of one of HQ's buckets (its stream `stream`, e.g.
+/// `KV_redeemd_redeemed`), in the store's domain. It needs the store's link up; the caller
+/// retries until it is there.
 pub async fn ensure_mirror(
     client: &async_nats::Client,
     store: &str,
     hub_domain: &str,
+    stream: &str,
 ) -> Result<(), String> {
     let config = serde_json::json!({
-        "name": redeemed::stream(),
+        "name": stream,
         "retention": "limits",
         "max_msgs_per_subject": 1,
         "storage": "file",
@@ -214,7 +216,7 @@ pub async fn ensure_mirror(
         "allow_direct": true,
         "mirror_direct": true,
         "mirror": {
-            "name": redeemed::stream(),
+            "name": stream,
             "external": { "api": format!("$JS.{hub_domain}.API"), "deliver": "" },
         },
     });
