@@ -1,10 +1,11 @@
 //! The WeChat clients the daemon redeems with, built from the config and the keys
 //! `load` read.
 
-use super::{DaemonError, USER_AGENT};
+use super::DaemonError;
 use crate::clock::SharedClock;
 use crate::config::wechat::{WechatConfig, WechatPayConfig};
 use crate::daemon::load::PayKeys;
+use crate::wechat::USER_AGENT;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
 use crate::wechat::pay_sign::{MerchantAuth, RequestAuth};

@@ -117,8 +117,6 @@ struct Running {
 /// A store's tills spread the drain of their backlogs over this much time after an outage.
 pub const DRAIN_JITTER_SPREAD_MS: u64 = 3000;
 
-pub const USER_AGENT: &str = concat!("redeemd/", env!("CARGO_PKG_VERSION"));
-
 impl Daemon {
     /// Builds the clients from what [`load::load`] read, and opens the ledger.
     pub fn new(loaded: Loaded) -> Result<Daemon, DaemonError> {

@@ -147,7 +147,7 @@ fn product_coupon_api(
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .user_agent(crate::daemon::USER_AGENT)
+        .user_agent(crate::wechat::USER_AGENT)
         .build()
         .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
     Ok(PayApi::new(PayApiParts {
