@@ -546,6 +546,15 @@ fn an_issued_product_coupon_is_confirmed_once_and_registered() {
         "{metrics}"
     );
 
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric(&fleet.http_url(), "redeemd_product_coupons_registered") != 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry's gauge never said 4"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // The store's copy of the registry holds it, and still does with HQ's hub gone.
     let leaf = chain.leaf_url("storeA");
     let deadline = std::time::Instant::now() + WAIT;

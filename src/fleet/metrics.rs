@@ -26,6 +26,8 @@ pub struct FleetMetrics {
     notify_refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Product-coupon confirms and registry skips, by outcome.
     confirms: Mutex<BTreeMap<&'static str, u64>>,
+    /// Coupons in the registry plus one, as the hub last said (0: not known, no registry).
+    registered: AtomicU64,
 }
 
 impl FleetMetrics {
@@ -49,6 +51,11 @@ impl FleetMetrics {
             .lock()
             .map(|s| s.get(why).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    pub fn set_registered(&self, n: u64) {
+        self.registered
+            .store(n.saturating_add(1), Ordering::Relaxed);
     }
 
     pub fn set_pending(&self, n: u64) {
@@ -79,6 +86,10 @@ impl FleetMetrics {
         if let Ok(mut m) = self.notify_refused.lock() {
             *m.entry(reason).or_default() += 1;
         }
+    }
+
+    pub fn registered(&self) -> Option<u64> {
+        self.registered.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// A confirm's outcome (`confirmed`, `refused`, `retry`), or `unregistrable` for a
@@ -270,6 +281,15 @@ impl FleetMetrics {
                 "redeemd_notify_refused_total{{reason=\"{reason}\"}} {}",
                 self.notify_refused(reason)
             );
+        }
+        if let Some(n) = self.registered() {
+            header(
+                out,
+                "redeemd_product_coupons_registered",
+                "gauge",
+                "Product coupons in the registry (redeemd_product_coupons), as the hub last said.",
+            );
+            let _ = writeln!(out, "redeemd_product_coupons_registered {n}");
         }
         if let Ok(m) = self.confirms.lock() {
             header(

@@ -11,7 +11,7 @@ use super::streams::{
     NOTIFY_STREAM, REGISTRY_CONSUMER, ensure_notify_stream, ensure_product_coupon_bucket,
     ensure_registry_consumer,
 };
-use crate::guard::nats::last_of_subject;
+use crate::guard::nats::{last_of_subject, request};
 use crate::guard::product_coupons;
 use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
@@ -130,7 +130,9 @@ impl Registry {
             .messages()
             .await
             .map_err(|e| e.to_string())?;
+        let mut took = 0;
         while let Some(m) = messages.next().await {
+            took += 1;
             let m = m.map_err(|e| e.to_string())?;
             let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
             match self.one(js, &m.payload).await {
@@ -151,7 +153,25 @@ impl Registry {
                 }
             }
         }
+        if took > 0 || self.metrics.registered().is_none() {
+            self.count_registered().await;
+        }
         Ok(())
+    }
+
+    /// `redeemd_product_coupons_registered`: one key per coupon, one message per key.
+    async fn count_registered(&self) {
+        let stream = product_coupons::stream();
+        if let Ok(info) = request(
+            &self.client,
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            &serde_json::json!({}),
+        )
+        .await
+            && let Some(n) = info["state"]["messages"].as_u64()
+        {
+            self.metrics.set_registered(n);
+        }
     }
 
     /// One kept notification into the registry (confirming an issued coupon first).
