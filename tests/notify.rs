@@ -51,6 +51,11 @@ impl Keys {
 
     /// `[notify]` with WeChat Pay at `base_url`, its key files written in `dir`.
     fn section(&self, dir: &Path, listen: &str, base_url: &str) -> String {
+        self.section_as(dir, listen, base_url, "mode = \"brand\"")
+    }
+
+    /// [`Keys::section`] in a mode: `mode = "brand"`, or the partner's lines.
+    fn section_as(&self, dir: &Path, listen: &str, base_url: &str, mode: &str) -> String {
         std::fs::write(
             dir.join("pub_key.pem"),
             pem("PUBLIC KEY", &Self::public(&self.wechatpay)),
@@ -62,7 +67,7 @@ impl Keys {
         );
         private(&dir.join("apiv3.key"), APIV3_KEY);
         format!(
-            "[notify]\nlisten = \"{listen}\"\nmode = \"brand\"\nbrand_id = \"120344\"\n\
+            "[notify]\nlisten = \"{listen}\"\n{mode}\nbrand_id = \"120344\"\n\
              appid = \"wx_test_pay_appid\"\nserial_no = \"{MERCHANT_SERIAL}\"\n\
              private_key_file = \"brand_key.pem\"\npublic_key_id = \"{WECHATPAY_KEY_ID}\"\n\
              public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n\
@@ -416,6 +421,17 @@ fn wait_registered(rt: &tokio::runtime::Runtime, hub: &str, code: &str, state: &
 /// and the store's mirror of the registry holds the entry with HQ's hub down.
 #[test]
 fn an_issued_product_coupon_is_confirmed_once_and_registered() {
+    confirmed_once_and_registered("mode = \"brand\"");
+}
+
+/// The same as a service provider (服务商): the partner path, signed with the provider's
+/// mchid, the brand named in the body.
+#[test]
+fn a_service_provider_confirms_and_registers_the_same_way() {
+    confirmed_once_and_registered(&format!("mode = \"partner\"\nmchid = \"{MCHID}\""));
+}
+
+fn confirmed_once_and_registered(mode: &str) {
     use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon};
     let mut chain = Chain::start(&["storeA"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -434,7 +450,7 @@ fn an_issued_product_coupon_is_confirmed_once_and_registered() {
     let server = rt
         .block_on(sim.start())
         .expect("the product-coupon simulator");
-    let section = keys.section(dir.path(), "127.0.0.1:0", &server.url());
+    let section = keys.section_as(dir.path(), "127.0.0.1:0", &server.url(), mode);
     let wechatpay = keys.wechatpay.clone();
     let setup = FleetSetup::new(&chain.hub.url(), &["storeA"], &section);
     for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
