@@ -8,7 +8,7 @@ use crate::daemon::load::PayKeys;
 use crate::wechat::USER_AGENT;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::{MerchantAuth, RequestAuth};
+use crate::wechat::pay_sign::{Caller, RequestAuth};
 use crate::wechat::token::{TokenManager, TokenSource};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,11 +52,11 @@ pub(super) fn build_pay(
     Ok(Arc::new(PayApi::new(PayApiParts {
         http: http_client(p.request_timeout)?,
         appid: p.appid.clone(),
-        auth: RequestAuth::Merchant(MerchantAuth {
-            mchid: p.mchid.clone(),
+        auth: RequestAuth {
+            caller: Caller::Merchant(p.mchid.clone()),
             serial_no: p.serial_no.clone(),
             signer,
-        }),
+        },
         verifier,
         public_key_id: p.public_key_id.clone(),
         primary: p.base_url.clone(),

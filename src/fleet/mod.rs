@@ -23,9 +23,7 @@ use crate::model::claim_key::CodeKey;
 use crate::secrets::read_private_file;
 use crate::wechat::notify::ApiV3Key;
 use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::{
-    BrandAuth, MerchantAuth, RequestAuth, Signer, Verifier, read_public_file,
-};
+use crate::wechat::pay_sign::{Caller, RequestAuth, Signer, Verifier, read_public_file};
 use metrics::FleetMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -133,17 +131,14 @@ fn product_coupon_api(
     signer: Signer,
     verifier: Verifier,
 ) -> Result<PayApi, String> {
-    let auth = match (&cfg.mode, &cfg.mchid) {
-        (NotifyMode::Partner, Some(mchid)) => RequestAuth::Merchant(MerchantAuth {
-            mchid: mchid.clone(),
-            serial_no: cfg.serial_no.clone(),
-            signer,
-        }),
-        _ => RequestAuth::Brand(BrandAuth {
-            brand_id: cfg.brand_id.clone(),
-            serial_no: cfg.serial_no.clone(),
-            signer,
-        }),
+    let caller = match (&cfg.mode, &cfg.mchid) {
+        (NotifyMode::Partner, Some(mchid)) => Caller::Merchant(mchid.clone()),
+        _ => Caller::Brand(cfg.brand_id.clone()),
+    };
+    let auth = RequestAuth {
+        caller,
+        serial_no: cfg.serial_no.clone(),
+        signer,
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -106,68 +106,19 @@ impl Signer {
     }
 }
 
-/// Our `Authorization` header for one request.
-pub struct MerchantAuth {
-    pub mchid: String,
-    pub serial_no: String,
-    pub signer: Signer,
-}
-
-impl MerchantAuth {
-    pub fn authorization(
-        &self,
-        method: &str,
-        url: &str,
-        body: &[u8],
-        timestamp: i64,
-        nonce: &str,
-    ) -> Result<String, String> {
-        let sig = self
-            .signer
-            .sign(&request_message(method, url, timestamp, nonce, body))?;
-        Ok(format!(
-            "{SCHEMA} mchid=\"{}\",nonce_str=\"{nonce}\",timestamp=\"{timestamp}\",serial_no=\"{}\",signature=\"{sig}\"",
-            self.mchid, self.serial_no
-        ))
-    }
-}
-
-/// A brand's `Authorization` header (`WECHATPAY-BRAND-SHA256-RSA2048 brand_id="…",…`): the
-/// message signed is a merchant request's. Brand requests also carry `Wechatpay-Serial`:
+/// How our requests are signed: by a merchant or service provider (`WECHATPAY2-SHA256-RSA2048
+/// mchid="…",…`), or by a brand (`WECHATPAY-BRAND-SHA256-RSA2048 brand_id="…",…`, product
+/// coupons). The message signed is the same; brand requests also carry `Wechatpay-Serial`,
 /// the id of the WeChat Pay public key the brand verifies replies with.
-pub struct BrandAuth {
-    pub brand_id: String,
+pub struct RequestAuth {
+    pub caller: Caller,
+    /// The API certificate serial of `signer`'s key.
     pub serial_no: String,
     pub signer: Signer,
-}
-
-impl BrandAuth {
-    pub fn authorization(
-        &self,
-        method: &str,
-        url: &str,
-        body: &[u8],
-        timestamp: i64,
-        nonce: &str,
-    ) -> Result<String, String> {
-        let sig = self
-            .signer
-            .sign(&request_message(method, url, timestamp, nonce, body))?;
-        Ok(format!(
-            "{BRAND_SCHEMA} brand_id=\"{}\",nonce_str=\"{nonce}\",timestamp=\"{timestamp}\",serial_no=\"{}\",signature=\"{sig}\"",
-            self.brand_id, self.serial_no
-        ))
-    }
-}
-
-/// How our requests are signed: as a merchant (or a service provider: its mchid), or as a
-/// brand.
-pub enum RequestAuth {
-    Merchant(MerchantAuth),
-    Brand(BrandAuth),
 }
 
 impl RequestAuth {
+    /// Our `Authorization` header for one request.
     pub fn authorization(
         &self,
         method: &str,
@@ -176,10 +127,17 @@ impl RequestAuth {
         timestamp: i64,
         nonce: &str,
     ) -> Result<String, String> {
-        match self {
-            RequestAuth::Merchant(m) => m.authorization(method, url, body, timestamp, nonce),
-            RequestAuth::Brand(b) => b.authorization(method, url, body, timestamp, nonce),
-        }
+        let (schema, field, who) = match &self.caller {
+            Caller::Merchant(mchid) => (SCHEMA, "mchid", mchid),
+            Caller::Brand(brand_id) => (BRAND_SCHEMA, "brand_id", brand_id),
+        };
+        let sig = self
+            .signer
+            .sign(&request_message(method, url, timestamp, nonce, body))?;
+        Ok(format!(
+            "{schema} {field}=\"{who}\",nonce_str=\"{nonce}\",timestamp=\"{timestamp}\",serial_no=\"{}\",signature=\"{sig}\"",
+            self.serial_no
+        ))
     }
 }
 
@@ -433,8 +391,8 @@ mod tests {
 
     #[test]
     fn authorization_round_trip_and_parse_errors() {
-        let auth = MerchantAuth {
-            mchid: "1900000109".into(),
+        let auth = RequestAuth {
+            caller: Caller::Merchant("1900000109".into()),
             serial_no: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into(),
             signer: Signer::from_pem(TEST_KEY).unwrap(),
         };
@@ -580,8 +538,8 @@ mod tests {
 
     #[test]
     fn a_brand_signs_with_its_own_schema_and_either_parses() {
-        let auth = BrandAuth {
-            brand_id: "120344".into(),
+        let auth = RequestAuth {
+            caller: Caller::Brand("120344".into()),
             serial_no: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into(),
             signer: Signer::from_pem(TEST_KEY).unwrap(),
         };
@@ -603,8 +561,8 @@ mod tests {
         assert!(verify_signature(&public, &message, &a.signature));
         // A brand header is no merchant's, and a merchant's parses as one.
         assert!(parse_authorization(&h).is_err());
-        let m = MerchantAuth {
-            mchid: "1900000109".into(),
+        let m = RequestAuth {
+            caller: Caller::Merchant("1900000109".into()),
             serial_no: "S".into(),
             signer: Signer::from_pem(TEST_KEY).unwrap(),
         }
