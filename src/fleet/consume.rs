@@ -5,7 +5,7 @@
 use super::metrics::FleetMetrics;
 use super::read_model::{self, Applied, RedeemedChange};
 use super::streams::{
-    Feed, delete_consumer, ensure_consumer, ensure_mirror, ensure_redeemed_bucket,
+    Feed, delete_consumer, ensure_consumer, ensure_mirror, ensure_redeemed_bucket, pull_consumer,
 };
 use crate::guard::redeemed::{self, RedeemedAt};
 use crate::model::event::{Event, Skip, decode};
@@ -57,13 +57,7 @@ pub async fn run(
                         to_delete = false;
                     }
                     ensure_consumer(&client, feed).await?;
-                    let c: PullConsumer = js
-                        .get_stream(feed.stream())
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .get_consumer(feed.consumer())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let c = pull_consumer(&js, feed.stream(), feed.consumer()).await?;
                     consumer = Some(c.clone());
                     c
                 }

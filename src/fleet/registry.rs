@@ -9,7 +9,7 @@
 use super::metrics::FleetMetrics;
 use super::streams::{
     NOTIFY_STREAM, REGISTRY_CONSUMER, ensure_notify_stream, ensure_product_coupon_bucket,
-    ensure_registry_consumer,
+    ensure_registry_consumer, pull_consumer,
 };
 use crate::guard::nats::{last_of_subject, request};
 use crate::guard::product_coupons;
@@ -90,13 +90,7 @@ impl Registry {
                         ensure_notify_stream(&self.client).await?;
                         ensure_product_coupon_bucket(&self.client).await?;
                         ensure_registry_consumer(&self.client).await?;
-                        let c: PullConsumer = js
-                            .get_stream(NOTIFY_STREAM)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .get_consumer(REGISTRY_CONSUMER)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let c = pull_consumer(&js, NOTIFY_STREAM, REGISTRY_CONSUMER).await?;
                         consumer = Some(c.clone());
                         c
                     }

@@ -127,13 +127,12 @@ pub async fn ensure_notify_stream(client: &async_nats::Client) -> Result<(), Str
     create_or_update_stream(client, "$JS.API", &notify_stream_config()).await
 }
 
-/// HQ's bucket of redeemed codes: one value per key, deletes kept as markers (so that the
-/// stores' mirrors see them).
-pub async fn ensure_redeemed_bucket(client: &async_nats::Client) -> Result<(), String> {
-    let b = redeemed::BUCKET;
+/// One of HQ's KV buckets (`bucket`, its stream `KV_<bucket>`): one value per key, deletes
+/// kept as markers (so that the stores' mirrors see them).
+async fn ensure_bucket(client: &async_nats::Client, bucket: &str) -> Result<(), String> {
     let config = serde_json::json!({
-        "name": redeemed::stream(),
-        "subjects": [format!("$KV.{b}.>")],
+        "name": format!("KV_{bucket}"),
+        "subjects": [format!("$KV.{bucket}.>")],
         "retention": "limits",
         "max_msgs_per_subject": 1,
         "storage": "file",
@@ -147,23 +146,14 @@ pub async fn ensure_redeemed_bucket(client: &async_nats::Client) -> Result<(), S
     create_stream(client, "$JS.API", &config).await
 }
 
+/// HQ's bucket of redeemed codes.
+pub async fn ensure_redeemed_bucket(client: &async_nats::Client) -> Result<(), String> {
+    ensure_bucket(client, redeemed::BUCKET).await
+}
+
 /// HQ's registry of product coupons: one value per key (the claim key of a code).
 pub async fn ensure_product_coupon_bucket(client: &async_nats::Client) -> Result<(), String> {
-    let b = product_coupons::BUCKET;
-    let config = serde_json::json!({
-        "name": product_coupons::stream(),
-        "subjects": [format!("$KV.{b}.>")],
-        "retention": "limits",
-        "max_msgs_per_subject": 1,
-        "storage": "file",
-        "num_replicas": 1,
-        "discard": "new",
-        "duplicate_window": 120_000_000_000_u64,
-        "allow_rollup_hdrs": true,
-        "deny_delete": true,
-        "allow_direct": true,
-    });
-    create_stream(client, "$JS.API", &config).await
+    ensure_bucket(client, product_coupons::BUCKET).await
 }
 
 /// The registry's durable consumer of product-coupon notifications: each acknowledged on
@@ -171,30 +161,50 @@ pub async fn ensure_product_coupon_bucket(client: &async_nats::Client) -> Result
 pub const REGISTRY_CONSUMER: &str = "redeemd_registry";
 
 pub async fn ensure_registry_consumer(client: &async_nats::Client) -> Result<(), String> {
-    let body = serde_json::json!({
-        "stream_name": NOTIFY_STREAM,
-        "config": {
-            "durable_name": REGISTRY_CONSUMER,
-            "deliver_policy": "all",
-            "ack_policy": "explicit",
-            "ack_wait": 30_000_000_000_u64,
-            "max_ack_pending": 1_000,
-            "filter_subject": "redeemd.notify.PRODUCT_COUPON.>",
-            "replay_policy": "instant",
-        },
+    let config = serde_json::json!({
+        "durable_name": REGISTRY_CONSUMER,
+        "deliver_policy": "all",
+        "ack_policy": "explicit",
+        "ack_wait": 30_000_000_000_u64,
+        "max_ack_pending": 1_000,
+        "filter_subject": "redeemd.notify.PRODUCT_COUPON.>",
+        "replay_policy": "instant",
     });
+    create_durable(client, NOTIFY_STREAM, REGISTRY_CONSUMER, config).await
+}
+
+/// Creates durable consumer `consumer` of `stream` with `config` (or leaves it as it is).
+async fn create_durable(
+    client: &async_nats::Client,
+    stream: &str,
+    consumer: &str,
+    config: serde_json::Value,
+) -> Result<(), String> {
+    let body = serde_json::json!({ "stream_name": stream, "config": config });
     match request(
         client,
-        format!("$JS.API.CONSUMER.DURABLE.CREATE.{NOTIFY_STREAM}.{REGISTRY_CONSUMER}"),
+        format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
         &body,
     )
     .await
     {
         Ok(_) => Ok(()),
-        Err((_, e)) => Err(format!(
-            "JetStream refused the consumer {REGISTRY_CONSUMER}: {e}"
-        )),
+        Err((_, e)) => Err(format!("JetStream refused the consumer {consumer}: {e}")),
     }
+}
+
+/// The durable pull consumer `consumer` of `stream`, as the client reads it.
+pub async fn pull_consumer(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, String> {
+    js.get_stream(stream)
+        .await
+        .map_err(|e| e.to_string())?
+        .get_consumer(consumer)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The store's mirror of one of HQ's buckets (its stream `stream`, e.g.
@@ -228,28 +238,15 @@ pub async fn ensure_mirror(
 /// A durable pull consumer the read model is fed by: everything, in stream order,
 /// acknowledged up to a message (`ack_policy: all`) once its batch is committed.
 pub async fn ensure_consumer(client: &async_nats::Client, feed: Feed) -> Result<(), String> {
-    let (stream, consumer) = (feed.stream(), feed.consumer());
-    let body = serde_json::json!({
-        "stream_name": stream,
-        "config": {
-            "durable_name": consumer,
-            "deliver_policy": "all",
-            "ack_policy": "all",
-            "ack_wait": 60_000_000_000_u64,
-            "max_ack_pending": 20_000,
-            "replay_policy": "instant",
-        },
+    let config = serde_json::json!({
+        "durable_name": feed.consumer(),
+        "deliver_policy": "all",
+        "ack_policy": "all",
+        "ack_wait": 60_000_000_000_u64,
+        "max_ack_pending": 20_000,
+        "replay_policy": "instant",
     });
-    match request(
-        client,
-        format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
-        &body,
-    )
-    .await
-    {
-        Ok(_) => Ok(()),
-        Err((_, e)) => Err(format!("JetStream refused the consumer {consumer}: {e}")),
-    }
+    create_durable(client, feed.stream(), feed.consumer(), config).await
 }
 
 /// Forgets a consumer, so that the next one reads its stream from the start.
