@@ -50,6 +50,30 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// The headers WeChat Pay signs a reply with: `Wechatpay-Timestamp`, `-Nonce`,
+/// `-Signature` (what `sign` makes of `TIMESTAMP\nNONCE\nBODY\n`), `-Serial` and
+/// `-Signature-Type`.
+pub(super) fn signed_reply_headers(
+    body: &[u8],
+    now_s: i64,
+    public_key_id: &str,
+    sign: impl FnOnce(&[u8]) -> String,
+) -> Vec<(String, String)> {
+    let ts = now_s.to_string();
+    let nonce = format!("{:032X}", fastrand::u128(..));
+    let signature = sign(&response_message(&ts, &nonce, body));
+    vec![
+        ("Wechatpay-Timestamp".to_string(), ts),
+        ("Wechatpay-Nonce".to_string(), nonce),
+        ("Wechatpay-Signature".to_string(), signature),
+        ("Wechatpay-Serial".to_string(), public_key_id.to_string()),
+        (
+            "Wechatpay-Signature-Type".to_string(),
+            pay_sign::SCHEMA.to_string(),
+        ),
+    ]
+}
+
 /// Who the simulator expects to talk to.
 #[derive(Debug, Clone)]
 pub struct PayIdentity {
@@ -299,40 +323,28 @@ impl PaySim {
     }
 
     fn respond(&self, status: StatusCode, body: String, st: &State, now_s: i64) -> Reply {
-        let ts = now_s.to_string();
-        let nonce = format!("{:032X}", fastrand::u128(..));
-        let message = response_message(&ts, &nonce, body.as_bytes());
-        let signature = if st.faults.probe_signatures {
-            format!(
-                "WECHATPAY/SIGNTEST/{}",
-                base64::engine::general_purpose::STANDARD.encode(fastrand::u64(..).to_be_bytes())
-            )
-        } else if st.faults.forge_signatures {
-            self.forger.sign(&message).unwrap_or_default()
-        } else {
-            self.wechat.sign(&message).unwrap_or_default()
-        };
+        let mut headers =
+            signed_reply_headers(body.as_bytes(), now_s, &self.id.public_key_id, |message| {
+                if st.faults.probe_signatures {
+                    format!(
+                        "WECHATPAY/SIGNTEST/{}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(fastrand::u64(..).to_be_bytes())
+                    )
+                } else if st.faults.forge_signatures {
+                    self.forger.sign(message).unwrap_or_default()
+                } else {
+                    self.wechat.sign(message).unwrap_or_default()
+                }
+            });
         let date = chrono::DateTime::from_timestamp(now_s, 0)
             .map(|d| d.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
             .unwrap_or_default();
-        let headers = vec![
-            ("Date".to_string(), date),
-            ("Wechatpay-Timestamp".to_string(), ts),
-            ("Wechatpay-Nonce".to_string(), nonce),
-            ("Wechatpay-Signature".to_string(), signature),
-            (
-                "Wechatpay-Serial".to_string(),
-                self.id.public_key_id.clone(),
-            ),
-            (
-                "Wechatpay-Signature-Type".to_string(),
-                pay_sign::SCHEMA.to_string(),
-            ),
-            (
-                "Request-ID".to_string(),
-                format!("sim-{:016x}", fastrand::u64(..)),
-            ),
-        ];
+        headers.push(("Date".to_string(), date));
+        headers.push((
+            "Request-ID".to_string(),
+            format!("sim-{:016x}", fastrand::u64(..)),
+        ));
         Reply::bytes(status, Bytes::from(body), headers, st.faults.latency)
     }
 

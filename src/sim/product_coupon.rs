@@ -6,10 +6,10 @@
 //! `out_request_no`. Faults: 5xx.
 
 use super::http::{Handler, Reply, SimRequest, SimServer};
+use super::pay::signed_reply_headers;
 use crate::wechat::pay::{ConfirmRequest, CouponEntity, DisplayInfo, ProductCouponInfo};
 use crate::wechat::pay_sign::{
-    self, Caller, MAX_RESPONSE_SKEW_S, Signer, parse_any_authorization, request_message,
-    response_message, verify_signature,
+    Caller, MAX_RESPONSE_SKEW_S, Signer, parse_any_authorization, request_message, verify_signature,
 };
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -122,26 +122,13 @@ impl ProductCouponSim {
     }
 
     fn respond(&self, status: StatusCode, body: String) -> Reply {
-        let ts = real_now_s().to_string();
-        let nonce = format!("{:032X}", fastrand::u128(..));
-        let signature = self
-            .wechat
-            .sign(&response_message(&ts, &nonce, body.as_bytes()))
-            .unwrap_or_default();
-        let headers = vec![
-            ("Wechatpay-Timestamp".to_string(), ts),
-            ("Wechatpay-Nonce".to_string(), nonce),
-            ("Wechatpay-Signature".to_string(), signature),
-            (
-                "Wechatpay-Serial".to_string(),
-                self.id.public_key_id.clone(),
-            ),
-            (
-                "Wechatpay-Signature-Type".to_string(),
-                pay_sign::SCHEMA.to_string(),
-            ),
-            ("Content-Type".to_string(), "application/json".to_string()),
-        ];
+        let mut headers = signed_reply_headers(
+            body.as_bytes(),
+            real_now_s(),
+            &self.id.public_key_id,
+            |message| self.wechat.sign(message).unwrap_or_default(),
+        );
+        headers.push(("Content-Type".to_string(), "application/json".to_string()));
         Reply::bytes(status, Bytes::from(body), headers, Duration::ZERO)
     }
 
