@@ -13,6 +13,7 @@ use super::streams::{
 };
 use crate::guard::nats::{last_of_subject, request};
 use crate::guard::product_coupons;
+use crate::model::backoff;
 use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
 use crate::model::product_coupon::{Change, Details, Entry, Event, EventKind, apply};
@@ -69,11 +70,6 @@ enum NotYet {
     Later(String),
     /// It can never be done (not a product coupon's resource): acknowledged and counted.
     Never(String),
-}
-
-fn last4(code: &str) -> String {
-    let chars: Vec<char> = code.chars().collect();
-    chars[chars.len().saturating_sub(4)..].iter().collect()
 }
 
 impl Registry {
@@ -137,9 +133,15 @@ impl Registry {
                     m.ack().await.map_err(|e| e.to_string())?;
                 }
                 Err(NotYet::Later(why)) => {
-                    let delay = Duration::from_millis(500)
-                        .saturating_mul(2u32.saturating_pow(delivered.clamp(1, 8) as u32 - 1))
-                        .min(MAX_BACKOFF);
+                    // The retry schedule every try follows, without its jitter: each
+                    // notification waits on its own delivery count.
+                    let delay = backoff::delay(
+                        u32::try_from(delivered).unwrap_or(u32::MAX),
+                        Duration::from_millis(500),
+                        MAX_BACKOFF,
+                        false,
+                        1.0,
+                    );
                     tracing::warn!(event = "registry_retry", error = %why, retry_in_ms = delay.as_millis() as u64, "a product coupon is not registered yet; trying again");
                     m.ack_with(AckKind::Nak(Some(delay)))
                         .await
@@ -187,11 +189,12 @@ impl Registry {
             EventKind::Confirmed => None,
         }
         .unwrap_or_else(|| n.create_time.clone());
-        let key = self.code_key.claim_key(&Code::new(r.coupon_code.clone()));
+        let code = Code::new(r.coupon_code.clone());
+        let key = self.code_key.claim_key(&code);
         let event = Event {
             kind,
             at,
-            coupon_code_last4: last4(&r.coupon_code),
+            coupon_code_last4: code.last4(),
             openid: r.openid.clone(),
             product_coupon_id: r.product_coupon_id.clone(),
             stock_id: r.stock_id.clone(),
@@ -210,7 +213,7 @@ impl Registry {
         if kind == EventKind::Send
             && e.state == crate::model::product_coupon::CouponState::Confirming
         {
-            let confirmed = self.confirm(&r, &key, &n.create_time).await?;
+            let confirmed = self.confirm(&r, &code, &key, &n.create_time).await?;
             if let Change::Write(new) = apply(Some(&e), &confirmed) {
                 self.put(js, &key, &new).await?;
             }
@@ -219,7 +222,13 @@ impl Registry {
     }
 
     /// Confirms an issued coupon; the event that records it.
-    async fn confirm(&self, r: &Resource, key: &str, at: &str) -> Result<Event, NotYet> {
+    async fn confirm(
+        &self,
+        r: &Resource,
+        code: &Code,
+        key: &str,
+        at: &str,
+    ) -> Result<Event, NotYet> {
         let (Some(openid), Some(product_coupon_id), Some(stock_id)) =
             (&r.openid, &r.product_coupon_id, &r.stock_id)
         else {
@@ -249,7 +258,7 @@ impl Registry {
                     kind: EventKind::Confirmed,
                     // Just after the issue it follows, whatever the clocks say.
                     at: at.to_string(),
-                    coupon_code_last4: last4(&r.coupon_code),
+                    coupon_code_last4: code.last4(),
                     openid: None,
                     product_coupon_id: None,
                     stock_id: None,

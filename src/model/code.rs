@@ -27,6 +27,13 @@ impl Code {
         mask(&self.0)
     }
 
+    /// The last four characters (all of a shorter code): what leaves the till besides the
+    /// code's keyed hash.
+    pub fn last4(&self) -> String {
+        let tail: Vec<char> = self.0.chars().rev().take(4).collect();
+        tail.into_iter().rev().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -91,5 +98,13 @@ mod tests {
         let h = format!("{:?}", Holder { code: c.clone() });
         assert!(!h.contains("12345678"), "{h}");
         assert_eq!(serde_json::to_string(&c).unwrap(), "\"123456789012\"");
+    }
+
+    #[test]
+    fn last4_is_the_tail_in_characters() {
+        assert_eq!(Code::new("100000000002").last4(), "0002");
+        assert_eq!(Code::new("券码1234").last4(), "1234");
+        assert_eq!(Code::new("码一二三四").last4(), "一二三四");
+        assert_eq!(Code::new("12").last4(), "12");
     }
 }

@@ -70,11 +70,6 @@ impl RowEvent {
     /// The event of `row` at `version`, as till `till` of `store` says it (the till's
     /// name now: a row from before a rename is still this till's).
     pub fn of(row: &Row, version: i64, store: &str, till: &str, code_key: &CodeKey) -> RowEvent {
-        let code = row.code.expose();
-        let last4: String = {
-            let tail: Vec<char> = code.chars().rev().take(4).collect();
-            tail.into_iter().rev().collect()
-        };
         RowEvent {
             v: VERSION,
             store: store.to_string(),
@@ -88,7 +83,7 @@ impl RowEvent {
                 .as_deref()
                 .map(|r| reason::code_of(r).to_string()),
             api: row.api.map(String::from),
-            code_last4: last4,
+            code_last4: row.code.last4(),
             // A local refusal's code is kept masked: there is nothing to key.
             key: row.api.map(|_| code_key.claim_key(&row.code)),
             title: row.title.clone(),
