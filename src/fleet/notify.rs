@@ -13,7 +13,7 @@ use super::metrics::{FleetMetrics, NOT_RECORDED};
 use super::streams::notify_subject;
 use crate::config::notify::NotifyConfig;
 use crate::http::serve::{Limits, bind};
-use crate::wechat::notify::{ApiV3Key, MAX_NOTIFY_BODY, Notification, open};
+use crate::wechat::notify::{ApiV3Key, MAX_NOTIFY_BODY, Notification, Refused, open};
 use crate::wechat::pay_sign::{SignedHeaders, Verifier};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -41,7 +41,7 @@ pub struct NotifyState {
 pub fn router(state: NotifyState) -> Router {
     Router::new()
         .route("/v1/wechatpay/notify", post(notify))
-        // The handler reads at most one byte past the limit itself, to count the refusal.
+        // The handler reads the body itself, up to the limit, to count a refusal.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -72,8 +72,15 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The one answer to every refusal: the sender learns nothing about which check failed.
-fn refused() -> Response {
+/// Counts and logs a refusal, and gives the one answer every refusal gets: the sender
+/// learns nothing about which check failed.
+fn refuse(st: &NotifyState, r: Refused) -> Response {
+    st.metrics.count_notify_refused(r.reason());
+    tracing::warn!(
+        event = "notify_refused",
+        reason = r.reason(),
+        "a WeChat Pay notification was refused"
+    );
     (
         StatusCode::BAD_REQUEST,
         Json(json!({ "code": "FAIL", "message": "refused" })),
@@ -82,9 +89,9 @@ fn refused() -> Response {
 }
 
 async fn notify(State(st): State<NotifyState>, headers: HeaderMap, body: Body) -> Response {
-    let body = match axum::body::to_bytes(body, MAX_NOTIFY_BODY + 1).await {
-        Ok(b) => b,
-        Err(_) => Bytes::from(vec![0; MAX_NOTIFY_BODY + 1]),
+    // Past the limit, reading stops: the body is too large before anything else is asked.
+    let Ok(body) = axum::body::to_bytes(body, MAX_NOTIFY_BODY).await else {
+        return refuse(&st, Refused::TooLarge);
     };
     let signed = SignedHeaders {
         timestamp: header(&headers, "wechatpay-timestamp"),
@@ -95,15 +102,7 @@ async fn notify(State(st): State<NotifyState>, headers: HeaderMap, body: Body) -
     let now_s = chrono::Utc::now().timestamp();
     let n = match open(&st.verifier, &st.key, &signed, &body, now_s) {
         Ok(n) => n,
-        Err(r) => {
-            st.metrics.count_notify_refused(r.reason());
-            tracing::warn!(
-                event = "notify_refused",
-                reason = r.reason(),
-                "a WeChat Pay notification was refused"
-            );
-            return refused();
-        }
+        Err(r) => return refuse(&st, r),
     };
     match keep(&st, &n, body).await {
         Ok(duplicate) => {
