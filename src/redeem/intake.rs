@@ -249,11 +249,26 @@ impl Intake {
         // A known code is a duplicate, unless its row starts over (refused before, or never
         // answered and nobody waits for it any more).
         let starts_over = recorded.rescan.is_none() || recorded.reopened;
-        let waiter = if starts_over {
+        let mut waiter = if starts_over {
             self.wait_for(recorded.row.id)
         } else {
             None
         };
+        // A queued row nobody waited for when the rescan read it may have been answered in
+        // the meantime, by this process: its first read's answer let go of the row after
+        // the rescan's read. That answer was noted on the row before it let go, so a fresh
+        // read shows it: the rescan is then a duplicate of it. (A row the dispatcher settled
+        // with nobody answered still starts over, and gets its answer.)
+        let mut recorded = recorded;
+        if recorded.rescan.is_some() && recorded.row.state == State::Queued && waiter.is_some() {
+            let id = recorded.row.id;
+            if let Ok(Some(now)) = self.ledger.call(move |c| queries::get(c, id)).await
+                && now.till_outcome.is_some()
+            {
+                waiter = None;
+                recorded.row = now;
+            }
+        }
         if let (Some(scan_id), None) = (recorded.rescan, &waiter) {
             if let Err(e) = Self::on_disk(durable).await {
                 return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
