@@ -63,10 +63,9 @@ pub async fn run() -> Result<(), DaemonError> {
     let sim_err = |e: String| DaemonError::Config(format!("cannot start the simulator: {e}"));
     let server = sim.start().await.map_err(|e| sim_err(e.to_string()))?;
 
-    let dir = std::env::temp_dir().join(format!("redeemd-demo-{}", std::process::id()));
+    let dir = fresh_folder().map_err(|e| DaemonError::Config(format!("demo folder: {e}")))?;
     let setup =
         |e: std::io::Error| DaemonError::Config(format!("demo folder {}: {e}", dir.display()));
-    std::fs::create_dir_all(&dir).map_err(setup)?;
     let private = |path: &std::path::Path, text: &str| -> Result<(), DaemonError> {
         std::fs::write(path, text).map_err(setup)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(setup)
@@ -242,4 +241,42 @@ fn print_outcome(o: &Outcome) {
         o.code.expose(),
         o.latency_ms
     );
+}
+
+/// A folder of the demo's own, new: a demo never starts on an earlier one's ledger (a
+/// process id is used again once its process is gone, and its folder may still be there).
+fn fresh_folder() -> std::io::Result<std::path::PathBuf> {
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    let mut n = 0;
+    loop {
+        let dir = match n {
+            0 => base.join(format!("redeemd-demo-{pid}")),
+            _ => base.join(format!("redeemd-demo-{pid}-{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_demo_never_starts_in_an_earlier_ones_folder() {
+        let first = fresh_folder().expect("a folder");
+        let second = fresh_folder().expect("another folder");
+        assert_ne!(
+            first, second,
+            "the first is still there: the second is a new one"
+        );
+        for d in [first, second] {
+            assert_eq!(std::fs::read_dir(&d).expect("the folder").count(), 0);
+            std::fs::remove_dir(d).expect("cleaned up");
+        }
+    }
 }
