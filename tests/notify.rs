@@ -371,19 +371,23 @@ fn the_nginx_block_in_packaging_is_one_nginx_accepts() {
 }
 
 /// The registry entry of `code` on the hub, if any.
-fn registered(rt: &tokio::runtime::Runtime, hub_url: &str, code: &str) -> Option<Value> {
-    use base64::Engine as _;
-    let key = redeemd::model::claim_key::CodeKey::from_bytes(CODE_KEY.as_bytes())
+/// The claim key of `code`, as the tests' chain makes it.
+fn claim_key(code: &str) -> String {
+    redeemd::model::claim_key::CodeKey::from_bytes(CODE_KEY.as_bytes())
         .expect("code key")
-        .claim_key(&redeemd::model::code::Code::new(code.to_string()));
+        .claim_key(&redeemd::model::code::Code::new(code.to_string()))
+}
+
+/// The value of `code` in KV bucket `bucket` of the server at `url` (its last one).
+fn kv_value(rt: &tokio::runtime::Runtime, url: &str, bucket: &str, code: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let key = claim_key(code);
     rt.block_on(async {
-        let hub = async_nats::connect(hub_url)
-            .await
-            .expect("connect to the hub");
-        let r = hub
+        let server = async_nats::connect(url).await.expect("connect");
+        let r = server
             .request(
-                "$JS.API.STREAM.MSG.GET.KV_redeemd_product_coupons",
-                json!({ "last_by_subj": format!("$KV.redeemd_product_coupons.{key}") })
+                format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"),
+                json!({ "last_by_subj": format!("$KV.{bucket}.{key}") })
                     .to_string()
                     .into(),
             )
@@ -394,8 +398,12 @@ fn registered(rt: &tokio::runtime::Runtime, hub_url: &str, code: &str) -> Option
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)
             .expect("base64");
-        Some(serde_json::from_slice(&bytes).expect("an entry"))
+        serde_json::from_slice(&bytes).ok()
     })
+}
+
+fn registered(rt: &tokio::runtime::Runtime, url: &str, code: &str) -> Option<Value> {
+    kv_value(rt, url, "redeemd_product_coupons", code)
 }
 
 fn wait_registered(rt: &tokio::runtime::Runtime, hub: &str, code: &str, state: &str) -> Value {
@@ -586,4 +594,146 @@ fn confirmed_once_and_registered(mode: &str) {
     let at_store = registered(&rt, &leaf, "PC00000011").expect("in the store's mirror");
     assert_eq!(at_store["state"], "EFFECTIVE");
     assert_eq!(at_store["openid"], "oUser0001");
+}
+
+/// Every row the fleet lists in `state`.
+fn fleet_rows_in(base: &str, state: &str) -> Vec<Value> {
+    get(base, &format!("/v1/fleet/redemptions?state={state}"))
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Uses WeChat Pay reports and no till made (a product coupon's, a merchant coupon's) are
+/// shown as `redeemed_outside` (API, CSV, metric), enter the chain's record of redeemed
+/// codes, and a till of the store refuses such a code with its WAN and WeChat down; a use
+/// a till made is matched to its row, not counted twice.
+#[test]
+fn a_use_outside_the_tills_is_shown_and_refused_offline_and_a_tills_own_is_not_counted_twice() {
+    let mut chain = Chain::start(&["storeA"], true);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let section = keys.section(dir.path(), "127.0.0.1:0", "https://api.mch.weixin.qq.com");
+    let setup = FleetSetup::new(&chain.hub.url(), &["storeA"], &section);
+    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
+        private(
+            &setup.dir.path().join(f),
+            &std::fs::read(dir.path().join(f)).expect("key"),
+        );
+    }
+    let fleet = setup.start(false);
+    let base = fleet.http_url();
+    let notifier = wechatpay_notifier(&keys.wechatpay, APIV3_KEY, &notify_url(&fleet));
+    let till = Till::in_named_store(
+        "storeA",
+        &chain.leaf_url("storeA"),
+        "status_interval = \"1s\"\n",
+        Setup {
+            till_name: "a1",
+            ..Setup::default()
+        },
+    );
+    let [product, merchant, mine, fresh] = <[String; 4]>::try_from(codes(81, 4)).expect("4");
+    till.sim.add_codes(&[&product, &merchant, &mine, &fresh]);
+    let daemon = till.start();
+    let tell = |id: &str, event_type: &str, code: &str, at: &str| {
+        let resource = json!({
+            "coupon_code": code,
+            "stock_id": "1000000013001",
+            "product_coupon_id": "1000000013",
+            "openid": "oUser0001",
+            "use_time": at,
+        });
+        let body = notifier.body(id, event_type, &resource).expect("body");
+        assert!(rt.block_on(notifier.deliver(body, &[])).delivered(), "{id}");
+    };
+
+    // A till's own redemption reaches HQ first; WeChat Pay then reports that use.
+    let x = post_json(&daemon.http_url(), "/v1/scans", &json!({ "code": mine })).json();
+    assert_eq!(x["outcome"], "redeemed", "{x}");
+    wait_for("the till's row at HQ", || {
+        fleet_rows_in(&base, "redeemed").len() == 1
+    });
+    tell(
+        "EV-USE-MINE",
+        "COUPON.USE",
+        &mine,
+        "2026-12-05T10:00:00+08:00",
+    );
+    // Uses outside the tills, each reported twice (once under another id).
+    for (id, event_type, code) in [
+        ("EV-USE-P", "PRODUCT_COUPON.USE", &product),
+        ("EV-USE-M", "COUPON.USE", &merchant),
+    ] {
+        tell(id, event_type, code, "2026-12-05T11:00:00+08:00");
+        tell(
+            &format!("{id}-again"),
+            event_type,
+            code,
+            "2026-12-05T11:00:00+08:00",
+        );
+    }
+    wait_for("two uses outside the tills at HQ", || {
+        fleet_rows_in(&base, "redeemed_outside").len() == 2
+    });
+    let outside = fleet_rows_in(&base, "redeemed_outside");
+    let mut apis: Vec<&str> = outside.iter().filter_map(|r| r["api"].as_str()).collect();
+    apis.sort_unstable();
+    assert_eq!(apis, ["coupon", "product_coupon"], "{outside:?}");
+    for r in &outside {
+        assert_eq!(r["store"], "", "{r}");
+        assert_eq!(r["reason_code"], "redeemed_outside", "{r}");
+    }
+    // The till's own use: its row only.
+    let found = post_json(&base, "/v1/fleet/codes", &json!({ "code": mine })).json();
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found[0]["store"], "storeA", "{found}");
+    assert_eq!(
+        metric(&base, "redeemd_fleet_redeemed_outside"),
+        2,
+        "the metric counts the two outside uses"
+    );
+    let csv = get(&base, "/v1/fleet/export.csv").body;
+    let outside_lines = csv
+        .lines()
+        .filter(|l| l.starts_with(",,") && l.contains(",redeemed_outside,"))
+        .count();
+    assert_eq!(outside_lines, 2, "{csv}");
+    assert!(!csv.contains(&merchant), "codes never in full: {csv}");
+    // HQ's record of redeemed codes says outside; the store's mirror catches up.
+    let leaf = chain.leaf_url("storeA");
+    wait_for("the store's mirror of the outside use", || {
+        kv_value(&rt, &leaf, "redeemd_redeemed", &merchant).is_some_and(|v| v["outside"] == true)
+    });
+    assert_eq!(
+        kv_value(&rt, &leaf, "redeemd_redeemed", &mine).expect("the till's own")["till"],
+        "a1"
+    );
+
+    // The store's WAN and WeChat go down: the code used outside is refused; another is
+    // accepted offline as before.
+    chain.hub.kill();
+    till.sim.set_down(true);
+    let y = post_json(
+        &daemon.http_url(),
+        "/v1/scans",
+        &json!({ "code": merchant }),
+    )
+    .json();
+    assert_eq!(y["outcome"], "refused_offline", "{y}");
+    assert_eq!(y["reason_code"], "redeemed_outside", "{y}");
+    let z = post_json(&daemon.http_url(), "/v1/scans", &json!({ "code": fresh })).json();
+    assert_eq!(z["outcome"], "accepted_offline", "{z}");
+    assert_eq!(till.sim.card.consumed_count(&merchant), 0);
+    drop((daemon, fleet));
 }

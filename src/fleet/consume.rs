@@ -200,7 +200,7 @@ fn apply_all(
 
 /// Writes a change of the chain's record of redeemed codes; the acknowledgement is awaited
 /// by the caller, before the batch is acknowledged.
-async fn record_redeemed(
+pub(super) async fn record_redeemed(
     js: &jetstream::Context,
     change: &RedeemedChange,
 ) -> Result<jetstream::context::PublishAckFuture, String> {
@@ -213,7 +213,14 @@ async fn record_redeemed(
         } => {
             js.publish(
                 redeemed::subject(key),
-                redeemed_value(store, till, *at).into(),
+                redeemed_value(store, till, *at, false).into(),
+            )
+            .await
+        }
+        RedeemedChange::Outside { key, at } => {
+            js.publish(
+                redeemed::subject(key),
+                redeemed_value("", "", *at, true).into(),
             )
             .await
         }
@@ -265,12 +272,14 @@ pub async fn keep_mirrors(
     }
 }
 
-/// The value HQ writes for a redeemed code.
-pub fn redeemed_value(store: &str, till: &str, at: i64) -> Vec<u8> {
+/// The value HQ writes for a redeemed code (`outside`: WeChat Pay reported the use, no
+/// till made it).
+pub fn redeemed_value(store: &str, till: &str, at: i64, outside: bool) -> Vec<u8> {
     serde_json::to_vec(&RedeemedAt {
         store: store.to_string(),
         till: till.to_string(),
         at,
+        outside,
     })
     .unwrap_or_default()
 }

@@ -153,6 +153,7 @@ fn filter_of(q: ListParams, default_limit: usize, max: usize) -> Result<RowFilte
     };
     let state = text(&q.state);
     if let Some(s) = &state
+        && s != read_model::REDEEMED_OUTSIDE
         && crate::model::state::State::parse_among(s, &crate::model::state::State::ALL).is_err()
     {
         return Err(format!("state: {s:?} is not a state"));
@@ -275,14 +276,15 @@ async fn metrics(State(st): State<FleetState>) -> Response {
             Ok((
                 read_model::tills(c, now, stale, day)?,
                 read_model::row_count(c)?,
+                read_model::redeemed_outside_count(c)?,
             ))
         })
         .await;
-    let (tills, rows) = match read {
+    let (tills, rows, outside) = match read {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let out = st.metrics.render_all(&tills, rows, now);
+    let out = st.metrics.render_all(&tills, rows, outside, now);
     (
         [(
             header::CONTENT_TYPE,

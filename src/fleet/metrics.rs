@@ -109,7 +109,7 @@ impl FleetMetrics {
 
     /// All of the fleet's `/metrics`: the read model's figures (its rows, each till's
     /// gauges as its last beat and events left them), then the in-memory series.
-    pub fn render_all(&self, tills: &[TillView], rows: i64, now: Millis) -> String {
+    pub fn render_all(&self, tills: &[TillView], rows: i64, outside: i64, now: Millis) -> String {
         let mut out = String::new();
         help(
             &mut out,
@@ -118,6 +118,13 @@ impl FleetMetrics {
             "Rows in the read model.",
         );
         let _ = writeln!(out, "redeemd_fleet_rows {rows}");
+        help(
+            &mut out,
+            "redeemd_fleet_redeemed_outside",
+            "gauge",
+            "Codes WeChat Pay reported used outside the chain's tills (no till row accounts for the use) and not given back.",
+        );
+        let _ = writeln!(out, "redeemd_fleet_redeemed_outside {outside}");
         let series: [Series; 7] = [
             (
                 "redeemd_fleet_till_backlog",

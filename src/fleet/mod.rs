@@ -12,6 +12,7 @@ mod consume;
 mod http;
 mod metrics;
 pub mod notify;
+pub mod outside;
 pub mod read_model;
 mod registry;
 pub mod streams;
@@ -238,7 +239,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     // After the page's listener, so that its address is the first one logged.
-    let (notifications, registry) = match (&config.notify, notify) {
+    let (notifications, registry, outside) = match (&config.notify, notify) {
         (Some(cfg), Some(keys)) => {
             streams::ensure_notify_stream(&client).await?;
             let apiv3 = Arc::new(keys.apiv3);
@@ -253,9 +254,15 @@ pub async fn run(
             };
             let state = notify::NotifyState {
                 verifier: Arc::new(keys.verifier),
-                key: apiv3,
+                key: apiv3.clone(),
                 jetstream: async_nats::jetstream::new(client.clone()),
                 metrics: metrics.clone(),
+            };
+            let outside = outside::Outside {
+                client: client.clone(),
+                apiv3: apiv3.clone(),
+                code_key: code_key.clone(),
+                writer: writer.clone(),
             };
             let listener = notify::serve(cfg, state, stop_rx.clone())
                 .await
@@ -263,9 +270,10 @@ pub async fn run(
             (
                 Some(listener),
                 Some(tokio::spawn(registry.run(stop_rx.clone()))),
+                Some(tokio::spawn(outside.run(rebuild, stop_rx.clone()))),
             )
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
     tracing::info!(event = "fleet_started", stores = %config.stores.join(","), hub = %config.hub.nats_urls.join(","), "redeemd fleet started");
 
@@ -287,7 +295,7 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
-    for consumer in consumers {
+    for consumer in consumers.into_iter().chain(outside) {
         let _ = consumer.await;
     }
     mirrors.abort();

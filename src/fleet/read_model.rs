@@ -58,6 +58,42 @@ CREATE TABLE IF NOT EXISTS tills (
     lag_ms       INTEGER,
     PRIMARY KEY (store, till)
 ) WITHOUT ROWID;
+-- Uses and returns WeChat Pay reported (its notifications), one per notification and
+-- one per (code, kind, time): WeChat repeats a notification, sometimes under a new id.
+CREATE TABLE IF NOT EXISTS outside (
+    notify_id   TEXT PRIMARY KEY,
+    key         TEXT NOT NULL,
+    api         TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    code_last4  TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    UNIQUE (key, kind, at)
+);
+-- The rows of the chain: every till's, and each use outside the tills that no till row
+-- accounts for (a till row accounts for a use unless it was refused, cancelled or given
+-- back), shown as redeemed_outside, or returned when WeChat Pay reported it given back.
+DROP VIEW IF EXISTS chain_rows;
+CREATE VIEW chain_rows AS
+    SELECT store, till, id, version, key, code_last4, api, state, reason, reason_code,
+           title, value, order_id, amount, scans, scanned_at, updated_at, redeemed_at,
+           resolution, void_state, guard
+    FROM rows
+    UNION ALL
+    SELECT '', '', o.id, 1, o.key, o.code_last4, o.api,
+           CASE WHEN o.returned IS NULL THEN 'redeemed_outside' ELSE 'returned' END,
+           CASE WHEN o.returned IS NULL
+                THEN 'used outside the chain''s tills, as WeChat Pay reported'
+                ELSE 'used outside the chain''s tills, then given back, as WeChat Pay reported'
+           END,
+           'redeemed_outside', NULL, NULL, NULL, NULL, 0, o.at,
+           max(o.received_at, coalesce(o.returned, 0)), o.at, NULL, NULL, NULL
+    FROM (SELECT u.rowid AS id, u.key, u.code_last4, u.api, u.at, u.received_at,
+                 (SELECT max(r.received_at) FROM outside r
+                  WHERE r.key = u.key AND r.kind = 'return' AND r.at >= u.at) AS returned
+          FROM outside u WHERE u.kind = 'use') o
+    WHERE NOT EXISTS (SELECT 1 FROM rows t WHERE t.key = o.key
+                      AND t.state NOT IN ('rejected', 'cancelled', 'returned'));
 "#;
 
 /// Opens (or creates) the read model.
@@ -99,9 +135,121 @@ pub enum RedeemedChange {
         till: String,
         at: Millis,
     },
+    /// Used outside the tills, as WeChat Pay reported.
+    Outside {
+        key: String,
+        at: Millis,
+    },
     NoLonger {
         key: String,
     },
+}
+
+/// The state the fleet shows for a use outside the tills that no till row accounts for.
+pub const REDEEMED_OUTSIDE: &str = "redeemed_outside";
+
+/// A use or a return WeChat Pay reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideEvent {
+    /// The notification's `id`.
+    pub notify_id: String,
+    pub key: String,
+    /// `product_coupon`, or `coupon` (a merchant coupon, as the tills name it).
+    pub api: &'static str,
+    pub kind: OutsideKind,
+    pub code_last4: String,
+    /// When it happened at WeChat Pay.
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideKind {
+    Use,
+    Return,
+}
+
+impl OutsideKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutsideKind::Use => "use",
+            OutsideKind::Return => "return",
+        }
+    }
+}
+
+/// What the chain's record of redeemed codes becomes after the newest reported event of
+/// a code (`latest`, with its time), given whether a till row accounts for the code (a
+/// till's own use is the till's to record, once). Pure.
+pub fn outside_change(
+    key: &str,
+    latest: Option<(OutsideKind, Millis)>,
+    till_accounts: bool,
+) -> Option<RedeemedChange> {
+    match (latest, till_accounts) {
+        (_, true) | (None, _) => None,
+        (Some((OutsideKind::Use, at)), false) => Some(RedeemedChange::Outside {
+            key: key.to_string(),
+            at,
+        }),
+        (Some((OutsideKind::Return, _)), false) => Some(RedeemedChange::NoLonger {
+            key: key.to_string(),
+        }),
+    }
+}
+
+/// Records a reported use or return (`now`: HQ's clock). A repeat (same notification, or
+/// the same code, kind and time) changes nothing and returns `None`.
+pub fn apply_outside(
+    conn: &Connection,
+    e: &OutsideEvent,
+    now: Millis,
+) -> Result<Option<RedeemedChange>> {
+    let added = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO outside (notify_id, key, api, kind, code_last4, at, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            e.notify_id,
+            e.key,
+            e.api,
+            e.kind.as_str(),
+            e.code_last4,
+            e.at,
+            now
+        ])?;
+    if added == 0 {
+        return Ok(None);
+    }
+    // The newest event wins; at the same instant a return follows the use it gives back.
+    let latest: Option<(String, Millis)> = conn
+        .prepare_cached(
+            "SELECT kind, at FROM outside WHERE key = ?1 \
+             ORDER BY at DESC, kind = 'return' DESC LIMIT 1",
+        )?
+        .query_row([&e.key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let latest = latest.map(|(kind, at)| {
+        let kind = if kind == "return" {
+            OutsideKind::Return
+        } else {
+            OutsideKind::Use
+        };
+        (kind, at)
+    });
+    let till_accounts: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM rows WHERE key = ?1 \
+             AND state NOT IN ('rejected', 'cancelled', 'returned'))",
+        )?
+        .query_row([&e.key], |r| r.get(0))?;
+    Ok(outside_change(&e.key, latest, till_accounts))
+}
+
+/// Codes used outside the tills that no till row accounts for, and not given back.
+pub fn redeemed_outside_count(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM chain_rows WHERE state = 'redeemed_outside'")?
+        .query_row([], |r| r.get(0))
 }
 
 /// Applies a row event (`now`: HQ's clock, for the lag).
@@ -339,11 +487,11 @@ pub struct RowFilter {
     pub limit: Option<usize>,
 }
 
-/// Rows, newest scan first.
+/// Rows, newest scan first, with the uses outside the tills no till row accounts for.
 pub fn rows(conn: &Connection, f: &RowFilter) -> Result<Vec<RowView>> {
     let limit = f.limit.map_or(-1, |l| l as i64);
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS} FROM rows \
+        "SELECT {ROW_COLUMNS} FROM chain_rows \
          WHERE (?1 IS NULL OR store = ?1) AND (?2 IS NULL OR till = ?2) \
          AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR scanned_at >= ?4) \
          AND (?5 IS NULL OR scanned_at < ?5) \
@@ -356,10 +504,11 @@ pub fn rows(conn: &Connection, f: &RowFilter) -> Result<Vec<RowView>> {
     .collect()
 }
 
-/// Every row of the code with claim key `key`, across the chain, oldest scan first.
+/// Every row of the code with claim key `key`, across the chain (uses outside the tills
+/// too), oldest scan first.
 pub fn rows_of_key(conn: &Connection, key: &str) -> Result<Vec<RowView>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS} FROM rows WHERE key = ?1 ORDER BY scanned_at, store, till"
+        "SELECT {ROW_COLUMNS} FROM chain_rows WHERE key = ?1 ORDER BY scanned_at, store, till"
     ))?;
     stmt.query_map([key], row_view)?.collect()
 }
@@ -454,6 +603,110 @@ mod tests {
             }
         );
         assert_eq!(rows_of_key(&c, "kt11").unwrap().len(), 1);
+    }
+
+    fn outside(id: &str, key: &str, kind: OutsideKind, at: Millis) -> OutsideEvent {
+        OutsideEvent {
+            notify_id: id.into(),
+            key: key.into(),
+            api: "product_coupon",
+            kind,
+            code_last4: "0042".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn what_a_reported_event_makes_of_the_chains_record() {
+        use OutsideKind::{Return, Use};
+        let now = |key: &str| {
+            Some(RedeemedChange::Outside {
+                key: key.into(),
+                at: 5,
+            })
+        };
+        let gone = |key: &str| Some(RedeemedChange::NoLonger { key: key.into() });
+        let cases = [
+            (Some((Use, 5)), false, now("k")),
+            (Some((Use, 5)), true, None),
+            (Some((Return, 6)), false, gone("k")),
+            (Some((Return, 6)), true, None),
+            (None, false, None),
+        ];
+        for (latest, till, want) in cases {
+            assert_eq!(outside_change("k", latest, till), want, "{latest:?} {till}");
+        }
+    }
+
+    #[test]
+    fn a_use_outside_the_tills_shows_once_and_a_tills_own_use_is_not_counted_twice() {
+        let c = model();
+        let states = |c: &Connection, key: &str| -> Vec<(String, String)> {
+            rows_of_key(c, key)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.store, r.state))
+                .collect()
+        };
+        // Used outside: recorded, in the chain's record, counted.
+        let got = apply_outside(&c, &outside("n1", "ko", OutsideKind::Use, 5), 9).unwrap();
+        assert_eq!(
+            got,
+            Some(RedeemedChange::Outside {
+                key: "ko".into(),
+                at: 5
+            })
+        );
+        assert_eq!(states(&c, "ko"), [("".into(), "redeemed_outside".into())]);
+        assert_eq!(redeemed_outside_count(&c).unwrap(), 1);
+        // Repeats: by id, and by code, kind and time under a new id.
+        assert_eq!(
+            apply_outside(&c, &outside("n1", "ko", OutsideKind::Use, 5), 9).unwrap(),
+            None
+        );
+        assert_eq!(
+            apply_outside(&c, &outside("n1b", "ko", OutsideKind::Use, 5), 9).unwrap(),
+            None
+        );
+        assert_eq!(redeemed_outside_count(&c).unwrap(), 1);
+        // Given back: no longer redeemed, shown as returned.
+        assert_eq!(
+            apply_outside(&c, &outside("n2", "ko", OutsideKind::Return, 7), 10).unwrap(),
+            Some(RedeemedChange::NoLonger { key: "ko".into() })
+        );
+        assert_eq!(states(&c, "ko"), [("".into(), "returned".into())]);
+        assert_eq!(redeemed_outside_count(&c).unwrap(), 0);
+
+        // A till's own use, reported by WeChat Pay after the till's row: matched to it.
+        let mut mine = event("t1", 7, 2, "redeemed");
+        mine.key = Some("kt".into());
+        apply_row(&c, &mine, 9).unwrap();
+        assert_eq!(
+            apply_outside(&c, &outside("n3", "kt", OutsideKind::Use, 2_000), 9).unwrap(),
+            None
+        );
+        assert_eq!(states(&c, "kt"), [("s1".into(), "redeemed".into())]);
+        // Reported before the till's row arrives: shown until the row accounts for it.
+        apply_outside(&c, &outside("n4", "kl", OutsideKind::Use, 2_000), 9).unwrap();
+        assert_eq!(redeemed_outside_count(&c).unwrap(), 1);
+        let mut late = event("t2", 8, 1, "queued");
+        late.key = Some("kl".into());
+        apply_row(&c, &late, 9).unwrap();
+        assert_eq!(states(&c, "kl"), [("s1".into(), "queued".into())]);
+        assert_eq!(redeemed_outside_count(&c).unwrap(), 0);
+        // The list has the till rows and the returned outside use.
+        let all = rows(&c, &RowFilter::default()).unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        let only = rows(
+            &c,
+            &RowFilter {
+                state: Some("returned".into()),
+                ..RowFilter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].reason_code.as_deref(), Some("redeemed_outside"));
     }
 
     #[test]

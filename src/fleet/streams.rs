@@ -173,6 +173,24 @@ pub async fn ensure_registry_consumer(client: &async_nats::Client) -> Result<(),
     create_durable(client, NOTIFY_STREAM, REGISTRY_CONSUMER, config).await
 }
 
+/// The consumer that records uses and returns WeChat Pay reports into the read model. It
+/// reads every notification (one filter for several event types needs a newer server)
+/// and passes over the others.
+pub const OUTSIDE_CONSUMER: &str = "redeemd_fleet_outside";
+
+pub async fn ensure_outside_consumer(client: &async_nats::Client) -> Result<(), String> {
+    let config = serde_json::json!({
+        "durable_name": OUTSIDE_CONSUMER,
+        "deliver_policy": "all",
+        "ack_policy": "all",
+        "ack_wait": 30_000_000_000_u64,
+        "max_ack_pending": 10_000,
+        "filter_subject": "redeemd.notify.>",
+        "replay_policy": "instant",
+    });
+    create_durable(client, NOTIFY_STREAM, OUTSIDE_CONSUMER, config).await
+}
+
 /// Creates durable consumer `consumer` of `stream` with `config` (or leaves it as it is).
 async fn create_durable(
     client: &async_nats::Client,
@@ -251,7 +269,15 @@ pub async fn ensure_consumer(client: &async_nats::Client, feed: Feed) -> Result<
 
 /// Forgets a consumer, so that the next one reads its stream from the start.
 pub async fn delete_consumer(client: &async_nats::Client, feed: Feed) -> Result<(), String> {
-    let (stream, consumer) = (feed.stream(), feed.consumer());
+    delete_durable(client, feed.stream(), feed.consumer()).await
+}
+
+/// Deletes durable consumer `consumer` of `stream`, if it is there.
+pub async fn delete_durable(
+    client: &async_nats::Client,
+    stream: &str,
+    consumer: &str,
+) -> Result<(), String> {
     match request(
         client,
         format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),

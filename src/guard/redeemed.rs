@@ -24,9 +24,13 @@ pub fn subject(key: &str) -> String {
 /// Where and when a code was redeemed, as HQ heard it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedeemedAt {
+    /// Empty for a use outside the tills.
     pub store: String,
     pub till: String,
     pub at: Millis,
+    /// WeChat Pay reported the use, and no till of the chain made it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside: bool,
 }
 
 /// Reads the store's mirror of the chain's redeemed codes.

@@ -17,9 +17,20 @@ pub struct Limits {
     pub accept_unknown_value: bool,
     /// `[offline] require_store_guard`, for a scan the store guard did not answer for.
     pub guard_missing: bool,
-    /// The chain's record says this code was redeemed at another store (or till): where
-    /// and when, for the cashier. Read from the store's mirror of HQ's `redeemd_redeemed`.
-    pub redeemed_elsewhere: Option<String>,
+    /// The chain's record says this code was redeemed at another store (or till), or
+    /// WeChat Pay reported it used outside the tills. Read from the store's mirror of HQ's
+    /// `redeemd_redeemed`.
+    pub redeemed_elsewhere: Option<Elsewhere>,
+}
+
+/// Where the chain's record says a code was redeemed, for the cashier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Elsewhere {
+    /// At a till of the chain: "store X (till Y, time)".
+    Till(String),
+    /// Outside the tills (a mini-program, WeChat's own tools), as WeChat Pay reported it:
+    /// when.
+    Outside(String),
 }
 
 /// What already awaits WeChat's confirmation.
@@ -35,10 +46,18 @@ const PREFIX: &str = "refused at the till: WeChat did not answer";
 
 /// `Ok`: accept offline. `Err`: the refusal's reason.
 pub fn decide(limits: &Limits, value: Option<i64>, backlog: Backlog) -> Result<(), String> {
-    if let Some(at) = &limits.redeemed_elsewhere {
-        return Err(format!(
-            "{PREFIX} and the chain records this code as already redeemed at {at}"
-        ));
+    match &limits.redeemed_elsewhere {
+        Some(Elsewhere::Till(at)) => {
+            return Err(format!(
+                "{PREFIX} and the chain records this code as already redeemed at {at}"
+            ));
+        }
+        Some(Elsewhere::Outside(when)) => {
+            return Err(format!(
+                "{PREFIX} and WeChat Pay reported this code used outside the chain's tills ({when})"
+            ));
+        }
+        None => {}
     }
     if limits.guard_missing {
         return Err(format!(
@@ -131,9 +150,10 @@ mod tests {
             (&capped,  Some(1),    b(10, 0),       Some("offline.max_pending")),
             (&Limits { max_value: None, ..capped.clone() }, None, b(0, 0), Some("not known (offline.max_pending_value")),
             (&Limits { guard_missing: true, ..open.clone() }, Some(1), b(0, 0), Some("store guard could not be asked whether another till has it (offline.require_store_guard)")),
-            (&Limits { redeemed_elsewhere: Some("store A (till-1, 14:03)".into()), ..open.clone() }, Some(1), b(0, 0), Some("already redeemed at store A (till-1, 14:03)")),
+            (&Limits { redeemed_elsewhere: Some(Elsewhere::Till("store A (till-1, 14:03)".into())), ..open.clone() }, Some(1), b(0, 0), Some("already redeemed at store A (till-1, 14:03)")),
             // The chain's record outweighs every limit, and the guard's silence too.
-            (&Limits { redeemed_elsewhere: Some("store A".into()), guard_missing: true, ..lenient.clone() }, None, b(0, 0), Some("already redeemed at store A")),
+            (&Limits { redeemed_elsewhere: Some(Elsewhere::Till("store A".into())), guard_missing: true, ..lenient.clone() }, None, b(0, 0), Some("already redeemed at store A")),
+            (&Limits { redeemed_elsewhere: Some(Elsewhere::Outside("2026-12-01 14:03".into())), ..lenient.clone() }, Some(1), b(0, 0), Some("used outside the chain's tills (2026-12-01 14:03)")),
         ];
         for (i, (limits, value, backlog, want)) in table.iter().enumerate() {
             let got = decide(limits, *value, *backlog);

@@ -108,6 +108,11 @@ const TABLE: &[(Match, &str, &str)] = &[
         "门店认领记录无法识别，需店长核实",
     ),
     (
+        Contains("WeChat Pay reported this code used outside the chain's tills"),
+        "redeemed_outside",
+        "微信未应答，且微信支付通知此券已在门店收银台之外核销，拒绝受理",
+    ),
+    (
         Contains("the chain records this code as already redeemed at "),
         "redeemed_at_other_store",
         "微信未应答，且总部记录此券已在其他门店核销，拒绝受理",
@@ -392,6 +397,7 @@ mod tests {
             ("claimed here at 14:03 and never recorded (this till stopped first); till till-2 found the claim and turned the code away: ask till till-2 what the customer was told", "claim_abandoned_here"),
             ("refused at the till: WeChat did not answer and the store guard could not be asked whether another till has it (offline.require_store_guard)", "refused_offline_no_store_guard"),
             ("refused at the till: WeChat did not answer and the chain records this code as already redeemed at store store12 (till till-1, 2026-12-01 14:03)", "redeemed_at_other_store"),
+            ("refused at the till: WeChat did not answer and WeChat Pay reported this code used outside the chain's tills (2026-12-01 14:03)", "redeemed_outside"),
             ("unexpected WeChat errcode 61007: api unauthorized", "unexpected_errcode"),
             ("WeChat not reached; will retry: error sending request: connection refused", "wechat_unreachable"),
             ("WeChat's answer was lost; will ask again: operation timed out", "answer_lost"),

@@ -6,7 +6,7 @@
 //! added; none may come out as `other`.
 
 use crate::model::catalog::{self, Admit, CardTypes, Meta};
-use crate::model::offline::{self, Backlog, Limits};
+use crate::model::offline::{self, Backlog, Elsewhere, Limits};
 use crate::model::reason::{OTHER, code_of};
 use crate::model::state::{self, Settle, Snapshot, State};
 use crate::redeem::card_rules::{self, Check};
@@ -271,7 +271,15 @@ fn every_reason_redeemd_can_write_has_a_stable_code() {
         ),
         (
             Limits {
-                redeemed_elsewhere: Some("store12 (till-1)".into()),
+                redeemed_elsewhere: Some(Elsewhere::Till("store12 (till-1)".into())),
+                ..base.clone()
+            },
+            Some(1),
+            Backlog::default(),
+        ),
+        (
+            Limits {
+                redeemed_elsewhere: Some(Elsewhere::Outside("2026-12-01 14:03".into())),
                 ..base.clone()
             },
             Some(1),

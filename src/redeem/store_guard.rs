@@ -17,6 +17,7 @@ use crate::model::claim::{
 };
 use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
+use crate::model::offline::Elsewhere;
 use crate::model::row::Guard;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,19 +102,22 @@ impl StoreGuard {
         self.guard.client().clone()
     }
 
-    /// Where the chain says `code` was redeemed, when it was at another store or till:
-    /// "store X (till Y, time)", for an offline refusal. Unknown (the store did not answer
-    /// within `claim_timeout`, or its mirror is not there) is `None`, logged.
-    pub async fn redeemed_elsewhere(&self, code: &Code) -> Option<String> {
+    /// Where the chain says `code` was redeemed, when it was at another store or till, or
+    /// outside the tills, for an offline refusal. Unknown (the store did not answer within
+    /// `claim_timeout`, or its mirror is not there) is `None`, logged.
+    pub async fn redeemed_elsewhere(&self, code: &Code) -> Option<Elsewhere> {
         let key = self.key.claim_key(code);
         match self.redeemed.find(&key).await {
+            Ok(Some(at)) if at.outside => {
+                Some(Elsewhere::Outside(crate::clock::rfc3339_seconds(at.at)))
+            }
             Ok(Some(at)) if at.store != self.guard.store() || at.till != self.till => {
-                Some(format!(
+                Some(Elsewhere::Till(format!(
                     "store {} (till {}, {})",
                     at.store,
                     at.till,
                     crate::clock::rfc3339_seconds(at.at)
-                ))
+                )))
             }
             Ok(_) => None,
             Err(e) => {

@@ -1,0 +1,227 @@
+//! Redemptions made outside the tills: WeChat Pay's use and return notifications (a
+//! product coupon's `PRODUCT_COUPON.USE` / `.RETURN`, a merchant coupon's `COUPON.USE`),
+//! kept in `REDEEMD_NOTIFY`, go into the read model in batches, one commit each; a use no
+//! till row accounts for then enters the chain's record of redeemed codes (so a till with
+//! its WAN down refuses the code), and the batch is acknowledged last. A crash in between
+//! redelivers the batch, which the read model's idempotent apply absorbs.
+
+use super::consume::record_redeemed;
+use super::read_model::{self, OutsideEvent, OutsideKind, RedeemedChange};
+use super::streams::{
+    NOTIFY_STREAM, OUTSIDE_CONSUMER, delete_durable, ensure_notify_stream, ensure_outside_consumer,
+    ensure_redeemed_bucket, pull_consumer,
+};
+use crate::clock::Millis;
+use crate::model::claim_key::CodeKey;
+use crate::model::code::Code;
+use crate::wechat::notify::{ApiV3Key, resource_of};
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use rusqlite::Connection;
+use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const BATCH: usize = 500;
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the writer needs.
+pub struct Outside {
+    pub client: async_nats::Client,
+    pub apiv3: Arc<ApiV3Key>,
+    pub code_key: CodeKey,
+    pub writer: Arc<Mutex<Connection>>,
+}
+
+/// The fields of a use or return notification's resource that redeemd reads.
+#[derive(Debug, Deserialize)]
+struct Resource {
+    coupon_code: String,
+    #[serde(default)]
+    use_time: Option<String>,
+    #[serde(default)]
+    return_time: Option<String>,
+}
+
+/// Which event types are uses or returns, of which API.
+fn kind_of(event_type: &str) -> Option<(&'static str, OutsideKind)> {
+    match event_type {
+        "PRODUCT_COUPON.USE" => Some(("product_coupon", OutsideKind::Use)),
+        "PRODUCT_COUPON.RETURN" => Some(("product_coupon", OutsideKind::Return)),
+        "COUPON.USE" => Some(("coupon", OutsideKind::Use)),
+        _ => None,
+    }
+}
+
+fn millis(rfc3339: &str) -> Option<Millis> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+impl Outside {
+    /// Records reported uses until `stop`; with `rebuild`, from the stream's start.
+    pub async fn run(self, rebuild: bool, mut stop: watch::Receiver<bool>) {
+        let js = jetstream::new(self.client.clone());
+        let mut consumer: Option<PullConsumer> = None;
+        let mut to_delete = rebuild;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let step = async {
+                let c = match &consumer {
+                    Some(c) => c.clone(),
+                    None => {
+                        ensure_notify_stream(&self.client).await?;
+                        ensure_redeemed_bucket(&self.client).await?;
+                        if to_delete {
+                            delete_durable(&self.client, NOTIFY_STREAM, OUTSIDE_CONSUMER).await?;
+                            to_delete = false;
+                        }
+                        ensure_outside_consumer(&self.client).await?;
+                        let c = pull_consumer(&js, NOTIFY_STREAM, OUTSIDE_CONSUMER).await?;
+                        consumer = Some(c.clone());
+                        c
+                    }
+                };
+                self.batch(&js, &c).await
+            };
+            let result = tokio::select! {
+                r = step => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(e) => {
+                    tracing::warn!(event = "outside_failed", error = %e, "cannot record the uses WeChat Pay reported; retrying");
+                    consumer = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn batch(&self, js: &jetstream::Context, consumer: &PullConsumer) -> Result<(), String> {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(BATCH)
+            .expires(FETCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut batch = Vec::new();
+        while let Some(m) = messages.next().await {
+            batch.push(m.map_err(|e| e.to_string())?);
+        }
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let events: Vec<OutsideEvent> = batch.iter().filter_map(|m| self.event(m)).collect();
+        if !events.is_empty() {
+            let w = self.writer.clone();
+            let now = chrono::Utc::now().timestamp_millis();
+            let changes = tokio::task::spawn_blocking(move || {
+                let conn = w
+                    .lock()
+                    .map_err(|_| "the read model's writer panicked".to_string())?;
+                apply_all(&conn, &events, now).map_err(|e| format!("read model: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let mut acks = Vec::new();
+            for change in &changes {
+                acks.push(record_redeemed(js, change).await?);
+            }
+            for ack in acks {
+                ack.await.map_err(|e| format!("redeemd_redeemed: {e}"))?;
+            }
+        }
+        last.ack().await.map_err(|e| e.to_string())
+    }
+
+    /// A kept notification as a reported use or return; `None` for any other event, and
+    /// for one that cannot be read (logged: it was verified when it came in, so only a
+    /// changed APIv3 key or an unexpected resource gets here).
+    fn event(&self, m: &jetstream::Message) -> Option<OutsideEvent> {
+        let event_type = m.subject.as_str().strip_prefix("redeemd.notify.")?;
+        let (api, kind) = kind_of(event_type)?;
+        let read = resource_of(&self.apiv3, &m.payload)
+            .map_err(|r| format!("cannot reopen: {}", r.reason()))
+            .and_then(|n| {
+                let r: Resource = serde_json::from_slice(&n.resource)
+                    .map_err(|e| format!("not a coupon's use: {e}"))?;
+                Ok((n, r))
+            });
+        let (n, r) = match read {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(event = "outside_skipped", event_type, error = %e, "a reported use that cannot be read");
+                return None;
+            }
+        };
+        let when = match kind {
+            OutsideKind::Use => r.use_time.as_deref(),
+            OutsideKind::Return => r.return_time.as_deref(),
+        };
+        let at = when
+            .and_then(millis)
+            .or_else(|| millis(&n.create_time))
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let code = Code::new(r.coupon_code);
+        Some(OutsideEvent {
+            notify_id: n.id,
+            key: self.code_key.claim_key(&code),
+            api,
+            kind,
+            code_last4: code.last4(),
+            at,
+        })
+    }
+}
+
+/// Applies a batch in one transaction: the changes to the chain's record it makes.
+fn apply_all(
+    conn: &Connection,
+    events: &[OutsideEvent],
+    now: Millis,
+) -> rusqlite::Result<Vec<RedeemedChange>> {
+    let tx = conn.unchecked_transaction()?;
+    let mut changes = Vec::new();
+    for e in events {
+        if let Some(c) = read_model::apply_outside(&tx, e, now)? {
+            changes.push(c);
+        }
+    }
+    tx.commit()?;
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uses_and_returns_are_told_apart_by_event_type() {
+        let cases = [
+            (
+                "PRODUCT_COUPON.USE",
+                Some(("product_coupon", OutsideKind::Use)),
+            ),
+            (
+                "PRODUCT_COUPON.RETURN",
+                Some(("product_coupon", OutsideKind::Return)),
+            ),
+            ("COUPON.USE", Some(("coupon", OutsideKind::Use))),
+            ("PRODUCT_COUPON.SEND", None),
+            ("TRANSACTION.SUCCESS", None),
+        ];
+        for (event_type, want) in cases {
+            assert_eq!(kind_of(event_type), want, "{event_type}");
+        }
+    }
+}
