@@ -8,6 +8,9 @@
 //!     and the clock runs until the read model holds every row: seconds, and events/s.
 //! 5b. memory: `redeemd fleet` over a read model of 1,000,000 rows, after answering its
 //!     page's questions: RSS and peak RSS.
+//! 5c. what stores know (after 5a): every store's mirror of the chain's redeemed codes
+//!     complete after the read model; a code redeemed at one store known in another's
+//!     mirror, in steady state and after a hub outage.
 //!
 //! Skipped when there is no `nats-server` (scripts/test.sh installs it).
 
@@ -291,6 +294,23 @@ fn catch_up(sizes: &Sizes) {
     }
     let took = t0.elapsed();
     let rss = kb(fleet.id(), "VmHWM:");
+    // Every code is redeemed once: each store's mirror is complete at `total` keys.
+    let mirrors_done = loop {
+        let counts: Vec<u64> = s
+            .leaves
+            .iter()
+            .map(|l| rt.block_on(mirror_count(&l.1)))
+            .collect();
+        if counts.iter().all(|c| *c as usize >= total) {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "mirrors at {counts:?} of {total}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let freshness = freshness(&rt, &mut s);
     let _ = fleet.kill();
     let _ = fleet.wait();
     println!(
@@ -304,6 +324,90 @@ fn catch_up(sizes: &Sizes) {
         total as f64 / (took - first.unwrap_or_default()).as_secs_f64().max(0.001),
         rss as f64 / 1024.0
     );
+    println!(
+        "5c. what stores know: every store's mirror of redeemd_redeemed complete {:.1} s after the read model; a code redeemed at store0 in store1's mirror after {:.0} ms in steady state, and {:.1} s after the hub's return from an outage (the hub's start included)",
+        mirrors_done.saturating_sub(took).as_secs_f64(),
+        freshness.0.as_secs_f64() * 1000.0,
+        freshness.1.as_secs_f64(),
+    );
+}
+
+/// Messages in a store's mirror of `redeemd_redeemed` (0 while it is not there).
+async fn mirror_count(url: &str) -> u64 {
+    let Ok(c) = async_nats::connect(url).await else {
+        return 0;
+    };
+    let Ok(r) = c
+        .request("$JS.API.STREAM.INFO.KV_redeemd_redeemed", "".into())
+        .await
+    else {
+        return 0;
+    };
+    serde_json::from_slice::<serde_json::Value>(&r.payload)
+        .ok()
+        .and_then(|v| v["state"]["messages"].as_u64())
+        .unwrap_or(0)
+}
+
+/// How long ago a store's mirror last heard from the hub.
+async fn mirror_silent_for(url: &str) -> Duration {
+    let c = async_nats::connect(url).await.expect("leaf");
+    let r = c
+        .request("$JS.API.STREAM.INFO.KV_redeemd_redeemed", "".into())
+        .await
+        .expect("stream info");
+    let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("json");
+    Duration::from_nanos(v["mirror"]["active"].as_u64().unwrap_or(0))
+}
+
+/// A till of store0 redeems one more code (its event published to store0's stream, where
+/// it waits if the hub is away); how long until store1's mirror holds it.
+async fn redeemed_at_store0_known_at_store1(s: &Servers, id: i64) -> Duration {
+    let t = Instant::now();
+    let (store0, store1) = (&s.leaves[0], &s.leaves[1]);
+    let key = format!("{:064x}", u128::MAX - id as u128);
+    let js = async_nats::jetstream::new(async_nats::connect(&store0.1).await.expect("leaf"));
+    let till = format!("{}-fresh", store0.0);
+    let body = serde_json::to_vec(&event(&store0.0, &till, id, &key)).expect("json");
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", row_msg_id(&till, id, 2).as_str());
+    js.publish_with_headers(events_subject(&store0.0, &till), h, body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored at the store");
+    let c = async_nats::connect(&store1.1).await.expect("leaf");
+    let lookup = redeemd::guard::redeemed::Lookup::new(c, Duration::from_secs(1));
+    while !matches!(lookup.find(&key).await, Ok(Some(_))) {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never known at store1"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.elapsed()
+}
+
+/// Store1's knowledge of a code store0 redeemed: in steady state, then after a hub outage
+/// long enough for the mirrors to lose their source (timed from the hub's restart).
+fn freshness(rt: &tokio::runtime::Runtime, s: &mut Servers) -> (Duration, Duration) {
+    let steady = rt.block_on(redeemed_at_store0_known_at_store1(s, 1_000_001));
+    if let Some(mut hub) = s.hub.take() {
+        let _ = hub.kill();
+        let _ = hub.wait();
+    }
+    let t = Instant::now();
+    while rt.block_on(mirror_silent_for(&s.leaves[1].1)) < Duration::from_secs(4) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the outage unnoticed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let back = Instant::now();
+    s.hub = start_server(&s.hub_config);
+    rt.block_on(redeemed_at_store0_known_at_store1(s, 1_000_002));
+    (steady, back.elapsed())
 }
 
 fn memory(sizes: &Sizes) {

@@ -12,8 +12,9 @@ use crate::model::event::{Event, Skip, decode};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 use rusqlite::Connection;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Messages taken per commit.
@@ -21,6 +22,8 @@ pub const BATCH: usize = 1000;
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MIRROR_EVERY: Duration = Duration::from_secs(30);
+/// The first wait before a missing mirror is tried again.
+const MIRROR_RETRY: Duration = Duration::from_secs(1);
 /// Skipped messages logged one by one per batch; the rest in one line.
 const LOGGED_SKIPS: usize = 5;
 
@@ -234,8 +237,10 @@ pub(super) async fn record_redeemed(
     .map_err(|e| format!("redeemd_redeemed: {e}"))
 }
 
-/// Keeps every listed store's mirror of `redeemd_redeemed` in place: each needs its
-/// store's link up, so a store that is away is tried again every 30 s.
+/// Keeps every listed store's mirrors of HQ's buckets in place. Each needs its store's
+/// link up: a store whose mirrors are there is checked again every 30 s; one whose link is
+/// down is tried again after 1 s, then 2, 4 … up to 30 s, so a mirror is made within
+/// seconds of the link coming back (a store's first link, or a new store's).
 pub async fn keep_mirrors(
     client: async_nats::Client,
     hub_domain: String,
@@ -244,31 +249,82 @@ pub async fn keep_mirrors(
     metrics: Arc<FleetMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut there: std::collections::BTreeMap<String, bool> = Default::default();
+    let mut state: BTreeMap<String, MirrorCheck> = BTreeMap::new();
     loop {
         let list = stores.borrow_and_update().clone();
+        state.retain(|store, _| list.contains(store));
+        let now = Instant::now();
         for store in &list {
+            let check = state.entry(store.clone()).or_default();
+            if check.due > now {
+                continue;
+            }
             let mut mirrored = Ok(());
             for stream in &buckets {
                 mirrored = mirrored.and(ensure_mirror(&client, store, &hub_domain, stream).await);
             }
-            let ok = match mirrored {
-                Ok(()) => true,
-                Err(e) => {
-                    if there.get(store) != Some(&false) {
-                        tracing::warn!(event = "fleet_mirror_missing", store = %store, error = %e, "the store has no copy of the chain's redeemed codes yet; trying again every 30 s");
+            match mirrored {
+                Ok(()) => {
+                    if check.missing {
+                        tracing::info!(event = "fleet_mirror_ready", store = %store, "the store has its copy of HQ's buckets");
                     }
-                    false
+                    *check = MirrorCheck::there(Instant::now());
+                    metrics.set_mirror(store, true);
                 }
-            };
-            there.insert(store.clone(), ok);
-            metrics.set_mirror(store, ok);
+                Err(e) => {
+                    if !check.missing {
+                        tracing::warn!(event = "fleet_mirror_missing", store = %store, error = %e, "the store has no copy of HQ's buckets yet (its link to HQ is down?); trying again");
+                    }
+                    check.missed(Instant::now());
+                    metrics.set_mirror(store, false);
+                }
+            }
         }
+        let next = state
+            .values()
+            .map(|c| c.due)
+            .min()
+            .unwrap_or_else(|| Instant::now() + MIRROR_EVERY);
         tokio::select! {
-            _ = tokio::time::sleep(MIRROR_EVERY) => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
             _ = stores.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// When a store's mirrors are next checked.
+#[derive(Debug, Clone, Copy)]
+struct MirrorCheck {
+    due: Instant,
+    missing: bool,
+    /// The wait after the next miss.
+    retry: Duration,
+}
+
+impl Default for MirrorCheck {
+    fn default() -> MirrorCheck {
+        MirrorCheck {
+            due: Instant::now(),
+            missing: false,
+            retry: MIRROR_RETRY,
+        }
+    }
+}
+
+impl MirrorCheck {
+    fn there(now: Instant) -> MirrorCheck {
+        MirrorCheck {
+            due: now + MIRROR_EVERY,
+            missing: false,
+            retry: MIRROR_RETRY,
+        }
+    }
+
+    fn missed(&mut self, now: Instant) {
+        self.due = now + self.retry;
+        self.missing = true;
+        self.retry = (self.retry * 2).min(MIRROR_EVERY);
     }
 }
 
@@ -282,4 +338,23 @@ pub fn redeemed_value(store: &str, till: &str, at: i64, outside: bool) -> Vec<u8
         outside,
     })
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_mirror_is_tried_again_soon_then_less_often() {
+        let t0 = Instant::now();
+        let mut c = MirrorCheck::default();
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            c.missed(t0);
+            waits.push((c.due - t0).as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        let c = MirrorCheck::there(t0);
+        assert_eq!(((c.due - t0).as_secs(), c.retry.as_secs()), (30, 1));
+    }
 }
