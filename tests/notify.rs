@@ -295,6 +295,55 @@ fn a_notification_sent_while_hq_is_down_lands_once_when_it_is_back() {
     fleet.kill9();
 }
 
+/// HQ killed with `kill -9` while a notification is in flight: the hub (frozen) has the
+/// publish but has not acknowledged it, so WeChat Pay got no answer; its next try, once HQ
+/// is back, lands the notification exactly once.
+#[test]
+fn hq_killed_mid_notification_lands_it_exactly_once_on_wechat_pays_retry() {
+    let chain = Chain::start(&[], true);
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (section, wechatpay) = notify_section(dir.path(), &format!("127.0.0.1:{port}"));
+    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
+    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
+        private(
+            &setup.dir.path().join(f),
+            &std::fs::read(dir.path().join(f)).expect("key"),
+        );
+    }
+    let url = format!("http://127.0.0.1:{port}/v1/wechatpay/notify");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let notifier = wechatpay_notifier(&wechatpay, APIV3_KEY, &url);
+    let mut used = send_resource("PC00000031");
+    used["use_time"] = json!("2026-12-05T12:00:00+08:00");
+    let body = notifier
+        .body("EV-USE-31", "PRODUCT_COUPON.USE", &used)
+        .expect("body");
+    let fleet = setup.start(false);
+    let _ = notify_url(&fleet);
+
+    chain.hub.freeze();
+    let delivery = rt.spawn({
+        let n = wechatpay_notifier(&wechatpay, APIV3_KEY, &url);
+        async move { n.deliver(body, &[Duration::from_millis(300); 60]).await }
+    });
+    // The hub has 4 s to acknowledge: one second in, HQ is waiting for it.
+    std::thread::sleep(Duration::from_secs(1));
+    fleet.kill9();
+    chain.hub.thaw();
+    let fleet = setup.start(false);
+    let d = rt.block_on(delivery).expect("delivery");
+    assert!(d.delivered(), "{:?}", d.statuses);
+    assert_eq!(
+        d.statuses[0], None,
+        "the first try got no answer: HQ died with it"
+    );
+    assert_eq!(kept(&rt, &chain.hub.url()), 1, "kept once");
+    let entry = wait_registered(&rt, &chain.hub.url(), "PC00000031", "USED");
+    assert_eq!(entry["last4"], "0031");
+    fleet.kill9();
+}
+
 /// The server block store IT puts in front of the notify listener is one nginx accepts
 /// (`nginx -t`, with a throwaway certificate). Skipped without Debian's nginx and openssl.
 #[test]

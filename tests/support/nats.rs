@@ -123,6 +123,26 @@ impl Node {
             let _ = c.wait();
         }
     }
+
+    /// Freezes the server (`SIGSTOP`): its connections stay open, nothing is answered.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen server go on (`SIGCONT`).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let done = std::process::Command::new("kill")
+                .args(["-s", name, &c.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(done.success(), "kill -s {name}");
+        }
+    }
 }
 
 /// Three (or N) `nats-server`s clustered on loopback, JetStream on each: the store's
