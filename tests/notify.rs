@@ -613,17 +613,38 @@ fn confirmed_once_and_registered(mode: &str) {
         3,
         "no confirm for a coupon already used"
     );
+    // Confirmed before, by another of the brand's tools under its own request number:
+    // WeChat Pay refuses this confirm (not waiting for one), HQ asks, and registers it.
+    let mut confirmed_elsewhere = coupon("EFFECTIVE");
+    confirmed_elsewhere.confirm_request_no = Some("BRAND-TOOL-15".into());
+    sim.issue("PC00000015", confirmed_elsewhere);
+    let send15 = notifier
+        .body(
+            "EV-SEND-15",
+            "PRODUCT_COUPON.SEND",
+            &send_resource("PC00000015"),
+        )
+        .expect("body");
+    assert!(rt.block_on(notifier.deliver(send15, &[])).delivered());
+    let e15 = wait_registered(&rt, &hub, "PC00000015", "EFFECTIVE");
+    assert_eq!(e15["title"], "拿铁兑换券");
+    assert_eq!(sim.calls().queries, 1);
+    assert_eq!(
+        sim.calls().confirmed,
+        3,
+        "confirmed once, by the other tool"
+    );
     let metrics = get(&fleet.http_url(), "/metrics").body;
     assert!(
-        metrics.contains("redeemd_product_coupon_confirms_total{outcome=\"confirmed\"} 3"),
+        metrics.contains("redeemd_product_coupon_confirms_total{outcome=\"confirmed\"} 4"),
         "{metrics}"
     );
 
     let deadline = std::time::Instant::now() + WAIT;
-    while metric(&fleet.http_url(), "redeemd_product_coupons_registered") != 4 {
+    while metric(&fleet.http_url(), "redeemd_product_coupons_registered") != 5 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the registry's gauge never said 4"
+            "the registry's gauge never said 5"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -18,7 +18,7 @@ use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
 use crate::model::product_coupon::{Change, Details, Entry, Event, EventKind, apply};
 use crate::wechat::notify::{ApiV3Key, resource_of};
-use crate::wechat::pay::{ConfirmRequest, PayAnswer, PayApi, ProductCouponPath};
+use crate::wechat::pay::{ConfirmRequest, CouponEntity, PayAnswer, PayApi, ProductCouponPath};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -28,6 +28,8 @@ use tokio::sync::watch;
 
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// WeChat Pay's "用户券状态非法": the coupon is not in a state the call needs.
+const ILLEGAL_STATE: u64 = 268578367;
 
 /// What the writer needs: the key to reopen kept notifications, the chain's code key, and
 /// the client that confirms.
@@ -253,33 +255,27 @@ impl Registry {
         match self.pay.confirm_product_coupon(&path, &req).await {
             PayAnswer::Used { reply, .. } => {
                 self.metrics.count_confirm("confirmed");
-                let info = reply.product_coupon.unwrap_or_default();
-                Ok(Event {
-                    kind: EventKind::Confirmed,
-                    // Just after the issue it follows, whatever the clocks say.
-                    at: at.to_string(),
-                    coupon_code_last4: code.last4(),
-                    openid: None,
-                    product_coupon_id: None,
-                    stock_id: None,
-                    valid_begin_time: reply.valid_begin_time,
-                    valid_end_time: reply.valid_end_time,
-                    details: Details {
-                        appid: Some(self.appid.clone()),
-                        title: info.display_info.and_then(|d| d.name),
-                        value: None,
-                        usage_mode: info.usage_mode,
-                    },
-                })
+                Ok(self.confirmed_event(reply, code, at))
+            }
+            // Not waiting for a confirm any more: confirmed already (under another request
+            // number, by another tool of the brand's), which WeChat Pay's own record says.
+            PayAnswer::Refused {
+                errcode: Some(ILLEGAL_STATE),
+                ..
+            } => {
+                self.confirmed_before(&path, product_coupon_id, stock_id, code, at)
+                    .await
             }
             PayAnswer::Refused {
                 status,
                 code,
                 message,
+                errcode,
             } => {
                 self.metrics.count_confirm("refused");
                 Err(NotYet::Never(format!(
-                    "WeChat Pay refused the confirm: {status} {code} {message}"
+                    "WeChat Pay refused the confirm: {status} {code} {} {message}",
+                    errcode.map(|c| c.to_string()).unwrap_or_default()
                 )))
             }
             PayAnswer::SignRejected { message, .. } => Err(NotYet::Later(format!(
@@ -291,6 +287,78 @@ impl Registry {
                 self.metrics.count_confirm("retry");
                 Err(NotYet::Later(format!("confirm not done: {detail}")))
             }
+        }
+    }
+
+    /// A confirm refused because the coupon is not waiting for one: asks WeChat Pay what
+    /// it is. Usable → as if this confirm had made it so; anything else is final.
+    async fn confirmed_before(
+        &self,
+        path: &ProductCouponPath,
+        product_coupon_id: &str,
+        stock_id: &str,
+        code: &Code,
+        at: &str,
+    ) -> Result<Event, NotYet> {
+        let brand = self.partner_brand.as_deref();
+        match self
+            .pay
+            .query_product_coupon(path, product_coupon_id, stock_id, brand)
+            .await
+        {
+            PayAnswer::Used { reply, .. } if reply.coupon_state == "EFFECTIVE" => {
+                self.metrics.count_confirm("confirmed");
+                Ok(self.confirmed_event(reply, code, at))
+            }
+            PayAnswer::Used { reply, .. } => {
+                self.metrics.count_confirm("refused");
+                Err(NotYet::Never(format!(
+                    "the coupon is {} at WeChat Pay, not waiting for a confirm",
+                    reply.coupon_state
+                )))
+            }
+            PayAnswer::Refused {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                self.metrics.count_confirm("refused");
+                Err(NotYet::Never(format!(
+                    "WeChat Pay refused the query after a refused confirm: {status} {code} {message}"
+                )))
+            }
+            PayAnswer::SignRejected { message, .. } => Err(NotYet::Later(format!(
+                "query signature rejected: {message}"
+            ))),
+            PayAnswer::NotSent { detail }
+            | PayAnswer::Retry { detail, .. }
+            | PayAnswer::Unknown { detail, .. } => {
+                self.metrics.count_confirm("retry");
+                Err(NotYet::Later(format!("query not done: {detail}")))
+            }
+        }
+    }
+
+    /// The event that records a usable coupon, with what WeChat Pay's entity says it is.
+    fn confirmed_event(&self, reply: CouponEntity, code: &Code, at: &str) -> Event {
+        let info = reply.product_coupon.unwrap_or_default();
+        Event {
+            kind: EventKind::Confirmed,
+            // Just after the issue it follows, whatever the clocks say.
+            at: at.to_string(),
+            coupon_code_last4: code.last4(),
+            openid: None,
+            product_coupon_id: None,
+            stock_id: None,
+            valid_begin_time: reply.valid_begin_time,
+            valid_end_time: reply.valid_end_time,
+            details: Details {
+                appid: Some(self.appid.clone()),
+                title: info.display_info.and_then(|d| d.name),
+                value: None,
+                usage_mode: info.usage_mode,
+            },
         }
     }
 

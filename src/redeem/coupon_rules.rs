@@ -56,6 +56,7 @@ pub fn after_use(unconfirmed_before: bool, answer: &PayAnswer, now_s: i64) -> Ve
             status,
             code,
             message,
+            ..
         } => {
             let reason = refusal_reason(*status, code, message);
             if unconfirmed_before {
@@ -169,6 +170,7 @@ pub fn record<T>(a: &PayAnswer<T>) -> CallRecord {
             status,
             code,
             message,
+            ..
         } => CallRecord {
             http_status: Some(*status),
             errcode: None,
@@ -218,6 +220,7 @@ mod tests {
             status,
             code: code.into(),
             message: "msg".into(),
+            errcode: None,
         }
     }
 

@@ -113,6 +113,7 @@ fn pay_answers() -> Vec<PayAnswer> {
                 status,
                 code: code.into(),
                 message: message.into(),
+                errcode: None,
             });
         }
     }

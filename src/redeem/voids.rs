@@ -27,6 +27,7 @@ pub fn after_return(answer: &PayAnswer<ReturnReply>) -> ReturnStep {
             status,
             code,
             message,
+            ..
         } => ReturnStep::Refused {
             reason: refusal_reason(*status, code, message),
         },
@@ -159,6 +160,7 @@ mod tests {
             status: 400,
             code: "INVALID_REQUEST".into(),
             message: "券未核销".into(),
+            errcode: None,
         };
         assert!(matches!(after_return(&refused), ReturnStep::Refused { .. }));
         for again in [

@@ -173,18 +173,23 @@ fn segment(s: &str) -> String {
 }
 
 impl ProductCouponPath {
-    /// `…/users/{openid}/coupons/{coupon_code}/{action}`.
-    pub fn action(&self, action: &str) -> String {
+    /// `…/users/{openid}/coupons/{coupon_code}`.
+    pub fn coupon(&self) -> String {
         let base = if self.partner {
             "/v3/marketing/partner/product-coupon"
         } else {
             "/brand/marketing/product-coupon"
         };
         format!(
-            "{base}/users/{}/coupons/{}/{action}",
+            "{base}/users/{}/coupons/{}",
             segment(&self.openid),
             segment(&self.coupon_code)
         )
+    }
+
+    /// `…/users/{openid}/coupons/{coupon_code}/{action}`.
+    pub fn action(&self, action: &str) -> String {
+        format!("{}/{action}", self.coupon())
     }
 }
 
@@ -193,6 +198,49 @@ impl ProductCouponPath {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConfirmRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand_id: Option<String>,
+    pub product_coupon_id: String,
+    pub stock_id: String,
+    pub appid: String,
+    pub out_request_no: String,
+}
+
+/// The sale's WeChat Pay order a product coupon is used with: its `transaction_id`, or its
+/// `out_trade_no` with the `mchid` (and `sub_mchid`) it was paid to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AssociatedOrder {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_trade_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mchid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_mchid: Option<String>,
+}
+
+/// A product coupon's use (核销): `openid` and the code are in the path. Idempotent on
+/// `out_request_no`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProductCouponUseRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_id: Option<String>,
+    pub product_coupon_id: String,
+    pub stock_id: String,
+    pub appid: String,
+    /// RFC 3339.
+    pub use_time: String,
+    pub out_request_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_order_info: Option<AssociatedOrder>,
+}
+
+/// A used product coupon given back (退券). Idempotent on `out_request_no`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProductCouponReturnRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand_id: Option<String>,
     pub product_coupon_id: String,
     pub stock_id: String,
@@ -211,8 +259,25 @@ pub struct CouponEntity {
     pub valid_begin_time: Option<String>,
     #[serde(default)]
     pub valid_end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_usage_detail: Option<UsageDetail>,
     #[serde(default)]
     pub product_coupon: Option<ProductCouponInfo>,
+}
+
+/// How a single-use coupon was used (and given back).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_request_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_request_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_order_info: Option<AssociatedOrder>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -243,6 +308,9 @@ pub enum PayAnswer<T = UseReply> {
         status: u16,
         code: String,
         message: String,
+        /// The numeric error code WeChat Pay puts at the end of its `Request-ID` header
+        /// (`…-268578367`), which names the case more exactly than `code`.
+        errcode: Option<u64>,
     },
     /// 401: WeChat Pay did not accept our signature (often: the till's clock is off).
     SignRejected {
@@ -356,6 +424,46 @@ impl PayApi {
         req: &ConfirmRequest,
     ) -> PayAnswer<CouponEntity> {
         self.post(&path.action("confirm"), req).await
+    }
+
+    /// Uses a product coupon with its sale's order. Idempotent on `out_request_no`.
+    pub async fn use_product_coupon(
+        &self,
+        path: &ProductCouponPath,
+        req: &ProductCouponUseRequest,
+    ) -> PayAnswer<CouponEntity> {
+        self.post(&path.action("use"), req).await
+    }
+
+    /// Gives a used product coupon back. Idempotent on `out_request_no`.
+    pub async fn return_product_coupon(
+        &self,
+        path: &ProductCouponPath,
+        req: &ProductCouponReturnRequest,
+    ) -> PayAnswer<CouponEntity> {
+        self.post(&path.action("return"), req).await
+    }
+
+    /// Reads a user's product coupon (partner mode: `brand_id` names the brand).
+    pub async fn query_product_coupon(
+        &self,
+        path: &ProductCouponPath,
+        product_coupon_id: &str,
+        stock_id: &str,
+        brand_id: Option<&str>,
+    ) -> PayAnswer<CouponEntity> {
+        let query = {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("product_coupon_id", product_coupon_id)
+                .append_pair("stock_id", stock_id)
+                .append_pair("appid", &self.appid);
+            if let Some(b) = brand_id {
+                q.append_pair("brand_id", b);
+            }
+            q.finish()
+        };
+        let url = format!("{}?{query}", path.coupon());
+        self.send("GET", &url, Vec::new()).await
     }
 
     async fn post<T: DeserializeOwned, R: Serialize>(&self, path: &str, req: &R) -> PayAnswer<T> {
@@ -522,6 +630,7 @@ impl PayApi {
                     status,
                     code: e.code.unwrap_or_else(|| format!("HTTP_{status}")),
                     message: e.message.unwrap_or_default(),
+                    errcode: header("Request-ID").and_then(errcode_of_request_id),
                 }
             }
             429 => PayAnswer::Retry {
@@ -538,6 +647,14 @@ impl PayApi {
     }
 }
 
+/// The error code at the end of a `Request-ID` (`{request}-{errcode}`), if it has one.
+pub fn errcode_of_request_id(id: &str) -> Option<u64> {
+    let (_, tail) = id.rsplit_once('-')?;
+    (!tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| tail.parse().ok())
+        .flatten()
+}
+
 enum Sent<T> {
     /// The request certainly did not reach the host.
     NotSent(String),
@@ -547,6 +664,23 @@ enum Sent<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_code_is_the_request_ids_last_part() {
+        let cases = [
+            (
+                "08E68E97CC0610DF0618AC86BCA80120082880CF05-268578704",
+                Some(268578704),
+            ),
+            ("sim-0123abcd", None),
+            ("08E68E97CC0610DF", None),
+            ("x-", None),
+            ("x-12a", None),
+        ];
+        for (id, want) in cases {
+            assert_eq!(errcode_of_request_id(id), want, "{id}");
+        }
+    }
 
     #[test]
     fn stock_replies_become_catalog_entries() {
