@@ -360,38 +360,38 @@ impl ProductCouponSim {
         }
     }
 
-    /// The checks every write passes first: the signature, the brand a partner names, and
-    /// the 5xx fault. `Err`: the answer.
-    fn admit(&self, req: &SimRequest, partner: bool, brand_id: Option<&str>) -> Result<(), Reply> {
+    /// The checks every request passes first: the signature, the brand a partner names,
+    /// and the 5xx fault. `Some`: the answer that stops it.
+    fn stopped(&self, req: &SimRequest, partner: bool, brand_id: Option<&str>) -> Option<Reply> {
         if let Err(why) = self.caller(req, partner) {
             self.lock().calls.sign_errors += 1;
-            return Err(self.respond(
+            return Some(self.respond(
                 StatusCode::UNAUTHORIZED,
                 json!({ "code": "SIGN_ERROR", "message": why }).to_string(),
                 None,
             ));
         }
         if partner && brand_id != Some(self.id.brand_id.as_str()) {
-            return Err(self.refuse(BAD_PARAM));
+            return Some(self.refuse(BAD_PARAM));
         }
         let mut st = self.lock();
         if st.faults.server_error > 0 {
             st.faults.server_error -= 1;
             drop(st);
-            return Err(self.respond(
+            return Some(self.respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "code": "SYSTEM_ERROR", "message": "系统错误" }).to_string(),
                 None,
             ));
         }
-        Ok(())
+        None
     }
 
     fn handle_confirm(&self, req: &SimRequest, partner: bool, openid: &str, code: &str) -> Reply {
         let Ok(body) = serde_json::from_slice::<ConfirmRequest>(&req.body) else {
             return self.refuse(BAD_PARAM);
         };
-        if let Err(r) = self.admit(req, partner, body.brand_id.as_deref()) {
+        if let Some(r) = self.stopped(req, partner, body.brand_id.as_deref()) {
             return r;
         }
         let mut st = self.lock();
@@ -424,13 +424,13 @@ impl ProductCouponSim {
         let Ok(body) = serde_json::from_slice::<ProductCouponUseRequest>(&req.body) else {
             return self.refuse(BAD_PARAM);
         };
-        if let Err(r) = self.admit(req, partner, body.brand_id.as_deref()) {
+        if let Some(r) = self.stopped(req, partner, body.brand_id.as_deref()) {
             return r;
         }
         let order_ok = body.associated_order_info.as_ref().is_some_and(|o| {
             o.transaction_id.is_some() || (o.out_trade_no.is_some() && o.mchid.is_some())
         });
-        if (partner && !order_ok) || (body.associated_order_info.is_some() && !order_ok) {
+        if !order_ok && (partner || body.associated_order_info.is_some()) {
             return self.refuse(BAD_PARAM);
         }
         let mut st = self.lock();
@@ -489,7 +489,7 @@ impl ProductCouponSim {
         let Ok(body) = serde_json::from_slice::<ProductCouponReturnRequest>(&req.body) else {
             return self.refuse(BAD_PARAM);
         };
-        if let Err(r) = self.admit(req, partner, body.brand_id.as_deref()) {
+        if let Some(r) = self.stopped(req, partner, body.brand_id.as_deref()) {
             return r;
         }
         let mut st = self.lock();
@@ -524,7 +524,7 @@ impl ProductCouponSim {
 
     fn handle_query(&self, req: &SimRequest, partner: bool, openid: &str, code: &str) -> Reply {
         let brand = req.query_param("brand_id");
-        if let Err(r) = self.admit(req, partner, brand.as_deref()) {
+        if let Some(r) = self.stopped(req, partner, brand.as_deref()) {
             return r;
         }
         let mut st = self.lock();
