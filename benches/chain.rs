@@ -8,6 +8,10 @@
 //!     and the clock runs until the read model holds every row: seconds, and events/s.
 //! 5b. memory: `redeemd fleet` over a read model of 1,000,000 rows, after answering its
 //!     page's questions: RSS and peak RSS.
+//! 5d. notifications: WeChat Pay's notifications (signed and encrypted beforehand) posted
+//!     to `redeemd fleet`'s notify listener from 32 connections: kept per second, and the
+//!     time from request to 2xx.
+//! 5e. the product-coupon registry's size per million coupons (entries as HQ writes them).
 //! 5c. what stores know (after 5a): every store's mirror of the chain's redeemed codes
 //!     complete after the read model; a code redeemed at one store known in another's
 //!     mirror, in steady state and after a hub outage.
@@ -35,6 +39,8 @@ struct Sizes {
     tills_per_store: usize,
     events_per_till: usize,
     model_rows: usize,
+    notifications: usize,
+    registry_entries: usize,
 }
 
 fn free_port() -> u16 {
@@ -460,6 +466,8 @@ fn main() {
             tills_per_store: 25,
             events_per_till: 1_000,
             model_rows: 1_000_000,
+            notifications: 20_000,
+            registry_entries: 100_000,
         }
     } else {
         Sizes {
@@ -467,11 +475,15 @@ fn main() {
             tills_per_store: 2,
             events_per_till: 50,
             model_rows: 2_000,
+            notifications: 300,
+            registry_entries: 2_000,
         }
     };
     println!("redeemd chain benchmarks ({})", run_kind(full));
     catch_up(&sizes);
     memory(&sizes);
+    notifications(&sizes);
+    registry_size(&sizes);
 }
 
 /// What kind of run prints these figures: only a full run of an optimised build measures;
@@ -482,4 +494,220 @@ fn run_kind(full: bool) -> &'static str {
         (false, false) => "quick run: small sizes",
         (_, true) => "debug build, a smoke test: the figures are not comparable to the targets",
     }
+}
+
+/// WeChat Pay's key id in the notify benchmark.
+const PAY_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
+const APIV3: &[u8] = b"0123456789abcdef0123456789ABCDEF";
+
+fn private(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// `redeemd fleet` with `[notify]`; the child and the notify URL.
+fn start_fleet_notify(dir: &Path, hub_url: &str, wechatpay_spki: &[u8]) -> (Child, String) {
+    use redeemd::sim::pay::{generate_key, pem};
+    let (_, brand) = generate_key().expect("brand key");
+    std::fs::write(dir.join("pub_key.pem"), pem("PUBLIC KEY", wechatpay_spki)).expect("pub key");
+    private(
+        &dir.join("brand_key.pem"),
+        pem("PRIVATE KEY", &brand).as_bytes(),
+    );
+    private(&dir.join("apiv3.key"), APIV3);
+    private(&dir.join("code.key"), CODE_KEY.as_bytes());
+    let config = dir.join("hq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"fleet.db\"\ncode_key_file = \"code.key\"\n[hub]\nnats_url = \"{hub_url}\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[notify]\nlisten = \"127.0.0.1:0\"\nmode = \"brand\"\n\
+             brand_id = \"120344\"\nappid = \"wx_bench\"\nserial_no = \"5157F09EFDC096DE\"\n\
+             private_key_file = \"brand_key.pem\"\npublic_key_id = \"{PAY_KEY_ID}\"\n\
+             public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n\
+             base_url = \"http://127.0.0.1:9\"\n"
+        ),
+    )
+    .expect("hq.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redeemd"))
+        .args(["--log-format", "json", "fleet", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redeemd fleet");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut address = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["event"] == "http_listening"
+            && v["server"] == "WeChat Pay notifications"
+        {
+            address = v["address"].as_str().map(String::from);
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let address = address.expect("the notify listener");
+    (child, format!("{address}/v1/wechatpay/notify"))
+}
+
+fn notifications(sizes: &Sizes) {
+    use redeemd::sim::notifier::{Notice, Notifier};
+    use redeemd::sim::pay::generate_key;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut s) = servers(dir.path(), 0) else {
+        println!("5d. skipped: no nats-server");
+        return;
+    };
+    s.hub = start_server(&s.hub_config);
+    let (signer, der) = generate_key().expect("WeChat Pay's key");
+    let spki = redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&der)
+        .and_then(|k| k.public_spki_der())
+        .expect("spki");
+    let (mut fleet, url) = start_fleet_notify(dir.path(), &s.hub_url, &spki);
+    let notifier = Notifier::new(signer, PAY_KEY_ID, APIV3, &url).expect("notifier");
+    // Built and signed beforehand: WeChat Pay's work is not HQ's.
+    let now = chrono::Utc::now().timestamp();
+    let notices: Vec<Notice> = (0..sizes.notifications)
+        .map(|i| {
+            let resource = serde_json::json!({
+                "coupon_code": format!("PC{i:010}"),
+                "product_coupon_id": "1000000013",
+                "stock_id": "1000000013001",
+                "openid": "oBenchUser",
+                "use_time": "2026-12-05T12:00:00+08:00",
+            });
+            let body = notifier
+                .body(&format!("EV-BENCH-{i}"), "PRODUCT_COUPON.USE", &resource)
+                .expect("body");
+            notifier.sign(body, now).expect("signed")
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let notifier = std::sync::Arc::new(notifier);
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(notices));
+    let t0 = Instant::now();
+    let mut latencies: Vec<Duration> = rt.block_on(async {
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (n, q) = (notifier.clone(), queue.clone());
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let next = q.lock().ok().and_then(|mut q| q.pop());
+                        let Some(notice) = next else { break };
+                        let t = Instant::now();
+                        let status = n.post(&notice).await;
+                        assert!(
+                            status.is_some_and(|s| (200..300).contains(&s)),
+                            "answered {status:?}"
+                        );
+                        mine.push(t.elapsed());
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("poster"));
+        }
+        all
+    });
+    let took = t0.elapsed();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0
+    };
+    let _ = fleet.kill();
+    let _ = fleet.wait();
+    println!(
+        "5d. notifications: {} kept in {:.1} s, {:.0}/s from 32 connections; request to 2xx p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        took.as_secs_f64(),
+        latencies.len() as f64 / took.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+    );
+}
+
+fn registry_size(sizes: &Sizes) {
+    use redeemd::model::product_coupon::{CouponState, Details, Entry};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut s) = servers(dir.path(), 0) else {
+        println!("5e. skipped: no nats-server");
+        return;
+    };
+    s.hub = start_server(&s.hub_config);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let bytes = rt.block_on(async {
+        let client = async_nats::connect(s.hub_url.as_str()).await.expect("hub");
+        redeemd::fleet::streams::ensure_product_coupon_bucket(&client)
+            .await
+            .expect("bucket");
+        let js = async_nats::jetstream::new(client.clone());
+        let mut acks = Vec::new();
+        for i in 0..sizes.registry_entries {
+            let e = Entry {
+                state: CouponState::Effective,
+                state_at: "2026-12-04T10:00:01+08:00".into(),
+                state_rank: 1,
+                last4: format!("{:04}", i % 10_000),
+                openid: Some(format!("oUser{i:024}")),
+                product_coupon_id: Some("1000000013".into()),
+                stock_id: Some("1000000013001".into()),
+                valid_begin_time: Some("2026-12-04T00:00:00+08:00".into()),
+                valid_end_time: Some("2026-12-31T23:59:59+08:00".into()),
+                details: Details {
+                    appid: Some("wx0123456789abcdef".into()),
+                    title: Some("拿铁兑换券".into()),
+                    value: Some(3200),
+                    usage_mode: Some("SINGLE".into()),
+                },
+            };
+            let key = format!("{:064x}", i as u128 * 0x9e37_79b9_7f4a_7c15);
+            acks.push(
+                js.publish(
+                    redeemd::guard::product_coupons::subject(&key),
+                    serde_json::to_vec(&e).expect("json").into(),
+                )
+                .await
+                .expect("publish"),
+            );
+            if acks.len() >= 2_000 {
+                for a in acks.drain(..) {
+                    a.await.expect("stored");
+                }
+            }
+        }
+        for a in acks {
+            a.await.expect("stored");
+        }
+        let r = client
+            .request(
+                format!(
+                    "$JS.API.STREAM.INFO.{}",
+                    redeemd::guard::product_coupons::stream()
+                ),
+                "".into(),
+            )
+            .await
+            .expect("info");
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("json");
+        v["state"]["bytes"].as_u64().unwrap_or(0)
+    });
+    let per_entry = bytes as f64 / sizes.registry_entries as f64;
+    println!(
+        "5e. the product-coupon registry: {} entries take {:.1} MB on the hub ({per_entry:.0} B each): {:.0} MB per million coupons, and as much in each store's mirror",
+        sizes.registry_entries,
+        bytes as f64 / 1e6,
+        per_entry * 1e6 / 1e6,
+    );
 }
