@@ -18,12 +18,6 @@
 //!
 //! Skipped when there is no `nats-server` (scripts/test.sh installs it).
 
-#[path = "../tests/support/nats_config.rs"]
-mod nats_config;
-#[path = "../tests/support/nats_process.rs"]
-#[allow(dead_code)]
-mod nats_process;
-
 use redeemd::fleet::read_model;
 use redeemd::model::event::{RowEvent, events_subject, row_msg_id};
 use std::io::{BufRead, BufReader};
@@ -52,7 +46,7 @@ fn free_port() -> u16 {
 
 /// Starts `nats-server -c config` and waits until it says it is ready.
 fn start_server(config: &Path) -> Option<Child> {
-    nats_process::start(["-c".as_ref(), config.as_os_str()]).map(|s| s.child)
+    redeemd::sim::nats_servers::start(["-c".as_ref(), config.as_os_str()]).map(|s| s.child)
 }
 
 struct Servers {
@@ -81,7 +75,7 @@ fn servers(dir: &Path, stores: usize) -> Option<Servers> {
     let hub_config = dir.join("hub.conf");
     std::fs::write(
         &hub_config,
-        nats_config::hub_config(hub_port, leaf_port, &dir.join("hub")),
+        redeemd::sim::nats_servers::hub_config(hub_port, leaf_port, &dir.join("hub")),
     )
     .ok()?;
     let mut leaves = Vec::new();
@@ -91,7 +85,7 @@ fn servers(dir: &Path, stores: usize) -> Option<Servers> {
         let config = dir.join(format!("{name}.conf"));
         std::fs::write(
             &config,
-            nats_config::leaf_config(&name, port, leaf_port, &dir.join(&name)),
+            redeemd::sim::nats_servers::leaf_config(&name, port, leaf_port, &dir.join(&name)),
         )
         .ok()?;
         let child = start_server(&config)?;

@@ -20,9 +20,6 @@
 //! here; skipped when there is none), and the chain's publisher sending the outbox to it:
 //! the overhead including the claim, and the claim's own time.
 
-#[path = "../tests/support/nats_process.rs"]
-mod nats_process;
-
 use redeemd::clock::{SharedClock, SystemClock};
 use redeemd::config::Config;
 use redeemd::config::store::StoreConfig;
@@ -715,7 +712,7 @@ fn report_online_as(what: &str, o: &Online) {
 /// A `nats-server` with JetStream in `dir`, on a port the OS picks; `None` without one.
 fn start_nats(dir: &Path) -> Option<(std::process::Child, String)> {
     let store = dir.join("nats");
-    let started = nats_process::start([
+    let started = redeemd::sim::nats_servers::start([
         "-js".as_ref(),
         "-a".as_ref(),
         "127.0.0.1".as_ref(),

@@ -156,6 +156,12 @@ fn demo_redeems_codes_typed_on_stdin() {
         "{text}"
     );
     assert!(text.contains("redeemd void --config"), "{text}");
+    // The chain: WeChat Pay issues a product coupon, HQ confirms and registers it, and the
+    // demo's store holds a copy.
+    assert!(
+        text.contains("Product coupon (商品券) PC0000008001: issued by WeChat Pay to oDemoCustomer01 → confirmed by HQ → registered; the store's copy says EFFECTIVE (拿铁兑换券)."),
+        "{text}"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! standard input as the scanner. Nothing here can reach the real WeChat: the simulator is
 //! started in this process on a loopback port, and the config pointing at it is generated.
 
+use super::demo_chain::{DemoChain, DemoCoupon};
 use redeemd::config::Config;
 use redeemd::daemon::{Daemon, DaemonError, termination_signal};
 use redeemd::model::state::TillOutcome;
@@ -46,6 +47,13 @@ pub const COUPON_SAMPLES: &[(&str, CouponState, &str)] = &[
     ("BF0000000009", CouponState::Used, "already used"),
 ];
 const STOCK_ID: &str = "1212";
+
+/// Product coupons WeChat Pay issues in the demo (with `nats-server` there).
+const PRODUCT_COUPONS: &[DemoCoupon] = &[DemoCoupon {
+    code: "PC0000008001",
+    openid: "oDemoCustomer01",
+    title: "拿铁兑换券",
+}];
 const PUB_KEY_ID: &str = "PUB_KEY_ID_0000000000000000000000000000DEMO";
 const MERCHANT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 
@@ -188,6 +196,43 @@ language = "en"
     );
     let _ = out.flush();
 
+    // The chain: HQ listening to WeChat Pay, which issues a product coupon.
+    let chain = match DemoChain::start(&dir).await {
+        Ok(Some(chain)) => {
+            for c in PRODUCT_COUPONS {
+                match chain.issue(c).await {
+                    Ok(entry) => {
+                        let _ = writeln!(
+                            out,
+                            "Product coupon (商品券) {}: issued by WeChat Pay to {} → confirmed by HQ → registered; the store's copy says {} ({}).",
+                            c.code,
+                            c.openid,
+                            entry["state"].as_str().unwrap_or("?"),
+                            entry["title"].as_str().unwrap_or("?"),
+                        );
+                    }
+                    Err(e) => {
+                        let _ = writeln!(out, "Product coupon {}: not registered: {e}", c.code);
+                    }
+                }
+            }
+            let _ = writeln!(out);
+            Some(chain)
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "(No nats-server here: the demo runs without HQ and product coupons; scripts/test.sh installs it.)\n"
+            );
+            None
+        }
+        Err(e) => {
+            let _ = writeln!(out, "(The demo's HQ did not start: {e})\n");
+            None
+        }
+    };
+    let _ = out.flush();
+
     let loaded = redeemd::daemon::load::load(config)
         .map_err(|f| DaemonError::Config(f.problems.join("; ")))?;
     let mut daemon = Daemon::new(loaded)?;
@@ -212,7 +257,7 @@ language = "en"
     });
     let result = daemon.run(termination_signal()).await;
     printer.abort();
-    drop((server, pay_primary, pay_backup));
+    drop((server, pay_primary, pay_backup, chain));
     result
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod check;
 pub(crate) mod daemon;
 pub(crate) mod demo;
+pub(crate) mod demo_chain;
 pub(crate) mod devices;
 pub(crate) mod fleet;
 pub(crate) mod records;

@@ -8,8 +8,6 @@ mod daemon;
 mod devices;
 mod http;
 mod nats;
-mod nats_config;
-mod nats_process;
 mod openapi;
 mod seed;
 mod sims;

@@ -2,8 +2,7 @@
 //! a temporary folder, on a port the OS picks, for the store guard's tests.
 
 use super::Rng;
-use super::nats_config::{hub_config as hub_config_text, leaf_config};
-use super::nats_process;
+use redeemd::sim::nats_servers::{self, hub_config as hub_config_text, leaf_config};
 use std::collections::HashSet;
 use std::process::Child;
 use std::sync::Mutex;
@@ -40,7 +39,7 @@ impl NatsServer {
             args.push(std::ffi::OsStr::new(a));
         }
         args.push(dir.path().as_os_str());
-        let started = nats_process::start(args)
+        let started = nats_servers::start(args)
             .expect("nats-server became ready (scripts/test.sh installs it)");
         let child = started.child;
         let port = started.port.expect("nats-server named its client port");
@@ -111,7 +110,7 @@ impl Node {
     }
 
     fn start(&mut self) {
-        let started = nats_process::start([std::ffi::OsStr::new("-c"), self.config.as_os_str()])
+        let started = nats_servers::start([std::ffi::OsStr::new("-c"), self.config.as_os_str()])
             .expect("nats-server node became ready (scripts/test.sh installs it)");
         self.child = Some(started.child);
     }

@@ -1,10 +1,11 @@
-//! Starting one real `nats-server` (Debian's package, or `$REDEEMD_NATS_SERVER`) and waiting
-//! until it says it is ready, by reading its log: no fixed sleep. The one launcher of the
-//! tests (`tests/support/nats.rs`) and the benchmarks (`benches/`), which include this file
-//! alone: it uses nothing else of the support code.
+//! Real `nats-server` processes on loopback, for the demo's chain, the tests and the
+//! benchmarks: the configs of a hub and its store leaf nodes, and a launcher that waits
+//! until a server says it is ready, by reading its log (no fixed sleep). Debian's package,
+//! or `$REDEEMD_NATS_SERVER`.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -63,4 +64,27 @@ where
             None
         }
     }
+}
+
+/// The hub's JetStream domain (hq.toml's default).
+pub const HUB_DOMAIN: &str = "hq";
+
+/// The hub: clients on `port`, leaf nodes on `leaf_port`.
+pub fn hub_config(port: u16, leaf_port: u16, store_dir: &Path) -> String {
+    format!(
+        "server_name: hub\nlisten: 127.0.0.1:{port}\n\
+         jetstream {{ store_dir: \"{}\", domain: {HUB_DOMAIN} }}\n\
+         leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
+        store_dir.display()
+    )
+}
+
+/// A store's server: its own JetStream domain `store`, a leaf node of the hub's `leaf_port`.
+pub fn leaf_config(store: &str, port: u16, leaf_port: u16, store_dir: &Path) -> String {
+    format!(
+        "server_name: {store}\nlisten: 127.0.0.1:{port}\n\
+         jetstream {{ store_dir: \"{}\", domain: {store} }}\n\
+         leafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n",
+        store_dir.display()
+    )
 }
