@@ -664,6 +664,8 @@ fn registry_size(sizes: &Sizes) {
                     title: Some("拿铁兑换券".into()),
                     value: Some(3200),
                     usage_mode: Some("SINGLE".into()),
+                    store_scope: Some("ALL".into()),
+                    store_ids: None,
                 },
             };
             let key = format!("{:064x}", i as u128 * 0x9e37_79b9_7f4a_7c15);

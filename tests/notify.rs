@@ -489,7 +489,9 @@ fn a_service_provider_confirms_and_registers_the_same_way() {
 }
 
 fn confirmed_once_and_registered(mode: &str) {
-    use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon};
+    use redeemd::sim::product_coupon::{
+        BrandIdentity, ProductCouponSim, SimProductCoupon, SimStock,
+    };
     let mut chain = Chain::start(&["storeA"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -533,6 +535,16 @@ fn confirmed_once_and_registered(mode: &str) {
     };
     let hub = chain.hub.url();
 
+    // The stock may be used at 60 stores (two pages of them), for ¥32.
+    let stores: Vec<String> = (1..=60).map(|i| format!("S{i:03}")).collect();
+    sim.set_stock(
+        "1000000013001",
+        SimStock {
+            store_scope: "SPECIFIC".into(),
+            stores: stores.clone(),
+            value: Some(3200),
+        },
+    );
     // Issued; WeChat Pay fails the first two confirms; the third lands, once.
     sim.issue("PC00000011", coupon("CONFIRMING"));
     sim.fail_next(2);
@@ -550,6 +562,13 @@ fn confirmed_once_and_registered(mode: &str) {
     assert_eq!(entry["usage_mode"], "SINGLE");
     assert_eq!(entry["last4"], "0011");
     assert_eq!(entry["appid"], "wx_test_pay_appid");
+    assert_eq!(entry["value"], 3200);
+    assert_eq!(entry["store_scope"], "SPECIFIC");
+    assert_eq!(
+        entry["store_ids"],
+        json!(stores),
+        "every page of the stock's stores"
+    );
     assert_eq!(sim.coupon("PC00000011").expect("coupon").state, "EFFECTIVE");
     assert_eq!(sim.calls().confirmed, 1);
     let no = sim.coupon("PC00000011").expect("c").confirm_request_no;

@@ -251,6 +251,7 @@ pub async fn run(
                 partner_brand: (cfg.mode == NotifyMode::Partner).then(|| cfg.brand_id.clone()),
                 appid: cfg.appid.clone(),
                 metrics: metrics.clone(),
+                store_lists: Default::default(),
             };
             let state = notify::NotifyState {
                 verifier: Arc::new(keys.verifier),

@@ -22,12 +22,17 @@ use crate::wechat::pay::{ConfirmRequest, CouponEntity, PayAnswer, PayApi, Produc
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a stock's list of stores is kept before it is read again.
+const STORE_LIST_KEPT: Duration = Duration::from_secs(300);
+/// The most stores read for one stock (a bound on a misbehaving paging).
+const MAX_STORES: usize = 100_000;
 /// WeChat Pay's "用户券状态非法": the coupon is not in a state the call needs.
 const ILLEGAL_STATE: u64 = 268578367;
 
@@ -42,6 +47,8 @@ pub struct Registry {
     pub partner_brand: Option<String>,
     pub appid: String,
     pub metrics: Arc<FleetMetrics>,
+    /// (product coupon, stock) → when read, and its stores.
+    pub store_lists: Mutex<HashMap<(String, String), (Instant, Vec<String>)>>,
 }
 
 /// A product-coupon notification's resource (the fields redeemd reads).
@@ -255,7 +262,8 @@ impl Registry {
         match self.pay.confirm_product_coupon(&path, &req).await {
             PayAnswer::Used { reply, .. } => {
                 self.metrics.count_confirm("confirmed");
-                Ok(self.confirmed_event(reply, code, at))
+                self.confirmed_event(reply, (product_coupon_id, stock_id), code, at)
+                    .await
             }
             // Not waiting for a confirm any more: confirmed already (under another request
             // number, by another tool of the brand's), which WeChat Pay's own record says.
@@ -308,7 +316,8 @@ impl Registry {
         {
             PayAnswer::Used { reply, .. } if reply.coupon_state == "EFFECTIVE" => {
                 self.metrics.count_confirm("confirmed");
-                Ok(self.confirmed_event(reply, code, at))
+                self.confirmed_event(reply, (product_coupon_id, stock_id), code, at)
+                    .await
             }
             PayAnswer::Used { reply, .. } => {
                 self.metrics.count_confirm("refused");
@@ -340,10 +349,23 @@ impl Registry {
         }
     }
 
-    /// The event that records a usable coupon, with what WeChat Pay's entity says it is.
-    fn confirmed_event(&self, reply: CouponEntity, code: &Code, at: &str) -> Event {
+    /// The event that records a usable coupon, with what WeChat Pay's entity says it is
+    /// (and, for a stock of `SPECIFIC` stores, which stores).
+    async fn confirmed_event(
+        &self,
+        reply: CouponEntity,
+        stock: (&str, &str),
+        code: &Code,
+        at: &str,
+    ) -> Result<Event, NotYet> {
+        let value = reply.value();
+        let store_scope = reply.store_scope().map(str::to_string);
+        let store_ids = match store_scope.as_deref() {
+            Some("SPECIFIC") => Some(self.stores_of(stock.0, stock.1).await?),
+            _ => None,
+        };
         let info = reply.product_coupon.unwrap_or_default();
-        Event {
+        Ok(Event {
             kind: EventKind::Confirmed,
             // Just after the issue it follows, whatever the clocks say.
             at: at.to_string(),
@@ -356,10 +378,72 @@ impl Registry {
             details: Details {
                 appid: Some(self.appid.clone()),
                 title: info.display_info.and_then(|d| d.name),
-                value: None,
+                value,
                 usage_mode: info.usage_mode,
+                store_scope,
+                store_ids,
             },
+        })
+    }
+
+    /// The stores a `SPECIFIC` stock may be used at, every page of them; kept a few
+    /// minutes, as the coupons of a stock are issued in bursts.
+    async fn stores_of(
+        &self,
+        product_coupon_id: &str,
+        stock_id: &str,
+    ) -> Result<Vec<String>, NotYet> {
+        let id = (product_coupon_id.to_string(), stock_id.to_string());
+        if let Ok(cache) = self.store_lists.lock()
+            && let Some((at, stores)) = cache.get(&id)
+            && at.elapsed() < STORE_LIST_KEPT
+        {
+            return Ok(stores.clone());
         }
+        let brand = self.partner_brand.as_deref();
+        let mut stores = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            match self
+                .pay
+                .associated_stores(brand, product_coupon_id, stock_id, token.as_deref())
+                .await
+            {
+                PayAnswer::Used { reply, .. } => {
+                    stores.extend(reply.store_list.into_iter().map(|s| s.store_id));
+                    match reply.next_page_token.filter(|t| !t.is_empty()) {
+                        Some(next) if stores.len() < MAX_STORES => token = Some(next),
+                        _ => break,
+                    }
+                }
+                PayAnswer::Refused {
+                    status,
+                    code,
+                    message,
+                    ..
+                } => {
+                    return Err(NotYet::Later(format!(
+                        "the stock's stores were refused: {status} {code} {message}"
+                    )));
+                }
+                PayAnswer::SignRejected { message, .. } => {
+                    return Err(NotYet::Later(format!(
+                        "stores query signature rejected: {message}"
+                    )));
+                }
+                PayAnswer::NotSent { detail }
+                | PayAnswer::Retry { detail, .. }
+                | PayAnswer::Unknown { detail, .. } => {
+                    return Err(NotYet::Later(format!(
+                        "the stock's stores not read: {detail}"
+                    )));
+                }
+            }
+        }
+        if let Ok(mut cache) = self.store_lists.lock() {
+            cache.insert(id, (Instant::now(), stores.clone()));
+        }
+        Ok(stores)
     }
 
     async fn entry(&self, key: &str) -> Result<Option<Entry>, NotYet> {

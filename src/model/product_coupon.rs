@@ -39,14 +39,20 @@ pub struct Event {
     pub details: Details,
 }
 
-/// What a coupon is: the brand's appid it is used under, and its product coupon's name,
-/// value (fen) and usage mode (`SINGLE`, `PROGRESSIVE_BUNDLE`).
+/// What a coupon is: the brand's appid it is used under, its product coupon's name, value
+/// (fen) and usage mode (`SINGLE`, `PROGRESSIVE_BUNDLE`), and where it may be used: its
+/// stock's `store_scope` (`ALL`, `SPECIFIC`, `NONE`) and, when `SPECIFIC`, the stores
+/// (WeChat Pay's store ids).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Details {
     pub appid: Option<String>,
     pub title: Option<String>,
     pub value: Option<i64>,
     pub usage_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +164,13 @@ pub fn apply(entry: Option<&Entry>, event: &Event) -> Change {
     changed |= fill(&mut new.details.appid, &event.details.appid);
     changed |= fill(&mut new.details.title, &event.details.title);
     changed |= fill(&mut new.details.usage_mode, &event.details.usage_mode);
+    changed |= fill(&mut new.details.store_scope, &event.details.store_scope);
     if new.details.value.is_none() && event.details.value.is_some() {
         new.details.value = event.details.value;
+        changed = true;
+    }
+    if new.details.store_ids.is_none() && event.details.store_ids.is_some() {
+        new.details.store_ids.clone_from(&event.details.store_ids);
         changed = true;
     }
     if changed && new != *old {
@@ -272,6 +283,8 @@ mod tests {
                 title: Some("拿铁兑换券".into()),
                 value: Some(3200),
                 usage_mode: Some("SINGLE".into()),
+                store_scope: Some("SPECIFIC".into()),
+                store_ids: Some(vec!["S001".into(), "S002".into()]),
             },
             ..ev(EventKind::Confirmed, "2026-12-04T10:00:01+08:00")
         };
@@ -289,6 +302,8 @@ mod tests {
             "title",
             "value",
             "last4",
+            "store_scope",
+            "store_ids",
         ] {
             assert!(!json[field].is_null(), "{field}: {json}");
         }

@@ -10,8 +10,9 @@
 use super::http::{Handler, Reply, SimRequest, SimServer};
 use super::pay::signed_reply_headers;
 use crate::wechat::pay::{
-    AssociatedOrder, ConfirmRequest, CouponEntity, DisplayInfo, ProductCouponInfo,
-    ProductCouponReturnRequest, ProductCouponUseRequest, UsageDetail,
+    AssociatedOrder, AssociatedStore, AssociatedStores, ConfirmRequest, CouponEntity, DisplayInfo,
+    NormalCouponRule, ProductCouponInfo, ProductCouponReturnRequest, ProductCouponUseRequest,
+    SingleUsageRule, StockInfo, UsageDetail,
 };
 use crate::wechat::pay_sign::{
     Caller, MAX_RESPONSE_SKEW_S, Signer, parse_any_authorization, request_message, verify_signature,
@@ -52,6 +53,27 @@ pub struct SimProductCoupon {
     pub valid_end_time: String,
 }
 
+/// A stock's rules at the simulator: where its coupons may be used, and their value.
+#[derive(Debug, Clone)]
+pub struct SimStock {
+    /// `ALL`, `SPECIFIC` or `NONE`.
+    pub store_scope: String,
+    /// With `SPECIFIC`: the stock's associated stores.
+    pub stores: Vec<String>,
+    /// A fixed-amount coupon's value, fen.
+    pub value: Option<i64>,
+}
+
+impl Default for SimStock {
+    fn default() -> SimStock {
+        SimStock {
+            store_scope: "ALL".into(),
+            stores: Vec::new(),
+            value: None,
+        }
+    }
+}
+
 /// A committed use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimUse {
@@ -83,6 +105,7 @@ pub struct ProductCouponFaults {
 #[derive(Debug, Default)]
 struct State {
     coupons: HashMap<String, Coupon>,
+    stocks: HashMap<String, SimStock>,
     uses: Vec<SimUse>,
     returns: Vec<SimReturn>,
     calls: ProductCouponCalls,
@@ -229,6 +252,11 @@ impl ProductCouponSim {
                 store_id: None,
             },
         );
+    }
+
+    /// Sets a stock's rules (a stock not set is usable at every store, of no known value).
+    pub fn set_stock(&self, stock_id: &str, stock: SimStock) {
+        self.lock().stocks.insert(stock_id.to_string(), stock);
     }
 
     pub fn coupon(&self, code: &str) -> Option<SimProductCoupon> {
@@ -394,7 +422,8 @@ impl ProductCouponSim {
         if let Some(r) = self.stopped(req, partner, body.brand_id.as_deref()) {
             return r;
         }
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.calls.confirm_calls += 1;
         let Some(c) = st.coupons.get_mut(code) else {
             return self.refuse(NOT_FOUND);
@@ -412,11 +441,11 @@ impl ProductCouponSim {
             c.c.state = "EFFECTIVE".into();
             c.c.confirm_request_no = Some(body.out_request_no.clone());
         }
-        let entity = c.entity(code);
+        let entity = c.entity(code, &st.stocks);
         if fresh {
             st.calls.confirmed += 1;
         }
-        drop(st);
+        drop(guard);
         self.ok(&entity)
     }
 
@@ -433,7 +462,8 @@ impl ProductCouponSim {
         if !order_ok && (partner || body.associated_order_info.is_some()) {
             return self.refuse(BAD_PARAM);
         }
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.calls.use_calls += 1;
         let Some(c) = st.coupons.get_mut(code) else {
             return self.refuse(NOT_FOUND);
@@ -445,9 +475,9 @@ impl ProductCouponSim {
             == Some(body.out_request_no.as_str());
         match c.c.state.as_str() {
             "USED" if same => {
-                let entity = c.entity(code);
+                let entity = c.entity(code, &st.stocks);
                 st.calls.use_replays += 1;
-                drop(st);
+                drop(guard);
                 return self.ok(&entity);
             }
             "USED" => {
@@ -469,7 +499,7 @@ impl ProductCouponSim {
             associated_order_info: body.associated_order_info.clone(),
         });
         c.store_id.clone_from(&body.store_id);
-        let entity = c.entity(code);
+        let entity = c.entity(code, &st.stocks);
         st.uses.push(SimUse {
             coupon_code: code.to_string(),
             out_request_no: body.out_request_no,
@@ -481,7 +511,7 @@ impl ProductCouponSim {
             st.faults.drop_after_commit -= 1;
             return Reply::Drop;
         }
-        drop(st);
+        drop(guard);
         self.ok(&entity)
     }
 
@@ -492,7 +522,8 @@ impl ProductCouponSim {
         if let Some(r) = self.stopped(req, partner, body.brand_id.as_deref()) {
             return r;
         }
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.calls.return_calls += 1;
         let Some(c) = st.coupons.get_mut(code) else {
             return self.refuse(NOT_FOUND);
@@ -502,9 +533,9 @@ impl ProductCouponSim {
         }
         let usage = c.usage.get_or_insert_with(UsageDetail::default);
         if usage.return_request_no.as_deref() == Some(body.out_request_no.as_str()) {
-            let entity = c.entity(code);
+            let entity = c.entity(code, &st.stocks);
             st.calls.return_replays += 1;
-            drop(st);
+            drop(guard);
             return self.ok(&entity);
         }
         if c.c.state != "USED" {
@@ -513,12 +544,12 @@ impl ProductCouponSim {
         usage.return_request_no = Some(body.out_request_no.clone());
         usage.return_time = Some(now_rfc3339());
         c.c.state = "EFFECTIVE".into();
-        let entity = c.entity(code);
+        let entity = c.entity(code, &st.stocks);
         st.returns.push(SimReturn {
             coupon_code: code.to_string(),
             out_request_no: body.out_request_no,
         });
-        drop(st);
+        drop(guard);
         self.ok(&entity)
     }
 
@@ -527,7 +558,8 @@ impl ProductCouponSim {
         if let Some(r) = self.stopped(req, partner, brand.as_deref()) {
             return r;
         }
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.calls.queries += 1;
         let Some(c) = st.coupons.get(code) else {
             return self.refuse(NOT_FOUND);
@@ -541,10 +573,71 @@ impl ProductCouponSim {
         ) {
             return self.refuse(BAD_PARAM);
         }
-        let entity = c.entity(code);
-        drop(st);
+        let entity = c.entity(code, &st.stocks);
+        drop(guard);
         self.ok(&entity)
     }
+}
+
+impl ProductCouponSim {
+    fn handle_stores(&self, req: &SimRequest, partner: bool, stock_id: &str) -> Reply {
+        let brand = req.query_param("brand_id");
+        if let Some(r) = self.stopped(req, partner, brand.as_deref()) {
+            return r;
+        }
+        let st = self.lock();
+        let stores = st
+            .stocks
+            .get(stock_id)
+            .map(|s| s.stores.clone())
+            .unwrap_or_default();
+        drop(st);
+        let size = req
+            .query_param("page_size")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(10)
+            .clamp(1, 50);
+        let from = req
+            .query_param("page_token")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0);
+        let page: Vec<AssociatedStore> = stores
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|s| AssociatedStore {
+                store_id: s.clone(),
+            })
+            .collect();
+        let next = (from + size < stores.len()).then(|| (from + size).to_string());
+        let body = AssociatedStores {
+            store_list: page,
+            next_page_token: next,
+        };
+        self.respond(
+            StatusCode::OK,
+            serde_json::to_string(&body).unwrap_or_default(),
+            None,
+        )
+    }
+}
+
+/// `(partner, stock_id)` of a stock's associated-stores path.
+fn stores_route(path: &str) -> Option<(bool, &str)> {
+    let (partner, rest) =
+        if let Some(r) = path.strip_prefix("/brand/marketing/product-coupon/product-coupons/") {
+            (false, r)
+        } else {
+            (
+                true,
+                path.strip_prefix("/v3/marketing/partner/product-coupon/product-coupons/")?,
+            )
+        };
+    let mut parts = rest.split('/');
+    let _product_coupon_id = parts.next()?;
+    (parts.next()? == "stocks").then_some(())?;
+    let stock_id = parts.next()?;
+    (parts.next()? == "associated-stores" && parts.next().is_none()).then_some((partner, stock_id))
 }
 
 impl Coupon {
@@ -555,9 +648,19 @@ impl Coupon {
             && self.c.appid == appid
     }
 
-    fn entity(&self, code: &str) -> CouponEntity {
+    fn entity(&self, code: &str, stocks: &HashMap<String, SimStock>) -> CouponEntity {
         let c = &self.c;
+        let stock = stocks.get(&c.stock_id).cloned().unwrap_or_default();
         CouponEntity {
+            stock: Some(StockInfo {
+                store_scope: Some(stock.store_scope),
+                single_usage_rule: Some(SingleUsageRule {
+                    normal_coupon: stock.value.map(|v| NormalCouponRule {
+                        threshold: Some(0),
+                        discount_amount: Some(v),
+                    }),
+                }),
+            }),
             coupon_code: code.to_string(),
             coupon_state: c.state.clone(),
             valid_begin_time: Some(c.valid_begin_time.clone()),
@@ -601,6 +704,11 @@ fn route(path: &str) -> Option<(bool, &str, &str, &str)> {
 impl Handler for ProductCouponSim {
     fn handle(&self, req: SimRequest) -> Reply {
         let path = req.path.clone();
+        if req.method == Method::GET
+            && let Some((partner, stock_id)) = stores_route(&path)
+        {
+            return self.handle_stores(&req, partner, stock_id);
+        }
         match (req.method.clone(), route(&path)) {
             (Method::POST, Some((partner, openid, code, "confirm"))) => {
                 self.handle_confirm(&req, partner, openid, code)

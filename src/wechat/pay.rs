@@ -263,6 +263,64 @@ pub struct CouponEntity {
     pub single_usage_detail: Option<UsageDetail>,
     #[serde(default)]
     pub product_coupon: Option<ProductCouponInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<StockInfo>,
+}
+
+/// The coupon's stock (批次): where it may be used, and its use rule.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StockInfo {
+    /// `ALL`, `SPECIFIC` (the stock's associated stores) or `NONE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_usage_rule: Option<SingleUsageRule>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SingleUsageRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_coupon: Option<NormalCouponRule>,
+}
+
+/// A fixed-amount coupon: `discount_amount` fen off above `threshold`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NormalCouponRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_amount: Option<i64>,
+}
+
+impl CouponEntity {
+    /// The face value, fen, when the stock says it (a fixed-amount coupon).
+    pub fn value(&self) -> Option<i64> {
+        self.stock
+            .as_ref()?
+            .single_usage_rule
+            .as_ref()?
+            .normal_coupon
+            .as_ref()?
+            .discount_amount
+    }
+
+    pub fn store_scope(&self) -> Option<&str> {
+        self.stock.as_ref()?.store_scope.as_deref()
+    }
+}
+
+/// One page of a stock's associated stores.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AssociatedStores {
+    #[serde(default)]
+    pub store_list: Vec<AssociatedStore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AssociatedStore {
+    pub store_id: String,
 }
 
 /// How a single-use coupon was used (and given back).
@@ -442,6 +500,38 @@ impl PayApi {
         req: &ProductCouponReturnRequest,
     ) -> PayAnswer<CouponEntity> {
         self.post(&path.action("return"), req).await
+    }
+
+    /// One page of the stores a product-coupon stock may be used at (`SPECIFIC` scope).
+    pub async fn associated_stores(
+        &self,
+        partner_brand: Option<&str>,
+        product_coupon_id: &str,
+        stock_id: &str,
+        page_token: Option<&str>,
+    ) -> PayAnswer<AssociatedStores> {
+        let base = if partner_brand.is_some() {
+            "/v3/marketing/partner/product-coupon"
+        } else {
+            "/brand/marketing/product-coupon"
+        };
+        let query = {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("page_size", "50");
+            if let Some(t) = page_token {
+                q.append_pair("page_token", t);
+            }
+            if let Some(b) = partner_brand {
+                q.append_pair("brand_id", b);
+            }
+            q.finish()
+        };
+        let url = format!(
+            "{base}/product-coupons/{}/stocks/{}/associated-stores?{query}",
+            segment(product_coupon_id),
+            segment(stock_id)
+        );
+        self.send("GET", &url, Vec::new()).await
     }
 
     /// Reads a user's product coupon (partner mode: `brand_id` names the brand).
