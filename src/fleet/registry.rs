@@ -47,9 +47,11 @@ pub struct Registry {
     pub partner_brand: Option<String>,
     pub appid: String,
     pub metrics: Arc<FleetMetrics>,
-    /// (product coupon, stock) → when read, and its stores.
-    pub store_lists: Mutex<HashMap<(String, String), (Instant, Vec<String>)>>,
+    pub store_lists: StoreLists,
 }
+
+/// (product coupon, stock) → when its stores were read, and the stores.
+pub type StoreLists = Mutex<HashMap<(String, String), (Instant, Vec<String>)>>;
 
 /// A product-coupon notification's resource (the fields redeemd reads).
 #[derive(Debug, Deserialize)]
