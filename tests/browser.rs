@@ -209,6 +209,22 @@ fn fleet_page_shows_tills_stale_ones_and_where_a_code_was_used() {
         .expect("hq.toml")
         .replace("language = \"en\"", "language = \"zh-CN\"");
     std::fs::write(&setup.config, text).expect("hq.toml");
+    // A coupon WeChat Pay reported used outside the tills (as HQ's notify consumer records
+    // it), already in the read model.
+    {
+        use redeemd::fleet::read_model::{self, OutsideEvent, OutsideKind};
+        let model = read_model::open(&setup.dir.path().join("fleet/fleet.db")).expect("model");
+        let at = chrono::Utc::now().timestamp_millis() - 60_000;
+        let outside = OutsideEvent {
+            notify_id: "EV-USE-OUTSIDE".into(),
+            key: "ab".repeat(32),
+            api: "product_coupon",
+            kind: OutsideKind::Use,
+            code_last4: "8001".into(),
+            at,
+        };
+        read_model::apply_outside(&model, &outside, at).expect("recorded");
+    }
     let fleet = setup.start(false);
     let base = fleet.http_url();
     let till = Till::in_named_store(
@@ -271,6 +287,13 @@ fn fleet_page_shows_tills_stale_ones_and_where_a_code_was_used() {
     b.wait_for(
         &page,
         "document.querySelector('#log td.st-redeemed')?.textContent === '已核销'",
+        live,
+    );
+    // A use outside the tills: its own state, and WeChat Pay in place of a store.
+    b.wait_for(
+        &page,
+        "[...document.querySelectorAll('#log tr')].some((r) => r.textContent.includes('微信支付（收银台外）') \
+         && r.querySelector('td.st-redeemed_outside')?.textContent === '收银台外核销')",
         live,
     );
     // Headers and names, not raw JSON.

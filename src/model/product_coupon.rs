@@ -180,6 +180,106 @@ pub fn apply(entry: Option<&Entry>, event: &Event) -> Change {
     }
 }
 
+/// Why a scanned product coupon is not held for the sale (it is never sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotHeld {
+    /// The registry does not know the code: not a coupon the brand issued (or not yet
+    /// registered when the till asked).
+    NotIssued,
+    /// Not usable yet, or any more: issued and not confirmed, deactivated, deleted, or
+    /// before its validity window. The state (or why) is given.
+    NotEffective(String),
+    /// Past its validity window, or expired at WeChat Pay.
+    Expired(String),
+    /// Its stock may not be used at this store.
+    NotForThisStore,
+    AlreadyUsed,
+    /// A multi-use coupon (`PROGRESSIVE_BUNDLE`): not redeemed at the till.
+    BundleNotSupported,
+}
+
+/// The start of each refusal's sentence (the reason table recognises them by it).
+pub const NOT_ISSUED: &str = "product coupon not issued";
+pub const NOT_EFFECTIVE: &str = "product coupon not usable now";
+pub const EXPIRED: &str = "product coupon expired";
+pub const NOT_FOR_THIS_STORE: &str = "product coupon not valid at this store";
+pub const ALREADY_USED: &str = "product coupon already used";
+pub const BUNDLE_NOT_SUPPORTED: &str = "multi-use product coupon";
+/// A held coupon whose sale never brought its order.
+pub const HOLD_EXPIRED: &str = "held for a sale that never brought its order";
+
+impl NotHeld {
+    /// The sentence the ledger keeps.
+    pub fn reason(&self) -> String {
+        match self {
+            NotHeld::NotIssued => {
+                format!("{NOT_ISSUED}: the chain's registry does not know this code (never sent)")
+            }
+            NotHeld::NotEffective(why) => format!("{NOT_EFFECTIVE}: {why}"),
+            NotHeld::Expired(why) => format!("{EXPIRED}: {why}"),
+            NotHeld::NotForThisStore => {
+                format!("{NOT_FOR_THIS_STORE}: its stock does not list this store")
+            }
+            NotHeld::AlreadyUsed => format!("{ALREADY_USED} (the chain's registry)"),
+            NotHeld::BundleNotSupported => format!(
+                "{BUNDLE_NOT_SUPPORTED} (PROGRESSIVE_BUNDLE): not redeemed at the till (never sent)"
+            ),
+        }
+    }
+}
+
+/// May a till hold this coupon for its sale? Checked before anything is sent: the entry
+/// (`None`: the registry does not know the code), the time, and the till's store at
+/// WeChat Pay (`[wechat_pay] store_id`).
+pub fn hold_check(
+    entry: Option<&Entry>,
+    now_ms: i64,
+    store_id: Option<&str>,
+) -> Result<(), NotHeld> {
+    let Some(e) = entry else {
+        return Err(NotHeld::NotIssued);
+    };
+    if e.details.usage_mode.as_deref() == Some("PROGRESSIVE_BUNDLE") {
+        return Err(NotHeld::BundleNotSupported);
+    }
+    match e.state {
+        CouponState::Effective => {}
+        CouponState::Used => return Err(NotHeld::AlreadyUsed),
+        CouponState::Expired => return Err(NotHeld::Expired("WeChat Pay says so".into())),
+        other => {
+            let name = serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            return Err(NotHeld::NotEffective(name));
+        }
+    }
+    let at = |t: &Option<String>| t.as_deref().map(instant).filter(|i| *i != i64::MIN);
+    if let Some(end) = at(&e.valid_end_time)
+        && now_ms > end
+    {
+        let until = e.valid_end_time.clone().unwrap_or_default();
+        return Err(NotHeld::Expired(format!("valid until {until}")));
+    }
+    if let Some(begin) = at(&e.valid_begin_time)
+        && now_ms < begin
+    {
+        let from = e.valid_begin_time.clone().unwrap_or_default();
+        return Err(NotHeld::NotEffective(format!("valid from {from}")));
+    }
+    match e.details.store_scope.as_deref() {
+        Some("NONE") => Err(NotHeld::NotForThisStore),
+        Some("SPECIFIC") => {
+            let listed = e.details.store_ids.as_deref().unwrap_or_default();
+            match store_id {
+                Some(id) if listed.iter().any(|s| s == id) => Ok(()),
+                _ => Err(NotHeld::NotForThisStore),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +409,135 @@ mod tests {
         }
         assert_eq!(json["state"], "EFFECTIVE");
         assert_eq!(json["value"], 3200);
+    }
+
+    #[test]
+    fn what_a_till_may_hold() {
+        let base = Entry {
+            state: CouponState::Effective,
+            state_at: "2026-12-04T10:00:01+08:00".into(),
+            state_rank: 1,
+            last4: "0001".into(),
+            openid: Some("oUser0001".into()),
+            product_coupon_id: Some("1000000013".into()),
+            stock_id: Some("1000000013001".into()),
+            valid_begin_time: Some("2026-12-04T00:00:00+08:00".into()),
+            valid_end_time: Some("2026-12-31T23:59:59+08:00".into()),
+            details: Details {
+                usage_mode: Some("SINGLE".into()),
+                store_scope: Some("ALL".into()),
+                ..Details::default()
+            },
+        };
+        let with = |f: &dyn Fn(&mut Entry)| {
+            let mut e = base.clone();
+            f(&mut e);
+            e
+        };
+        let specific = with(&|e| {
+            e.details.store_scope = Some("SPECIFIC".into());
+            e.details.store_ids = Some(vec!["S001".into(), "S002".into()]);
+        });
+        // 2026-12-05 12:00 +08:00, inside the window.
+        let now = instant("2026-12-05T12:00:00+08:00");
+        let before = instant("2026-12-03T23:59:59+08:00");
+        let after = instant("2027-01-01T00:00:00+08:00");
+        let cases: Vec<(Option<Entry>, i64, Option<&str>, Result<(), NotHeld>)> = vec![
+            (Some(base.clone()), now, Some("S001"), Ok(())),
+            (Some(base.clone()), now, None, Ok(())),
+            (None, now, Some("S001"), Err(NotHeld::NotIssued)),
+            (
+                Some(with(&|e| e.state = CouponState::Used)),
+                now,
+                None,
+                Err(NotHeld::AlreadyUsed),
+            ),
+            (
+                Some(with(&|e| e.state = CouponState::Confirming)),
+                now,
+                None,
+                Err(NotHeld::NotEffective("CONFIRMING".into())),
+            ),
+            (
+                Some(with(&|e| e.state = CouponState::Deactivated)),
+                now,
+                None,
+                Err(NotHeld::NotEffective("DEACTIVATED".into())),
+            ),
+            (
+                Some(with(&|e| e.state = CouponState::Expired)),
+                now,
+                None,
+                Err(NotHeld::Expired("WeChat Pay says so".into())),
+            ),
+            (
+                Some(base.clone()),
+                after,
+                None,
+                Err(NotHeld::Expired(
+                    "valid until 2026-12-31T23:59:59+08:00".into(),
+                )),
+            ),
+            (
+                Some(base.clone()),
+                before,
+                None,
+                Err(NotHeld::NotEffective(
+                    "valid from 2026-12-04T00:00:00+08:00".into(),
+                )),
+            ),
+            (Some(specific.clone()), now, Some("S002"), Ok(())),
+            (
+                Some(specific.clone()),
+                now,
+                Some("S009"),
+                Err(NotHeld::NotForThisStore),
+            ),
+            (
+                Some(specific.clone()),
+                now,
+                None,
+                Err(NotHeld::NotForThisStore),
+            ),
+            (
+                Some(with(&|e| e.details.store_scope = Some("NONE".into()))),
+                now,
+                Some("S001"),
+                Err(NotHeld::NotForThisStore),
+            ),
+            // A multi-use coupon is refused before anything else is looked at.
+            (
+                Some(with(&|e| {
+                    e.details.usage_mode = Some("PROGRESSIVE_BUNDLE".into());
+                    e.state = CouponState::Used;
+                })),
+                now,
+                None,
+                Err(NotHeld::BundleNotSupported),
+            ),
+        ];
+        for (i, (entry, at, store, want)) in cases.into_iter().enumerate() {
+            assert_eq!(hold_check(entry.as_ref(), at, store), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason_code() {
+        let cases = [
+            (NotHeld::NotIssued, "not_issued"),
+            (NotHeld::NotEffective("CONFIRMING".into()), "not_effective"),
+            (NotHeld::Expired("valid until x".into()), "expired"),
+            (NotHeld::NotForThisStore, "not_for_this_store"),
+            (NotHeld::AlreadyUsed, "already_used"),
+            (NotHeld::BundleNotSupported, "bundle_not_supported"),
+        ];
+        for (n, code) in cases {
+            assert_eq!(crate::model::reason::code_of(&n.reason()), code, "{n:?}");
+        }
+        assert_eq!(
+            crate::model::reason::code_of(&format!("{HOLD_EXPIRED} within hold_timeout (30 min)")),
+            "hold_expired"
+        );
     }
 
     #[test]

@@ -42,6 +42,41 @@ use Match::{Contains, Starts};
 /// more specific come first. Codes are stable: tools and people depend on them.
 const TABLE: &[(Match, &str, &str)] = &[
     (
+        Starts(crate::model::product_coupon::NOT_ISSUED),
+        "not_issued",
+        "不是品牌发放的商品券（总部登记中没有此券），未提交核销",
+    ),
+    (
+        Starts(crate::model::product_coupon::NOT_EFFECTIVE),
+        "not_effective",
+        "商品券当前不可用（尚未生效或已失效）",
+    ),
+    (
+        Starts(crate::model::product_coupon::EXPIRED),
+        "expired",
+        "商品券已过期",
+    ),
+    (
+        Starts(crate::model::product_coupon::NOT_FOR_THIS_STORE),
+        "not_for_this_store",
+        "此商品券不适用于本门店",
+    ),
+    (
+        Starts(crate::model::product_coupon::ALREADY_USED),
+        "already_used",
+        "商品券已核销",
+    ),
+    (
+        Starts(crate::model::product_coupon::BUNDLE_NOT_SUPPORTED),
+        "bundle_not_supported",
+        "多次核销的商品券暂不支持在收银台核销，未提交",
+    ),
+    (
+        Starts(crate::model::product_coupon::HOLD_EXPIRED),
+        "hold_expired",
+        "已为订单保留但超时未付款，券已释放，未核销",
+    ),
+    (
         Starts("already redeemed elsewhere"),
         "already_redeemed_elsewhere",
         "已在别处核销",

@@ -312,6 +312,20 @@ fn every_reason_redeemd_can_write_has_a_stable_code() {
         ]
         .map(String::from),
     );
+    // A product coupon the till does not hold.
+    {
+        use crate::model::product_coupon::NotHeld;
+        for n in [
+            NotHeld::NotIssued,
+            NotHeld::NotEffective("CONFIRMING".into()),
+            NotHeld::Expired("valid until x".into()),
+            NotHeld::NotForThisStore,
+            NotHeld::AlreadyUsed,
+            NotHeld::BundleNotSupported,
+        ] {
+            reasons.push(n.reason());
+        }
+    }
     reasons.push(crate::model::claim::abandoned_here_reason(0, "till-2"));
     reasons.push(crate::model::claim::taken_twice_reason("till-2", 0));
     reasons.sort();
