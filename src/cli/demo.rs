@@ -269,6 +269,7 @@ fn print_outcome(o: &Outcome) {
         TillOutcome::AcceptedOffline => "… accepted offline",
         TillOutcome::RefusedOffline => "✘ refused offline",
         TillOutcome::PaymentCode => "¥ payment code (for the POS to charge)",
+        TillOutcome::Held => "⏸ held for the sale (used once it is paid)",
     };
     let reason = o
         .reason

@@ -324,6 +324,19 @@ api = "card"
         assert!(all.contains("wechat.base_url"), "{all}");
     }
 
+    /// A product-coupon route is refused, by name, until the till redeems them: a config
+    /// that would leave such codes unredeemed never starts.
+    #[test]
+    fn a_product_coupon_route_is_refused_with_why() {
+        let text = GOOD.replace("api = \"card\"", "api = \"product_coupon\"");
+        let e = Config::parse(&text, Path::new("x.toml")).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(
+            all.contains("route[0].api: \"product_coupon\" is not redeemed at the till"),
+            "{all}"
+        );
+    }
+
     /// `card_types`, `name` and the offline value caps: what is accepted and what each
     /// mistake is called.
     #[test]

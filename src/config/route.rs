@@ -74,6 +74,11 @@ pub(super) fn check_routes(
             Api::Coupon if !coupon => problems.push(format!(
                 "{key}.api: \"coupon\" needs a [wechat_pay] section (mchid, keys, ...)"
             )),
+            // HQ registers product coupons; holding and using them at the till is not in
+            // this build: refused rather than accepted and left unredeemed.
+            Api::ProductCoupon => problems.push(format!(
+                "{key}.api: \"product_coupon\" is not redeemed at the till by this version (HQ's `redeemd fleet` registers product coupons; see docs/store-and-chain.md)"
+            )),
             _ => {}
         }
         if r.api == Api::Card && r.stock_id.is_some() {

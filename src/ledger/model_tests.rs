@@ -209,6 +209,7 @@ proptest! {
                         State::Redeemed => TillOutcome::Redeemed,
                         State::Rejected | State::Review | State::Returned => TillOutcome::Rejected,
                         State::Cancelled => TillOutcome::RefusedOffline,
+                        State::Held => TillOutcome::Held,
                     };
                     prop_assert_eq!(outcome, expected);
                 }

@@ -112,7 +112,9 @@ pub fn taken_twice_reason(holder: &str, at: Millis) -> String {
 /// it; so is a coupon given back (the customer has it again). The rest is kept.
 pub fn follows(state: State, sent: bool) -> &'static str {
     match state {
-        State::Queued => CLAIMED,
+        // Held for its sale: this till keeps the code until the order comes, or the hold
+        // ends.
+        State::Queued | State::Held => CLAIMED,
         State::Redeemed => "redeemed",
         State::Rejected if sent => "rejected",
         State::Cancelled if sent => "cancelled",

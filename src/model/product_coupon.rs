@@ -442,7 +442,8 @@ mod tests {
         let now = instant("2026-12-05T12:00:00+08:00");
         let before = instant("2026-12-03T23:59:59+08:00");
         let after = instant("2027-01-01T00:00:00+08:00");
-        let cases: Vec<(Option<Entry>, i64, Option<&str>, Result<(), NotHeld>)> = vec![
+        type Case<'a> = (Option<Entry>, i64, Option<&'a str>, Result<(), NotHeld>);
+        let cases: Vec<Case> = vec![
             (Some(base.clone()), now, Some("S001"), Ok(())),
             (Some(base.clone()), now, None, Ok(())),
             (None, now, Some("S001"), Err(NotHeld::NotIssued)),

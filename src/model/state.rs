@@ -33,16 +33,20 @@ pub enum State {
     /// A redeemed merchant coupon given back to the customer (voided sale): WeChat Pay
     /// confirmed the return.
     Returned,
+    /// A product coupon held for its sale: checked, claimed, not sent; it is used once the
+    /// sale's WeChat Pay order is attached.
+    Held,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Queued,
         State::Redeemed,
         State::Rejected,
         State::Cancelled,
         State::Review,
         State::Returned,
+        State::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl State {
             State::Cancelled => "cancelled",
             State::Review => "review",
             State::Returned => "returned",
+            State::Held => "held",
         }
     }
 
@@ -102,6 +107,9 @@ pub enum TillOutcome {
     /// A payment code, not a coupon: forwarded to the POS to charge (`[http]
     /// forward_payment_codes`).
     PaymentCode,
+    /// A product coupon held for the sale: the POS applies the discount; the coupon is used
+    /// once the sale's WeChat Pay order is attached.
+    Held,
 }
 
 impl TillOutcome {
@@ -113,6 +121,7 @@ impl TillOutcome {
             TillOutcome::AcceptedOffline => "accepted_offline",
             TillOutcome::RefusedOffline => "refused_offline",
             TillOutcome::PaymentCode => "payment_code",
+            TillOutcome::Held => "held",
         }
     }
 
@@ -124,6 +133,7 @@ impl TillOutcome {
             TillOutcome::AcceptedOffline,
             TillOutcome::RefusedOffline,
             TillOutcome::PaymentCode,
+            TillOutcome::Held,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -210,7 +220,8 @@ pub fn settle(s: Snapshot, r: &Settle) -> Change {
         redeemed: false,
     };
     match s.state {
-        State::Redeemed | State::Rejected | State::Review | State::Returned => {
+        // A held row is not sent (its order has not come): nothing can settle it.
+        State::Redeemed | State::Rejected | State::Review | State::Returned | State::Held => {
             return keep(Schedule::Never);
         }
         State::Queued | State::Cancelled => {}
@@ -375,6 +386,7 @@ pub fn expire(s: Snapshot) -> Option<Change> {
 pub fn till_outcome_of(state: State) -> Option<TillOutcome> {
     match state {
         State::Queued => None,
+        State::Held => Some(TillOutcome::Held),
         State::Redeemed => Some(TillOutcome::Redeemed),
         State::Rejected | State::Review | State::Returned => Some(TillOutcome::Rejected),
         State::Cancelled => Some(TillOutcome::RefusedOffline),

@@ -62,7 +62,8 @@ pub const RESULTS: [&str; 7] = [
 
 pub fn plan(state: State, api: Option<Api>) -> VoidPlan {
     match (state, api) {
-        (State::Queued, _) => VoidPlan::Cancel,
+        // Not sent yet (a held product coupon: its order never came): nothing to undo.
+        (State::Queued | State::Held, _) => VoidPlan::Cancel,
         (State::Redeemed, Some(Api::Coupon)) => VoidPlan::Return,
         (State::Redeemed, _) => VoidPlan::Review,
         (State::Rejected | State::Cancelled | State::Returned, _) => VoidPlan::Nothing,

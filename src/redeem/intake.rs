@@ -191,7 +191,7 @@ impl Intake {
                 Some(new_use_request_no(&till, at)),
                 Some(crate::clock::rfc3339_seconds(at)),
             ),
-            Api::Card => (None, None),
+            Api::Card | Api::ProductCoupon => (None, None),
         };
         // The card check changes nothing at WeChat: it goes out while the row is committed.
         let mut check = match (&self.prefetch, routed.api) {
@@ -203,6 +203,7 @@ impl Intake {
         let key = match routed.api {
             Api::Coupon => routed.stock_id.as_deref().map(stock_key),
             Api::Card => routed.card_id.as_deref().map(card_key),
+            Api::ProductCoupon => None,
         };
         let meta = key.and_then(|k| self.catalog.get(&k, at)).map(|e| e.meta);
         let sale = scan.sale.clone();
@@ -551,5 +552,6 @@ pub fn duplicate_reason(row: &Row) -> String {
         State::Returned => format!(
             "already redeemed here and given back when its sale was voided (first scanned {when})"
         ),
+        State::Held => format!("already held here for a sale (first scanned {when})"),
     }
 }

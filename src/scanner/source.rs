@@ -215,7 +215,10 @@ impl Feedback {
 
     fn for_outcome(&self, o: TillOutcome) -> Option<&[u8]> {
         match o {
-            TillOutcome::Redeemed | TillOutcome::AcceptedOffline => self.good.as_deref(),
+            // Held: the POS applies the discount now.
+            TillOutcome::Redeemed | TillOutcome::AcceptedOffline | TillOutcome::Held => {
+                self.good.as_deref()
+            }
             // Not a coupon: the cashier hears the refusal beep; the POS charges it.
             TillOutcome::Rejected
             | TillOutcome::RefusedOffline
