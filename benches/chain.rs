@@ -205,9 +205,15 @@ fn start_fleet(dir: &Path, hub_url: &str, stores: &[String]) -> (Child, String) 
         ),
     )
     .expect("hq.toml");
+    spawn_fleet(&config, None)
+}
+
+/// `redeemd fleet --config config`, and the address its listener `server` (its page when
+/// `None`: the first) says it listens on.
+fn spawn_fleet(config: &Path, server: Option<&str>) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_redeemd"))
         .args(["--log-format", "json", "fleet", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,6 +223,7 @@ fn start_fleet(dir: &Path, hub_url: &str, stores: &[String]) -> (Child, String) 
     for line in lines.by_ref().map_while(Result::ok) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
             && v["event"] == "http_listening"
+            && server.is_none_or(|s| v["server"] == s)
         {
             address = v["address"].as_str().map(String::from);
             break;
@@ -523,26 +530,7 @@ fn start_fleet_notify(dir: &Path, hub_url: &str, wechatpay_spki: &[u8]) -> (Chil
         ),
     )
     .expect("hq.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redeemd"))
-        .args(["--log-format", "json", "fleet", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("redeemd fleet");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut address = None;
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && v["event"] == "http_listening"
-            && v["server"] == "WeChat Pay notifications"
-        {
-            address = v["address"].as_str().map(String::from);
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let address = address.expect("the notify listener");
+    let (child, address) = spawn_fleet(&config, Some("WeChat Pay notifications"));
     (child, format!("{address}/v1/wechatpay/notify"))
 }
 

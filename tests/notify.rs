@@ -22,18 +22,15 @@ fn private(path: &Path, bytes: &[u8]) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
-/// `hq.toml`'s `[notify]`, its key files written in `dir`; and WeChat Pay's key (PKCS#8).
-fn notify_section(dir: &Path, listen: &str) -> (String, Vec<u8>) {
-    let keys = Keys::new();
-    let section = keys.section(dir, listen, "https://api.mch.weixin.qq.com");
-    (section, keys.wechatpay)
-}
-
 /// WeChat Pay's key and the brand's (PKCS#8).
 struct Keys {
     wechatpay: Vec<u8>,
     brand: Vec<u8>,
 }
+
+/// Where HQ's confirms go when a test does not look at them.
+const NOWHERE: &str = "https://api.mch.weixin.qq.com";
+const BRAND: &str = "mode = \"brand\"";
 
 impl Keys {
     fn new() -> Keys {
@@ -49,13 +46,26 @@ impl Keys {
             .expect("a public key")
     }
 
-    /// `[notify]` with WeChat Pay at `base_url`, its key files written in `dir`.
-    fn section(&self, dir: &Path, listen: &str, base_url: &str) -> String {
-        self.section_as(dir, listen, base_url, "mode = \"brand\"")
-    }
-
-    /// [`Keys::section`] in a mode: `mode = "brand"`, or the partner's lines.
-    fn section_as(&self, dir: &Path, listen: &str, base_url: &str, mode: &str) -> String {
+    /// `redeemd fleet` for the hub at `hub` and `stores`, with `[notify]` listening on
+    /// `listen`, confirming at `base_url`, in `mode` (`mode = "brand"`, or the partner's
+    /// lines); its key files written beside its config.
+    fn fleet(
+        &self,
+        hub: &str,
+        stores: &[&str],
+        listen: &str,
+        base_url: &str,
+        mode: &str,
+    ) -> FleetSetup {
+        let section = format!(
+            "[notify]\nlisten = \"{listen}\"\n{mode}\nbrand_id = \"120344\"\n\
+             appid = \"wx_test_pay_appid\"\nserial_no = \"{MERCHANT_SERIAL}\"\n\
+             private_key_file = \"brand_key.pem\"\npublic_key_id = \"{WECHATPAY_KEY_ID}\"\n\
+             public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n\
+             base_url = \"{base_url}\"\n"
+        );
+        let setup = FleetSetup::new(hub, stores, &section);
+        let dir = setup.dir.path();
         std::fs::write(
             dir.join("pub_key.pem"),
             pem("PUBLIC KEY", &Self::public(&self.wechatpay)),
@@ -66,14 +76,19 @@ impl Keys {
             pem("PRIVATE KEY", &self.brand).as_bytes(),
         );
         private(&dir.join("apiv3.key"), APIV3_KEY);
-        format!(
-            "[notify]\nlisten = \"{listen}\"\n{mode}\nbrand_id = \"120344\"\n\
-             appid = \"wx_test_pay_appid\"\nserial_no = \"{MERCHANT_SERIAL}\"\n\
-             private_key_file = \"brand_key.pem\"\npublic_key_id = \"{WECHATPAY_KEY_ID}\"\n\
-             public_key_file = \"pub_key.pem\"\napiv3_key_file = \"apiv3.key\"\n\
-             base_url = \"{base_url}\"\n"
-        )
+        setup
     }
+}
+
+/// `redeemd fleet` whose notify listener has a port fixed before it starts (so WeChat Pay
+/// can try it while it is down): its setup, WeChat Pay's key, and the notify URL.
+fn fleet_on_a_known_port(chain: &Chain) -> (FleetSetup, Vec<u8>, String) {
+    let port = free_port();
+    let keys = Keys::new();
+    let listen = format!("127.0.0.1:{port}");
+    let setup = keys.fleet(&chain.hub.url(), &[], &listen, NOWHERE, BRAND);
+    let url = format!("http://{listen}/v1/wechatpay/notify");
+    (setup, keys.wechatpay, url)
 }
 
 /// WeChat Pay's notifier, signing with `key` (PKCS#8).
@@ -148,15 +163,9 @@ fn send_resource(code: &str) -> Value {
 #[test]
 fn a_notification_is_kept_once_and_every_bad_one_is_refused_by_its_reason() {
     let chain = Chain::start(&[], true);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (section, wechatpay) = notify_section(dir.path(), "127.0.0.1:0");
-    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
-    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
-        private(
-            &setup.dir.path().join(f),
-            &std::fs::read(dir.path().join(f)).expect("key"),
-        );
-    }
+    let keys = Keys::new();
+    let setup = keys.fleet(&chain.hub.url(), &[], "127.0.0.1:0", NOWHERE, BRAND);
+    let wechatpay = keys.wechatpay.clone();
     let fleet = setup.start(false);
     let page = fleet.http_url();
     let url = notify_url(&fleet);
@@ -251,17 +260,7 @@ fn a_notification_is_kept_once_and_every_bad_one_is_refused_by_its_reason() {
 #[test]
 fn a_notification_sent_while_hq_is_down_lands_once_when_it_is_back() {
     let chain = Chain::start(&[], true);
-    let port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (section, wechatpay) = notify_section(dir.path(), &format!("127.0.0.1:{port}"));
-    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
-    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
-        private(
-            &setup.dir.path().join(f),
-            &std::fs::read(dir.path().join(f)).expect("key"),
-        );
-    }
-    let url = format!("http://127.0.0.1:{port}/v1/wechatpay/notify");
+    let (setup, wechatpay, url) = fleet_on_a_known_port(&chain);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let body = wechatpay_notifier(&wechatpay, APIV3_KEY, &url)
         .body(
@@ -301,17 +300,7 @@ fn a_notification_sent_while_hq_is_down_lands_once_when_it_is_back() {
 #[test]
 fn hq_killed_mid_notification_lands_it_exactly_once_on_wechat_pays_retry() {
     let chain = Chain::start(&[], true);
-    let port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (section, wechatpay) = notify_section(dir.path(), &format!("127.0.0.1:{port}"));
-    let setup = FleetSetup::new(&chain.hub.url(), &[], &section);
-    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
-        private(
-            &setup.dir.path().join(f),
-            &std::fs::read(dir.path().join(f)).expect("key"),
-        );
-    }
-    let url = format!("http://127.0.0.1:{port}/v1/wechatpay/notify");
+    let (setup, wechatpay, url) = fleet_on_a_known_port(&chain);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let notifier = wechatpay_notifier(&wechatpay, APIV3_KEY, &url);
     let mut used = send_resource("PC00000031");
@@ -478,7 +467,7 @@ fn wait_registered(rt: &tokio::runtime::Runtime, hub: &str, code: &str, state: &
 /// and the store's mirror of the registry holds the entry with HQ's hub down.
 #[test]
 fn an_issued_product_coupon_is_confirmed_once_and_registered() {
-    confirmed_once_and_registered("mode = \"brand\"");
+    confirmed_once_and_registered(BRAND);
 }
 
 /// The same as a service provider (服务商): the partner path, signed with the provider's
@@ -494,7 +483,6 @@ fn confirmed_once_and_registered(mode: &str) {
     };
     let mut chain = Chain::start(&["storeA"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
     let keys = Keys::new();
     let sim = ProductCouponSim::new(
         BrandIdentity {
@@ -509,15 +497,14 @@ fn confirmed_once_and_registered(mode: &str) {
     let server = rt
         .block_on(sim.start())
         .expect("the product-coupon simulator");
-    let section = keys.section_as(dir.path(), "127.0.0.1:0", &server.url(), mode);
     let wechatpay = keys.wechatpay.clone();
-    let setup = FleetSetup::new(&chain.hub.url(), &["storeA"], &section);
-    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
-        private(
-            &setup.dir.path().join(f),
-            &std::fs::read(dir.path().join(f)).expect("key"),
-        );
-    }
+    let setup = keys.fleet(
+        &chain.hub.url(),
+        &["storeA"],
+        "127.0.0.1:0",
+        &server.url(),
+        mode,
+    );
     let fleet = setup.start(false);
     let url = notify_url(&fleet);
     let notifier = wechatpay_notifier(&wechatpay, APIV3_KEY, &url);
@@ -711,15 +698,7 @@ fn a_use_outside_the_tills_is_shown_and_refused_offline_and_a_tills_own_is_not_c
     let mut chain = Chain::start(&["storeA"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let keys = Keys::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let section = keys.section(dir.path(), "127.0.0.1:0", "https://api.mch.weixin.qq.com");
-    let setup = FleetSetup::new(&chain.hub.url(), &["storeA"], &section);
-    for f in ["pub_key.pem", "brand_key.pem", "apiv3.key"] {
-        private(
-            &setup.dir.path().join(f),
-            &std::fs::read(dir.path().join(f)).expect("key"),
-        );
-    }
+    let setup = keys.fleet(&chain.hub.url(), &["storeA"], "127.0.0.1:0", NOWHERE, BRAND);
     let fleet = setup.start(false);
     let base = fleet.http_url();
     let notifier = wechatpay_notifier(&keys.wechatpay, APIV3_KEY, &notify_url(&fleet));

@@ -13,6 +13,7 @@ mod http;
 mod metrics;
 pub mod notify;
 pub mod outside;
+mod pull;
 pub mod read_model;
 mod registry;
 pub mod streams;
@@ -264,6 +265,7 @@ pub async fn run(
                 apiv3: apiv3.clone(),
                 code_key: code_key.clone(),
                 writer: writer.clone(),
+                rebuild: rebuild.into(),
             };
             let listener = notify::serve(cfg, state, stop_rx.clone())
                 .await
@@ -271,7 +273,7 @@ pub async fn run(
             (
                 Some(listener),
                 Some(tokio::spawn(registry.run(stop_rx.clone()))),
-                Some(tokio::spawn(outside.run(rebuild, stop_rx.clone()))),
+                Some(tokio::spawn(outside.run(stop_rx.clone()))),
             )
         }
         _ => (None, None, None),

@@ -6,6 +6,7 @@
 //! redelivers the batch, which the read model's idempotent apply absorbs.
 
 use super::consume::record_redeemed;
+use super::pull::{Batches, keep_pulling};
 use super::read_model::{self, OutsideEvent, OutsideKind, RedeemedChange};
 use super::streams::{
     NOTIFY_STREAM, OUTSIDE_CONSUMER, delete_durable, ensure_notify_stream, ensure_outside_consumer,
@@ -19,6 +20,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 use rusqlite::Connection;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -33,6 +35,8 @@ pub struct Outside {
     pub apiv3: Arc<ApiV3Key>,
     pub code_key: CodeKey,
     pub writer: Arc<Mutex<Connection>>,
+    /// `--rebuild`: the consumer is deleted first, once, so it reads the stream again.
+    pub rebuild: AtomicBool,
 }
 
 /// The fields of a use or return notification's resource that redeemd reads.
@@ -62,48 +66,28 @@ fn millis(rfc3339: &str) -> Option<Millis> {
 }
 
 impl Outside {
-    /// Records reported uses until `stop`; with `rebuild`, from the stream's start.
-    pub async fn run(self, rebuild: bool, mut stop: watch::Receiver<bool>) {
-        let js = jetstream::new(self.client.clone());
-        let mut consumer: Option<PullConsumer> = None;
-        let mut to_delete = rebuild;
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let step = async {
-                let c = match &consumer {
-                    Some(c) => c.clone(),
-                    None => {
-                        ensure_notify_stream(&self.client).await?;
-                        ensure_redeemed_bucket(&self.client).await?;
-                        if to_delete {
-                            delete_durable(&self.client, NOTIFY_STREAM, OUTSIDE_CONSUMER).await?;
-                            to_delete = false;
-                        }
-                        ensure_outside_consumer(&self.client).await?;
-                        let c = pull_consumer(&js, NOTIFY_STREAM, OUTSIDE_CONSUMER).await?;
-                        consumer = Some(c.clone());
-                        c
-                    }
-                };
-                self.batch(&js, &c).await
-            };
-            let result = tokio::select! {
-                r = step => r,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match result {
-                Ok(()) => backoff = Duration::from_millis(250),
-                Err(e) => {
-                    tracing::warn!(event = "outside_failed", error = %e, "cannot record the uses WeChat Pay reported; retrying");
-                    consumer = None;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+    /// Records reported uses until `stop`.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        keep_pulling(&self, self.client.clone(), stop).await;
+    }
+}
+
+impl Batches for Outside {
+    const FAILED: (&'static str, &'static str) = (
+        "outside_failed",
+        "cannot record the uses WeChat Pay reported; retrying",
+    );
+    const MAX_BACKOFF: Duration = MAX_BACKOFF;
+
+    async fn open(&self, js: &jetstream::Context) -> Result<PullConsumer, String> {
+        ensure_notify_stream(&self.client).await?;
+        ensure_redeemed_bucket(&self.client).await?;
+        // `--rebuild`: the read model is new, so its consumer reads from the start.
+        if self.rebuild.swap(false, Ordering::SeqCst) {
+            delete_durable(&self.client, NOTIFY_STREAM, OUTSIDE_CONSUMER).await?;
         }
+        ensure_outside_consumer(&self.client).await?;
+        pull_consumer(js, NOTIFY_STREAM, OUTSIDE_CONSUMER).await
     }
 
     async fn batch(&self, js: &jetstream::Context, consumer: &PullConsumer) -> Result<(), String> {
@@ -143,7 +127,9 @@ impl Outside {
         }
         last.ack().await.map_err(|e| e.to_string())
     }
+}
 
+impl Outside {
     /// A kept notification as a reported use or return; `None` for any other event, and
     /// for one that cannot be read (logged: it was verified when it came in, so only a
     /// changed APIv3 key or an unexpected resource gets here).

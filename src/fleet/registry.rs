@@ -7,6 +7,7 @@
 //! tried.
 
 use super::metrics::FleetMetrics;
+use super::pull::{Batches, keep_pulling};
 use super::streams::{
     NOTIFY_STREAM, REGISTRY_CONSUMER, ensure_notify_stream, ensure_product_coupon_bucket,
     ensure_registry_consumer, pull_consumer,
@@ -85,42 +86,23 @@ enum NotYet {
 
 impl Registry {
     /// Writes the registry until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let js = jetstream::new(self.client.clone());
-        let mut consumer: Option<PullConsumer> = None;
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let step = async {
-                let c = match &consumer {
-                    Some(c) => c.clone(),
-                    None => {
-                        ensure_notify_stream(&self.client).await?;
-                        ensure_product_coupon_bucket(&self.client).await?;
-                        ensure_registry_consumer(&self.client).await?;
-                        let c = pull_consumer(&js, NOTIFY_STREAM, REGISTRY_CONSUMER).await?;
-                        consumer = Some(c.clone());
-                        c
-                    }
-                };
-                self.batch(&js, &c).await
-            };
-            let result = tokio::select! {
-                r = step => r,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match result {
-                Ok(()) => backoff = Duration::from_millis(250),
-                Err(e) => {
-                    tracing::warn!(event = "registry_failed", error = %e, "the product-coupon registry could not read its notifications; retrying");
-                    consumer = None;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        keep_pulling(&self, self.client.clone(), stop).await;
+    }
+}
+
+impl Batches for Registry {
+    const FAILED: (&'static str, &'static str) = (
+        "registry_failed",
+        "the product-coupon registry could not read its notifications; retrying",
+    );
+    const MAX_BACKOFF: Duration = MAX_BACKOFF;
+
+    async fn open(&self, js: &jetstream::Context) -> Result<PullConsumer, String> {
+        ensure_notify_stream(&self.client).await?;
+        ensure_product_coupon_bucket(&self.client).await?;
+        ensure_registry_consumer(&self.client).await?;
+        pull_consumer(js, NOTIFY_STREAM, REGISTRY_CONSUMER).await
     }
 
     async fn batch(&self, js: &jetstream::Context, consumer: &PullConsumer) -> Result<(), String> {
@@ -165,7 +147,9 @@ impl Registry {
         }
         Ok(())
     }
+}
 
+impl Registry {
     /// `redeemd_product_coupons_registered`: one key per coupon, one message per key.
     async fn count_registered(&self) {
         let stream = product_coupons::stream();
