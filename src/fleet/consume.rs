@@ -22,8 +22,8 @@ pub const BATCH: usize = 1000;
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MIRROR_EVERY: Duration = Duration::from_secs(30);
-/// The first wait before a missing mirror is tried again.
-const MIRROR_RETRY: Duration = Duration::from_secs(1);
+/// How often a missing mirror is tried again.
+const MIRROR_RETRY: Duration = Duration::from_secs(2);
 /// Skipped messages logged one by one per batch; the rest in one line.
 const LOGGED_SKIPS: usize = 5;
 
@@ -239,12 +239,13 @@ pub(super) async fn record_redeemed(
 
 /// Keeps every listed store's mirrors of HQ's buckets in place. Each needs its store's
 /// link up: a store whose mirrors are there is checked again every 30 s; one whose link is
-/// down is tried again after 1 s, then 2, 4 … up to 30 s, so a mirror is made within
-/// seconds of the link coming back (a store's first link, or a new store's).
+/// down is tried again every 2 s (a request that fails at once while the link is down), so
+/// a mirror is made within seconds of the link coming back (a store's first link, or a new
+/// store's).
 pub async fn keep_mirrors(
     client: async_nats::Client,
     hub_domain: String,
-    buckets: Vec<String>,
+    buckets: Vec<Mirrored>,
     mut stores: watch::Receiver<Vec<String>>,
     metrics: Arc<FleetMetrics>,
     mut stop: watch::Receiver<bool>,
@@ -260,8 +261,14 @@ pub async fn keep_mirrors(
                 continue;
             }
             let mut mirrored = Ok(());
-            for stream in &buckets {
-                mirrored = mirrored.and(ensure_mirror(&client, store, &hub_domain, stream).await);
+            for bucket in &buckets {
+                // The hub's bucket first: a mirror made before its source waits for the
+                // server's own retry to find it.
+                let made = match bucket.ensure_at_hub(&client).await {
+                    Ok(()) => ensure_mirror(&client, store, &hub_domain, &bucket.stream()).await,
+                    Err(e) => Err(e),
+                };
+                mirrored = mirrored.and(made);
             }
             match mirrored {
                 Ok(()) => {
@@ -293,13 +300,36 @@ pub async fn keep_mirrors(
     }
 }
 
+/// A hub bucket every store keeps a mirror of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirrored {
+    /// `redeemd_redeemed`: the chain's redeemed codes.
+    Redeemed,
+    /// `redeemd_product_coupons`: the registry (with `[notify]`).
+    ProductCoupons,
+}
+
+impl Mirrored {
+    fn stream(self) -> String {
+        match self {
+            Mirrored::Redeemed => redeemed::stream(),
+            Mirrored::ProductCoupons => crate::guard::product_coupons::stream(),
+        }
+    }
+
+    async fn ensure_at_hub(self, client: &async_nats::Client) -> Result<(), String> {
+        match self {
+            Mirrored::Redeemed => ensure_redeemed_bucket(client).await,
+            Mirrored::ProductCoupons => super::streams::ensure_product_coupon_bucket(client).await,
+        }
+    }
+}
+
 /// When a store's mirrors are next checked.
 #[derive(Debug, Clone, Copy)]
 struct MirrorCheck {
     due: Instant,
     missing: bool,
-    /// The wait after the next miss.
-    retry: Duration,
 }
 
 impl Default for MirrorCheck {
@@ -307,7 +337,6 @@ impl Default for MirrorCheck {
         MirrorCheck {
             due: Instant::now(),
             missing: false,
-            retry: MIRROR_RETRY,
         }
     }
 }
@@ -317,14 +346,12 @@ impl MirrorCheck {
         MirrorCheck {
             due: now + MIRROR_EVERY,
             missing: false,
-            retry: MIRROR_RETRY,
         }
     }
 
     fn missed(&mut self, now: Instant) {
-        self.due = now + self.retry;
+        self.due = now + MIRROR_RETRY;
         self.missing = true;
-        self.retry = (self.retry * 2).min(MIRROR_EVERY);
     }
 }
 
@@ -345,16 +372,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_mirror_is_tried_again_soon_then_less_often() {
+    fn a_missing_mirror_is_tried_again_every_two_seconds_one_there_every_thirty() {
         let t0 = Instant::now();
         let mut c = MirrorCheck::default();
-        let mut waits = Vec::new();
-        for _ in 0..7 {
+        for _ in 0..5 {
             c.missed(t0);
-            waits.push((c.due - t0).as_secs());
+            assert_eq!((c.due - t0).as_secs(), 2);
         }
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert!(c.missing);
         let c = MirrorCheck::there(t0);
-        assert_eq!(((c.due - t0).as_secs(), c.retry.as_secs()), (30, 1));
+        assert_eq!(((c.due - t0).as_secs(), c.missing), (30, false));
     }
 }

@@ -227,9 +227,9 @@ pub async fn run(
         .collect();
     // Every store keeps a copy of the chain's redeemed codes, and with [notify] of the
     // product-coupon registry, to read with its link to HQ down.
-    let mut buckets = vec![crate::guard::redeemed::stream()];
+    let mut buckets = vec![consume::Mirrored::Redeemed];
     if config.notify.is_some() {
-        buckets.push(crate::guard::product_coupons::stream());
+        buckets.push(consume::Mirrored::ProductCoupons);
     }
     let mirrors = tokio::spawn(consume::keep_mirrors(
         client.clone(),
