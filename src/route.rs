@@ -84,6 +84,7 @@ mod tests {
             offline: true,
             name: None,
             card_types: crate::model::catalog::CardTypes::Coupons,
+            hold_timeout: crate::config::route::DEFAULT_HOLD_TIMEOUT,
         }
     }
 

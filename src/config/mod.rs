@@ -324,6 +324,57 @@ api = "card"
         assert!(all.contains("wechat.base_url"), "{all}");
     }
 
+    /// `[wechat_pay] mode`, `brand_id`, `store_id` and a route's `hold_timeout`: what is
+    /// accepted, and what each mistake is called.
+    #[test]
+    fn product_coupon_keys_and_their_mistakes() {
+        let pay = |extra: &str| {
+            format!(
+                "{GOOD}\n[wechat_pay]\nmchid = \"1900000109\"\nappid = \"wxpay\"\nserial_no = \"5157F09E\"\n\
+                 private_key_file = \"k.pem\"\npublic_key_id = \"PUB_KEY_ID_01\"\npublic_key_file = \"p.pem\"\n{extra}"
+            )
+        };
+        let ok = Config::parse(
+            &pay("mode = \"brand\"\nbrand_id = \"120344\"\nstore_id = \"S001\"\n"),
+            Path::new("x.toml"),
+        )
+        .expect("accepted");
+        let p = ok.wechat_pay.expect("[wechat_pay]");
+        assert_eq!(p.mode, Some(wechat::PayMode::Brand));
+        assert_eq!(p.store_id.as_deref(), Some("S001"));
+        assert_eq!(ok.routes[0].hold_timeout, route::DEFAULT_HOLD_TIMEOUT);
+        let cases = [
+            (
+                "mode = \"brand\"\n",
+                "wechat_pay.brand_id: needed with mode",
+            ),
+            (
+                "brand_id = \"120344\"\n",
+                "wechat_pay.mode: needed with brand_id",
+            ),
+            (
+                "mode = \"partner\"\nbrand_id = \"b-1\"\n",
+                "wechat_pay.brand_id: must be",
+            ),
+            ("store_id = \"\"\n", "wechat_pay.store_id: 1 to 32"),
+        ];
+        for (extra, want) in cases {
+            let e = Config::parse(&pay(extra), Path::new("x.toml")).unwrap_err();
+            let all = e.problems.join("\n");
+            assert!(all.contains(want), "{extra}: {all}");
+        }
+        let bad_mode = Config::parse(&pay("mode = \"merchant\"\n"), Path::new("x.toml"));
+        assert!(bad_mode.is_err());
+        let on_card = GOOD.replace("api = \"card\"", "api = \"card\"\nhold_timeout = \"10m\"");
+        let e = Config::parse(&on_card, Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.problems
+                .join("\n")
+                .contains("route[0].hold_timeout: only for api = \"product_coupon\""),
+            "{e}"
+        );
+    }
+
     /// A product-coupon route is refused, by name, until the till redeems them: a config
     /// that would leave such codes unredeemed never starts.
     #[test]

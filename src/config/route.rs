@@ -5,6 +5,7 @@ use crate::model::api::Api;
 use crate::model::catalog::CardTypes;
 use regex::Regex;
 use serde::Deserialize;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +22,12 @@ pub(super) struct RawRoute {
     name: Option<String>,
     #[serde(default)]
     card_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    hold_timeout: Option<Duration>,
 }
+
+/// How long a product coupon stays held for a sale that has not brought its order.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// WeChat's card types (`card_type`), for checking `card_types`.
 pub const CARD_TYPES: &[&str] = &[
@@ -55,6 +61,8 @@ pub struct RouteConfig {
     pub name: Option<String>,
     /// The card types this route consumes (card routes).
     pub card_types: CardTypes,
+    /// Product coupons: how long one stays held without its sale's order.
+    pub hold_timeout: Duration,
 }
 
 /// `[[route]]`: each API's section present, fields only for their API, patterns that compile.
@@ -93,6 +101,16 @@ pub(super) fn check_routes(
         {
             problems.push(format!("{key}.stock_id: must be 1 to 20 characters"));
         }
+        if r.api != Api::ProductCoupon && r.hold_timeout.is_some() {
+            problems.push(format!(
+                "{key}.hold_timeout: only for api = \"product_coupon\""
+            ));
+        }
+        if r.hold_timeout
+            .is_some_and(|t| t < Duration::from_secs(60) || t > Duration::from_secs(24 * 3600))
+        {
+            problems.push(format!("{key}.hold_timeout: from 1 minute to 24 hours"));
+        }
         if r.api == Api::Coupon && r.card_types.is_some() {
             problems.push(format!("{key}.card_types: only for api = \"card\""));
         }
@@ -119,6 +137,7 @@ pub(super) fn check_routes(
                 offline: r.offline,
                 name: r.name.map(|n| n.trim().to_string()),
                 card_types,
+                hold_timeout: r.hold_timeout.unwrap_or(DEFAULT_HOLD_TIMEOUT),
             }),
             Err(e) => problems.push(format!("{key}.pattern: not a valid regex: {e}")),
         }

@@ -55,6 +55,24 @@ pub struct WechatPayConfig {
     pub backup_url: String,
     #[serde(default = "default_request_timeout", deserialize_with = "duration::de")]
     pub request_timeout: Duration,
+    /// Product coupons (商品券): who calls, as a brand (品牌直连, `brand_id`, the brand's
+    /// key above) or as a service provider (服务商, the mchid above, `brand_id` in the body).
+    #[serde(default)]
+    pub mode: Option<PayMode>,
+    #[serde(default)]
+    pub brand_id: Option<String>,
+    /// The store's id at WeChat Pay, sent with each product-coupon use, and checked against
+    /// a coupon's stores.
+    #[serde(default)]
+    pub store_id: Option<String>,
+}
+
+/// `[wechat_pay] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayMode {
+    Brand,
+    Partner,
 }
 
 pub(super) fn default_card_base_url() -> String {
@@ -130,5 +148,21 @@ pub(super) fn check_wechat_pay(p: &mut WechatPayConfig, base: &Path, problems: &
         if let Err(e) = check_url(url) {
             problems.push(format!("wechat_pay.{k}: {e}"));
         }
+    }
+    let digits = |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit());
+    match (&p.mode, &p.brand_id) {
+        (Some(_), Some(id)) if !digits(id) => {
+            problems.push("wechat_pay.brand_id: must be the brand's id (digits)".into());
+        }
+        (Some(_), None) => problems.push("wechat_pay.brand_id: needed with mode".into()),
+        (None, Some(_)) => {
+            problems.push("wechat_pay.mode: needed with brand_id (\"brand\" or \"partner\")".into())
+        }
+        _ => {}
+    }
+    if let Some(id) = &p.store_id
+        && (id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        problems.push("wechat_pay.store_id: 1 to 32 visible ASCII characters".into());
     }
 }
