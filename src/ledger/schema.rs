@@ -384,6 +384,130 @@ BEGIN
         WHERE (SELECT publishing FROM chain_state WHERE id = 1);
 END;
 "#,
+    // 12: product coupons at the till: the api and the state `held` (a coupon held for its
+    // sale until its WeChat Pay order comes, until `hold_until`), the coupon's ids at WeChat
+    // Pay, and the sale's WeChat Pay order, which changes a row's version as the POS's order
+    // does. Rebuilt as 11 was (only a rebuild changes a CHECK), its CHECKs as comparisons.
+    r#"
+CREATE TABLE redemptions_new (
+    id              INTEGER PRIMARY KEY,
+    code            TEXT NOT NULL,
+    api             TEXT CHECK (api = 'card' OR api = 'coupon' OR api = 'product_coupon'),
+    route           INTEGER,
+    card_id         TEXT,
+    aim_id          TEXT,
+    state           TEXT NOT NULL
+                    CHECK (state = 'queued' OR state = 'redeemed' OR state = 'rejected'
+                           OR state = 'cancelled' OR state = 'review' OR state = 'returned'
+                           OR state = 'held'),
+    reason          TEXT,
+    till_outcome    TEXT,
+    unconfirmed     INTEGER NOT NULL DEFAULT 0,
+    scans           INTEGER NOT NULL DEFAULT 1,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    scanner         TEXT NOT NULL,
+    till            TEXT NOT NULL,
+    scanned_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    redeemed_at     INTEGER,
+    next_attempt_at INTEGER,
+    openid          TEXT,
+    note            TEXT,
+    stock_id        TEXT,
+    use_request_no  TEXT,
+    use_time        TEXT,
+    wechatpay_use_time TEXT,
+    resolved_at     INTEGER,
+    resolved_by     TEXT,
+    resolution      TEXT,
+    order_id        TEXT,
+    amount          INTEGER,
+    cashier         TEXT,
+    title           TEXT,
+    kind            TEXT,
+    value           INTEGER,
+    void_state      TEXT CHECK (void_state = 'pending' OR void_state = 'done'
+                                OR void_state = 'failed'),
+    void_reason     TEXT,
+    voided_by       TEXT,
+    voided_at       INTEGER,
+    return_request_no TEXT,
+    next_void_at    INTEGER,
+    returned_at     INTEGER,
+    guard           TEXT CHECK (guard = 'claimed' OR guard = 'unavailable'
+                                OR guard = 'elsewhere' OR guard = 'abandoned'),
+    claim_key       TEXT,
+    claim_scan      TEXT,
+    claim_revision  INTEGER,
+    claim_synced    TEXT,
+    claim_dirty     INTEGER NOT NULL DEFAULT 0,
+    version         INTEGER NOT NULL DEFAULT 1,
+    past_sales      TEXT,
+    product_coupon_id TEXT,
+    coupon_appid    TEXT,
+    hold_until      INTEGER,
+    transaction_id  TEXT,
+    out_trade_no    TEXT,
+    order_mchid     TEXT,
+    sub_mchid       TEXT
+);
+INSERT INTO redemptions_new (id, code, api, route, card_id, aim_id, state, reason,
+    till_outcome, unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at,
+    redeemed_at, next_attempt_at, openid, note, stock_id, use_request_no, use_time,
+    wechatpay_use_time, resolved_at, resolved_by, resolution, order_id, amount, cashier,
+    title, kind, value, void_state, void_reason, voided_by, voided_at, return_request_no,
+    next_void_at, returned_at, guard, claim_key, claim_scan, claim_revision, claim_synced,
+    claim_dirty, version, past_sales)
+SELECT id, code, api, route, card_id, aim_id, state, reason,
+    till_outcome, unconfirmed, scans, attempts, scanner, till, scanned_at, updated_at,
+    redeemed_at, next_attempt_at, openid, note, stock_id, use_request_no, use_time,
+    wechatpay_use_time, resolved_at, resolved_by, resolution, order_id, amount, cashier,
+    title, kind, value, void_state, void_reason, voided_by, voided_at, return_request_no,
+    next_void_at, returned_at, guard, claim_key, claim_scan, claim_revision, claim_synced,
+    claim_dirty, version, past_sales FROM redemptions;
+DROP TABLE redemptions;
+ALTER TABLE redemptions_new RENAME TO redemptions;
+CREATE UNIQUE INDEX redemptions_code ON redemptions(code) WHERE api IS NOT NULL;
+CREATE UNIQUE INDEX redemptions_use_request_no ON redemptions(use_request_no)
+    WHERE use_request_no IS NOT NULL;
+CREATE UNIQUE INDEX redemptions_return_request_no ON redemptions(return_request_no)
+    WHERE return_request_no IS NOT NULL;
+CREATE INDEX redemptions_pending ON redemptions(id, state, unconfirmed, api, next_attempt_at, scanned_at)
+    WHERE state = 'queued' OR (state = 'cancelled' AND unconfirmed = 1);
+CREATE INDEX redemptions_voids ON redemptions(next_void_at) WHERE void_state = 'pending';
+CREATE INDEX redemptions_order ON redemptions(order_id) WHERE order_id IS NOT NULL;
+CREATE INDEX redemptions_claim_dirty ON redemptions(id) WHERE claim_dirty = 1;
+CREATE INDEX redemptions_held ON redemptions(hold_until) WHERE state = 'held';
+CREATE TRIGGER claims_follow AFTER UPDATE OF state ON redemptions
+    WHEN OLD.state IS NOT NEW.state AND NEW.claim_key IS NOT NULL
+        AND NEW.claim_synced IS NOT 'lost'
+BEGIN
+    UPDATE redemptions SET claim_dirty = 1 WHERE id = NEW.id;
+END;
+CREATE TRIGGER events_new AFTER INSERT ON redemptions
+    WHEN (SELECT publishing FROM chain_state WHERE id = 1)
+BEGIN
+    DELETE FROM event_outbox WHERE row_id = NEW.id;
+    INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, NEW.version);
+END;
+CREATE TRIGGER events_change AFTER UPDATE OF state, reason, scans, redeemed_at, resolution,
+    order_id, amount, title, value, void_state, guard, transaction_id, out_trade_no
+    ON redemptions
+    WHEN OLD.state IS NOT NEW.state OR OLD.reason IS NOT NEW.reason
+        OR OLD.scans IS NOT NEW.scans OR OLD.redeemed_at IS NOT NEW.redeemed_at
+        OR OLD.resolution IS NOT NEW.resolution OR OLD.order_id IS NOT NEW.order_id
+        OR OLD.amount IS NOT NEW.amount OR OLD.title IS NOT NEW.title
+        OR OLD.value IS NOT NEW.value OR OLD.void_state IS NOT NEW.void_state
+        OR OLD.guard IS NOT NEW.guard OR OLD.transaction_id IS NOT NEW.transaction_id
+        OR OLD.out_trade_no IS NOT NEW.out_trade_no
+BEGIN
+    UPDATE redemptions SET version = OLD.version + 1 WHERE id = NEW.id;
+    DELETE FROM event_outbox WHERE row_id = NEW.id
+        AND (SELECT publishing FROM chain_state WHERE id = 1);
+    INSERT INTO event_outbox (row_id, version) SELECT NEW.id, OLD.version + 1
+        WHERE (SELECT publishing FROM chain_state WHERE id = 1);
+END;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -704,6 +828,77 @@ mod tests {
         assert!(fk, "foreign keys are on again after the migration");
     }
 
+    /// Migration 12 rebuilds the table for product coupons: rows keep their columns and
+    /// version; a held product coupon and its order can be written; its order's arrival
+    /// changes the row's version (the chain hears of it); unknown states are still refused.
+    #[test]
+    fn migration_12_keeps_rows_and_takes_held_product_coupons() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v11.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        for sql in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 11;
+             INSERT INTO redemptions (id, code, api, state, scanner, till, scanned_at, updated_at,
+                 past_sales, claim_key, order_id)
+                 VALUES (4, 'BF0000000004', 'coupon', 'redeemed', 's', 't', 10, 10,
+                 'order O-0; voided', 'k4', 'O-1');",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_rw(&path).unwrap();
+        let kept: (String, String, String, i64) = conn
+            .query_row(
+                "SELECT state, past_sales, order_id, version FROM redemptions WHERE id = 4",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (
+                "redeemed".into(),
+                "order O-0; voided".into(),
+                "O-1".into(),
+                1
+            )
+        );
+        conn.execute(
+            "INSERT INTO redemptions (id, code, api, state, scanner, till, scanned_at, updated_at, \
+             openid, stock_id, product_coupon_id, coupon_appid, hold_until) \
+             VALUES (5, 'PC0000000005', 'product_coupon', 'held', 's', 't', 20, 20, \
+             'oUser', '1000000013001', '1000000013', 'wx', 1800020)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE redemptions SET transaction_id = '4200000000123456789123456789' WHERE id = 5",
+            [],
+        )
+        .unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM redemptions WHERE id = 5", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            version, 2,
+            "the order's arrival is a change the chain hears of"
+        );
+        assert!(
+            conn.execute(
+                "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
+                 VALUES ('X', 'product_coupon', 'paused', 's', 't', 1, 1)",
+                [],
+            )
+            .is_err(),
+            "a state the ledger does not know is refused"
+        );
+    }
+
     /// Migration 11 rebuilds the table: every row keeps its columns, its history and its
     /// outbox entry; a bad state is still refused; and writing a row builds no temporary
     /// b-tree any more (the CHECKs' `IN` lists did, three per row).
@@ -823,6 +1018,7 @@ mod tests {
                 "attempts_redemption",
                 "redemptions_claim_dirty",
                 "redemptions_code",
+                "redemptions_held",
                 "redemptions_order",
                 "redemptions_pending",
                 "redemptions_return_request_no",
