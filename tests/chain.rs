@@ -414,7 +414,8 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
         .block_on(async_nats::connect(chain.leaf_url("storeB")))
         .expect("connect to store B");
     let lookup = Lookup::new(leaf_b, Duration::from_secs(2));
-    wait_until(
+    wait_logged(
+        &[&fleet],
         "store B's mirror has the code",
         Duration::from_secs(60),
         || {
@@ -660,7 +661,13 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
 
 /// How long the store's mirror of `redeemd_redeemed` takes to hold a key written on the
 /// hub at `hub` now (the key is written as soon as the hub takes it).
-fn mirror_lag(rt: &tokio::runtime::Runtime, hub: &str, leaf: &str, key: &str) -> Duration {
+fn mirror_lag(
+    rt: &tokio::runtime::Runtime,
+    hub: &str,
+    leaf: &str,
+    key: &str,
+    hq_log: impl Fn() -> String,
+) -> Duration {
     let started = Instant::now();
     rt.block_on(async {
         let value = json!({ "store": "storeB", "till": "b1", "at": now_ms() }).to_string();
@@ -685,7 +692,8 @@ fn mirror_lag(rt: &tokio::runtime::Runtime, hub: &str, leaf: &str, key: &str) ->
         while !matches!(lookup.find(key).await, Ok(Some(_))) {
             assert!(
                 Instant::now() < deadline,
-                "the store's mirror never held {key}"
+                "the store's mirror never held {key}; HQ's log:\n{}",
+                hq_log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -721,8 +729,9 @@ fn a_stores_mirror_is_current_within_seconds_of_its_link_returning() {
     Chain::start_node(&mut chain.hub);
     let setup = FleetSetup::new(&hub, &["storeA"], "");
     let fleet = setup.start(false);
-    let first = mirror_lag(&rt, &hub, &leaf, "k1");
-    let steady = mirror_lag(&rt, &hub, &leaf, "k2");
+    let log = || fleet.stderr();
+    let first = mirror_lag(&rt, &hub, &leaf, "k1", log);
+    let steady = mirror_lag(&rt, &hub, &leaf, "k2", log);
 
     chain.hub.kill();
     let deadline = Instant::now() + WAIT;
@@ -734,7 +743,7 @@ fn a_stores_mirror_is_current_within_seconds_of_its_link_returning() {
         std::thread::sleep(Duration::from_millis(200));
     }
     Chain::start_node(&mut chain.hub);
-    let after = mirror_lag(&rt, &hub, &leaf, "k3");
+    let after = mirror_lag(&rt, &hub, &leaf, "k3", log);
     eprintln!(
         "store mirror lag: first link {first:?}, steady {steady:?}, after a hub outage {after:?}"
     );

@@ -256,7 +256,10 @@ pub async fn keep_mirrors(
         state.retain(|store, _| list.contains(store));
         let now = Instant::now();
         for store in &list {
-            let check = state.entry(store.clone()).or_default();
+            // A store new to the list is checked now.
+            let check = state
+                .entry(store.clone())
+                .or_insert_with(|| MirrorCheck::due_at(now));
             if check.due > now {
                 continue;
             }
@@ -332,16 +335,14 @@ struct MirrorCheck {
     missing: bool,
 }
 
-impl Default for MirrorCheck {
-    fn default() -> MirrorCheck {
+impl MirrorCheck {
+    fn due_at(due: Instant) -> MirrorCheck {
         MirrorCheck {
-            due: Instant::now(),
+            due,
             missing: false,
         }
     }
-}
 
-impl MirrorCheck {
     fn there(now: Instant) -> MirrorCheck {
         MirrorCheck {
             due: now + MIRROR_EVERY,
@@ -374,7 +375,7 @@ mod tests {
     #[test]
     fn a_missing_mirror_is_tried_again_every_two_seconds_one_there_every_thirty() {
         let t0 = Instant::now();
-        let mut c = MirrorCheck::default();
+        let mut c = MirrorCheck::due_at(t0);
         for _ in 0..5 {
             c.missed(t0);
             assert_eq!((c.due - t0).as_secs(), 2);
