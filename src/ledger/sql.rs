@@ -6,7 +6,7 @@
 use crate::clock::Millis;
 use crate::model::api::Api;
 use crate::model::code::Code;
-use crate::model::row::{Guard, Row, Void, VoidState};
+use crate::model::row::{Guard, HeldCoupon, PayOrder, Row, Void, VoidState};
 use crate::model::state::{State, TillOutcome};
 use rusqlite::{Connection, Savepoint, Transaction, TransactionBehavior};
 use std::ops::Deref;
@@ -28,7 +28,8 @@ pub(super) const COLUMNS: &str = "id, code, api, route, card_id, aim_id, state, 
     next_attempt_at, openid, note, stock_id, use_request_no, use_time, wechatpay_use_time, \
     resolved_at, resolved_by, resolution, order_id, amount, cashier, title, kind, value, \
     void_state, void_reason, voided_by, voided_at, return_request_no, \
-    next_void_at, returned_at, guard, past_sales";
+    next_void_at, returned_at, guard, past_sales, product_coupon_id, coupon_appid, hold_until, \
+    transaction_id, out_trade_no, order_mchid, sub_mchid";
 
 fn bad_value(col: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -101,7 +102,32 @@ pub(super) fn read_row_at(r: &rusqlite::Row, o: usize) -> Result<Row> {
             .get::<_, Option<String>>(o + 41)?
             .map(|p| p.lines().map(str::to_string).collect())
             .unwrap_or_default(),
+        coupon: read_coupon(r, o)?,
+        pay_order: read_pay_order(r, o)?,
     })
+}
+
+/// A product coupon's ids (42..=44), on a product-coupon row.
+fn read_coupon(r: &rusqlite::Row, o: usize) -> Result<Option<HeldCoupon>> {
+    let Some(product_coupon_id) = r.get::<_, Option<String>>(o + 42)? else {
+        return Ok(None);
+    };
+    Ok(Some(HeldCoupon {
+        product_coupon_id,
+        appid: r.get::<_, Option<String>>(o + 43)?.unwrap_or_default(),
+        hold_until: r.get(o + 44)?,
+    }))
+}
+
+/// The sale's WeChat Pay order (45..=48), once given.
+fn read_pay_order(r: &rusqlite::Row, o: usize) -> Result<Option<PayOrder>> {
+    let order = PayOrder {
+        transaction_id: r.get(o + 45)?,
+        out_trade_no: r.get(o + 46)?,
+        mchid: r.get(o + 47)?,
+        sub_mchid: r.get(o + 48)?,
+    };
+    Ok((order != PayOrder::default()).then_some(order))
 }
 
 /// The void columns (33..=39), when the row has been voided.

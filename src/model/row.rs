@@ -53,6 +53,44 @@ pub struct Row {
     /// Earlier sales of this code, voided before it was scanned again for a new one (see
     /// `model::void::past_sale`), oldest first.
     pub past_sales: Vec<String>,
+    /// A product coupon: its ids at WeChat Pay (the customer's `openid` and the `stock_id`
+    /// are the columns above), and until when it is held for its sale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<HeldCoupon>,
+    /// The sale's WeChat Pay order a product coupon is used with, once the POS gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pay_order: Option<PayOrder>,
+}
+
+/// What a product coupon's use needs besides the holder and the stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldCoupon {
+    pub product_coupon_id: String,
+    /// The appid the coupon was issued under.
+    pub appid: String,
+    /// While held: when the hold ends without an order.
+    pub hold_until: Option<Millis>,
+}
+
+/// A WeChat Pay order: its `transaction_id`, or its `out_trade_no` with the `mchid` (and
+/// `sub_mchid`) it was paid to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PayOrder {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_trade_no: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mchid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_mchid: Option<String>,
+}
+
+impl PayOrder {
+    /// Whether it names an order: a `transaction_id`, or an `out_trade_no` with its `mchid`.
+    pub fn is_complete(&self) -> bool {
+        self.transaction_id.is_some() || (self.out_trade_no.is_some() && self.mchid.is_some())
+    }
 }
 
 /// How the store's claim on a code went for its row.
