@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod claims;
 pub mod events;
+pub mod holds;
 pub mod lock;
 pub mod note_file;
 pub mod queries;
