@@ -166,6 +166,7 @@ fn pipeline_with(
             },
             card: Some(card),
             coupon: None,
+            product_coupon: None,
             max_age: cfg.offline.max_age,
             bus: bus.clone(),
             drain_jitter: Duration::ZERO,

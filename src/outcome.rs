@@ -153,6 +153,7 @@ pub fn log_settled(row: &Row) {
         code = %row.code,
         state = %row.state,
         reason = row.reason.as_deref(),
+        reason_code = row.reason.as_deref().map(reason::code_of),
         api = row.api,
         attempts = row.attempts,
         till = %row.till,

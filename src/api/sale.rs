@@ -1,17 +1,22 @@
 //! The sale around a code: tie a scanned code to its order afterwards, and void it.
 
 use super::{ApiState, MAX_BY, error, ledger_error};
+use crate::ledger::holds::{self, OrderRefused};
 use crate::ledger::scans::Tied;
 use crate::ledger::voids::VoidRequest;
 use crate::ledger::voids::Voided;
 use crate::ledger::{scans, voids};
 use crate::model::request_no::new_return_request_no;
+use crate::model::request_no::new_use_request_no;
+use crate::model::row::PayOrder;
 use crate::model::row::{Row, VoidState};
 use crate::model::scan::Sale;
 use crate::model::state::State;
+use crate::model::state::TillOutcome;
 use crate::model::text;
 use crate::model::void::MAX_REASON;
 use crate::model::void::VoidPlan;
+use crate::redeem::NewRow;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxState};
@@ -40,14 +45,26 @@ pub(super) fn id_and_body<T>(
 
 #[derive(Deserialize)]
 pub(super) struct OrderBody {
+    #[serde(default)]
     order_id: Option<String>,
     #[serde(default)]
     amount: Option<i64>,
     #[serde(default)]
     cashier: Option<String>,
+    /// The sale's WeChat Pay order, for a held product coupon.
+    #[serde(default)]
+    transaction_id: Option<String>,
+    #[serde(default)]
+    out_trade_no: Option<String>,
+    #[serde(default)]
+    mchid: Option<String>,
+    #[serde(default)]
+    sub_mchid: Option<String>,
 }
 
-/// `POST /v1/redemptions/{id}/order`: once per row; the same order again is harmless.
+/// `POST /v1/redemptions/{id}/order`: ties the row to its sale (once per row; the same
+/// order again is harmless) and, for a held product coupon, to the sale's WeChat Pay
+/// order, which sends its use.
 pub(super) async fn order(
     AxState(st): AxState<ApiState>,
     Path(id): Path<String>,
@@ -57,28 +74,129 @@ pub(super) async fn order(
         Ok(x) => x,
         Err(answer) => return *answer,
     };
+    let pay_order = match PayOrder::checked(
+        body.transaction_id,
+        body.out_trade_no,
+        body.mchid,
+        body.sub_mchid,
+    ) {
+        Ok(o) => o,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let sale = match Sale::checked(body.order_id, body.amount, body.cashier) {
-        Ok(s) if s.order_id.is_some() => s,
+        Ok(s) if s.order_id.is_some() => Some(s),
+        Ok(s) if s.is_empty() && pay_order.is_some() => None,
         Ok(_) => return error(StatusCode::BAD_REQUEST, "order_id: missing"),
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let at = st.clock.now_ms();
-    match st
-        .ledger
-        .call(move |c| scans::tie_to_sale(c, id, &sale, at))
-        .await
-    {
-        Ok(Tied::Done(row)) => {
-            let _ = st.bus.settled.send((*row).clone());
-            Json(st.entry(&row)).into_response()
+    let tied = match sale {
+        None => None,
+        Some(sale) => {
+            let at = st.clock.now_ms();
+            match st
+                .ledger
+                .call(move |c| scans::tie_to_sale(c, id, &sale, at))
+                .await
+            {
+                Ok(Tied::Done(row)) => {
+                    let _ = st.bus.settled.send((*row).clone());
+                    Some(row)
+                }
+                Ok(Tied::NotFound) => {
+                    return error(StatusCode::NOT_FOUND, format!("no redemption {id}"));
+                }
+                Ok(Tied::OtherOrder(o)) => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!("redemption {id} belongs to order {o:?} already"),
+                    );
+                }
+                Err(e) => return ledger_error(e),
+            }
         }
-        Ok(Tied::NotFound) => error(StatusCode::NOT_FOUND, format!("no redemption {id}")),
-        Ok(Tied::OtherOrder(o)) => error(
-            StatusCode::CONFLICT,
-            format!("redemption {id} belongs to order {o:?} already"),
-        ),
-        Err(e) => ledger_error(e),
+    };
+    match (pay_order, tied) {
+        (Some(order), _) => use_with_order(&st, id, order).await,
+        (None, Some(row)) => Json(st.entry(&row)).into_response(),
+        (None, None) => error(StatusCode::BAD_REQUEST, "order_id: missing"),
     }
+}
+
+/// Attaches the sale's WeChat Pay order to held product coupon `id` (its use's request
+/// number and time fixed in that commit), then waits up to `online_wait` for the use:
+/// 200 `redeemed`; 202 `accepted_offline` while WeChat Pay does not answer (the use goes
+/// out when it does); 409 when WeChat Pay refused it (a manager's review) or the row is
+/// not a held coupon.
+pub(super) async fn use_with_order(st: &ApiState, id: i64, order: PayOrder) -> Response {
+    let at = st.clock.now_ms();
+    let request_no = new_use_request_no(&st.till, at);
+    let use_time = crate::clock::rfc3339_seconds(at);
+    // Subscribed before the order is written, so the use's end cannot slip past.
+    let mut settled = st.bus.settled.subscribe();
+    let attached = st
+        .ledger
+        .call(move |c| holds::attach_order(c, id, &order, &request_no, &use_time, at))
+        .await;
+    let row = match attached {
+        Ok(Ok(row)) => row,
+        Ok(Err(OrderRefused::NoSuchRow)) => {
+            return error(StatusCode::NOT_FOUND, format!("no redemption {id}"));
+        }
+        Ok(Err(OrderRefused::NotHeld(state))) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "redemption {id} is {state}: only a held product coupon takes a WeChat Pay order (scan it again if its hold ended)"
+                ),
+            );
+        }
+        Ok(Err(OrderRefused::OtherOrder)) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("redemption {id} is used with another WeChat Pay order"),
+            );
+        }
+        Ok(Err(OrderRefused::Incomplete)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a WeChat Pay order needs transaction_id, or out_trade_no with mchid",
+            );
+        }
+        Err(e) => return ledger_error(e),
+    };
+    let row = if row.state == State::Queued {
+        let _ = st.bus.settled.send(row.clone());
+        let _ = st.new_rows.send(NewRow {
+            row: row.clone(),
+            check: None,
+        });
+        let wait = async {
+            loop {
+                match settled.recv().await {
+                    Ok(r) if r.id == id && r.state != State::Queued => return Some(r),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(st.online_wait, wait).await {
+            Ok(Some(r)) => r,
+            _ => row,
+        }
+    } else {
+        row
+    };
+    let (status, outcome) = match row.state {
+        State::Redeemed => (StatusCode::OK, TillOutcome::Redeemed),
+        State::Queued => (StatusCode::ACCEPTED, TillOutcome::AcceptedOffline),
+        State::Review => return in_review(st, &row),
+        _ => (StatusCode::CONFLICT, TillOutcome::Rejected),
+    };
+    let mut body = serde_json::to_value(st.entry(&row)).unwrap_or_default();
+    if let Some(o) = body.as_object_mut() {
+        o.insert("outcome".into(), json!(outcome.as_str()));
+    }
+    (status, Json(body)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,15 @@ pub(super) struct ScanBody {
     amount: Option<i64>,
     #[serde(default)]
     cashier: Option<String>,
+    /// The sale's WeChat Pay order, for a product coupon: held, then used with it at once.
+    #[serde(default)]
+    transaction_id: Option<String>,
+    #[serde(default)]
+    out_trade_no: Option<String>,
+    #[serde(default)]
+    mchid: Option<String>,
+    #[serde(default)]
+    sub_mchid: Option<String>,
 }
 
 /// The longest `encrypt_code` accepted.
@@ -73,6 +82,15 @@ pub(super) async fn post_scan(
         Ok(s) => s,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
+    let pay_order = match crate::model::row::PayOrder::checked(
+        body.transaction_id,
+        body.out_trade_no,
+        body.mchid,
+        body.sub_mchid,
+    ) {
+        Ok(o) => o,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let text = match (body.code, body.encrypt_code) {
         (Some(code), None) => code,
         // The decrypted value goes through the routes like any scan: garbage is refused.
@@ -109,6 +127,11 @@ pub(super) async fn post_scan(
     }
     match tokio::time::timeout(st.online_wait + Duration::from_secs(10), rx).await {
         Ok(Ok(o)) => {
+            if let (Some(order), Some(id), crate::model::state::TillOutcome::Held) =
+                (pay_order, o.id, o.outcome)
+            {
+                return sale::use_with_order(&st, id, order).await;
+            }
             let o = o.in_language(st.language);
             Json(json!({
                 // Only here, to the POS that scanned it, and never stored (outcome payment_code).

@@ -152,21 +152,24 @@ impl Config {
         if let Some(p) = wechat_pay.as_mut() {
             check_wechat_pay(p, base, &mut problems);
         }
-        let routes = check_routes(
-            raw.route,
-            wechat.is_some(),
-            wechat_pay.is_some(),
-            &mut problems,
-        );
+        let store = raw
+            .store
+            .map(|s| store::check_store(s, base, raw.offline.online_wait, &mut problems));
+        let have = route::Available {
+            card: wechat.is_some(),
+            coupon: wechat_pay.is_some(),
+            product_coupon: wechat_pay
+                .as_ref()
+                .is_some_and(|p| p.mode.is_some() && p.brand_id.is_some()),
+            store: store.is_some(),
+        };
+        let routes = check_routes(raw.route, &have, &mut problems);
         if routes.is_empty() && problems.is_empty() {
             problems
                 .push("route: at least one [[route]] is needed, or every code is refused".into());
         }
         check_retry_and_offline(&raw.retry, &raw.offline, &mut problems);
         let http = check_http(raw.http, base, &mut problems);
-        let store = raw
-            .store
-            .map(|s| store::check_store(s, base, raw.offline.online_wait, &mut problems));
         if store.is_some() && !raw.till.trim().is_empty() && !store::is_token(&raw.till) {
             problems.push(
                 "till: with [store], letters, digits, '-' or '_' only (it is a NATS subject token of the till's events)"
@@ -375,17 +378,29 @@ api = "card"
         );
     }
 
-    /// A product-coupon route is refused, by name, until the till redeems them: a config
-    /// that would leave such codes unredeemed never starts.
+    /// A product-coupon route needs WeChat Pay with a mode and the store's registry mirror;
+    /// each missing part is named.
     #[test]
-    fn a_product_coupon_route_is_refused_with_why() {
+    fn a_product_coupon_route_needs_its_mode_and_its_store() {
         let text = GOOD.replace("api = \"card\"", "api = \"product_coupon\"");
         let e = Config::parse(&text, Path::new("x.toml")).unwrap_err();
         let all = e.problems.join("\n");
         assert!(
-            all.contains("route[0].api: \"product_coupon\" is not redeemed at the till"),
+            all.contains("route[0].api: \"product_coupon\" needs [wechat_pay] with mode"),
             "{all}"
         );
+        assert!(
+            all.contains("route[0].api: \"product_coupon\" needs a [store] section"),
+            "{all}"
+        );
+        let full = format!(
+            "{text}\n[wechat_pay]\nmchid = \"1900000109\"\nappid = \"wxpay\"\nserial_no = \"5157F09E\"\n\
+             private_key_file = \"k.pem\"\npublic_key_id = \"PUB_KEY_ID_01\"\npublic_key_file = \"p.pem\"\n\
+             mode = \"brand\"\nbrand_id = \"120344\"\n\n[store]\nname = \"s1\"\nnats_url = \"nats://127.0.0.1:4222\"\ncode_key_file = \"k\"\n"
+        );
+        let ok = Config::parse(&full, Path::new("x.toml")).expect("accepted");
+        assert_eq!(ok.routes[0].api, crate::model::api::Api::ProductCoupon);
+        assert_eq!(ok.routes[0].hold_timeout, route::DEFAULT_HOLD_TIMEOUT);
     }
 
     /// `card_types`, `name` and the offline value caps: what is accepted and what each

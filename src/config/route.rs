@@ -65,28 +65,44 @@ pub struct RouteConfig {
     pub hold_timeout: Duration,
 }
 
+/// What the routes may use: which API sections the config has.
+pub(super) struct Available {
+    pub card: bool,
+    pub coupon: bool,
+    /// `[wechat_pay]` with `mode` and `brand_id`.
+    pub product_coupon: bool,
+    /// `[store]`: the store's mirror of HQ's product-coupon registry.
+    pub store: bool,
+}
+
 /// `[[route]]`: each API's section present, fields only for their API, patterns that compile.
 pub(super) fn check_routes(
     raw: Vec<RawRoute>,
-    card: bool,
-    coupon: bool,
+    have: &Available,
     problems: &mut Vec<String>,
 ) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         let key = format!("route[{i}]");
         match r.api {
-            Api::Card if !card => problems.push(format!(
+            Api::Card if !have.card => problems.push(format!(
                 "{key}.api: \"card\" needs a [wechat] section with appid and secret_file"
             )),
-            Api::Coupon if !coupon => problems.push(format!(
+            Api::Coupon if !have.coupon => problems.push(format!(
                 "{key}.api: \"coupon\" needs a [wechat_pay] section (mchid, keys, ...)"
             )),
-            // HQ registers product coupons; holding and using them at the till is not in
-            // this build: refused rather than accepted and left unredeemed.
-            Api::ProductCoupon => problems.push(format!(
-                "{key}.api: \"product_coupon\" is not redeemed at the till by this version (HQ's `redeemd fleet` registers product coupons; see docs/store-and-chain.md)"
-            )),
+            Api::ProductCoupon => {
+                if !have.product_coupon {
+                    problems.push(format!(
+                        "{key}.api: \"product_coupon\" needs [wechat_pay] with mode and brand_id (who uses the coupons at WeChat Pay)"
+                    ));
+                }
+                if !have.store {
+                    problems.push(format!(
+                        "{key}.api: \"product_coupon\" needs a [store] section (coupons are held from the store's copy of HQ's registry)"
+                    ));
+                }
+            }
             _ => {}
         }
         if r.api == Api::Card && r.stock_id.is_some() {
@@ -107,9 +123,9 @@ pub(super) fn check_routes(
             ));
         }
         if r.hold_timeout
-            .is_some_and(|t| t < Duration::from_secs(60) || t > Duration::from_secs(24 * 3600))
+            .is_some_and(|t| t < Duration::from_secs(5) || t > Duration::from_secs(24 * 3600))
         {
-            problems.push(format!("{key}.hold_timeout: from 1 minute to 24 hours"));
+            problems.push(format!("{key}.hold_timeout: from 5 seconds to 24 hours"));
         }
         if r.api == Api::Coupon && r.card_types.is_some() {
             problems.push(format!("{key}.card_types: only for api = \"card\""));

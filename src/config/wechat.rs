@@ -160,6 +160,12 @@ pub(super) fn check_wechat_pay(p: &mut WechatPayConfig, base: &Path, problems: &
         }
         _ => {}
     }
+    if p.mode == Some(PayMode::Brand) && p.public_key_id.is_none() {
+        problems.push(
+            "wechat_pay.public_key_id: needed with mode = \"brand\" (sent as Wechatpay-Serial with every product-coupon request)"
+                .into(),
+        );
+    }
     if let Some(id) = &p.store_id
         && (id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_graphic()))
     {

@@ -3,12 +3,14 @@
 
 use super::DaemonError;
 use crate::clock::SharedClock;
+use crate::config::wechat::PayMode;
 use crate::config::wechat::{WechatConfig, WechatPayConfig};
 use crate::daemon::load::PayKeys;
+use crate::redeem::product_coupon::ProductCouponApi;
 use crate::wechat::USER_AGENT;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::{Caller, RequestAuth};
+use crate::wechat::pay_sign::{Caller, RequestAuth, Signer, Verifier};
 use crate::wechat::token::{TokenManager, TokenSource};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,5 +64,43 @@ pub(super) fn build_pay(
         primary: p.base_url.clone(),
         backup: p.backup_url.clone(),
         clock,
+    })))
+}
+
+/// WeChat Pay as the till uses product coupons: signed as the brand (`mode = "brand"`), or
+/// as the service provider (`"partner"`, the brand named in each body). The key is the one
+/// `load::load` checked, read again for this client of its own.
+pub(super) fn build_product_coupon(
+    p: &WechatPayConfig,
+    verifier: Verifier,
+    clock: SharedClock,
+) -> Result<Option<Arc<ProductCouponApi>>, DaemonError> {
+    let (Some(mode), Some(brand_id)) = (p.mode, &p.brand_id) else {
+        return Ok(None);
+    };
+    let signer = Signer::from_file(&p.private_key_file)
+        .map_err(|e| DaemonError::Config(format!("wechat_pay.private_key_file: {e}")))?;
+    let (caller, partner_brand) = match mode {
+        PayMode::Brand => (Caller::Brand(brand_id.clone()), None),
+        PayMode::Partner => (Caller::Merchant(p.mchid.clone()), Some(brand_id.clone())),
+    };
+    let pay = PayApi::new(PayApiParts {
+        http: http_client(p.request_timeout)?,
+        appid: p.appid.clone(),
+        auth: RequestAuth {
+            caller,
+            serial_no: p.serial_no.clone(),
+            signer,
+        },
+        verifier,
+        public_key_id: p.public_key_id.clone(),
+        primary: p.base_url.clone(),
+        backup: p.backup_url.clone(),
+        clock,
+    });
+    Ok(Some(Arc::new(ProductCouponApi {
+        pay,
+        partner_brand,
+        store_id: p.store_id.clone(),
     })))
 }

@@ -8,7 +8,7 @@ mod running;
 mod start;
 
 pub use clients::build_card;
-use clients::build_pay;
+use clients::{build_pay, build_product_coupon};
 pub use health::termination_signal;
 
 use crate::api::KeyedScan;
@@ -19,10 +19,12 @@ use crate::ledger::lock::LedgerLock;
 use crate::ledger::schema::OpenError;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
+use crate::model::api::Api;
 use crate::model::claim_key::CodeKey;
 use crate::notify::Notifier;
 use crate::outcome::Bus;
 use crate::redeem::intake::Intake;
+use crate::redeem::product_coupon::ProductCouponApi;
 use crate::scanner::SourceEvent;
 use crate::wechat::card::CardApi;
 use crate::wechat::pay::PayApi;
@@ -75,6 +77,7 @@ pub struct Daemon {
     bus: Bus,
     card: Option<Arc<CardApi>>,
     coupon: Option<Arc<PayApi>>,
+    product_coupon: Option<Arc<ProductCouponApi>>,
     /// The HTTP API's bearer token, when one is configured.
     api_token: Option<Arc<str>>,
     /// Stop once every scanner source has ended (the demo's standard input closing).
@@ -107,6 +110,7 @@ struct Running {
     http: JoinHandle<()>,
     health: Option<JoinHandle<()>>,
     returns: JoinHandle<()>,
+    holds: Option<JoinHandle<()>>,
     quotas: Option<JoinHandle<()>>,
     follower: Option<JoinHandle<()>>,
     events: Option<JoinHandle<()>>,
@@ -131,6 +135,13 @@ impl Daemon {
         let lock = LedgerLock::take(&config.database).map_err(DaemonError::InUse)?;
         let clock: SharedClock = Arc::new(SystemClock);
         let card = config.wechat.as_ref().map(build_card).transpose()?;
+        let holds_product_coupons = config.routes.iter().any(|r| r.api == Api::ProductCoupon);
+        let product_coupon = match (&config.wechat_pay, &pay_keys) {
+            (Some(p), Some(keys)) if holds_product_coupons => {
+                build_product_coupon(p, keys.verifier.clone(), clock.clone())?
+            }
+            _ => None,
+        };
         let coupon = match (&config.wechat_pay, pay_keys) {
             (Some(p), Some(keys)) => Some(build_pay(p, keys, clock.clone())?),
             (Some(_), None) => {
@@ -149,6 +160,7 @@ impl Daemon {
             bus: Bus::new(),
             card,
             coupon,
+            product_coupon,
             exit_when_sources_end: false,
             code_key,
             _lock: lock,

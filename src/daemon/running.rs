@@ -78,6 +78,7 @@ impl Running {
             http,
             health,
             returns,
+            holds,
             quotas,
             follower,
             events,
@@ -108,6 +109,9 @@ impl Running {
         }
         // A return in flight is recorded as started: stopping mid-call loses nothing.
         let _ = returns.await;
+        if let Some(h) = holds {
+            let _ = h.await;
+        }
         if let Some(q) = quotas {
             q.abort();
         }

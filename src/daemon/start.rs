@@ -17,6 +17,7 @@ use crate::outcome::Bus;
 use crate::redeem::aimd::reconnect_jitter;
 use crate::redeem::catalog::Catalog;
 use crate::redeem::dispatcher::Dispatcher;
+use crate::redeem::hold_expiry::HoldExpiry;
 use crate::redeem::intake::Intake;
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::store_guard::StoreGuard;
@@ -63,6 +64,7 @@ impl Daemon {
         let void_worker = VoidWorker {
             ctx: ctx.clone(),
             pay: self.coupon.clone(),
+            product_coupon: self.product_coupon.clone(),
             bus: self.bus.clone(),
             wake: voids_wake.clone(),
         };
@@ -70,6 +72,7 @@ impl Daemon {
             ctx,
             card: self.card.clone(),
             coupon: self.coupon.clone(),
+            product_coupon: self.product_coupon.clone(),
             max_age: config.offline.max_age,
             bus: self.bus.clone(),
             drain_jitter: reconnect_jitter(&config.till, DRAIN_JITTER_SPREAD_MS),
@@ -93,6 +96,7 @@ impl Daemon {
             till: config.till.clone(),
             route_names: Arc::new(config.routes.iter().map(|r| r.name.clone()).collect()),
             voids: voids_wake.clone(),
+            new_rows: new_rows.clone(),
             hosts: Arc::new(crate::http::host::HostPolicy {
                 listen: config.http.listen.clone(),
                 allowed: config.http.allowed_hosts.clone(),
@@ -154,7 +158,7 @@ impl Daemon {
             self.bus.clone(),
             catalog,
         )
-        .with_guard(guard);
+        .with_guard(guard.clone());
         // What sends to WeChat starts last, once nothing else can fail to start.
         let alive = dispatcher_alive.clone();
         let stop = stop_rx.clone();
@@ -167,6 +171,15 @@ impl Daemon {
             result
         });
         let returns = tokio::spawn(void_worker.run(stop_rx.clone()));
+        let holds = self.product_coupon.is_some().then(|| {
+            let expiry = HoldExpiry {
+                ledger: self.ledger.clone(),
+                clock: self.clock.clone(),
+                bus: self.bus.clone(),
+                guard: guard.clone(),
+            };
+            tokio::spawn(expiry.run(stop_rx.clone()))
+        });
         let quotas = self
             .card
             .clone()
@@ -213,6 +226,7 @@ impl Daemon {
             http,
             health,
             returns,
+            holds,
             quotas,
             follower,
             events,

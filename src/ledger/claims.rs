@@ -107,7 +107,7 @@ pub fn dirty(conn: &Connection, limit: usize) -> Result<Vec<Dirty>> {
     conn.prepare_cached(&format!(
         "SELECT claim_key, claim_scan, claim_revision, claim_synced, EXISTS(SELECT 1 FROM \
          attempts a WHERE a.redemption_id = redemptions.id AND a.call IN ('code/consume', \
-         'coupons/use')), {COLUMNS} FROM redemptions WHERE claim_dirty = 1 ORDER BY id LIMIT ?1"
+         'coupons/use', 'product-coupon/use')), {COLUMNS} FROM redemptions WHERE claim_dirty = 1 ORDER BY id LIMIT ?1"
     ))?
     .query_map([limit as i64], |r| {
         Ok(Dirty {

@@ -26,6 +26,16 @@ pub enum Hold<'a> {
     Refused { reason: &'a str },
 }
 
+impl Hold<'_> {
+    /// The row's state, reason and till answer.
+    fn result(&self) -> (State, Option<&str>, TillOutcome) {
+        match self {
+            Hold::Held { .. } => (State::Held, None, TillOutcome::Held),
+            Hold::Refused { reason } => (State::Rejected, Some(*reason), TillOutcome::Rejected),
+        }
+    }
+}
+
 /// Records a product coupon's scan: a new row held (or rejected), with its claim in the same
 /// commit; a known code is one more read of its row (the intake answers it `duplicate`).
 pub fn record_hold(
@@ -35,10 +45,7 @@ pub fn record_hold(
     claim: Option<&ClaimTie>,
 ) -> Result<Recorded> {
     let tx = immediate(conn)?;
-    let (state, reason, outcome) = match hold {
-        Hold::Held { .. } => (State::Held, None, TillOutcome::Held),
-        Hold::Refused { reason } => (State::Rejected, Some(*reason), TillOutcome::Rejected),
-    };
+    let (state, reason, outcome) = hold.result();
     let inserted = insert_first(
         &tx,
         s,
@@ -52,34 +59,8 @@ pub fn record_hold(
     )?;
     let recorded = match inserted {
         Some(row) => {
-            let row = match hold {
-                Hold::Held {
-                    coupon,
-                    openid,
-                    stock_id,
-                    title,
-                    value,
-                } => {
-                    exec(
-                        &tx,
-                        "UPDATE redemptions SET product_coupon_id = ?2, coupon_appid = ?3, \
-                         hold_until = ?4, openid = ?5, stock_id = ?6, \
-                         title = coalesce(?7, title), value = coalesce(?8, value) WHERE id = ?1",
-                        params![
-                            row.id,
-                            coupon.product_coupon_id,
-                            coupon.appid,
-                            coupon.hold_until,
-                            openid,
-                            stock_id,
-                            title,
-                            value
-                        ],
-                    )?;
-                    get_in(&tx, row.id)?
-                }
-                Hold::Refused { .. } => row,
-            };
+            set_coupon(&tx, row.id, hold)?;
+            let row = get_in(&tx, row.id)?;
             Recorded {
                 row,
                 rescan: None,
@@ -88,10 +69,18 @@ pub fn record_hold(
         }
         None => {
             let (row, scan_id) = add_read(&tx, s)?;
-            Recorded {
-                row,
-                rescan: Some(scan_id),
-                reopened: false,
+            if starts_over(&row) {
+                Recorded {
+                    row: hold_again(&tx, &row, s, hold)?,
+                    rescan: Some(scan_id),
+                    reopened: true,
+                }
+            } else {
+                Recorded {
+                    row,
+                    rescan: Some(scan_id),
+                    reopened: false,
+                }
             }
         }
     };
@@ -101,6 +90,89 @@ pub fn record_hold(
     };
     tx.commit()?;
     Ok(recorded)
+}
+
+/// A product coupon's row a rescan starts over: turned away at this till (refused before
+/// anything was sent, its hold expired, or its sale voided before the use), with no use
+/// ever sent. A rescan of any other row is one more read of it.
+fn starts_over(row: &Row) -> bool {
+    row.api == Some(crate::model::api::Api::ProductCoupon.as_str())
+        && matches!(row.state, State::Rejected | State::Cancelled)
+        && !row.unconfirmed
+        && row.attempts == 0
+}
+
+/// Starts a product coupon's row over for a rescan: held again (or refused) as the checks
+/// now say, for the rescan's sale. A voided sale goes to the row's history first.
+fn hold_again(tx: &Connection, row: &Row, s: &NewScan, hold: &Hold) -> Result<Row> {
+    if let Some(void) = &row.void {
+        let past = crate::model::void::past_sale(row, void);
+        exec(
+            tx,
+            "INSERT INTO attempts (redemption_id, call, started_at, ended_at, outcome, detail) \
+             VALUES (?1, 'new_sale', ?2, ?2, 'reopened', ?3)",
+            params![row.id, s.at, past],
+        )?;
+        exec(
+            tx,
+            "UPDATE redemptions SET past_sales = CASE WHEN past_sales IS NULL THEN ?2 \
+             ELSE past_sales || char(10) || ?2 END WHERE id = ?1",
+            params![row.id, past],
+        )?;
+    }
+    let (state, reason, outcome) = hold.result();
+    exec(
+        tx,
+        "UPDATE redemptions SET state = ?2, reason = ?3, till_outcome = ?4, updated_at = ?5, \
+         note = ?6, order_id = ?7, amount = ?8, cashier = ?9, next_attempt_at = NULL, \
+         use_request_no = NULL, use_time = NULL, transaction_id = NULL, out_trade_no = NULL, \
+         order_mchid = NULL, sub_mchid = NULL, \
+         void_state = NULL, void_reason = NULL, voided_by = NULL, voided_at = NULL, \
+         return_request_no = NULL, next_void_at = NULL, returned_at = NULL WHERE id = ?1",
+        params![
+            row.id,
+            state.as_str(),
+            reason,
+            outcome.as_str(),
+            s.at,
+            super::scans::REOPENED_BY_RESCAN,
+            s.sale.order_id,
+            s.sale.amount,
+            s.sale.cashier
+        ],
+    )?;
+    set_coupon(tx, row.id, hold)?;
+    get_in(tx, row.id)
+}
+
+/// Writes a held coupon's ids, holder and hold on row `id` (nothing for a refusal).
+fn set_coupon(tx: &Connection, id: i64, hold: &Hold) -> Result<()> {
+    if let Hold::Held {
+        coupon,
+        openid,
+        stock_id,
+        title,
+        value,
+    } = hold
+    {
+        exec(
+            tx,
+            "UPDATE redemptions SET product_coupon_id = ?2, coupon_appid = ?3, \
+             hold_until = ?4, openid = ?5, stock_id = ?6, \
+             title = coalesce(?7, title), value = coalesce(?8, value) WHERE id = ?1",
+            params![
+                id,
+                coupon.product_coupon_id,
+                coupon.appid,
+                coupon.hold_until,
+                openid,
+                stock_id,
+                title,
+                value
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// Why an order cannot be attached to a row.

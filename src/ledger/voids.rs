@@ -126,7 +126,8 @@ pub fn next_return_at(conn: &Connection) -> Result<Option<Millis>> {
 
 /// Records a return as started, before it is sent (its `return_request_no` is already
 /// fixed). Returns the `attempts` row, or `None` if the return is no longer pending.
-pub fn begin_return(conn: &mut Connection, id: i64, at: Millis) -> Result<Option<i64>> {
+/// `call` names the return's API call (`coupons/return`, `product-coupon/return`).
+pub fn begin_return(conn: &mut Connection, id: i64, call: &str, at: Millis) -> Result<Option<i64>> {
     let tx = immediate(conn)?;
     let pending: bool = one(
         &tx,
@@ -138,8 +139,8 @@ pub fn begin_return(conn: &mut Connection, id: i64, at: Millis) -> Result<Option
     }
     exec(
         &tx,
-        "INSERT INTO attempts (redemption_id, call, started_at) VALUES (?1, 'coupons/return', ?2)",
-        params![id, at],
+        "INSERT INTO attempts (redemption_id, call, started_at) VALUES (?1, ?2, ?3)",
+        params![id, call, at],
     )?;
     let attempt = tx.last_insert_rowid();
     tx.commit()?;
@@ -173,7 +174,8 @@ pub fn finish_return(
         ReturnStep::Again { throttled, .. } => {
             let tries: i64 = one(
                 &tx,
-                "SELECT count(*) FROM attempts WHERE redemption_id = ?1 AND call = 'coupons/return'",
+                "SELECT count(*) FROM attempts WHERE redemption_id = ?1 \
+                 AND call IN ('coupons/return', 'product-coupon/return')",
                 [id],
             )?;
             let d = backoff::delay(

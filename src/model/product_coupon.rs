@@ -205,8 +205,19 @@ pub const EXPIRED: &str = "product coupon expired";
 pub const NOT_FOR_THIS_STORE: &str = "product coupon not valid at this store";
 pub const ALREADY_USED: &str = "product coupon already used";
 pub const BUNDLE_NOT_SUPPORTED: &str = "multi-use product coupon";
+/// The store's copy of the registry could not be asked: the coupon cannot be checked.
+pub const REGISTRY_UNAVAILABLE: &str = "product coupon cannot be checked now";
+/// A row lacks what a use needs (an older or hand-edited ledger): a person looks.
+pub const INCOMPLETE_ROW: &str =
+    "the ledger row lacks the product coupon's ids or its sale's order: nothing was sent";
 /// A held coupon whose sale never brought its order.
 pub const HOLD_EXPIRED: &str = "held for a sale that never brought its order";
+/// WeChat Pay refused to use a coupon the till held for a sale that was then paid (used
+/// elsewhere meanwhile, say): the customer had the discount, so a person looks at it.
+pub const USE_REFUSED: &str = "WeChat Pay refused the use of a product coupon held for a paid sale";
+/// WeChat Pay answered a use with another request's use of the coupon.
+pub const USED_BY_ANOTHER_REQUEST: &str =
+    "WeChat Pay shows this product coupon used by another request";
 
 impl NotHeld {
     /// The sentence the ledger keeps.

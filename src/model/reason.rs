@@ -72,6 +72,26 @@ const TABLE: &[(Match, &str, &str)] = &[
         "多次核销的商品券暂不支持在收银台核销，未提交",
     ),
     (
+        Starts(crate::model::product_coupon::REGISTRY_UNAVAILABLE),
+        "registry_unavailable",
+        "暂时无法核对商品券（门店的总部登记副本无应答），未提交；请稍后重扫",
+    ),
+    (
+        Starts(crate::model::product_coupon::INCOMPLETE_ROW),
+        "incomplete_row",
+        "台账记录缺少商品券编号或支付订单，未提交核销：请店长核对",
+    ),
+    (
+        Starts(crate::model::product_coupon::USE_REFUSED),
+        "use_refused_after_payment",
+        "顾客已付款，微信支付却拒绝核销此商品券（可能已在别处核销）：请店长核对",
+    ),
+    (
+        Starts(crate::model::product_coupon::USED_BY_ANOTHER_REQUEST),
+        "used_by_another_request",
+        "微信支付显示此商品券已由另一笔请求核销：请店长核对",
+    ),
+    (
         Starts(crate::model::product_coupon::HOLD_EXPIRED),
         "hold_expired",
         "已为订单保留但超时未付款，券已释放，未核销",

@@ -91,6 +91,110 @@ impl PayOrder {
     pub fn is_complete(&self) -> bool {
         self.transaction_id.is_some() || (self.out_trade_no.is_some() && self.mchid.is_some())
     }
+
+    /// The order as a POS gave it (`None`: no field given), or what is wrong with it (for
+    /// a 400). Each field is checked against WeChat Pay's format for it.
+    pub fn checked(
+        transaction_id: Option<String>,
+        out_trade_no: Option<String>,
+        mchid: Option<String>,
+        sub_mchid: Option<String>,
+    ) -> Result<Option<PayOrder>, String> {
+        fn field(
+            v: Option<String>,
+            name: &str,
+            what: &str,
+            len: std::ops::RangeInclusive<usize>,
+            ok: fn(u8) -> bool,
+        ) -> Result<Option<String>, String> {
+            match v {
+                None => Ok(None),
+                Some(v) if len.contains(&v.len()) && v.bytes().all(ok) => Ok(Some(v)),
+                Some(_) => Err(format!(
+                    "{name}: {what}, {} to {} characters",
+                    len.start(),
+                    len.end()
+                )),
+            }
+        }
+        let alnum = |b: u8| b.is_ascii_alphanumeric();
+        let order = PayOrder {
+            transaction_id: field(
+                transaction_id,
+                "transaction_id",
+                "WeChat Pay's order number (letters and digits)",
+                1..=32,
+                alnum,
+            )?,
+            out_trade_no: field(
+                out_trade_no,
+                "out_trade_no",
+                "the merchant's order number (letters, digits, _ - | *)",
+                6..=32,
+                |b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b),
+            )?,
+            mchid: field(
+                mchid,
+                "mchid",
+                "the merchant number (digits)",
+                1..=32,
+                |b| b.is_ascii_digit(),
+            )?,
+            sub_mchid: field(
+                sub_mchid,
+                "sub_mchid",
+                "the sub-merchant number (digits)",
+                1..=32,
+                |b| b.is_ascii_digit(),
+            )?,
+        };
+        if order == PayOrder::default() {
+            return Ok(None);
+        }
+        if !order.is_complete() {
+            return Err(
+                "a WeChat Pay order needs transaction_id, or out_trade_no with mchid".into(),
+            );
+        }
+        if order.sub_mchid.is_some() && order.mchid.is_none() {
+            return Err("sub_mchid: only with mchid".into());
+        }
+        Ok(Some(order))
+    }
+}
+
+#[cfg(test)]
+mod pay_order_tests {
+    use super::PayOrder;
+
+    #[test]
+    fn a_pay_order_is_checked_field_by_field() {
+        let s = |v: &str| Some(v.to_string());
+        let ok = |t, o, m, sm| PayOrder::checked(t, o, m, sm);
+        assert_eq!(ok(None, None, None, None), Ok(None));
+        assert!(ok(s("4200000000202612051234567890"), None, None, None).is_ok_and(|o| o.is_some()));
+        assert!(
+            ok(None, s("SALE-0001"), s("1900000109"), s("1900000110")).is_ok_and(|o| o.is_some())
+        );
+        let cases = [
+            (ok(s("42-00"), None, None, None), "transaction_id:"),
+            (ok(None, s("S1"), s("1900000109"), None), "out_trade_no:"),
+            (ok(None, s("SALE-0001"), s("19x"), None), "mchid:"),
+            (ok(None, s("SALE-0001"), None, None), "needs transaction_id"),
+            (
+                ok(s("4200"), None, None, s("1900000110")),
+                "sub_mchid: only with mchid",
+            ),
+            (
+                ok(None, None, None, s("1900000110")),
+                "needs transaction_id",
+            ),
+        ];
+        for (got, want) in cases {
+            let e = got.expect_err(want);
+            assert!(e.starts_with(want) || e.contains(want), "{e} / {want}");
+        }
+    }
 }
 
 /// How the store's claim on a code went for its row.

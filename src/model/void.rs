@@ -64,7 +64,7 @@ pub fn plan(state: State, api: Option<Api>) -> VoidPlan {
     match (state, api) {
         // Not sent yet (a held product coupon: its order never came): nothing to undo.
         (State::Queued | State::Held, _) => VoidPlan::Cancel,
-        (State::Redeemed, Some(Api::Coupon)) => VoidPlan::Return,
+        (State::Redeemed, Some(Api::Coupon | Api::ProductCoupon)) => VoidPlan::Return,
         (State::Redeemed, _) => VoidPlan::Review,
         (State::Rejected | State::Cancelled | State::Returned, _) => VoidPlan::Nothing,
         (State::Review, _) => VoidPlan::ResolveFirst,

@@ -145,6 +145,8 @@ where
     let rec = record(&answer);
     let api = if call.starts_with("code/") || call.starts_with("card/") {
         "card"
+    } else if call.starts_with("product-coupon/") {
+        "product_coupon"
     } else {
         "coupon"
     };

@@ -46,7 +46,7 @@ pub fn before_use(
 /// What a use's answer means. `unconfirmed_before`: the row's flag as the try read it,
 /// before the use's intent marked it. `now_s`: the till's clock, to tell a clock that is
 /// off from a wrong key on a 401.
-pub fn after_use(unconfirmed_before: bool, answer: &PayAnswer, now_s: i64) -> Verdict {
+pub fn after_use<T>(unconfirmed_before: bool, answer: &PayAnswer<T>, now_s: i64) -> Verdict {
     let health = health(answer);
     let settle = match answer {
         PayAnswer::Used { .. } => Settle::Redeemed {
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_sign_error_names_the_clock_when_it_is_off() {
-        let answer = |d| PayAnswer::SignRejected {
+        let answer = |d| PayAnswer::<UseReply>::SignRejected {
             message: "SIGN_ERROR: x".into(),
             server_date: Some(d),
         };

@@ -14,6 +14,7 @@ use crate::redeem::attempt::TryEnd;
 use crate::redeem::card::try_card;
 use crate::redeem::coupon::try_coupon;
 use crate::redeem::prefetch::{Prefetch, Prefetcher};
+use crate::redeem::product_coupon::{ProductCouponApi, try_product_coupon};
 use crate::redeem::verdict::Health;
 use crate::redeem::{Ctx, NewRow, NewRowsRx};
 use crate::wechat::card::CardApi;
@@ -40,6 +41,7 @@ pub struct Dispatcher {
     pub ctx: Ctx,
     pub card: Option<Arc<CardApi>>,
     pub coupon: Option<Arc<PayApi>>,
+    pub product_coupon: Option<Arc<ProductCouponApi>>,
     pub max_age: Duration,
     pub bus: Bus,
     /// Sends the card checks ahead for the intake; told here whether the card API answers.
@@ -92,6 +94,9 @@ impl Dispatcher {
         }
         if self.coupon.is_some() {
             v.push(Api::Coupon);
+        }
+        if self.product_coupon.is_some() {
+            v.push(Api::ProductCoupon);
         }
         v
     }
@@ -319,12 +324,22 @@ impl Dispatcher {
         let ctx = self.ctx.clone();
         let card = self.card.clone();
         let coupon = self.coupon.clone();
+        let product_coupon = self.product_coupon.clone();
         let bus = self.bus.clone();
         let handle = flight.tasks.spawn(async move {
-            let end = match (api, card, coupon) {
-                (Api::Card, Some(card), _) => try_card(&ctx, &card, row, check).await,
-                (Api::Coupon, _, Some(pay)) => try_coupon(&ctx, &pay, row).await,
-                _ => Ok(TryEnd::Dropped),
+            let end = match api {
+                Api::Card => match card {
+                    Some(card) => try_card(&ctx, &card, row, check).await,
+                    None => Ok(TryEnd::Dropped),
+                },
+                Api::Coupon => match coupon {
+                    Some(pay) => try_coupon(&ctx, &pay, row).await,
+                    None => Ok(TryEnd::Dropped),
+                },
+                Api::ProductCoupon => match product_coupon {
+                    Some(pc) => try_product_coupon(&ctx, &pc, row).await,
+                    None => Ok(TryEnd::Dropped),
+                },
             };
             // Answer a waiting till now, not after the dispatcher's next turn.
             if let Ok(TryEnd::Applied {
@@ -576,6 +591,7 @@ mod tests {
                 },
                 card: Some(card),
                 coupon: None,
+                product_coupon: None,
                 // Longer than any clock shift of these tests: rows are recorded in real time.
                 max_age: Duration::from_secs(3 * 86_400),
                 bus,

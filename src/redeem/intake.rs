@@ -6,6 +6,9 @@
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::config::route::DEFAULT_HOLD_TIMEOUT;
+use crate::ledger::holds::{self, Hold};
+use crate::ledger::scans::ClaimTie;
 use crate::ledger::scans::NewScan;
 use crate::ledger::scans::Refusal;
 use crate::ledger::{Durable, Ledger, LedgerError};
@@ -15,8 +18,10 @@ use crate::model::api::Api;
 use crate::model::code::Code;
 use crate::model::frame::Frame;
 use crate::model::offline::Limits;
+use crate::model::product_coupon::{Entry, NotHeld, REGISTRY_UNAVAILABLE, hold_check};
 use crate::model::request_no::new_use_request_no;
 use crate::model::row::Guard;
+use crate::model::row::HeldCoupon;
 use crate::model::row::Row;
 use crate::model::scan::Scan;
 use crate::model::state::{State, TillOutcome};
@@ -28,6 +33,7 @@ use crate::redeem::{NewRow, NewRows};
 use crate::route::{self, Decision};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -148,12 +154,22 @@ impl Intake {
                 }
                 return answered;
             }
-            Decision::Refuse(reason) => {
+            Decision::Refuse(reason) if reason == route::REFUSED_PAYMENT_CODE => {
                 return self
                     .refuse(&scan, code.masked(), reason.into(), aim_id)
                     .await;
             }
-            Decision::Route(r) => r,
+            // A code the chain's registry knows is a product coupon, whatever its pattern.
+            Decision::Refuse(reason) => match self.registry_route(&code).await {
+                Some(r) => r,
+                None => {
+                    return self
+                        .refuse(&scan, code.masked(), reason.into(), aim_id)
+                        .await;
+                }
+            },
+            Decision::Route(r) if r.api == Api::ProductCoupon => r,
+            Decision::Route(r) => self.registry_route(&r.code).await.unwrap_or(r),
         };
         // The answer's budget starts before the store is asked: claim + answer ≤ online_wait.
         let started = Instant::now();
@@ -177,6 +193,9 @@ impl Intake {
                 }
             },
         };
+        if routed.api == Api::ProductCoupon {
+            return self.hold(&scan, &routed, aim_id, tie, started).await;
+        }
         let guard_missing = tie.as_ref().is_some_and(|t| t.guard == Guard::Unavailable)
             && self.guard.as_ref().is_some_and(|g| g.require);
         let code = routed.code.clone();
@@ -304,6 +323,129 @@ impl Intake {
             started,
             _waiter: waiter,
         }
+    }
+
+    /// The first product-coupon route, for a code the chain's registry knows (asked once,
+    /// without waiting: a till with no product-coupon route never asks).
+    async fn registry_route(&self, code: &Code) -> Option<route::Routed> {
+        let route = self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.api == Api::ProductCoupon)?;
+        let guard = self.guard.as_ref()?;
+        match guard.product_coupon(code, Duration::ZERO).await {
+            Ok(Some(_)) => Some(route::Routed {
+                code: code.clone(),
+                route,
+                api: Api::ProductCoupon,
+                card_id: None,
+                stock_id: None,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(event = "registry_lookup_failed", code = %code.masked(), error = %e, "cannot ask the store's copy of the product-coupon registry; routing by pattern");
+                None
+            }
+        }
+    }
+
+    /// A product coupon's scan, claimed for this till: checked against the store's copy of
+    /// HQ's registry (waiting up to `online_wait` for a code it does not know yet), then
+    /// recorded held for the sale, or refused; nothing is sent to WeChat Pay before its
+    /// order is attached.
+    async fn hold(
+        &self,
+        scan: &Scan,
+        routed: &route::Routed,
+        aim_id: Option<String>,
+        tie: Option<ClaimTie>,
+        started: Instant,
+    ) -> Pending {
+        let wait = self
+            .config
+            .offline
+            .online_wait
+            .saturating_sub(started.elapsed());
+        let found = match &self.guard {
+            Some(g) => g.product_coupon(&routed.code, wait).await,
+            None => Err("the till has no [store] section".to_string()),
+        };
+        let now = self.clock.now_ms();
+        let store_id = self
+            .config
+            .wechat_pay
+            .as_ref()
+            .and_then(|p| p.store_id.as_deref());
+        let hold_timeout = self
+            .config
+            .routes
+            .get(routed.route)
+            .map_or(DEFAULT_HOLD_TIMEOUT, |r| r.hold_timeout);
+        let hold_until = now + i64::try_from(hold_timeout.as_millis()).unwrap_or(i64::MAX / 2);
+        let checked = match found {
+            Err(e) => Err(format!("{REGISTRY_UNAVAILABLE}: {e}")),
+            Ok(entry) => match hold_check(entry.as_ref(), now, store_id) {
+                Err(not) => Err(not.reason()),
+                Ok(()) => entry
+                    .and_then(|e| held(e, hold_until))
+                    .ok_or_else(|| NotHeld::NotEffective(INCOMPLETE_ENTRY.into()).reason()),
+            },
+        };
+        let r = routed.clone();
+        let till = self.config.till.clone();
+        let scanner = scan.scanner.to_string();
+        let at = scan.at;
+        let sale = scan.sale.clone();
+        let claim = tie.clone();
+        let recorded = self
+            .ledger
+            .call(move |c| {
+                let s = NewScan {
+                    code: &r.code,
+                    routed: &r,
+                    scanner: &scanner,
+                    till: &till,
+                    aim_id: aim_id.as_deref(),
+                    at,
+                    use_request_no: None,
+                    use_time: None,
+                    sale: &sale,
+                    meta: None,
+                };
+                let hold = match &checked {
+                    Ok(h) => Hold::Held {
+                        coupon: &h.coupon,
+                        openid: &h.openid,
+                        stock_id: &h.stock_id,
+                        title: h.title.as_deref(),
+                        value: h.value,
+                    },
+                    Err(reason) => Hold::Refused { reason },
+                };
+                holds::record_hold(c, &s, &hold, claim.as_ref())
+            })
+            .await;
+        let recorded = match recorded {
+            Ok(r) => r,
+            Err(e) => return Pending::Answered(self.unrecorded(scan, &e.to_string())),
+        };
+        if let Some(g) = &self.guard {
+            g.tied();
+        }
+        let row = recorded.row;
+        let outcome = match (recorded.rescan, recorded.reopened) {
+            (Some(_), false) => TillOutcome::Duplicate,
+            _ => row.till_outcome.unwrap_or(TillOutcome::Rejected),
+        };
+        if let Some(scan_id) = recorded.rescan {
+            self.note_rescan(scan_id, outcome);
+        }
+        let mut out = self.outcome(&row, outcome, scan);
+        if outcome == TillOutcome::Duplicate {
+            out.reason = Some(duplicate_reason(&row));
+        }
+        Pending::Answered(out)
     }
 
     /// Records a code another till of the store holds, and answers: `duplicate`, or
@@ -533,6 +675,34 @@ impl Intake {
     fn outcome(&self, row: &Row, outcome: TillOutcome, scan: &Scan) -> Outcome {
         Outcome::from_row(row, outcome, &scan.scanner, scan.at, self.clock.now_ms())
     }
+}
+
+/// The registry's entry lacks what a use needs.
+const INCOMPLETE_ENTRY: &str = "the chain's registry lacks its holder or its ids";
+
+/// What a product coupon is held with.
+struct Held {
+    coupon: HeldCoupon,
+    openid: String,
+    stock_id: String,
+    title: Option<String>,
+    value: Option<i64>,
+}
+
+/// The hold of a registry entry that passed the checks; `None` when it lacks what the use
+/// will need.
+fn held(e: Entry, hold_until: i64) -> Option<Held> {
+    Some(Held {
+        coupon: HeldCoupon {
+            product_coupon_id: e.product_coupon_id?,
+            appid: e.details.appid?,
+            hold_until: Some(hold_until),
+        },
+        openid: e.openid?,
+        stock_id: e.stock_id?,
+        title: e.details.title,
+        value: e.details.value,
+    })
 }
 
 /// What a cashier is told about a code that was scanned before.

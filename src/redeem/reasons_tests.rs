@@ -325,6 +325,50 @@ fn every_reason_redeemd_can_write_has_a_stable_code() {
         ] {
             reasons.push(n.reason());
         }
+        reasons.push(format!(
+            "{}: the store did not answer within 300 ms",
+            crate::model::product_coupon::REGISTRY_UNAVAILABLE
+        ));
+        reasons.push(format!(
+            "{} in time; the coupon was not used",
+            crate::model::product_coupon::HOLD_EXPIRED
+        ));
+        reasons.push(crate::model::product_coupon::INCOMPLETE_ROW.into());
+    }
+    // A product coupon's use, sent once its sale was paid: every answer, fresh and repeated.
+    {
+        use crate::wechat::pay::{CouponEntity, UsageDetail};
+        let answers: Vec<PayAnswer<CouponEntity>> = vec![
+            PayAnswer::Used {
+                status: 200,
+                reply: CouponEntity {
+                    single_usage_detail: Some(UsageDetail {
+                        use_request_no: Some("other".into()),
+                        ..UsageDetail::default()
+                    }),
+                    ..CouponEntity::default()
+                },
+                host: "h".into(),
+            },
+            PayAnswer::Refused {
+                status: 400,
+                code: "INVALID_REQUEST".into(),
+                message: "券已被其他订单核销".into(),
+                errcode: Some(272756745),
+            },
+            PayAnswer::Refused {
+                status: 404,
+                code: "RESOURCE_NOT_EXISTS".into(),
+                message: String::new(),
+                errcode: None,
+            },
+        ];
+        for a in &answers {
+            for before in [false, true] {
+                let v = crate::redeem::product_coupon_rules::after_use(before, "ours", a, 0);
+                written(&v, &mut reasons);
+            }
+        }
     }
     reasons.push(crate::model::claim::abandoned_here_reason(0, "till-2"));
     reasons.push(crate::model::claim::taken_twice_reason("till-2", 0));

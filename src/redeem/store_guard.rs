@@ -18,6 +18,7 @@ use crate::model::claim::{
 use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
 use crate::model::offline::Elsewhere;
+use crate::model::product_coupon::Entry as ProductCouponEntry;
 use crate::model::row::Guard;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub struct StoreGuard {
     notes: Option<NoteFile>,
     /// The chain's record of redeemed codes, in the store's mirror of it.
     redeemed: Lookup,
+    /// HQ's registry of product coupons, in the store's mirror of it.
+    product_coupons: crate::guard::product_coupons::Lookup,
 }
 
 impl StoreGuard {
@@ -83,8 +86,11 @@ impl StoreGuard {
     ) -> StoreGuard {
         metrics.enable_store_guard();
         let redeemed = Lookup::new(guard.client().clone(), guard.timeout());
+        let product_coupons =
+            crate::guard::product_coupons::Lookup::new(guard.client().clone(), guard.timeout());
         StoreGuard {
             redeemed,
+            product_coupons,
             guard,
             key,
             till: till.to_string(),
@@ -125,6 +131,18 @@ impl StoreGuard {
                 None
             }
         }
+    }
+
+    /// The registry's entry for `code` in the store's mirror, waiting up to `within` for it
+    /// to arrive (an issue reaches the mirror moments after the customer can show the code).
+    /// `Err`: the store did not answer, or the entry is unreadable.
+    pub async fn product_coupon(
+        &self,
+        code: &Code,
+        within: Duration,
+    ) -> Result<Option<ProductCouponEntry>, String> {
+        let key = self.key.claim_key(code);
+        self.product_coupons.wait_for(&key, within).await
     }
 
     /// Notes claims in `notes` (a `write()`) rather than in the ledger (a commit).

@@ -1,16 +1,21 @@
-//! Giving voided merchant coupons back: the return worker. A void is recorded first (its
+//! Giving voided coupons back (merchant and product coupons): the return worker. A void is recorded first (its
 //! `return_request_no` fixed in that commit); each try is recorded as started before it is
 //! sent and reuses that number, so through lost answers, 5xx and restarts a coupon is
 //! returned at most once (WeChat Pay is idempotent on it).
 
 use crate::ledger::voids;
+use crate::model::api::Api;
 use crate::model::row::Row;
 use crate::model::void::ReturnStep;
 use crate::outcome::Bus;
 use crate::redeem::Ctx;
 use crate::redeem::attempt::timed;
 use crate::redeem::coupon_rules::{record, refusal_reason};
-use crate::wechat::pay::{PayAnswer, PayApi, ReturnReply, ReturnRequest};
+use crate::redeem::product_coupon::ProductCouponApi;
+use crate::redeem::product_coupon_rules;
+use crate::wechat::pay::{
+    PayAnswer, PayApi, ProductCouponPath, ProductCouponReturnRequest, ReturnRequest,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -20,7 +25,7 @@ use tokio::sync::{Notify, watch};
 const POLL: Duration = Duration::from_secs(1);
 
 /// What a return's answer means. Pure.
-pub fn after_return(answer: &PayAnswer<ReturnReply>) -> ReturnStep {
+pub fn after_return<T>(answer: &PayAnswer<T>) -> ReturnStep {
     match answer {
         PayAnswer::Used { .. } => ReturnStep::Returned,
         PayAnswer::Refused {
@@ -51,6 +56,7 @@ pub fn after_return(answer: &PayAnswer<ReturnReply>) -> ReturnStep {
 pub struct VoidWorker {
     pub ctx: Ctx,
     pub pay: Option<Arc<PayApi>>,
+    pub product_coupon: Option<Arc<ProductCouponApi>>,
     pub bus: Bus,
     pub wake: Arc<Notify>,
 }
@@ -91,41 +97,52 @@ impl VoidWorker {
     }
 
     async fn try_return(&self, row: Row) {
-        let Some(pay) = &self.pay else { return };
         let id = row.id;
-        let (Some(stock_id), Some(rrn)) = (
-            row.stock_id.clone(),
-            row.void.as_ref().and_then(|v| v.return_request_no.clone()),
-        ) else {
+        let Some(request) = self.return_request(&row) else {
             tracing::error!(
                 event = "return_impossible",
                 id,
-                "a pending return without stock_id or return_request_no"
+                "a pending return without its coupon's ids, its return_request_no or its API"
             );
             return;
+        };
+        let call = match &request {
+            Request::Coupon(..) => "coupons/return",
+            Request::ProductCoupon(..) => "product-coupon/return",
         };
         let at = self.ctx.clock.now_ms();
         let begun = self
             .ctx
             .ledger
-            .call(move |c| voids::begin_return(c, id, at))
+            .call(move |c| voids::begin_return(c, id, call, at))
             .await;
         let Ok(Some(attempt)) = begun else { return };
-        let req = ReturnRequest {
-            coupon_code: row.code.clone(),
-            stock_id,
-            return_request_no: rrn,
+        let (step, log) = match request {
+            Request::Coupon(pay, req) => {
+                let (answer, log) = timed(
+                    &self.ctx.clock,
+                    &self.ctx.metrics,
+                    call,
+                    Some(attempt),
+                    record,
+                    pay.return_coupon(&req),
+                )
+                .await;
+                (after_return(&answer), log)
+            }
+            Request::ProductCoupon(api, path, req) => {
+                let (answer, log) = timed(
+                    &self.ctx.clock,
+                    &self.ctx.metrics,
+                    call,
+                    Some(attempt),
+                    product_coupon_rules::record,
+                    api.pay.return_product_coupon(&path, &req),
+                )
+                .await;
+                (after_return(&answer), log)
+            }
         };
-        let (answer, log) = timed(
-            &self.ctx.clock,
-            &self.ctx.metrics,
-            "coupons/return",
-            Some(attempt),
-            record,
-            pay.return_coupon(&req),
-        )
-        .await;
-        let step = after_return(&answer);
         let (retry, at) = (self.ctx.retry_draw(), self.ctx.clock.now_ms());
         match self
             .ctx
@@ -142,11 +159,52 @@ impl VoidWorker {
             }
         }
     }
+
+    /// The return a voided row needs, with the API it goes to; `None` when the row lacks
+    /// what it needs or the till has no such API.
+    fn return_request(&self, row: &Row) -> Option<Request> {
+        let rrn = row.void.as_ref()?.return_request_no.clone()?;
+        let stock_id = row.stock_id.clone()?;
+        if row.api == Some(Api::ProductCoupon.as_str()) {
+            let api = self.product_coupon.clone()?;
+            let coupon = row.coupon.as_ref()?;
+            let path = ProductCouponPath {
+                partner: api.partner_brand.is_some(),
+                openid: row.openid.clone()?,
+                coupon_code: row.code.expose().to_string(),
+            };
+            let req = ProductCouponReturnRequest {
+                brand_id: api.partner_brand.clone(),
+                product_coupon_id: coupon.product_coupon_id.clone(),
+                stock_id,
+                appid: coupon.appid.clone(),
+                out_request_no: rrn,
+            };
+            return Some(Request::ProductCoupon(api, path, req));
+        }
+        let req = ReturnRequest {
+            coupon_code: row.code.clone(),
+            stock_id,
+            return_request_no: rrn,
+        };
+        Some(Request::Coupon(self.pay.clone()?, req))
+    }
+}
+
+/// A return, with the API it goes to.
+enum Request {
+    Coupon(Arc<PayApi>, ReturnRequest),
+    ProductCoupon(
+        Arc<ProductCouponApi>,
+        ProductCouponPath,
+        ProductCouponReturnRequest,
+    ),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wechat::pay::ReturnReply;
 
     #[test]
     fn the_return_table() {

@@ -11,6 +11,7 @@ mod nats;
 mod openapi;
 mod seed;
 mod sims;
+mod wechatpay;
 
 #[allow(unused_imports)]
 pub use cli::*;
@@ -29,6 +30,8 @@ pub use seed::*;
 #[allow(unused_imports)]
 pub use sims::*;
 use std::time::Duration;
+#[allow(unused_imports)]
+pub use wechatpay::*;
 
 pub const APPID: &str = "wx_test_appid";
 pub const SECRET: &str = "test-app-secret-0123456789";
