@@ -125,6 +125,8 @@ fn event(store: &str, till: &str, id: i64, key: &str) -> RowEvent {
         resolved_at: None,
         void_state: None,
         guard: Some("claimed".into()),
+        transaction_id: None,
+        out_trade_no: None,
     }
 }
 

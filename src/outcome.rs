@@ -45,6 +45,9 @@ pub struct Outcome {
     /// authenticated event stream, and nothing else ever sees it.
     #[serde(skip)]
     pub payment_code: Option<Code>,
+    /// A held product coupon: when its hold ends without the sale's WeChat Pay order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<String>,
 }
 
 impl Outcome {
@@ -76,6 +79,12 @@ impl Outcome {
             cashier: row.cashier.clone(),
             guard: row.guard.map(|g| g.as_str()),
             payment_code: None,
+            hold_until: row
+                .coupon
+                .as_ref()
+                .and_then(|c| c.hold_until)
+                .filter(|_| row.state == State::Held)
+                .map(clock::rfc3339),
         }
     }
 
@@ -110,6 +119,7 @@ impl Outcome {
             cashier: None,
             guard: None,
             payment_code: None,
+            hold_until: None,
         }
     }
 

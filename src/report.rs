@@ -63,6 +63,14 @@ pub struct LogEntry {
     /// Earlier sales of the code, voided before it was scanned again for this one: each its
     /// order and its void, oldest first.
     pub past_sales: Vec<String>,
+    /// A product coupon's id at WeChat Pay, and while it is held, when its hold ends.
+    pub product_coupon_id: Option<String>,
+    pub hold_until: Option<String>,
+    /// The sale's WeChat Pay order a product coupon is used with.
+    pub transaction_id: Option<String>,
+    pub out_trade_no: Option<String>,
+    pub mchid: Option<String>,
+    pub sub_mchid: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +82,11 @@ pub struct VoidEntry {
     pub at: String,
     pub return_request_no: Option<String>,
     pub returned_at: Option<String>,
+}
+
+/// One field of the row's WeChat Pay order.
+fn order(r: &Row, field: fn(&crate::model::row::PayOrder) -> &Option<String>) -> Option<String> {
+    r.pay_order.as_ref().and_then(|o| field(o).clone())
 }
 
 impl From<&Row> for LogEntry {
@@ -123,6 +136,17 @@ impl From<&Row> for LogEntry {
             }),
             guard: r.guard.map(|g| g.as_str()),
             past_sales: r.past_sales.clone(),
+            product_coupon_id: r.coupon.as_ref().map(|c| c.product_coupon_id.clone()),
+            hold_until: r
+                .coupon
+                .as_ref()
+                .and_then(|c| c.hold_until)
+                .filter(|_| r.state == crate::model::state::State::Held)
+                .map(clock::rfc3339),
+            transaction_id: order(r, |o| &o.transaction_id),
+            out_trade_no: order(r, |o| &o.out_trade_no),
+            mchid: order(r, |o| &o.mchid),
+            sub_mchid: order(r, |o| &o.sub_mchid),
         }
     }
 }
@@ -222,14 +246,14 @@ pub fn write_json(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result
 }
 
 /// The columns of the CSV export, for reconciliation against WeChat's statements.
-pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard,past_sales";
+pub const CSV_HEADER: &str = "id,code,api,state,reason,scanned_at,redeemed_at,attempts,scans,scanner,till,card_id,stock_id,use_request_no,wechatpay_use_time,till_outcome,resolved_at,resolved_by,resolution,title,kind,value,order_id,amount,cashier,void_reason,voided_by,voided_at,returned_at,reason_code,detail,guard,past_sales,product_coupon_id,transaction_id,out_trade_no,mchid,sub_mchid";
 
 pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<()> {
     writeln!(out, "{CSV_HEADER}")?;
     for e in entries {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let void = e.void.as_ref();
-        let fields: [String; 33] = [
+        let fields: [String; 38] = [
             e.id.to_string(),
             e.code.expose().to_string(),
             e.api.unwrap_or("").into(),
@@ -263,6 +287,11 @@ pub fn write_csv(out: &mut impl Write, entries: &[LogEntry]) -> std::io::Result<
             e.detail.clone().unwrap_or_default(),
             e.guard.unwrap_or_default().into(),
             e.past_sales.join(" | "),
+            e.product_coupon_id.clone().unwrap_or_default(),
+            e.transaction_id.clone().unwrap_or_default(),
+            e.out_trade_no.clone().unwrap_or_default(),
+            e.mchid.clone().unwrap_or_default(),
+            e.sub_mchid.clone().unwrap_or_default(),
         ];
         crate::http::csv::record(out, &fields)?;
     }

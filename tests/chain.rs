@@ -458,6 +458,8 @@ fn hq_refuses_offline_what_another_store_redeemed_shows_silence_and_skips_bad_ev
         resolved_at: None,
         void_state: None,
         guard: None,
+        transaction_id: None,
+        out_trade_no: None,
     };
     let mut newer = serde_json::to_value(&ghost).expect("json");
     newer["v"] = 2.into();

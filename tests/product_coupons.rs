@@ -22,7 +22,7 @@ struct World {
     keys: Keys,
     sim: Arc<ProductCouponSim>,
     server: SimServer,
-    _fleet: Daemon,
+    fleet: Daemon,
     notifier: redeemd::sim::notifier::Notifier,
 }
 
@@ -65,7 +65,7 @@ impl World {
             keys,
             sim,
             server,
-            _fleet: fleet,
+            fleet,
             notifier,
         }
     }
@@ -216,6 +216,10 @@ fn each_coupon_is_held_at_one_till_and_used_once_with_its_order() {
         0,
         "nothing is sent before its order"
     );
+    let hq = w.fleet.http_url();
+    wait_for("HQ shows the 100 held coupons", || {
+        fleet_rows_in(&hq, "held").len() == 100
+    });
 
     for (i, code) in codes.iter().enumerate() {
         let (till, id) = &holder[code.as_str()];
@@ -257,6 +261,17 @@ fn each_coupon_is_held_at_one_till_and_used_once_with_its_order() {
         }
     }
     assert_eq!(w.sim.calls().use_of_used, 0);
+    wait_for("HQ shows them used with their orders", || {
+        let rows = fleet_rows_in(&hq, "redeemed");
+        rows.len() == 100
+            && rows.iter().all(|r| r["api"] == "product_coupon")
+            && rows
+                .iter()
+                .any(|r| r["transaction_id"] == paid(0)["transaction_id"])
+            && rows
+                .iter()
+                .any(|r| r["out_trade_no"] == paid(1)["out_trade_no"])
+    });
 
     // A void after the use gives the coupon back, once, however often it is asked.
     let (till, id) = &holder[codes[0].as_str()];

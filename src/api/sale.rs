@@ -122,12 +122,37 @@ pub(super) async fn order(
     }
 }
 
-/// Attaches the sale's WeChat Pay order to held product coupon `id` (its use's request
-/// number and time fixed in that commit), then waits up to `online_wait` for the use:
-/// 200 `redeemed`; 202 `accepted_offline` while WeChat Pay does not answer (the use goes
-/// out when it does); 409 when WeChat Pay refused it (a manager's review) or the row is
-/// not a held coupon.
+/// Attaches the sale's WeChat Pay order to held product coupon `id`, and answers with the
+/// row as the use left it (see [`attach_and_use`]): 200 `redeemed`; 202 `accepted_offline`
+/// while WeChat Pay does not answer; 409 when WeChat Pay refused it (a manager's review) or
+/// the row is not a held coupon.
 pub(super) async fn use_with_order(st: &ApiState, id: i64, order: PayOrder) -> Response {
+    let (row, outcome) = match attach_and_use(st, id, order).await {
+        Ok(x) => x,
+        Err(answer) => return *answer,
+    };
+    let status = match row.state {
+        State::Review => return in_review(st, &row),
+        State::Redeemed => StatusCode::OK,
+        State::Queued => StatusCode::ACCEPTED,
+        _ => StatusCode::CONFLICT,
+    };
+    let mut body = serde_json::to_value(st.entry(&row)).unwrap_or_default();
+    if let Some(o) = body.as_object_mut() {
+        o.insert("outcome".into(), json!(outcome.as_str()));
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Attaches the sale's WeChat Pay order to held product coupon `id` (its use's request
+/// number and time fixed in that commit), then waits up to `online_wait` for the use. The
+/// row then, and what the POS is told: `redeemed`, `accepted_offline` (queued: the use goes
+/// out when WeChat Pay answers), or `rejected` (refused: review; or no longer held).
+pub(super) async fn attach_and_use(
+    st: &ApiState,
+    id: i64,
+    order: PayOrder,
+) -> Result<(Row, TillOutcome), Box<Response>> {
     let at = st.clock.now_ms();
     let request_no = new_use_request_no(&st.till, at);
     let use_time = crate::clock::rfc3339_seconds(at);
@@ -137,13 +162,14 @@ pub(super) async fn use_with_order(st: &ApiState, id: i64, order: PayOrder) -> R
         .ledger
         .call(move |c| holds::attach_order(c, id, &order, &request_no, &use_time, at))
         .await;
+    let refused = |status, m: String| Err(Box::new(error(status, m)));
     let row = match attached {
         Ok(Ok(row)) => row,
         Ok(Err(OrderRefused::NoSuchRow)) => {
-            return error(StatusCode::NOT_FOUND, format!("no redemption {id}"));
+            return refused(StatusCode::NOT_FOUND, format!("no redemption {id}"));
         }
         Ok(Err(OrderRefused::NotHeld(state))) => {
-            return error(
+            return refused(
                 StatusCode::CONFLICT,
                 format!(
                     "redemption {id} is {state}: only a held product coupon takes a WeChat Pay order (scan it again if its hold ended)"
@@ -151,18 +177,18 @@ pub(super) async fn use_with_order(st: &ApiState, id: i64, order: PayOrder) -> R
             );
         }
         Ok(Err(OrderRefused::OtherOrder)) => {
-            return error(
+            return refused(
                 StatusCode::CONFLICT,
                 format!("redemption {id} is used with another WeChat Pay order"),
             );
         }
         Ok(Err(OrderRefused::Incomplete)) => {
-            return error(
+            return refused(
                 StatusCode::BAD_REQUEST,
-                "a WeChat Pay order needs transaction_id, or out_trade_no with mchid",
+                "a WeChat Pay order needs transaction_id, or out_trade_no with mchid".into(),
             );
         }
-        Err(e) => return ledger_error(e),
+        Err(e) => return Err(Box::new(ledger_error(e))),
     };
     let row = if row.state == State::Queued {
         let _ = st.bus.settled.send(row.clone());
@@ -186,17 +212,12 @@ pub(super) async fn use_with_order(st: &ApiState, id: i64, order: PayOrder) -> R
     } else {
         row
     };
-    let (status, outcome) = match row.state {
-        State::Redeemed => (StatusCode::OK, TillOutcome::Redeemed),
-        State::Queued => (StatusCode::ACCEPTED, TillOutcome::AcceptedOffline),
-        State::Review => return in_review(st, &row),
-        _ => (StatusCode::CONFLICT, TillOutcome::Rejected),
+    let outcome = match row.state {
+        State::Redeemed => TillOutcome::Redeemed,
+        State::Queued => TillOutcome::AcceptedOffline,
+        _ => TillOutcome::Rejected,
     };
-    let mut body = serde_json::to_value(st.entry(&row)).unwrap_or_default();
-    if let Some(o) = body.as_object_mut() {
-        o.insert("outcome".into(), json!(outcome.as_str()));
-    }
-    (status, Json(body)).into_response()
+    Ok((row, outcome))
 }
 
 #[derive(Deserialize)]

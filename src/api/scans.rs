@@ -2,6 +2,7 @@
 //! answered through the intake like a scanner read.
 
 use super::*;
+use crate::model::state::TillOutcome;
 
 #[derive(Deserialize)]
 pub(super) struct ScanBody {
@@ -115,10 +116,11 @@ pub(super) async fn post_scan(
         // Nothing was typed: nothing to record.
         return error(StatusCode::BAD_REQUEST, "code: must not be empty");
     }
+    let scanned_at = st.clock.now_ms();
     let scan = Scan {
         scanner: "keyed".into(),
         frame: classify_line(text.trim().as_bytes(), false),
-        at: st.clock.now_ms(),
+        at: scanned_at,
         sale,
     };
     let (tx, rx) = oneshot::channel();
@@ -127,11 +129,22 @@ pub(super) async fn post_scan(
     }
     match tokio::time::timeout(st.online_wait + Duration::from_secs(10), rx).await {
         Ok(Ok(o)) => {
-            if let (Some(order), Some(id), crate::model::state::TillOutcome::Held) =
-                (pay_order, o.id, o.outcome)
-            {
-                return sale::use_with_order(&st, id, order).await;
-            }
+            // A held product coupon with its sale's WeChat Pay order: used at once.
+            let o = match (pay_order, o.id, o.outcome) {
+                (Some(order), Some(id), TillOutcome::Held) => {
+                    match sale::attach_and_use(&st, id, order).await {
+                        Ok((row, outcome)) => Outcome::from_row(
+                            &row,
+                            outcome,
+                            &o.scanner,
+                            scanned_at,
+                            st.clock.now_ms(),
+                        ),
+                        Err(answer) => return *answer,
+                    }
+                }
+                _ => o,
+            };
             let o = o.in_language(st.language);
             Json(json!({
                 // Only here, to the POS that scanned it, and never stored (outcome payment_code).
@@ -150,6 +163,7 @@ pub(super) async fn post_scan(
                 "amount": o.amount,
                 "cashier": o.cashier,
                 "guard": o.guard,
+                "hold_until": o.hold_until,
                 "reason_code": o.reason_code,
                 "detail": o.detail,
             }))

@@ -211,7 +211,7 @@ async fn code(
     }
 }
 
-pub const CSV_HEADER: &str = "store,till,id,code_last4,api,state,reason,reason_code,title,value,order_id,amount,scans,scanned_at,updated_at,redeemed_at,resolution,void_state,guard";
+pub const CSV_HEADER: &str = "store,till,id,code_last4,api,state,reason,reason_code,title,value,order_id,amount,scans,scanned_at,updated_at,redeemed_at,resolution,void_state,guard,transaction_id,out_trade_no";
 
 fn write_csv(rows: &[RowView]) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(rows.len() * 160);
@@ -240,6 +240,8 @@ fn write_csv(rows: &[RowView]) -> String {
             s(&r.resolution),
             s(&r.void_state),
             s(&r.guard),
+            s(&r.transaction_id),
+            s(&r.out_trade_no),
         ];
         let _ = csv::record(&mut out, &fields);
     }

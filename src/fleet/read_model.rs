@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS rows (
     resolved_at INTEGER,
     void_state  TEXT,
     guard       TEXT,
+    -- The WeChat Pay order a product coupon is used with.
+    transaction_id TEXT,
+    out_trade_no   TEXT,
     PRIMARY KEY (store, till, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rows_key ON rows(key) WHERE key IS NOT NULL;
@@ -77,7 +80,7 @@ DROP VIEW IF EXISTS chain_rows;
 CREATE VIEW chain_rows AS
     SELECT store, till, id, version, key, code_last4, api, state, reason, reason_code,
            title, value, order_id, amount, scans, scanned_at, updated_at, redeemed_at,
-           resolution, void_state, guard
+           resolution, void_state, guard, transaction_id, out_trade_no
     FROM rows
     UNION ALL
     SELECT '', '', o.id, 1, o.key, o.code_last4, o.api,
@@ -87,7 +90,7 @@ CREATE VIEW chain_rows AS
                 ELSE 'used outside the chain''s tills, then given back, as WeChat Pay reported'
            END,
            'redeemed_outside', NULL, NULL, NULL, NULL, 0, o.at,
-           max(o.received_at, coalesce(o.returned, 0)), o.at, NULL, NULL, NULL
+           max(o.received_at, coalesce(o.returned, 0)), o.at, NULL, NULL, NULL, NULL, NULL
     FROM (SELECT u.rowid AS id, u.key, u.code_last4, u.api, u.at, u.received_at,
                  (SELECT max(r.received_at) FROM outside r
                   WHERE r.key = u.key AND r.kind = 'return' AND r.at >= u.at) AS returned
@@ -108,10 +111,37 @@ pub fn open(path: &Path) -> std::result::Result<Connection, String> {
         // Derived data: a power cut may lose the last batches, which the stream redelivers
         // (they were not acknowledged before their commit).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        add_order_columns(&conn)?;
         conn.execute_batch(SCHEMA)
     };
     setup().map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(conn)
+}
+
+/// A read model made before rows kept their WeChat Pay order gets the columns (empty for
+/// the rows it holds until their next event).
+fn add_order_columns(conn: &Connection) -> Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rows')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('rows') WHERE name = 'transaction_id')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(
+            "DROP VIEW IF EXISTS chain_rows; \
+             ALTER TABLE rows ADD COLUMN transaction_id TEXT; \
+             ALTER TABLE rows ADD COLUMN out_trade_no TEXT;",
+        )?;
+    }
+    Ok(())
 }
 
 /// What applying one event did.
@@ -268,9 +298,9 @@ pub fn apply_row(conn: &Connection, e: &RowEvent, now: Millis) -> Result<Applied
     conn.prepare_cached(
         "INSERT INTO rows (store, till, id, version, key, code_last4, api, state, reason, \
          reason_code, title, value, order_id, amount, scans, scanned_at, updated_at, \
-         redeemed_at, resolution, resolved_at, void_state, guard) \
+         redeemed_at, resolution, resolved_at, void_state, guard, transaction_id, out_trade_no) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22) \
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24) \
          ON CONFLICT (store, till, id) DO UPDATE SET version = excluded.version, \
          key = excluded.key, code_last4 = excluded.code_last4, api = excluded.api, \
          state = excluded.state, reason = excluded.reason, reason_code = excluded.reason_code, \
@@ -278,7 +308,8 @@ pub fn apply_row(conn: &Connection, e: &RowEvent, now: Millis) -> Result<Applied
          amount = excluded.amount, scans = excluded.scans, scanned_at = excluded.scanned_at, \
          updated_at = excluded.updated_at, redeemed_at = excluded.redeemed_at, \
          resolution = excluded.resolution, resolved_at = excluded.resolved_at, \
-         void_state = excluded.void_state, guard = excluded.guard",
+         void_state = excluded.void_state, guard = excluded.guard, \
+         transaction_id = excluded.transaction_id, out_trade_no = excluded.out_trade_no",
     )?
     .execute(params![
         e.store,
@@ -303,6 +334,8 @@ pub fn apply_row(conn: &Connection, e: &RowEvent, now: Millis) -> Result<Applied
         e.resolved_at,
         e.void_state,
         e.guard,
+        e.transaction_id,
+        e.out_trade_no,
     ])?;
     conn.prepare_cached(
         "INSERT INTO tills (store, till, event_at, lag_ms) VALUES (?1, ?2, ?3, ?4) \
@@ -445,11 +478,14 @@ pub struct RowView {
     pub resolution: Option<String>,
     pub void_state: Option<String>,
     pub guard: Option<String>,
+    /// The WeChat Pay order a product coupon is used with.
+    pub transaction_id: Option<String>,
+    pub out_trade_no: Option<String>,
 }
 
 const ROW_COLUMNS: &str = "store, till, id, version, code_last4, api, state, reason, \
     reason_code, title, value, order_id, amount, scans, scanned_at, updated_at, redeemed_at, \
-    resolution, void_state, guard";
+    resolution, void_state, guard, transaction_id, out_trade_no";
 
 fn row_view(r: &rusqlite::Row) -> Result<RowView> {
     Ok(RowView {
@@ -473,6 +509,8 @@ fn row_view(r: &rusqlite::Row) -> Result<RowView> {
         resolution: r.get(17)?,
         void_state: r.get(18)?,
         guard: r.get(19)?,
+        transaction_id: r.get(20)?,
+        out_trade_no: r.get(21)?,
     })
 }
 
@@ -548,6 +586,8 @@ mod tests {
             resolved_at: None,
             void_state: None,
             guard: None,
+            transaction_id: None,
+            out_trade_no: None,
         }
     }
 

@@ -64,6 +64,11 @@ pub struct RowEvent {
     pub resolved_at: Option<Millis>,
     pub void_state: Option<String>,
     pub guard: Option<String>,
+    /// The WeChat Pay order a product coupon is used with (absent from older tills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_trade_no: Option<String>,
 }
 
 impl RowEvent {
@@ -98,6 +103,11 @@ impl RowEvent {
             resolved_at: row.resolved_at,
             void_state: row.void.as_ref().map(|v| v.state.as_str().to_string()),
             guard: row.guard.map(|g| g.as_str().to_string()),
+            transaction_id: row
+                .pay_order
+                .as_ref()
+                .and_then(|o| o.transaction_id.clone()),
+            out_trade_no: row.pay_order.as_ref().and_then(|o| o.out_trade_no.clone()),
         }
     }
 }
@@ -236,6 +246,8 @@ mod tests {
             resolved_at: None,
             void_state: None,
             guard: Some("claimed".into()),
+            transaction_id: None,
+            out_trade_no: None,
         }
     }
 
