@@ -122,26 +122,40 @@ fn log_filters_and_table() {
 
 #[test]
 fn demo_redeems_codes_typed_on_stdin() {
-    use std::io::Write;
+    use std::io::{BufRead, Write};
     let mut child = redeemd(["demo"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
         .write_all(b"123456789001\n123456789001\n123456789010\n123456789020\nBF0000000001\n")
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Standard input stays open until the product-coupon walk-through has ended: the demo
+    // stops when it closes.
+    let stdout = child.stdout.take().unwrap();
+    let (walked, walked_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("Try it:") {
+                let _ = walked.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let _ = walked_rx.recv_timeout(std::time::Duration::from_secs(60));
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let text = reader.join().unwrap();
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+    assert!(status.success(), "{text}\n{stderr}");
     assert!(text.contains("SIMULATED"));
     assert!(
         text.contains("redeemed: #1 123456789001 [满100减10元代金券, ¥10]"),
@@ -160,6 +174,32 @@ fn demo_redeems_codes_typed_on_stdin() {
     // demo's store holds a copy.
     assert!(
         text.contains("Product coupon (商品券) PC0000008001: issued by WeChat Pay to oDemoCustomer01 → confirmed by HQ → registered; the store's copy says EFFECTIVE (拿铁兑换券)."),
+        "{text}"
+    );
+    // At the till: one held, then used with its sale's WeChat Pay order; one held, voided.
+    let held_id = |code: &str| {
+        text.lines()
+            .find(|l| l.contains("held for the sale (used once it is paid): #") && l.contains(code))
+            .and_then(|l| l.split('#').nth(1))
+            .and_then(|l| l.split(' ').next())
+            .map(String::from)
+            .unwrap_or_else(|| panic!("{code} held: {text}"))
+    };
+    let (first, second) = (held_id("PC0000008001"), held_id("PC0000008002"));
+    assert!(
+        text.contains(&format!("#{first} PC0000008001 [拿铁兑换券, ¥32]")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("/v1/redemptions/{first}/order -H 'Content-Type: application/json' -d '{{\"transaction_id\":\"4200000000202612050000000001\"}}'")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("→ #{first} redeemed: used at WeChat Pay with transaction_id 4200000000202612050000000001")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("→ #{second} cancelled: voided before payment")),
         "{text}"
     );
 }

@@ -2,7 +2,7 @@
 //! standard input as the scanner. Nothing here can reach the real WeChat: the simulator is
 //! started in this process on a loopback port, and the config pointing at it is generated.
 
-use super::demo_chain::{DemoChain, DemoCoupon};
+use super::demo_chain::{BRAND_ID, DemoChain, DemoCoupon, DemoKeys, STORE};
 use redeemd::config::Config;
 use redeemd::daemon::{Daemon, DaemonError, termination_signal};
 use redeemd::model::state::TillOutcome;
@@ -13,6 +13,7 @@ use redeemd::sim::card::SimCode;
 use redeemd::sim::pay::PayIdentity;
 use redeemd::sim::pay::PaySim;
 use redeemd::sim::pay::{CouponState, generate_key, pem};
+use redeemd::sim::pay_host::PayHost;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -48,12 +49,26 @@ pub const COUPON_SAMPLES: &[(&str, CouponState, &str)] = &[
 ];
 const STOCK_ID: &str = "1212";
 
-/// Product coupons WeChat Pay issues in the demo (with `nats-server` there).
-const PRODUCT_COUPONS: &[DemoCoupon] = &[DemoCoupon {
-    code: "PC0000008001",
-    openid: "oDemoCustomer01",
-    title: "拿铁兑换券",
-}];
+/// Product coupons WeChat Pay issues in the demo (with `nats-server` there): the first is
+/// held and used with its sale's order, the second held and voided, the third is the
+/// reader's to try.
+const PRODUCT_COUPONS: &[DemoCoupon] = &[
+    DemoCoupon {
+        code: "PC0000008001",
+        openid: "oDemoCustomer01",
+        title: "拿铁兑换券",
+    },
+    DemoCoupon {
+        code: "PC0000008002",
+        openid: "oDemoCustomer02",
+        title: "拿铁兑换券",
+    },
+    DemoCoupon {
+        code: "PC0000008003",
+        openid: "oDemoCustomer03",
+        title: "拿铁兑换券",
+    },
+];
 const PUB_KEY_ID: &str = "PUB_KEY_ID_0000000000000000000000000000DEMO";
 const MERCHANT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 
@@ -80,13 +95,15 @@ pub async fn run() -> Result<(), DaemonError> {
     };
     private(&dir.join("appsecret"), SECRET)?;
 
-    // WeChat Pay: a fresh merchant key, and a simulator behind a primary and a backup port.
+    // WeChat Pay: a fresh merchant key (the brand's too, for product coupons), and a
+    // simulator behind a primary and a backup port.
+    let (wechat, wechat_der) = generate_key().map_err(sim_err)?;
     let (merchant, merchant_der) = generate_key().map_err(sim_err)?;
     private(
         &dir.join("apiclient_key.pem"),
         &pem("PRIVATE KEY", &merchant_der),
     )?;
-    let pay = PaySim::new(
+    let pay = PaySim::with_wechat_key(
         PayIdentity {
             mchid: "1900000109".into(),
             appid: APPID.into(),
@@ -94,6 +111,7 @@ pub async fn run() -> Result<(), DaemonError> {
             public_key_id: PUB_KEY_ID.into(),
         },
         merchant.public_spki_der().map_err(sim_err)?,
+        wechat,
     )
     .map_err(sim_err)?;
     std::fs::write(dir.join("pub_key.pem"), pay.public_key_pem()).map_err(setup)?;
@@ -101,8 +119,49 @@ pub async fn run() -> Result<(), DaemonError> {
         pay.add_coupon_in(code, STOCK_ID, *state);
     }
     pay.add_stock(STOCK_ID, "满50减5元商家券", 500, 5000);
-    let pay_primary = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
-    let pay_backup = pay.start().await.map_err(|e| sim_err(e.to_string()))?;
+    // The chain: HQ listening to WeChat Pay, which issues product coupons; the till then
+    // uses them at the same simulated WeChat Pay as merchant coupons.
+    let keys = DemoKeys {
+        wechat_der: &wechat_der,
+        brand_der: &merchant_der,
+        brand_serial: MERCHANT_SERIAL,
+    };
+    let chain = DemoChain::start(&dir, &keys).await;
+    let pay_server = || async {
+        match &chain {
+            Ok(Some(c)) => {
+                PayHost {
+                    merchant: pay.clone(),
+                    product_coupons: c.sim.clone(),
+                }
+                .start()
+                .await
+            }
+            _ => pay.start().await,
+        }
+    };
+    let pay_primary = pay_server().await.map_err(|e| sim_err(e.to_string()))?;
+    let pay_backup = pay_server().await.map_err(|e| sim_err(e.to_string()))?;
+    let chain_toml = match &chain {
+        Ok(Some(c)) => format!(
+            r#"mode = "brand"
+brand_id = "{BRAND_ID}"
+store_id = "DEMO-S1"
+
+[[route]]
+name = "商品券"
+pattern = "PC[0-9]{{10}}"
+api = "product_coupon"
+
+[store]
+name = "{STORE}"
+nats_url = "{url}"
+code_key_file = "chain/code.key"
+"#,
+            url = c.store_url
+        ),
+        _ => String::new(),
+    };
     // The pages on the usual port when it is free, else on any free port.
     let http_listen = std::net::TcpListener::bind(redeemd::config::http::DEFAULT_LISTEN)
         .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -138,7 +197,7 @@ public_key_id = "{PUB_KEY_ID}"
 public_key_file = "pub_key.pem"
 base_url = "{pay_primary}"
 backup_url = "{pay_backup}"
-
+{chain_toml}
 [[route]]
 name = "商家券"
 pattern = "BF[0-9A-Z]{{8,30}}"
@@ -196,8 +255,7 @@ language = "en"
     );
     let _ = out.flush();
 
-    // The chain: HQ listening to WeChat Pay, which issues a product coupon.
-    let chain = match DemoChain::start(&dir).await {
+    let chain = match chain {
         Ok(Some(chain)) => {
             for c in PRODUCT_COUPONS {
                 match chain.issue(c).await {
@@ -255,10 +313,76 @@ language = "en"
             }
         }
     });
+    let walk = chain
+        .is_some()
+        .then(|| tokio::spawn(product_coupon_walk(format!("http://{http_listen}"))));
     let result = daemon.run(termination_signal()).await;
     printer.abort();
+    if let Some(w) = walk {
+        w.abort();
+    }
     drop((server, pay_primary, pay_backup, chain));
     result
+}
+
+/// Product coupons at the till, shown through the till's own HTTP API as a POS would use
+/// it: one held and then used with its sale's WeChat Pay order, one held and voided.
+async fn product_coupon_walk(base: String) {
+    let http = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let r = http.post(url).json(&body).send().await.ok()?;
+            r.json::<serde_json::Value>().await.ok()
+        }
+    };
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!("\nProduct coupons at the till, as a POS uses them (POST {base}/v1/scans ...):");
+    let scan = |code: &str, sale: &str| {
+        post(
+            "/v1/scans".into(),
+            serde_json::json!({ "code": code, "order_id": sale, "amount": 3800 }),
+        )
+    };
+    let Some(held) = scan("PC0000008001", "DEMO-SALE-1").await else {
+        println!("  (the till did not answer)");
+        return;
+    };
+    let id = held["id"].clone();
+    // The held answer is printed by the outcome printer: let it come first.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let order = r#"{"transaction_id":"4200000000202612050000000001"}"#;
+    println!(
+        "  The customer pays; the POS attaches the sale's WeChat Pay order:\n    curl -s -X POST {base}/v1/redemptions/{id}/order -H 'Content-Type: application/json' -d '{order}'"
+    );
+    let body = serde_json::from_str(order).unwrap_or_default();
+    if let Some(used) = post(format!("/v1/redemptions/{id}/order"), body).await {
+        println!(
+            "  → #{id} {}: used at WeChat Pay with transaction_id {} (request {})",
+            used["outcome"].as_str().unwrap_or("?"),
+            used["transaction_id"].as_str().unwrap_or("?"),
+            used["use_request_no"].as_str().unwrap_or("?"),
+        );
+    }
+    if let Some(held) = scan("PC0000008002", "DEMO-SALE-2").await {
+        let id = held["id"].clone();
+        let body = serde_json::json!({ "reason": "the customer changed their mind", "by": "demo" });
+        if let Some(v) = post(format!("/v1/redemptions/{id}/void"), body).await {
+            println!(
+                "  → #{id} {}: voided before payment; nothing was used at WeChat Pay",
+                v["state"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    println!(
+        "  Try it: type PC0000008003 (held), then attach an order with the curl line above, with its number.\n"
+    );
 }
 
 fn print_outcome(o: &Outcome) {

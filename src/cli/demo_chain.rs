@@ -11,8 +11,8 @@ use redeemd::model::code::Code;
 use redeemd::sim::http::SimServer;
 use redeemd::sim::nats_servers::{self, hub_config, leaf_config};
 use redeemd::sim::notifier::Notifier;
-use redeemd::sim::pay::{generate_key, pem};
-use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon};
+use redeemd::sim::pay::pem;
+use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon, SimStock};
 use redeemd::wechat::pay_sign::Signer;
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
@@ -24,12 +24,21 @@ use tokio::sync::oneshot;
 
 /// The demo store's name, and the brand's ids at the simulated WeChat Pay.
 pub const STORE: &str = "demo-store";
-const BRAND_ID: &str = "120344";
-const BRAND_SERIAL: &str = "4D1C4A4A7A0F6C2E8B2E0E4A1F5D6C7B8A9E0F11";
-const PAY_KEY_ID: &str = "PUB_KEY_ID_0000000000000000000000000000DEMO";
+pub const BRAND_ID: &str = "120344";
+pub const PAY_KEY_ID: &str = "PUB_KEY_ID_0000000000000000000000000000DEMO";
 const APPID: &str = "wx_simulated_demo";
 const APIV3: &[u8] = b"demo-apiv3-key-0123456789abcdef!";
-const CODE_KEY: &str = "demo-chain-code-key-0123456789abcdef";
+const STOCK_ID: &str = "1000000013001";
+/// The chain's claim secret; the demo's till keeps it too (`[store] code_key_file`).
+pub const CODE_KEY: &str = "demo-chain-code-key-0123456789abcdef";
+
+/// The keys the chain shares with the demo's till: WeChat Pay's (it signs replies and
+/// notifications) and the brand's (PKCS#8 DER), with the brand key's certificate serial.
+pub struct DemoKeys<'a> {
+    pub wechat_der: &'a [u8],
+    pub brand_der: &'a [u8],
+    pub brand_serial: &'a str,
+}
 
 /// A product coupon the demo issues.
 pub struct DemoCoupon {
@@ -82,7 +91,7 @@ fn spki(der: &[u8]) -> Result<Vec<u8>, String> {
 impl DemoChain {
     /// Starts the hub, the store, the simulated WeChat Pay and `redeemd fleet` in `dir`;
     /// `Ok(None)` when there is no `nats-server` to run them on.
-    pub async fn start(dir: &Path) -> Result<Option<DemoChain>, String> {
+    pub async fn start(dir: &Path, keys: &DemoKeys<'_>) -> Result<Option<DemoChain>, String> {
         let dir = dir.join("chain");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (hub_port, leaf_port, store_port) = (free_port()?, free_port()?, free_port()?);
@@ -115,28 +124,35 @@ impl DemoChain {
         // Stopped with the chain from here on, however the rest goes.
         let mut chain_servers = ChainServers(servers);
 
-        // WeChat Pay's key signs its replies and notifications; the brand's signs confirms.
-        let (wechat, wechat_der) = generate_key()?;
-        let (_, brand_der) = generate_key()?;
+        // WeChat Pay's key signs its replies and notifications; the brand's signs confirms
+        // and uses.
+        let (wechat_der, brand_der) = (keys.wechat_der, keys.brand_der);
         let sim = ProductCouponSim::new(
             BrandIdentity {
                 brand_id: BRAND_ID.into(),
-                brand_serial: BRAND_SERIAL.into(),
+                brand_serial: keys.brand_serial.into(),
                 partner_mchid: "1900000109".into(),
                 public_key_id: PAY_KEY_ID.into(),
             },
-            spki(&brand_der)?,
-            wechat,
+            spki(brand_der)?,
+            Signer::from_pkcs8_der(wechat_der)?,
+        );
+        sim.set_stock(
+            STOCK_ID,
+            SimStock {
+                value: Some(3200),
+                ..SimStock::default()
+            },
         );
         let sim_server = sim.start().await.map_err(|e| e.to_string())?;
         std::fs::write(
             dir.join("wechatpay_pub_key.pem"),
-            pem("PUBLIC KEY", &spki(&wechat_der)?),
+            pem("PUBLIC KEY", &spki(wechat_der)?),
         )
         .map_err(|e| e.to_string())?;
         private(
             &dir.join("brand_key.pem"),
-            pem("PRIVATE KEY", &brand_der).as_bytes(),
+            pem("PRIVATE KEY", brand_der).as_bytes(),
         )?;
         private(&dir.join("apiv3.key"), APIV3)?;
         private(&dir.join("code.key"), CODE_KEY.as_bytes())?;
@@ -162,14 +178,15 @@ listen = "127.0.0.1:{notify_port}"
 mode = "brand"
 brand_id = "{BRAND_ID}"
 appid = "{APPID}"
-serial_no = "{BRAND_SERIAL}"
+serial_no = "{serial}"
 private_key_file = "brand_key.pem"
 public_key_id = "{PAY_KEY_ID}"
 public_key_file = "wechatpay_pub_key.pem"
 apiv3_key_file = "apiv3.key"
 base_url = "{pay}"
 "#,
-                pay = sim_server.url()
+                pay = sim_server.url(),
+                serial = keys.brand_serial,
             ),
         )?;
         let config = redeemd::config::fleet::FleetConfig::load(&hq).map_err(|e| e.to_string())?;
@@ -183,7 +200,7 @@ base_url = "{pay}"
                 tracing::error!(event = "demo_fleet_failed", error = %e, "the demo's HQ stopped");
             }
         });
-        let signer = Signer::from_pkcs8_der(&wechat_der)?;
+        let signer = Signer::from_pkcs8_der(wechat_der)?;
         let notifier = Notifier::new(
             signer,
             PAY_KEY_ID,
@@ -215,7 +232,7 @@ base_url = "{pay}"
             SimProductCoupon {
                 openid: c.openid.into(),
                 product_coupon_id: "1000000013".into(),
-                stock_id: "1000000013001".into(),
+                stock_id: STOCK_ID.into(),
                 appid: APPID.into(),
                 state: "CONFIRMING".into(),
                 confirm_request_no: None,
@@ -228,7 +245,7 @@ base_url = "{pay}"
         let resource = json!({
             "coupon_code": c.code,
             "product_coupon_id": "1000000013",
-            "stock_id": "1000000013001",
+            "stock_id": STOCK_ID,
             "openid": c.openid,
             "send_channel": "BRAND_MANAGE",
             "send_request_no": format!("SEND{}", c.code),

@@ -10,4 +10,5 @@ pub mod http;
 pub mod nats_servers;
 pub mod notifier;
 pub mod pay;
+pub mod pay_host;
 pub mod product_coupon;

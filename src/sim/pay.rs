@@ -203,6 +203,16 @@ impl PaySim {
     /// `merchant_public_der`: the merchant key's public half (SPKI DER), to check requests.
     pub fn new(id: PayIdentity, merchant_public_der: Vec<u8>) -> Result<Arc<PaySim>, String> {
         let (wechat, _) = generate_key()?;
+        Self::with_wechat_key(id, merchant_public_der, wechat)
+    }
+
+    /// [`PaySim::new`], signing as WeChat Pay with `wechat` (shared with another simulator
+    /// of the same host, such as the product-coupon one).
+    pub fn with_wechat_key(
+        id: PayIdentity,
+        merchant_public_der: Vec<u8>,
+        wechat: Signer,
+    ) -> Result<Arc<PaySim>, String> {
         let (forger, _) = generate_key()?;
         let wechat_public_der = wechat.public_spki_der()?;
         Ok(Arc::new(PaySim {
