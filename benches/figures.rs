@@ -19,6 +19,14 @@
 //! `online_guard` (2g) is benchmark 2 with the store guard on a local `nats-server` (started
 //! here; skipped when there is none), and the chain's publisher sending the outbox to it:
 //! the overhead including the claim, and the claim's own time.
+//!
+//! `product_coupons` (2p) is benchmark 2 for product coupons, on such a server holding the
+//! store's registry: scan → held (the claim, the registry lookup, the checks, the commit),
+//! then order → redeemed (the use at the simulated WeChat Pay answering at once), each
+//! step's overhead above its API calls.
+
+#[path = "figures/product_coupons.rs"]
+mod product_coupons;
 
 use redeemd::clock::{SharedClock, SystemClock};
 use redeemd::config::Config;
@@ -34,7 +42,9 @@ use redeemd::outcome::Bus;
 use redeemd::redeem::Ctx;
 use redeemd::redeem::dispatcher::Dispatcher;
 use redeemd::redeem::intake::Intake;
+use redeemd::redeem::orders::Orders;
 use redeemd::redeem::prefetch::Prefetcher;
+use redeemd::redeem::product_coupon::ProductCouponApi;
 use redeemd::redeem::store_guard::StoreGuard;
 use redeemd::scanner::frame::Framer;
 use redeemd::sim::card::CardFaults;
@@ -108,19 +118,23 @@ struct Pipeline {
     intake: Intake,
     metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
+    /// Held product coupons meet their orders, as the API's order call does it.
+    orders: Orders,
 }
 
 /// The daemon's pieces, in this process: ledger, intake, and (with a simulator) the
 /// dispatcher with the card API.
 fn pipeline(cfg: &Config, db: &Path, sim_url: Option<&str>) -> Pipeline {
-    pipeline_with(cfg, db, sim_url, None)
+    pipeline_with(cfg, db, sim_url, None, None)
 }
 
+/// [`pipeline`], with the store guard, and with product coupons used through `product_coupon`.
 fn pipeline_with(
     cfg: &Config,
     db: &Path,
     sim_url: Option<&str>,
     guard: Option<Arc<StoreGuard>>,
+    product_coupon: Option<Arc<ProductCouponApi>>,
 ) -> Pipeline {
     let clock: SharedClock = Arc::new(SystemClock);
     // As the daemon does at its start: only a till with [store] fills the chain's outbox.
@@ -134,7 +148,35 @@ fn pipeline_with(
     let (stop, stop_rx) = watch::channel(false);
     let mut prefetch = None;
     let catalog = Arc::new(redeemd::redeem::catalog::Catalog::in_memory());
-    if let Some(url) = sim_url {
+    let orders = Orders {
+        ledger: ledger.clone(),
+        clock: clock.clone(),
+        bus: bus.clone(),
+        new_rows: new_rows.clone(),
+        till: cfg.till.clone(),
+        online_wait: cfg.offline.online_wait,
+    };
+    let ctx = Ctx {
+        ledger: ledger.clone(),
+        clock: clock.clone(),
+        retry: cfg.retry.clone(),
+        metrics: metrics.clone(),
+        catalog: catalog.clone(),
+        routes: Arc::new(cfg.routes.clone()),
+    };
+    if product_coupon.is_some() {
+        let d = Dispatcher {
+            ctx: ctx.clone(),
+            card: None,
+            coupon: None,
+            product_coupon,
+            max_age: cfg.offline.max_age,
+            bus: bus.clone(),
+            drain_jitter: Duration::ZERO,
+            prefetch: None,
+        };
+        tokio::spawn(d.run(new_rows_rx, stop_rx));
+    } else if let Some(url) = sim_url {
         let http = reqwest::Client::new();
         let tokens = Arc::new(TokenManager::new(
             http.clone(),
@@ -156,14 +198,7 @@ fn pipeline_with(
             .unwrap(),
         );
         let d = Dispatcher {
-            ctx: Ctx {
-                ledger: ledger.clone(),
-                clock: clock.clone(),
-                retry: cfg.retry.clone(),
-                metrics: metrics.clone(),
-                catalog: catalog.clone(),
-                routes: Arc::new(cfg.routes.clone()),
-            },
+            ctx,
             card: Some(card),
             coupon: None,
             product_coupon: None,
@@ -208,6 +243,7 @@ fn pipeline_with(
         .with_guard(guard),
         metrics,
         stop,
+        orders,
     }
 }
 
@@ -287,7 +323,7 @@ async fn bench_online_with(
     } else {
         200_000_000
     };
-    let p = pipeline_with(cfg, &dir.join(db), Some(url), guard);
+    let p = pipeline_with(cfg, &dir.join(db), Some(url), guard, None);
     // Not measured: the first scans after a start also pay for one-time work (the token,
     // the HTTP connection, compiling the ledger's statements, a cold page cache).
     let warm_up = n / 10;
@@ -653,6 +689,19 @@ fn main() {
                     percentile(&claims, 0.5),
                     percentile(&claims, 0.99)
                 );
+                let _ = nats.kill();
+                let _ = nats.wait();
+            }
+        }
+    }
+    if run("product_coupons") {
+        match start_nats(dir) {
+            None => println!("2p. skipped: no nats-server (scripts/test.sh installs it)"),
+            Some((mut nats, nats_url)) => {
+                let (held, used) =
+                    rt.block_on(product_coupons::bench(dir, sizes.online, &nats_url));
+                report_online_as("2p. product coupon: scan → held", &held);
+                report_online_as("2p. product coupon: order → redeemed", &used);
                 let _ = nats.kill();
                 let _ = nats.wait();
             }

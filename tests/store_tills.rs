@@ -321,10 +321,10 @@ fn node_losses_quorum_and_the_way_back() {
     assert!(
         csv.lines()
             .next()
-            .is_some_and(|h| h.ends_with(",guard,past_sales")),
+            .is_some_and(|h| h.contains(",guard,past_sales,")),
         "{csv}"
     );
-    assert!(csv.lines().any(|l| l.ends_with(",unavailable,")), "{csv}");
+    assert!(csv.lines().any(|l| l.contains(",unavailable,")), "{csv}");
 
     // With require_store_guard, no offline acceptance while the store cannot answer.
     let strict = a.sibling("store1-till3");

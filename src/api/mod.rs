@@ -79,8 +79,8 @@ pub struct ApiState {
     pub route_names: Arc<Vec<Option<String>>>,
     /// Wakes the void worker when a coupon's return is due.
     pub voids: Arc<tokio::sync::Notify>,
-    /// The dispatcher's inbox: a product coupon's use is due once its order is attached.
-    pub new_rows: crate::redeem::NewRows,
+    /// Held product coupons meet their sale's WeChat Pay order.
+    pub orders: crate::redeem::orders::Orders,
 }
 
 impl ApiState {

@@ -1,13 +1,12 @@
 //! The sale around a code: tie a scanned code to its order afterwards, and void it.
 
 use super::{ApiState, MAX_BY, error, ledger_error};
-use crate::ledger::holds::{self, OrderRefused};
+use crate::ledger::holds::OrderRefused;
 use crate::ledger::scans::Tied;
 use crate::ledger::voids::VoidRequest;
 use crate::ledger::voids::Voided;
 use crate::ledger::{scans, voids};
 use crate::model::request_no::new_return_request_no;
-use crate::model::request_no::new_use_request_no;
 use crate::model::row::PayOrder;
 use crate::model::row::{Row, VoidState};
 use crate::model::scan::Sale;
@@ -16,7 +15,6 @@ use crate::model::state::TillOutcome;
 use crate::model::text;
 use crate::model::void::MAX_REASON;
 use crate::model::void::VoidPlan;
-use crate::redeem::NewRow;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxState};
@@ -144,80 +142,34 @@ pub(super) async fn use_with_order(st: &ApiState, id: i64, order: PayOrder) -> R
     (status, Json(body)).into_response()
 }
 
-/// Attaches the sale's WeChat Pay order to held product coupon `id` (its use's request
-/// number and time fixed in that commit), then waits up to `online_wait` for the use. The
-/// row then, and what the POS is told: `redeemed`, `accepted_offline` (queued: the use goes
-/// out when WeChat Pay answers), or `rejected` (refused: review; or no longer held).
+/// [`Orders::attach_and_use`], each refusal as its HTTP answer.
 pub(super) async fn attach_and_use(
     st: &ApiState,
     id: i64,
     order: PayOrder,
 ) -> Result<(Row, TillOutcome), Box<Response>> {
-    let at = st.clock.now_ms();
-    let request_no = new_use_request_no(&st.till, at);
-    let use_time = crate::clock::rfc3339_seconds(at);
-    // Subscribed before the order is written, so the use's end cannot slip past.
-    let mut settled = st.bus.settled.subscribe();
-    let attached = st
-        .ledger
-        .call(move |c| holds::attach_order(c, id, &order, &request_no, &use_time, at))
-        .await;
     let refused = |status, m: String| Err(Box::new(error(status, m)));
-    let row = match attached {
-        Ok(Ok(row)) => row,
+    match st.orders.attach_and_use(id, order).await {
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(OrderRefused::NoSuchRow)) => {
-            return refused(StatusCode::NOT_FOUND, format!("no redemption {id}"));
+            refused(StatusCode::NOT_FOUND, format!("no redemption {id}"))
         }
-        Ok(Err(OrderRefused::NotHeld(state))) => {
-            return refused(
-                StatusCode::CONFLICT,
-                format!(
-                    "redemption {id} is {state}: only a held product coupon takes a WeChat Pay order (scan it again if its hold ended)"
-                ),
-            );
-        }
-        Ok(Err(OrderRefused::OtherOrder)) => {
-            return refused(
-                StatusCode::CONFLICT,
-                format!("redemption {id} is used with another WeChat Pay order"),
-            );
-        }
-        Ok(Err(OrderRefused::Incomplete)) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "a WeChat Pay order needs transaction_id, or out_trade_no with mchid".into(),
-            );
-        }
-        Err(e) => return Err(Box::new(ledger_error(e))),
-    };
-    let row = if row.state == State::Queued {
-        let _ = st.bus.settled.send(row.clone());
-        let _ = st.new_rows.send(NewRow {
-            row: row.clone(),
-            check: None,
-        });
-        let wait = async {
-            loop {
-                match settled.recv().await {
-                    Ok(r) if r.id == id && r.state != State::Queued => return Some(r),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        };
-        match tokio::time::timeout(st.online_wait, wait).await {
-            Ok(Some(r)) => r,
-            _ => row,
-        }
-    } else {
-        row
-    };
-    let outcome = match row.state {
-        State::Redeemed => TillOutcome::Redeemed,
-        State::Queued => TillOutcome::AcceptedOffline,
-        _ => TillOutcome::Rejected,
-    };
-    Ok((row, outcome))
+        Ok(Err(OrderRefused::NotHeld(state))) => refused(
+            StatusCode::CONFLICT,
+            format!(
+                "redemption {id} is {state}: only a held product coupon takes a WeChat Pay order (scan it again if its hold ended)"
+            ),
+        ),
+        Ok(Err(OrderRefused::OtherOrder)) => refused(
+            StatusCode::CONFLICT,
+            format!("redemption {id} is used with another WeChat Pay order"),
+        ),
+        Ok(Err(OrderRefused::Incomplete)) => refused(
+            StatusCode::BAD_REQUEST,
+            "a WeChat Pay order needs transaction_id, or out_trade_no with mchid".into(),
+        ),
+        Err(e) => Err(Box::new(ledger_error(e))),
+    }
 }
 
 #[derive(Deserialize)]

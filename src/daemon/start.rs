@@ -19,6 +19,7 @@ use crate::redeem::catalog::Catalog;
 use crate::redeem::dispatcher::Dispatcher;
 use crate::redeem::hold_expiry::HoldExpiry;
 use crate::redeem::intake::Intake;
+use crate::redeem::orders::Orders;
 use crate::redeem::prefetch::Prefetcher;
 use crate::redeem::store_guard::StoreGuard;
 use crate::redeem::voids::VoidWorker;
@@ -96,7 +97,14 @@ impl Daemon {
             till: config.till.clone(),
             route_names: Arc::new(config.routes.iter().map(|r| r.name.clone()).collect()),
             voids: voids_wake.clone(),
-            new_rows: new_rows.clone(),
+            orders: Orders {
+                ledger: self.ledger.clone(),
+                clock: self.clock.clone(),
+                bus: self.bus.clone(),
+                new_rows: new_rows.clone(),
+                till: config.till.clone(),
+                online_wait: config.offline.online_wait,
+            },
             hosts: Arc::new(crate::http::host::HostPolicy {
                 listen: config.http.listen.clone(),
                 allowed: config.http.allowed_hosts.clone(),

@@ -305,12 +305,19 @@ impl Dispatcher {
         health: &HashMap<Api, ApiHealth>,
         flight: &mut InFlight,
     ) -> bool {
-        let NewRow { row, check } = new;
+        let NewRow { row, check, again } = new;
         let Some(api) = row.api() else { return false };
         let free = health
             .get(&api)
             .is_some_and(|h| h.paused.is_none() && flight.free(api, h) > 0);
-        if !free || row.id <= flight.newest || row.state != State::Queued {
+        // A row due again is started unless a try of it is in flight (a try that ended
+        // meanwhile finds it no longer queued, and sends nothing).
+        let seen = if again {
+            flight.ids().contains(&row.id)
+        } else {
+            row.id <= flight.newest
+        };
+        if !free || seen || row.state != State::Queued {
             return false;
         }
         self.start(row, check, flight);
@@ -611,7 +618,13 @@ mod tests {
 
         /// Hands `row` over as the intake does for a new code.
         fn hand_over(&self, row: Row) {
-            self.new_rows.send(NewRow { row, check: None }).unwrap();
+            self.new_rows
+                .send(NewRow {
+                    row,
+                    check: None,
+                    again: false,
+                })
+                .unwrap();
         }
 
         async fn next_settled(&mut self) -> Row {

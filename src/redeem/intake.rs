@@ -174,27 +174,44 @@ impl Intake {
         // The answer's budget starts before the store is asked: claim + answer ≤ online_wait.
         let started = Instant::now();
         // Asked before anything goes to WeChat (the card check too) and before any answer.
-        let tie = match &self.guard {
+        // A product coupon's registry entry is read while the claim is taken: both are a
+        // trip to the store's server, and neither changes anything at WeChat.
+        let claim = async {
+            match &self.guard {
+                None => None,
+                Some(g) => Some(
+                    g.claim(&self.ledger, &routed.code, routed.api, scan.at)
+                        .await,
+                ),
+            }
+        };
+        let registry = async {
+            match (&self.guard, routed.api) {
+                (Some(g), Api::ProductCoupon) => Some(
+                    g.product_coupon(&routed.code, self.config.offline.online_wait)
+                        .await,
+                ),
+                _ => None,
+            }
+        };
+        let (claimed, found) = tokio::join!(claim, registry);
+        let tie = match claimed {
             None => None,
-            Some(g) => match g
-                .claim(&self.ledger, &routed.code, routed.api, scan.at)
-                .await
-            {
-                Err(e) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
-                Ok(Claimed::Go(tie)) => Some(tie),
-                Ok(Claimed::Held {
-                    scan: scan_id,
-                    guard,
-                    reason,
-                }) => {
-                    return self
-                        .held_elsewhere(&scan, &routed, aim_id, scan_id, guard, reason)
-                        .await;
-                }
-            },
+            Some(Err(e)) => return Pending::Answered(self.unrecorded(&scan, &e.to_string())),
+            Some(Ok(Claimed::Go(tie))) => Some(tie),
+            Some(Ok(Claimed::Held {
+                scan: scan_id,
+                guard,
+                reason,
+            })) => {
+                return self
+                    .held_elsewhere(&scan, &routed, aim_id, scan_id, guard, reason)
+                    .await;
+            }
         };
         if routed.api == Api::ProductCoupon {
-            return self.hold(&scan, &routed, aim_id, tie, started).await;
+            let found = found.unwrap_or_else(|| Err("the till has no [store] section".to_string()));
+            return self.hold(&scan, &routed, aim_id, tie, found).await;
         }
         let guard_missing = tie.as_ref().is_some_and(|t| t.guard == Guard::Unavailable)
             && self.guard.as_ref().is_some_and(|g| g.require);
@@ -303,6 +320,7 @@ impl Intake {
         let _ = self.new_rows.send(NewRow {
             row: recorded.row.clone(),
             check,
+            again: false,
         });
         if let Err(e) = Self::on_disk(durable).await {
             return Pending::Answered(self.unrecorded(&scan, &e.to_string()));
@@ -350,27 +368,18 @@ impl Intake {
         }
     }
 
-    /// A product coupon's scan, claimed for this till: checked against the store's copy of
-    /// HQ's registry (waiting up to `online_wait` for a code it does not know yet), then
-    /// recorded held for the sale, or refused; nothing is sent to WeChat Pay before its
-    /// order is attached.
+    /// A product coupon's scan, claimed for this till, with what the store's copy of HQ's
+    /// registry says of it (`found`: it waited up to `online_wait` for a code it did not
+    /// know yet): recorded held for the sale, or refused; nothing is sent to WeChat Pay
+    /// before its order is attached.
     async fn hold(
         &self,
         scan: &Scan,
         routed: &route::Routed,
         aim_id: Option<String>,
         tie: Option<ClaimTie>,
-        started: Instant,
+        found: Result<Option<Entry>, String>,
     ) -> Pending {
-        let wait = self
-            .config
-            .offline
-            .online_wait
-            .saturating_sub(started.elapsed());
-        let found = match &self.guard {
-            Some(g) => g.product_coupon(&routed.code, wait).await,
-            None => Err("the till has no [store] section".to_string()),
-        };
         let now = self.clock.now_ms();
         let store_id = self
             .config

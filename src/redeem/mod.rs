@@ -11,6 +11,7 @@ pub(crate) mod coupon_rules;
 pub mod dispatcher;
 pub mod hold_expiry;
 pub mod intake;
+pub mod orders;
 pub mod prefetch;
 pub mod product_coupon;
 pub(crate) mod product_coupon_rules;
@@ -34,6 +35,8 @@ pub struct NewRow {
     pub row: Row,
     /// The card check sent while the row was being committed, if any.
     pub check: Option<prefetch::Prefetch>,
+    /// An older row due again (a held product coupon given its order), not a new code's.
+    pub again: bool,
 }
 
 pub type NewRows = mpsc::UnboundedSender<NewRow>;
