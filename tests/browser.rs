@@ -335,6 +335,7 @@ const DAY: &[(&str, u32, &str)] = &[
     ("rejected", 13, "card"),
     ("review", 12, "card"),
     ("queued", 16, "coupon"),
+    ("held", 17, "product_coupon"),
 ];
 
 /// Writes [`DAY`] (and a coupon still waiting since yesterday) into a till's ledger, with
@@ -351,10 +352,10 @@ fn seed_day(till: &Till) {
             .timestamp_millis()
     };
     for (i, (state, hour, api)) in DAY.iter().enumerate() {
-        let code = if *api == "coupon" {
-            format!("BF88{i:08}")
-        } else {
-            format!("8800{i:08}")
+        let code = match *api {
+            "coupon" => format!("BF88{i:08}"),
+            "product_coupon" => format!("PC88{i:08}"),
+            _ => format!("8800{i:08}"),
         };
         let t = at(*hour, 5 + i as u32);
         let reason = match *state {
@@ -367,6 +368,7 @@ fn seed_day(till: &Till) {
         let till_outcome = match *state {
             "rejected" => "rejected",
             "queued" => "accepted_offline",
+            "held" => "held",
             _ => "redeemed",
         };
         let order_id = format!("A-{:04}", 1000 + i);
@@ -379,7 +381,11 @@ fn seed_day(till: &Till) {
             till_outcome: Some(till_outcome),
             scanned_at: t,
             redeemed_at: (*state == "redeemed" || *state == "returned").then_some(t + 800),
-            title: Some("火锅套餐 满100减20"),
+            title: Some(if *api == "product_coupon" {
+                "拿铁兑换券"
+            } else {
+                "火锅套餐 满100减20"
+            }),
             kind: Some("CASH"),
             value: Some(2000),
             order_id: Some(&order_id),
@@ -431,11 +437,25 @@ fn manager_page_counts_a_known_day_and_charts_it_in_both_languages() {
     for (lang, labels) in [
         (
             "zh-CN",
-            ["核销成功", "无法核销", "待复核", "待确认", "已退券"],
+            [
+                "核销成功",
+                "无法核销",
+                "待复核",
+                "待确认",
+                "已保留，等待付款",
+                "已退券",
+            ],
         ),
         (
             "en",
-            ["Redeemed", "Rejected", "Review", "Pending", "Returned"],
+            [
+                "Redeemed",
+                "Rejected",
+                "Review",
+                "Pending",
+                "Held, waiting for payment",
+                "Returned",
+            ],
         ),
     ] {
         till.setup.language = lang;
@@ -445,12 +465,14 @@ fn manager_page_counts_a_known_day_and_charts_it_in_both_languages() {
         let page = b.open(&format!("{}/", d.http_url()));
         b.wait_for(
             &page,
-            "document.querySelectorAll('.card').length === 5 && document.querySelectorAll('#chart rect').length === 24",
+            "document.querySelectorAll('.card').length === 6 && document.querySelectorAll('#chart rect').length === 24",
             live,
         );
-        for (i, st) in ["redeemed", "rejected", "review", "queued", "returned"]
-            .iter()
-            .enumerate()
+        for (i, st) in [
+            "redeemed", "rejected", "review", "queued", "held", "returned",
+        ]
+        .iter()
+        .enumerate()
         {
             let want = if *st == "queued" {
                 count(st) + 1
