@@ -110,8 +110,15 @@ impl World {
         }
     }
 
-    /// A till of storeA that holds product coupons (`PC` and 8 digits) with the brand's key.
+    /// A till of storeA that holds product coupons (`PC` and 8 digits) with the brand's key,
+    /// signing as the brand (`mode = "brand"`).
     fn till(&self, name: &'static str, route_toml: &str) -> Till {
+        self.till_as(name, "brand", route_toml)
+    }
+
+    /// [`World::till`] in `mode` (`"brand"`, or `"partner"`: the service provider's paths,
+    /// signed as its mchid, the brand named in each body).
+    fn till_as(&self, name: &'static str, mode: &str, route_toml: &str) -> Till {
         let url = self.server.url();
         let leaf = self.chain.leaf_url("storeA");
         let till = Till::new(Setup {
@@ -122,7 +129,7 @@ impl World {
                  serial_no = \"{MERCHANT_SERIAL}\"\nprivate_key_file = \"brand_key.pem\"\n\
                  public_key_id = \"{WECHATPAY_KEY_ID}\"\npublic_key_file = \"pub_key.pem\"\n\
                  base_url = \"{url}\"\nbackup_url = \"{url}\"\nrequest_timeout = \"2s\"\n\
-                 mode = \"brand\"\nbrand_id = \"120344\"\nstore_id = \"S001\"\n\n\
+                 mode = \"{mode}\"\nbrand_id = \"120344\"\nstore_id = \"S001\"\n\n\
                  [[route]]\npattern = \"PC[0-9]{{8}}\"\napi = \"product_coupon\"\n{route_toml}\n"
             ),
             ..Setup::default()
@@ -172,15 +179,16 @@ fn paid(i: usize) -> Value {
     }
 }
 
-/// 100 coupons scanned at two tills at once: each held at exactly one (the other answers
-/// duplicate), nothing sent before its order; with their orders each used exactly once,
-/// with that order and the store; a void after the use gives it back once.
+/// 100 coupons scanned at two tills at once (one signing as the brand, the other as its
+/// service provider): each held at exactly one (the other answers duplicate), nothing sent
+/// before its order; with their orders each used exactly once, with that order and the
+/// store; a void after the use gives it back once.
 #[test]
 fn each_coupon_is_held_at_one_till_and_used_once_with_its_order() {
     let w = World::start();
     let codes = pc_codes(1, 100);
     w.issue(&codes);
-    let (a1, a2) = (w.till("a1", ""), w.till("a2", ""));
+    let (a1, a2) = (w.till("a1", ""), w.till_as("a2", "partner", ""));
     let (d1, d2) = (a1.start(), a2.start());
     let (o1, o2) = std::thread::scope(|s| {
         let one = s.spawn(|| codes.iter().map(|c| scan(&d1, c)).collect::<Vec<_>>());
@@ -211,6 +219,11 @@ fn each_coupon_is_held_at_one_till_and_used_once_with_its_order() {
         assert_eq!(answer["api"], "product_coupon", "{answer}");
         holder.insert(code, (till, answer["id"].clone()));
     }
+    let at_partner = o2.iter().filter(|o| o["outcome"] == "held").count();
+    assert!(
+        (1..100).contains(&at_partner),
+        "both tills hold some: {at_partner} at the service provider's"
+    );
     assert_eq!(
         w.sim.calls().use_calls,
         0,
@@ -298,9 +311,19 @@ fn outages_kills_and_abandoned_sales_leave_each_coupon_used_at_most_once() {
     let mut w = World::start();
     let codes = pc_codes(201, 6);
     w.issue(&codes);
+    // A coupon whose code looks like a card code: the registry says what it is.
+    let card_like = "990000000001".to_string();
+    w.issue(std::slice::from_ref(&card_like));
     let a1 = w.till("a1", "hold_timeout = \"5s\"\n");
     let a2 = w.till("a2", "hold_timeout = \"5s\"\n");
     let d1 = a1.start();
+    let h = scan(&d1, &card_like);
+    assert_eq!(h["outcome"], "held", "{h}");
+    assert_eq!(h["api"], "product_coupon", "{h}");
+    // A code the registry does not know is refused after online_wait, never sent.
+    let unknown = scan(&d1, "PC99999999");
+    assert_eq!(unknown["outcome"], "rejected", "{unknown}");
+    assert_eq!(unknown["reason_code"], "not_issued", "{unknown}");
 
     // WAN and WeChat Pay down: held from the mirror, the orders queued.
     w.chain.hub.kill();
@@ -325,6 +348,11 @@ fn outages_kills_and_abandoned_sales_leave_each_coupon_used_at_most_once() {
         "{review}"
     );
     assert_eq!(w.sim.used_count(&codes[0]), 1);
+    assert_eq!(
+        w.sim.calls().use_calls,
+        2,
+        "only the two uses with their orders were sent"
+    );
 
     // Killed between held and order: still held after the restart, then used once.
     let h = scan(&d1, &codes[2]);

@@ -15,6 +15,8 @@
 //!   before it loses a scan nobody was answered for (the cashier scans again), and no call
 //!   that changes anything is sent before the intent is on disk. It waits at most
 //!   [`SHARE_WAIT`], and no longer than the end of a try that writes no intent.
+//! - A held product coupon's WeChat Pay order ([`Fsync::WithNext`]): the POS is answered
+//!   once the use has ended, after the use's intent (the next synced commit) covered it.
 //!
 //! That takes two of the three fsyncs of an online redemption off the cashier's wait. A
 //! later fsync covers the commits before it: SQLite syncs the whole WAL, and WAL frames are

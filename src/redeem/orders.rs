@@ -9,7 +9,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::model::request_no::new_use_request_no;
 use crate::model::row::{PayOrder, Row};
 use crate::model::state::{State, TillOutcome};
-use crate::outcome::Bus;
+use crate::outcome::{Bus, Outcome};
 use crate::redeem::{NewRow, NewRows};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -41,15 +41,20 @@ impl Orders {
         let use_time = crate::clock::rfc3339_seconds(at);
         // Subscribed before the order is written, so the use's end cannot slip past.
         let mut settled = self.bus.settled.subscribe();
-        let attached = self
+        // Its fsync is the use's intent's, written next by the try: the two share one. The
+        // POS hears nothing before it (see ledger::sync).
+        let (attached, durable) = self
             .ledger
-            .call(move |c| holds::attach_order(c, id, &order, &request_no, &use_time, at))
+            .call_sync_with_next(move |c| {
+                holds::attach_order(c, id, &order, &request_no, &use_time, at)
+            })
             .await?;
         let row = match attached {
             Ok(row) => row,
             Err(refused) => return Ok(Err(refused)),
         };
-        let row = if row.state == State::Queued {
+        let queued = row.state == State::Queued;
+        let row = if queued {
             let _ = self.bus.settled.send(row.clone());
             let _ = self.new_rows.send(NewRow {
                 row: row.clone(),
@@ -72,11 +77,22 @@ impl Orders {
         } else {
             row
         };
+        if queued {
+            durable.wait().await?;
+        }
         let outcome = match row.state {
             State::Redeemed => TillOutcome::Redeemed,
             State::Queued => TillOutcome::AcceptedOffline,
             _ => TillOutcome::Rejected,
         };
+        if queued {
+            // The till's screens (the kiosk, the POS's event stream) hear how the sale's
+            // coupon ended, as for a scan.
+            let now = self.clock.now_ms();
+            let told = Outcome::from_row(&row, outcome, &row.scanner, row.scanned_at, now);
+            told.log(&self.till);
+            let _ = self.bus.outcomes.send(told);
+        }
         Ok(Ok((row, outcome)))
     }
 }
