@@ -320,22 +320,11 @@ fn a_service_provider_confirms_and_registers_the_same_way() {
 }
 
 fn confirmed_once_and_registered(mode: &str) {
-    use redeemd::sim::product_coupon::{
-        BrandIdentity, ProductCouponSim, SimProductCoupon, SimStock,
-    };
+    use redeemd::sim::product_coupon::{SimProductCoupon, SimStock};
     let mut chain = Chain::start(&["storeA"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let keys = Keys::new();
-    let sim = ProductCouponSim::new(
-        BrandIdentity {
-            brand_id: "120344".into(),
-            brand_serial: MERCHANT_SERIAL.into(),
-            partner_mchid: MCHID.into(),
-            public_key_id: WECHATPAY_KEY_ID.into(),
-        },
-        Keys::public(&keys.brand),
-        redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&keys.wechatpay).expect("signer"),
-    );
+    let sim = keys.product_coupon_sim();
     let server = rt
         .block_on(sim.start())
         .expect("the product-coupon simulator");

@@ -7,7 +7,7 @@
 mod support;
 
 use redeemd::sim::http::SimServer;
-use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon, SimStock};
+use redeemd::sim::product_coupon::{ProductCouponSim, SimProductCoupon, SimStock};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,16 +31,7 @@ impl World {
         let chain = Chain::start(&["storeA"], true);
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let keys = Keys::new();
-        let sim = ProductCouponSim::new(
-            BrandIdentity {
-                brand_id: "120344".into(),
-                brand_serial: MERCHANT_SERIAL.into(),
-                partner_mchid: MCHID.into(),
-                public_key_id: WECHATPAY_KEY_ID.into(),
-            },
-            Keys::public(&keys.brand),
-            redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&keys.wechatpay).expect("signer"),
-        );
+        let sim = keys.product_coupon_sim();
         sim.set_stock(
             STOCK,
             SimStock {

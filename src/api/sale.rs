@@ -7,7 +7,7 @@ use crate::ledger::voids::VoidRequest;
 use crate::ledger::voids::Voided;
 use crate::ledger::{scans, voids};
 use crate::model::request_no::new_return_request_no;
-use crate::model::row::PayOrder;
+use crate::model::row::{PayOrder, PayOrderFields};
 use crate::model::row::{Row, VoidState};
 use crate::model::scan::Sale;
 use crate::model::state::State;
@@ -50,14 +50,8 @@ pub(super) struct OrderBody {
     #[serde(default)]
     cashier: Option<String>,
     /// The sale's WeChat Pay order, for a held product coupon.
-    #[serde(default)]
-    transaction_id: Option<String>,
-    #[serde(default)]
-    out_trade_no: Option<String>,
-    #[serde(default)]
-    mchid: Option<String>,
-    #[serde(default)]
-    sub_mchid: Option<String>,
+    #[serde(flatten)]
+    pay_order: PayOrderFields,
 }
 
 /// `POST /v1/redemptions/{id}/order`: ties the row to its sale (once per row; the same
@@ -72,12 +66,7 @@ pub(super) async fn order(
         Ok(x) => x,
         Err(answer) => return *answer,
     };
-    let pay_order = match PayOrder::checked(
-        body.transaction_id,
-        body.out_trade_no,
-        body.mchid,
-        body.sub_mchid,
-    ) {
+    let pay_order = match body.pay_order.checked() {
         Ok(o) => o,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };

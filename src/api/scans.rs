@@ -20,14 +20,8 @@ pub(super) struct ScanBody {
     #[serde(default)]
     cashier: Option<String>,
     /// The sale's WeChat Pay order, for a product coupon: held, then used with it at once.
-    #[serde(default)]
-    transaction_id: Option<String>,
-    #[serde(default)]
-    out_trade_no: Option<String>,
-    #[serde(default)]
-    mchid: Option<String>,
-    #[serde(default)]
-    sub_mchid: Option<String>,
+    #[serde(flatten)]
+    pay_order: crate::model::row::PayOrderFields,
 }
 
 /// The longest `encrypt_code` accepted.
@@ -83,12 +77,7 @@ pub(super) async fn post_scan(
         Ok(s) => s,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let pay_order = match crate::model::row::PayOrder::checked(
-        body.transaction_id,
-        body.out_trade_no,
-        body.mchid,
-        body.sub_mchid,
-    ) {
+    let pay_order = match body.pay_order.checked() {
         Ok(o) => o,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };

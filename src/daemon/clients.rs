@@ -51,11 +51,23 @@ pub(super) fn build_pay(
     clock: SharedClock,
 ) -> Result<Arc<PayApi>, DaemonError> {
     let PayKeys { signer, verifier } = keys;
-    Ok(Arc::new(PayApi::new(PayApiParts {
+    let caller = Caller::Merchant(p.mchid.clone());
+    Ok(Arc::new(pay_api(p, caller, signer, verifier, clock)?))
+}
+
+/// A WeChat Pay client of `[wechat_pay]`, signing as `caller`.
+fn pay_api(
+    p: &WechatPayConfig,
+    caller: Caller,
+    signer: Signer,
+    verifier: Verifier,
+    clock: SharedClock,
+) -> Result<PayApi, DaemonError> {
+    Ok(PayApi::new(PayApiParts {
         http: http_client(p.request_timeout)?,
         appid: p.appid.clone(),
         auth: RequestAuth {
-            caller: Caller::Merchant(p.mchid.clone()),
+            caller,
             serial_no: p.serial_no.clone(),
             signer,
         },
@@ -64,7 +76,7 @@ pub(super) fn build_pay(
         primary: p.base_url.clone(),
         backup: p.backup_url.clone(),
         clock,
-    })))
+    }))
 }
 
 /// WeChat Pay as the till uses product coupons: signed as the brand (`mode = "brand"`), or
@@ -84,22 +96,8 @@ pub(super) fn build_product_coupon(
         PayMode::Brand => (Caller::Brand(brand_id.clone()), None),
         PayMode::Partner => (Caller::Merchant(p.mchid.clone()), Some(brand_id.clone())),
     };
-    let pay = PayApi::new(PayApiParts {
-        http: http_client(p.request_timeout)?,
-        appid: p.appid.clone(),
-        auth: RequestAuth {
-            caller,
-            serial_no: p.serial_no.clone(),
-            signer,
-        },
-        verifier,
-        public_key_id: p.public_key_id.clone(),
-        primary: p.base_url.clone(),
-        backup: p.backup_url.clone(),
-        clock,
-    });
     Ok(Some(Arc::new(ProductCouponApi {
-        pay,
+        pay: pay_api(p, caller, signer, verifier, clock)?,
         partner_brand,
         store_id: p.store_id.clone(),
     })))

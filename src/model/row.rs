@@ -72,6 +72,32 @@ pub struct HeldCoupon {
     pub hold_until: Option<Millis>,
 }
 
+/// A WeChat Pay order's fields as a POS sends them (beside `order_id`, `amount`,
+/// `cashier` in a request's body), before they are checked.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PayOrderFields {
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+    #[serde(default)]
+    pub out_trade_no: Option<String>,
+    #[serde(default)]
+    pub mchid: Option<String>,
+    #[serde(default)]
+    pub sub_mchid: Option<String>,
+}
+
+impl PayOrderFields {
+    /// [`PayOrder::checked`].
+    pub fn checked(self) -> Result<Option<PayOrder>, String> {
+        PayOrder::checked(
+            self.transaction_id,
+            self.out_trade_no,
+            self.mchid,
+            self.sub_mchid,
+        )
+    }
+}
+
 /// A WeChat Pay order: its `transaction_id`, or its `out_trade_no` with the `mchid` (and
 /// `sub_mchid`) it was paid to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -401,27 +401,11 @@ impl Intake {
                     .ok_or_else(|| NotHeld::NotEffective(INCOMPLETE_ENTRY.into()).reason()),
             },
         };
-        let r = routed.clone();
-        let till = self.config.till.clone();
-        let scanner = scan.scanner.to_string();
-        let at = scan.at;
-        let sale = scan.sale.clone();
+        let unsent = self.unsent(scan, routed, aim_id);
         let claim = tie.clone();
         let recorded = self
             .ledger
             .call(move |c| {
-                let s = NewScan {
-                    code: &r.code,
-                    routed: &r,
-                    scanner: &scanner,
-                    till: &till,
-                    aim_id: aim_id.as_deref(),
-                    at,
-                    use_request_no: None,
-                    use_time: None,
-                    sale: &sale,
-                    meta: None,
-                };
                 let hold = match &checked {
                     Ok(h) => Hold::Held {
                         coupon: &h.coupon,
@@ -432,7 +416,7 @@ impl Intake {
                     },
                     Err(reason) => Hold::Refused { reason },
                 };
-                holds::record_hold(c, &s, &hold, claim.as_ref())
+                holds::record_hold(c, &unsent.new_scan(), &hold, claim.as_ref())
             })
             .await;
         let recorded = match recorded {
@@ -468,34 +452,11 @@ impl Intake {
         guard: Guard,
         reason: String,
     ) -> Pending {
-        let r = routed.clone();
-        let till = self.config.till.clone();
-        let scanner = scan.scanner.to_string();
-        let at = scan.at;
-        let sale = scan.sale.clone();
+        let unsent = self.unsent(scan, routed, aim_id);
         let why = reason.clone();
         let recorded = self
             .ledger
-            .call(move |c| {
-                scans::record_elsewhere(
-                    c,
-                    &NewScan {
-                        code: &r.code,
-                        routed: &r,
-                        scanner: &scanner,
-                        till: &till,
-                        aim_id: aim_id.as_deref(),
-                        at,
-                        use_request_no: None,
-                        use_time: None,
-                        sale: &sale,
-                        meta: None,
-                    },
-                    &scan_id,
-                    guard,
-                    &why,
-                )
-            })
+            .call(move |c| scans::record_elsewhere(c, &unsent.new_scan(), &scan_id, guard, &why))
             .await;
         let recorded = match recorded {
             Ok(r) => r,
@@ -509,6 +470,18 @@ impl Intake {
         out.reason_code = Some(crate::model::reason::code_of(&reason));
         out.reason = Some(reason);
         Pending::Answered(out)
+    }
+
+    /// What the ledger records of a scan that is not sent (held, or another till's).
+    fn unsent(&self, scan: &Scan, routed: &route::Routed, aim_id: Option<String>) -> Unsent {
+        Unsent {
+            routed: routed.clone(),
+            till: self.config.till.clone(),
+            scanner: scan.scanner.to_string(),
+            aim_id,
+            at: scan.at,
+            sale: scan.sale.clone(),
+        }
     }
 
     /// Waits until a row committed before its fsync is on disk (no `Durable`: the commit
@@ -683,6 +656,34 @@ impl Intake {
 
     fn outcome(&self, row: &Row, outcome: TillOutcome, scan: &Scan) -> Outcome {
         Outcome::from_row(row, outcome, &scan.scanner, scan.at, self.clock.now_ms())
+    }
+}
+
+/// A scan that is recorded without a request to WeChat being fixed for it, owned so that it
+/// can go to the ledger's thread.
+struct Unsent {
+    routed: route::Routed,
+    till: String,
+    scanner: String,
+    aim_id: Option<String>,
+    at: i64,
+    sale: crate::model::scan::Sale,
+}
+
+impl Unsent {
+    fn new_scan(&self) -> NewScan<'_> {
+        NewScan {
+            code: &self.routed.code,
+            routed: &self.routed,
+            scanner: &self.scanner,
+            till: &self.till,
+            aim_id: self.aim_id.as_deref(),
+            at: self.at,
+            use_request_no: None,
+            use_time: None,
+            sale: &self.sale,
+            meta: None,
+        }
     }
 }
 

@@ -36,6 +36,23 @@ impl Keys {
         }
     }
 
+    /// The product-coupon simulator of the tests' brand: it checks the brand's signature
+    /// (or the service provider's, same key) and signs as WeChat Pay.
+    pub fn product_coupon_sim(
+        &self,
+    ) -> std::sync::Arc<redeemd::sim::product_coupon::ProductCouponSim> {
+        redeemd::sim::product_coupon::ProductCouponSim::new(
+            redeemd::sim::product_coupon::BrandIdentity {
+                brand_id: "120344".into(),
+                brand_serial: MERCHANT_SERIAL.into(),
+                partner_mchid: MCHID.into(),
+                public_key_id: WECHATPAY_KEY_ID.into(),
+            },
+            Self::public(&self.brand),
+            redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&self.wechatpay).expect("signer"),
+        )
+    }
+
     pub fn public(der: &[u8]) -> Vec<u8> {
         redeemd::wechat::pay_sign::Signer::from_pkcs8_der(der)
             .and_then(|s| s.public_spki_der())
