@@ -23,7 +23,7 @@
 //! `product_coupons` (2p) is benchmark 2 for product coupons, on such a server holding the
 //! store's registry: scan → held (the claim, the registry lookup, the checks, the commit),
 //! then order → redeemed (the use at the simulated WeChat Pay answering at once), each
-//! step's overhead above its API calls.
+//! step's overhead above its API calls; back to back, or `SCAN_GAP_MS` apart.
 
 #[path = "figures/product_coupons.rs"]
 mod product_coupons;

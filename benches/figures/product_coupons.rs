@@ -210,6 +210,13 @@ pub async fn bench(dir: &Path, n: usize, nats: &str) -> (Online, Online, Vec<f64
         warm_up: Vec::with_capacity(warm_up),
     };
     for (i, code) in codes.iter().enumerate() {
+        // `SCAN_GAP_MS`: a pause before each coupon (not measured), as a till's scans come.
+        if let Some(gap) = std::env::var("SCAN_GAP_MS")
+            .ok()
+            .and_then(|g| g.parse().ok())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(gap)).await;
+        }
         let t0 = Instant::now();
         let pending = p
             .intake
