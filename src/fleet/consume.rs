@@ -3,6 +3,7 @@
 //! between redelivers the batch, which the read model's idempotent apply absorbs.
 
 use super::metrics::FleetMetrics;
+use super::pull::fetch;
 use super::read_model::{self, Applied, RedeemedChange};
 use super::streams::{
     Feed, delete_consumer, ensure_consumer, ensure_mirror, ensure_redeemed_bucket, pull_consumer,
@@ -10,7 +11,6 @@ use super::streams::{
 use crate::guard::redeemed::{self, RedeemedAt};
 use crate::model::event::{Event, Skip, decode};
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures_util::StreamExt;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,6 @@ use tokio::sync::watch;
 
 /// Messages taken per commit.
 pub const BATCH: usize = 1000;
-const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MIRROR_EVERY: Duration = Duration::from_secs(30);
 /// How often a missing mirror is tried again.
@@ -106,17 +105,7 @@ async fn batch(
     writer: &Arc<Mutex<Connection>>,
     metrics: &Arc<FleetMetrics>,
 ) -> Result<usize, String> {
-    let mut messages = consumer
-        .fetch()
-        .max_messages(BATCH)
-        .expires(FETCH_WAIT)
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut batch = Vec::new();
-    while let Some(m) = messages.next().await {
-        batch.push(m.map_err(|e| e.to_string())?);
-    }
+    let batch = fetch(consumer, BATCH).await?;
     let Some(last) = batch.last() else {
         return Ok(0);
     };

@@ -6,7 +6,7 @@
 //! redelivers the batch, which the read model's idempotent apply absorbs.
 
 use super::consume::record_redeemed;
-use super::pull::{Batches, keep_pulling};
+use super::pull::{Batches, fetch, keep_pulling};
 use super::read_model::{self, OutsideEvent, OutsideKind, RedeemedChange};
 use super::streams::{
     NOTIFY_STREAM, OUTSIDE_CONSUMER, delete_durable, ensure_notify_stream, ensure_outside_consumer,
@@ -17,7 +17,6 @@ use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
 use crate::wechat::notify::{ApiV3Key, resource_of};
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures_util::StreamExt;
 use rusqlite::Connection;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +25,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const BATCH: usize = 500;
-const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the writer needs.
@@ -91,17 +89,7 @@ impl Batches for Outside {
     }
 
     async fn batch(&self, js: &jetstream::Context, consumer: &PullConsumer) -> Result<(), String> {
-        let mut messages = consumer
-            .fetch()
-            .max_messages(BATCH)
-            .expires(FETCH_WAIT)
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut batch = Vec::new();
-        while let Some(m) = messages.next().await {
-            batch.push(m.map_err(|e| e.to_string())?);
-        }
+        let batch = fetch(consumer, BATCH).await?;
         let Some(last) = batch.last() else {
             return Ok(());
         };

@@ -3,12 +3,32 @@
 //! backoff (doubling from 250 ms) has passed, until `stop`. The notification consumers
 //! (the registry, the uses outside the tills) share it.
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{self, Message, consumer::PullConsumer};
+use futures_util::StreamExt;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a fetch waits for messages before it ends with what it has.
+pub(super) const FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// One batch of up to `max` messages, all of them taken before any is handled (a
+/// consumer that writes a batch in one commit).
+pub(super) async fn fetch(consumer: &PullConsumer, max: usize) -> Result<Vec<Message>, String> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut batch = Vec::new();
+    while let Some(m) = messages.next().await {
+        batch.push(m.map_err(|e| e.to_string())?);
+    }
+    Ok(batch)
+}
 
 /// One consumer's work.
 pub(super) trait Batches {

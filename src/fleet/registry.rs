@@ -7,7 +7,7 @@
 //! tried.
 
 use super::metrics::FleetMetrics;
-use super::pull::{Batches, keep_pulling};
+use super::pull::{Batches, FETCH_WAIT, keep_pulling};
 use super::streams::{
     NOTIFY_STREAM, REGISTRY_CONSUMER, ensure_notify_stream, ensure_product_coupon_bucket,
     ensure_registry_consumer, pull_consumer,
@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-const FETCH_WAIT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a stock's list of stores is kept before it is read again.
 const STORE_LIST_KEPT: Duration = Duration::from_secs(300);
