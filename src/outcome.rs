@@ -79,12 +79,7 @@ impl Outcome {
             cashier: row.cashier.clone(),
             guard: row.guard.map(|g| g.as_str()),
             payment_code: None,
-            hold_until: row
-                .coupon
-                .as_ref()
-                .and_then(|c| c.hold_until)
-                .filter(|_| row.state == State::Held)
-                .map(clock::rfc3339),
+            hold_until: row.holds_until().map(clock::rfc3339),
         }
     }
 

@@ -137,12 +137,7 @@ impl From<&Row> for LogEntry {
             guard: r.guard.map(|g| g.as_str()),
             past_sales: r.past_sales.clone(),
             product_coupon_id: r.coupon.as_ref().map(|c| c.product_coupon_id.clone()),
-            hold_until: r
-                .coupon
-                .as_ref()
-                .and_then(|c| c.hold_until)
-                .filter(|_| r.state == crate::model::state::State::Held)
-                .map(clock::rfc3339),
+            hold_until: r.holds_until().map(clock::rfc3339),
             transaction_id: order(r, |o| &o.transaction_id),
             out_trade_no: order(r, |o| &o.out_trade_no),
             mchid: order(r, |o| &o.mchid),

@@ -62,6 +62,16 @@ pub struct Row {
     pub pay_order: Option<PayOrder>,
 }
 
+impl Row {
+    /// While the row is a held product coupon: when its hold ends without an order.
+    pub fn holds_until(&self) -> Option<Millis> {
+        self.coupon
+            .as_ref()
+            .and_then(|c| c.hold_until)
+            .filter(|_| self.state == State::Held)
+    }
+}
+
 /// What a product coupon's use needs besides the holder and the stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeldCoupon {

@@ -23,6 +23,18 @@ pub struct ProductCouponApi {
     pub store_id: Option<String>,
 }
 
+impl ProductCouponApi {
+    /// Where row's coupon lives at WeChat Pay: its holder's and its code's path, on the
+    /// brand's or the service provider's side. `None` without its holder.
+    pub fn path(&self, row: &Row) -> Option<ProductCouponPath> {
+        Some(ProductCouponPath {
+            partner: self.partner_brand.is_some(),
+            openid: row.openid.clone()?,
+            coupon_code: row.code.expose().to_string(),
+        })
+    }
+}
+
 pub async fn try_product_coupon(
     ctx: &Ctx,
     api: &ProductCouponApi,
@@ -72,11 +84,7 @@ pub fn use_request(
 ) -> Option<(ProductCouponPath, ProductCouponUseRequest)> {
     let coupon = row.coupon.as_ref()?;
     let order = row.pay_order.as_ref().filter(|o| o.is_complete())?;
-    let path = ProductCouponPath {
-        partner: api.partner_brand.is_some(),
-        openid: row.openid.clone()?,
-        coupon_code: row.code.expose().to_string(),
-    };
+    let path = api.path(row)?;
     let req = ProductCouponUseRequest {
         brand_id: api.partner_brand.clone(),
         product_coupon_id: coupon.product_coupon_id.clone(),

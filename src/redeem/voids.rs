@@ -168,11 +168,7 @@ impl VoidWorker {
         if row.api == Some(Api::ProductCoupon.as_str()) {
             let api = self.product_coupon.clone()?;
             let coupon = row.coupon.as_ref()?;
-            let path = ProductCouponPath {
-                partner: api.partner_brand.is_some(),
-                openid: row.openid.clone()?,
-                coupon_code: row.code.expose().to_string(),
-            };
+            let path = api.path(row)?;
             let req = ProductCouponReturnRequest {
                 brand_id: api.partner_brand.clone(),
                 product_coupon_id: coupon.product_coupon_id.clone(),
