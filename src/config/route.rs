@@ -28,6 +28,8 @@ pub(super) struct RawRoute {
 
 /// How long a product coupon stays held for a sale that has not brought its order.
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The shortest `hold_timeout` accepted (and the longest the hold expiry may sleep).
+pub const MIN_HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// WeChat's card types (`card_type`), for checking `card_types`.
 pub const CARD_TYPES: &[&str] = &[
@@ -123,7 +125,7 @@ pub(super) fn check_routes(
             ));
         }
         if r.hold_timeout
-            .is_some_and(|t| t < Duration::from_secs(5) || t > Duration::from_secs(24 * 3600))
+            .is_some_and(|t| t < MIN_HOLD_TIMEOUT || t > Duration::from_secs(24 * 3600))
         {
             problems.push(format!("{key}.hold_timeout: from 5 seconds to 24 hours"));
         }

@@ -4,7 +4,7 @@
 //! cancelled (their claims then released, as for any row turned away unsent).
 
 use super::scans::{ClaimTie, First, NewScan, Recorded, add_read, insert_first, tie};
-use super::sql::{COLUMNS, Result, exec, get_in, immediate};
+use super::sql::{COLUMNS, Result, exec, get_in, immediate, one};
 use crate::clock::Millis;
 use crate::model::product_coupon::HOLD_EXPIRED;
 use crate::model::row::{HeldCoupon, PayOrder, Row};
@@ -59,8 +59,12 @@ pub fn record_hold(
     )?;
     let recorded = match inserted {
         Some(row) => {
-            set_coupon(&tx, row.id, hold)?;
-            let row = get_in(&tx, row.id)?;
+            // A refused scan's row is as the insert left it.
+            let row = if set_coupon(&tx, row.id, hold)? {
+                get_in(&tx, row.id)?
+            } else {
+                row
+            };
             Recorded {
                 row,
                 rescan: None,
@@ -145,8 +149,9 @@ fn hold_again(tx: &Connection, row: &Row, s: &NewScan, hold: &Hold) -> Result<Ro
     get_in(tx, row.id)
 }
 
-/// Writes a held coupon's ids, holder and hold on row `id` (nothing for a refusal).
-fn set_coupon(tx: &Connection, id: i64, hold: &Hold) -> Result<()> {
+/// Writes a held coupon's ids, holder and hold on row `id` (nothing for a refusal); whether
+/// it wrote.
+fn set_coupon(tx: &Connection, id: i64, hold: &Hold) -> Result<bool> {
     if let Hold::Held {
         coupon,
         openid,
@@ -171,8 +176,9 @@ fn set_coupon(tx: &Connection, id: i64, hold: &Hold) -> Result<()> {
                 value
             ],
         )?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Why an order cannot be attached to a row.
@@ -235,6 +241,26 @@ pub fn attach_order(
     };
     tx.commit()?;
     Ok(answer)
+}
+
+/// When the next hold ends (`None`: nothing is held).
+pub fn next_hold_end(conn: &Connection) -> Result<Option<Millis>> {
+    one(
+        conn,
+        "SELECT min(hold_until) FROM redemptions WHERE state = 'held'",
+        [],
+    )
+}
+
+/// Cancels the holds that ended at `now` without an order, when one has (a read
+/// otherwise); the rows cancelled, and when the next hold ends.
+pub fn expire_due(conn: &mut Connection, now: Millis) -> Result<(Vec<Row>, Option<Millis>)> {
+    let next = next_hold_end(conn)?;
+    if next.is_none_or(|end| end > now) {
+        return Ok((Vec::new(), next));
+    }
+    let cancelled = expire_holds(conn, now)?;
+    Ok((cancelled, next_hold_end(conn)?))
 }
 
 /// Cancels the holds that ended at `now` without an order; the rows as they are now.
@@ -420,7 +446,13 @@ mod tests {
             .unwrap();
             ids.push(r.row.id);
         }
-        let ended = expire_holds(&mut c, 10_000).unwrap();
+        assert_eq!(
+            expire_due(&mut c, 9_999).unwrap(),
+            (Vec::new(), Some(10_000)),
+            "nothing ended yet: the next end"
+        );
+        let (ended, next) = expire_due(&mut c, 10_000).unwrap();
+        assert_eq!(next, Some(50_000));
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].id, ids[0]);
         assert_eq!(ended[0].state, State::Cancelled);
@@ -429,6 +461,10 @@ mod tests {
             "hold_expired"
         );
         assert!(expire_holds(&mut c, 10_000).unwrap().is_empty(), "once");
+        assert_eq!(
+            expire_due(&mut c, 10_000).unwrap(),
+            (Vec::new(), Some(50_000))
+        );
         let still = crate::ledger::queries::get(&c, ids[1])
             .unwrap()
             .expect("row");

@@ -3,15 +3,13 @@
 //! it at another till, or later.
 
 use crate::clock::SharedClock;
+use crate::config::route::MIN_HOLD_TIMEOUT;
 use crate::ledger::{Ledger, holds};
 use crate::outcome::{Bus, log_settled};
 use crate::redeem::store_guard::StoreGuard;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// How often the ledger is asked for holds that ended: a hold ends at most this much late.
-const EVERY: Duration = Duration::from_secs(1);
 
 pub struct HoldExpiry {
     pub ledger: Ledger,
@@ -22,26 +20,34 @@ pub struct HoldExpiry {
 }
 
 impl HoldExpiry {
+    /// Wakes when the next hold ends. A hold made meanwhile ends `MIN_HOLD_TIMEOUT` after
+    /// it was made at the soonest, so the sleep is never longer than that.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
             let now = self.clock.now_ms();
-            match self.ledger.call(move |c| holds::expire_holds(c, now)).await {
-                Ok(rows) if !rows.is_empty() => {
-                    for row in rows {
-                        log_settled(&row);
-                        let _ = self.bus.settled.send(row);
+            let next = match self.ledger.call(move |c| holds::expire_due(c, now)).await {
+                Ok((cancelled, next)) => {
+                    for row in &cancelled {
+                        log_settled(row);
+                        let _ = self.bus.settled.send(row.clone());
                     }
-                    if let Some(g) = &self.guard {
+                    if !cancelled.is_empty()
+                        && let Some(g) = &self.guard
+                    {
                         g.tied();
                     }
+                    next
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(event = "holds_unreadable", error = %e, "cannot end the holds that are over; trying again")
+                    tracing::error!(event = "holds_unreadable", error = %e, "cannot end the holds that are over; trying again");
+                    None
                 }
-            }
+            };
+            let until_next = next.map_or(MIN_HOLD_TIMEOUT, |end| {
+                Duration::from_millis(u64::try_from(end - self.clock.now_ms()).unwrap_or(0))
+            });
             tokio::select! {
-                _ = tokio::time::sleep(EVERY) => {}
+                _ = tokio::time::sleep(until_next.min(MIN_HOLD_TIMEOUT)) => {}
                 _ = stop.changed() => return,
             }
         }
