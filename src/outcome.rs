@@ -151,6 +151,26 @@ impl Outcome {
 
 /// Logs a row's state change made after the till was answered (a backlog item redeemed,
 /// an offline acceptance refused by WeChat, ...).
+/// The first change of row `id` on `settled` that `done` accepts, within `within`; `None`
+/// when none came in time (or the channel closed). Subscribe before the change is made.
+pub async fn settled_within(
+    settled: &mut broadcast::Receiver<Row>,
+    id: i64,
+    within: std::time::Duration,
+    done: impl Fn(&Row) -> bool,
+) -> Option<Row> {
+    let wait = async {
+        loop {
+            match settled.recv().await {
+                Ok(r) if r.id == id && done(&r) => return Some(r),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.ok().flatten()
+}
+
 pub fn log_settled(row: &Row) {
     tracing::info!(
         event = "settled",

@@ -15,6 +15,7 @@ use crate::model::state::TillOutcome;
 use crate::model::text;
 use crate::model::void::MAX_REASON;
 use crate::model::void::VoidPlan;
+use crate::outcome::settled_within;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxState};
@@ -271,19 +272,10 @@ async fn answer(
         VoidPlan::Return => {
             st.voids.notify_one();
             let id = row.id;
-            let wait = async {
-                loop {
-                    match settled.recv().await {
-                        Ok(r) if r.id == id && !returning(&r) => return Some(r),
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            };
-            match tokio::time::timeout(st.online_wait, wait).await {
-                Ok(Some(r)) if r.state == State::Returned => Json(st.entry(&r)).into_response(),
-                Ok(Some(r)) => in_review(st, &r),
-                _ => (StatusCode::ACCEPTED, Json(st.entry(&row))).into_response(),
+            match settled_within(&mut settled, id, st.online_wait, |r| !returning(r)).await {
+                Some(r) if r.state == State::Returned => Json(st.entry(&r)).into_response(),
+                Some(r) => in_review(st, &r),
+                None => (StatusCode::ACCEPTED, Json(st.entry(&row))).into_response(),
             }
         }
         VoidPlan::Cancel | VoidPlan::Nothing => Json(st.entry(&row)).into_response(),

@@ -402,7 +402,6 @@ impl Intake {
             },
         };
         let unsent = self.unsent(scan, routed, aim_id);
-        let claim = tie.clone();
         let recorded = self
             .ledger
             .call(move |c| {
@@ -416,7 +415,7 @@ impl Intake {
                     },
                     Err(reason) => Hold::Refused { reason },
                 };
-                holds::record_hold(c, &unsent.new_scan(), &hold, claim.as_ref())
+                holds::record_hold(c, &unsent.new_scan(), &hold, tie.as_ref())
             })
             .await;
         let recorded = match recorded {

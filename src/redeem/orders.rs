@@ -9,10 +9,9 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::model::request_no::new_use_request_no;
 use crate::model::row::{PayOrder, Row};
 use crate::model::state::{State, TillOutcome};
-use crate::outcome::{Bus, Outcome};
+use crate::outcome::{Bus, Outcome, settled_within};
 use crate::redeem::{NewRow, NewRows};
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 #[derive(Clone)]
 pub struct Orders {
@@ -61,19 +60,10 @@ impl Orders {
                 check: None,
                 again: true,
             });
-            let wait = async {
-                loop {
-                    match settled.recv().await {
-                        Ok(r) if r.id == id && r.state != State::Queued => return Some(r),
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            };
-            match tokio::time::timeout(self.online_wait, wait).await {
-                Ok(Some(r)) => r,
-                _ => row,
-            }
+            let ended = settled_within(&mut settled, id, self.online_wait, |r| {
+                r.state != State::Queued
+            });
+            ended.await.unwrap_or(row)
         } else {
             row
         };
