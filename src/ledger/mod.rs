@@ -2,10 +2,13 @@
 //!
 //! One thread owns the SQLite connection (rusqlite's `Connection` is not `Sync`, and one
 //! writer means no lock contention); async code talks to it through [`Ledger`], which ships
-//! closures over a channel and awaits their results. The SQL is in one file per aggregate: [`scans`], [`tries`], [`voids`], [`catalog`],
-//! [`queries`], [`review`], [`claims`] and [`events`], over the helpers of `sql`.
+//! closures over a channel and awaits their results; a second connection only checkpoints
+//! the WAL, off the writer's path (`checkpoint`). The SQL is in one file per aggregate:
+//! [`scans`], [`tries`], [`voids`], [`catalog`], [`queries`], [`review`], [`claims`] and
+//! [`events`], over the helpers of `sql`.
 
 pub mod catalog;
+mod checkpoint;
 pub mod claims;
 pub mod events;
 pub mod holds;
@@ -21,6 +24,7 @@ mod sync;
 pub mod tries;
 pub mod voids;
 
+use checkpoint::Checkpointer;
 use rusqlite::Connection;
 use schema::{OpenError, open_ro, open_rw};
 use std::path::Path;
@@ -152,6 +156,8 @@ impl Ledger {
             .name("ledger".into())
             .spawn(move || {
                 let mut durability = Durability::with_sync(share_wait, sync_data);
+                checkpoint::watch(&conn);
+                let mut checkpointer = conn.path().and_then(Checkpointer::start);
                 // Who asked the thread to stop, once somebody has.
                 let mut closing: Option<oneshot::Sender<()>> = None;
                 // Ends when told to close, when every handle is dropped, or after a failed
@@ -196,9 +202,13 @@ impl Ledger {
                         }
                     }
                     run_synced(&mut conn, &mut durability, batch);
+                    if let Some(c) = &mut checkpointer {
+                        c.after_commit();
+                    }
                     // Even while work keeps coming, a deferred fsync waits no longer.
                     durability.sync_if_due(&conn);
                 }
+                drop(checkpointer);
                 let _ = durability.sync(&conn);
                 if let (Some(why), Ok(mut t)) = (durability.failed(), failure.lock()) {
                     *t = Some(why.to_string());
