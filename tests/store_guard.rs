@@ -163,3 +163,101 @@ fn user_file_logs_the_till_in() {
         );
     });
 }
+
+/// A till reads the registry with JetStream's direct get: the latest value of a key, a
+/// deleted key and a key never written as nothing, a server without the stream (not
+/// mirrored yet) as nothing, and a server that is gone as an error within the timeout.
+#[test]
+fn a_lookup_reads_the_latest_value_and_nothing_for_a_removed_or_unknown_key() {
+    use redeemd::guard::product_coupons::{Lookup, subject};
+    use redeemd::model::product_coupon::{CouponState, Details, Entry};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut server = NatsServer::start();
+    let entry = |state: CouponState| Entry {
+        state,
+        state_at: "2026-01-01T00:00:01+08:00".into(),
+        state_rank: 1,
+        last4: "0042".into(),
+        openid: None,
+        product_coupon_id: Some("1000000013".into()),
+        stock_id: None,
+        valid_begin_time: None,
+        valid_end_time: None,
+        details: Details::default(),
+    };
+    rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let lookup = Lookup::new(client.clone(), Duration::from_millis(500));
+        let (key, other) = ("a".repeat(64), "b".repeat(64));
+        assert_eq!(lookup.find(&key).await, Ok(None), "no registry here yet");
+        redeemd::fleet::streams::ensure_product_coupon_bucket(&client)
+            .await
+            .expect("the registry");
+        let js = async_nats::jetstream::new(client.clone());
+        for state in [CouponState::Effective, CouponState::Used] {
+            js.publish(
+                subject(&key),
+                serde_json::to_vec(&entry(state)).expect("json").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        }
+        assert_eq!(
+            lookup.find(&key).await,
+            Ok(Some(entry(CouponState::Used))),
+            "the latest value"
+        );
+        assert_eq!(lookup.find(&other).await, Ok(None), "a key never written");
+        let mut deleted = async_nats::HeaderMap::new();
+        deleted.insert("KV-Operation", "DEL");
+        js.publish_with_headers(subject(&key), deleted, "".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        assert_eq!(lookup.find(&key).await, Ok(None), "a deleted key");
+
+        // A stream that does not serve direct gets (made without allow_direct) leaves
+        // the direct get unanswered once; then the API is asked, and answers.
+        redeemd::guard::nats::create_stream(
+            &client,
+            "$JS.API",
+            &serde_json::json!({
+                "name": redeemd::guard::redeemed::stream(),
+                "subjects": [redeemd::guard::redeemed::subject(">")],
+                "max_msgs_per_subject": 1,
+                "storage": "file",
+            }),
+        )
+        .await
+        .expect("a stream without direct gets");
+        let redeemed = redeemd::guard::redeemed::Lookup::new(client, Duration::from_millis(300));
+        assert_eq!(redeemed.find(&key).await, Ok(None), "through the API");
+        assert!(
+            redeemed.find(&key).await.is_err(),
+            "the direct get is unanswered"
+        );
+        for _ in 0..3 {
+            assert_eq!(redeemed.find(&key).await, Ok(None), "through the API again");
+        }
+    });
+    server.kill();
+    rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(server.url())
+            .await
+            .expect("the client retries in the background");
+        let lookup = Lookup::new(client, Duration::from_millis(300));
+        let started = Instant::now();
+        let found = lookup.find(&"a".repeat(64)).await;
+        assert!(found.is_err(), "{found:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}

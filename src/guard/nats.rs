@@ -134,14 +134,39 @@ async fn make_stream(
     }
 }
 
+/// What the JetStream API found of a subject's last value in a stream.
+#[derive(Debug)]
+pub enum Found {
+    Message(StoredMessage),
+    /// The stream holds nothing on the subject.
+    Nothing,
+    /// There is no such stream (a store's mirror not made yet).
+    NoStream,
+}
+
 /// The stored message of `subject`'s last value in `stream` (through `api`), base64
-/// decoded: `None` when the stream has none.
+/// decoded: `None` when the stream has none, or is not there.
 pub async fn last_of_subject(
     client: &async_nats::Client,
     api: &str,
     stream: &str,
     subject: &str,
 ) -> Result<Option<StoredMessage>, String> {
+    Ok(
+        match find_last_of_subject(client, api, stream, subject).await? {
+            Found::Message(m) => Some(m),
+            Found::Nothing | Found::NoStream => None,
+        },
+    )
+}
+
+/// [`last_of_subject`], telling a stream without the subject from no stream at all.
+pub async fn find_last_of_subject(
+    client: &async_nats::Client,
+    api: &str,
+    stream: &str,
+    subject: &str,
+) -> Result<Found, String> {
     use base64::Engine as _;
     let body = serde_json::json!({ "last_by_subj": subject });
     match request(client, format!("{api}.STREAM.MSG.GET.{stream}"), &body).await {
@@ -154,15 +179,57 @@ pub async fn last_of_subject(
                     None => Ok(Vec::new()),
                 }
             };
-            Ok(Some(StoredMessage {
+            Ok(Found::Message(StoredMessage {
                 data: decode("data")?,
                 headers: String::from_utf8_lossy(&decode("hdrs")?).into_owned(),
             }))
         }
-        // 10037: no message found; 10059: no such stream (not mirrored here yet).
-        Err((Some(10037 | 10059), _)) => Ok(None),
+        Err((Some(10037), _)) => Ok(Found::Nothing),
+        Err((Some(10059), _)) => Ok(Found::NoStream),
         Err((_, e)) => Err(e),
     }
+}
+
+/// The last message on `subject` in `stream`, read with JetStream's direct get: answered by
+/// the stream itself (and by a store's mirror of it, which has `mirror_direct`) rather than
+/// by the JetStream API, whose answer is JSON with the message in base64. A till's lookups
+/// take this shorter way. `None` when the stream holds nothing on the subject, or is not
+/// there yet (nobody answers for it).
+pub async fn direct_last_of_subject(
+    client: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+) -> Result<Option<StoredMessage>, String> {
+    use async_nats::{RequestErrorKind, StatusCode};
+    let body = serde_json::json!({ "last_by_subj": subject }).to_string();
+    let answer = match client
+        .request(format!("$JS.API.DIRECT.GET.{stream}"), body.into())
+        .await
+    {
+        Ok(m) => m,
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    match answer.status {
+        None | Some(StatusCode::OK) => {}
+        Some(StatusCode::NOT_FOUND) => return Ok(None),
+        Some(status) => {
+            return Err(format!(
+                "the store answered {status} {}",
+                answer.description.unwrap_or_default()
+            ));
+        }
+    }
+    let mut headers = String::new();
+    for (name, values) in answer.headers.iter().flat_map(|h| h.iter()) {
+        for v in values {
+            headers.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    Ok(Some(StoredMessage {
+        data: answer.payload.to_vec(),
+        headers,
+    }))
 }
 
 /// A message as a stream holds it.

@@ -3,8 +3,9 @@
 //! coupon (`model::product_coupon::Entry`). HQ writes it from WeChat Pay's notifications;
 //! a till reads its store's mirror of it.
 
-use crate::guard::nats::last_of_subject;
+use crate::guard::last_value::LastValue;
 use crate::model::product_coupon::Entry;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The bucket's name.
@@ -23,8 +24,7 @@ pub fn subject(key: &str) -> String {
 /// Reads the store's mirror of the registry (the till's side).
 #[derive(Clone)]
 pub struct Lookup {
-    client: async_nats::Client,
-    timeout: Duration,
+    values: Arc<LastValue>,
 }
 
 /// How often a code the mirror does not know yet is asked again while a scan waits.
@@ -32,24 +32,19 @@ const ASK_AGAIN: Duration = Duration::from_millis(100);
 
 impl Lookup {
     pub fn new(client: async_nats::Client, timeout: Duration) -> Lookup {
-        Lookup { client, timeout }
+        Lookup {
+            values: Arc::new(LastValue::new(client, stream(), timeout)),
+        }
     }
 
     /// The entry of the code with claim key `key`, if the mirror has it; `Err` when the
     /// store's server did not answer within the timeout, or the entry cannot be read.
     pub async fn find(&self, key: &str) -> Result<Option<Entry>, String> {
-        let (stream, subject) = (stream(), subject(key));
-        let read = last_of_subject(&self.client, "$JS.API", &stream, &subject);
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(Some(m))) if !m.is_kv_removal() => serde_json::from_slice(&m.data)
+        match self.values.read(&subject(key)).await? {
+            Some(m) if !m.is_kv_removal() => serde_json::from_slice(&m.data)
                 .map(Some)
                 .map_err(|e| format!("the registry's entry for this code is unreadable: {e}")),
-            Ok(Ok(_)) => Ok(None),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!(
-                "the store did not answer within {} ms",
-                self.timeout.as_millis()
-            )),
+            _ => Ok(None),
         }
     }
 

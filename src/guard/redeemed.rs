@@ -4,8 +4,9 @@
 //! last moment the link was up).
 
 use crate::clock::Millis;
-use crate::guard::nats::last_of_subject;
+use crate::guard::last_value::LastValue;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The bucket HQ writes.
@@ -36,31 +37,25 @@ pub struct RedeemedAt {
 /// Reads the store's mirror of the chain's redeemed codes.
 #[derive(Clone)]
 pub struct Lookup {
-    client: async_nats::Client,
-    timeout: Duration,
+    values: Arc<LastValue>,
 }
 
 impl Lookup {
     pub fn new(client: async_nats::Client, timeout: Duration) -> Lookup {
-        Lookup { client, timeout }
+        Lookup {
+            values: Arc::new(LastValue::new(client, stream(), timeout)),
+        }
     }
 
     /// Where the code with claim key `key` was redeemed, if the mirror knows; `Err` when
     /// the store's server did not answer within the timeout (the caller decides as if
     /// nothing were known, and says so).
     pub async fn find(&self, key: &str) -> Result<Option<RedeemedAt>, String> {
-        let (stream, subject) = (stream(), subject(key));
-        let read = last_of_subject(&self.client, "$JS.API", &stream, &subject);
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(Some(m))) if !m.is_kv_removal() => serde_json::from_slice(&m.data)
+        match self.values.read(&subject(key)).await? {
+            Some(m) if !m.is_kv_removal() => serde_json::from_slice(&m.data)
                 .map(Some)
                 .map_err(|e| format!("the chain's record of this code is unreadable: {e}")),
-            Ok(Ok(_)) => Ok(None),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!(
-                "the store did not answer within {} ms",
-                self.timeout.as_millis()
-            )),
+            _ => Ok(None),
         }
     }
 }
