@@ -157,11 +157,26 @@ fn demo_redeems_codes_typed_on_stdin() {
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
     assert!(status.success(), "{text}\n{stderr}");
     assert!(text.contains("SIMULATED"));
+    // The row ids: what the product-coupon walk-through scans may come first.
+    let id_of = |what: &str, code: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("{what}: #")) && l.contains(code))
+            .and_then(|l| l.split('#').nth(1))
+            .and_then(|l| l.split(' ').next())
+            .map(String::from)
+            .unwrap_or_else(|| panic!("{what}: {code}: {text}"))
+    };
+    let card = id_of("redeemed", "123456789001");
     assert!(
-        text.contains("redeemed: #1 123456789001 [满100减10元代金券, ¥10]"),
+        text.contains(&format!(
+            "redeemed: #{card} 123456789001 [满100减10元代金券, ¥10]"
+        )),
         "{text}"
     );
-    assert!(text.contains("duplicate: #1 123456789001"), "{text}");
+    assert!(
+        text.contains(&format!("duplicate: #{card} 123456789001")),
+        "{text}"
+    );
     assert!(text.contains("already redeemed elsewhere"), "{text}");
     assert!(text.contains("123456789020 [会员卡] "), "{text}");
     assert!(text.contains("member card, not a coupon"), "{text}");
@@ -177,14 +192,7 @@ fn demo_redeems_codes_typed_on_stdin() {
         "{text}"
     );
     // At the till: one held, then used with its sale's WeChat Pay order; one held, voided.
-    let held_id = |code: &str| {
-        text.lines()
-            .find(|l| l.contains("held for the sale (used once it is paid): #") && l.contains(code))
-            .and_then(|l| l.split('#').nth(1))
-            .and_then(|l| l.split(' ').next())
-            .map(String::from)
-            .unwrap_or_else(|| panic!("{code} held: {text}"))
-    };
+    let held_id = |code: &str| id_of("held for the sale (used once it is paid)", code);
     let (first, second) = (held_id("PC0000008001"), held_id("PC0000008002"));
     assert!(
         text.contains(&format!("#{first} PC0000008001 [拿铁兑换券, ¥32]")),

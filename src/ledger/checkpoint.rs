@@ -179,6 +179,24 @@ mod tests {
         }
     }
 
+    /// A ledger file whose writer's WAL is watched, with a table to fill.
+    fn watched_ledger() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("l.db");
+        let conn = crate::ledger::schema::open_rw(&db).unwrap();
+        conn.execute_batch("PRAGMA synchronous = OFF; CREATE TABLE t(x BLOB)")
+            .unwrap();
+        watch(&conn);
+        (dir, db, conn)
+    }
+
+    /// Commits a row of about a page; answers the WAL's length after it.
+    fn insert_page(conn: &Connection) -> i64 {
+        conn.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
+            .unwrap();
+        wal_pages()
+    }
+
     fn wal_len(db: &Path) -> u64 {
         std::fs::metadata(format!("{}-wal", db.display()))
             .map(|m| m.len())
@@ -187,18 +205,9 @@ mod tests {
 
     #[test]
     fn the_checkpointer_lets_the_wal_start_over_before_the_writer_would() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("l.db");
-        let conn = crate::ledger::schema::open_rw(&db).unwrap();
-        conn.execute_batch("PRAGMA synchronous = OFF; CREATE TABLE t(x BLOB)")
-            .unwrap();
-        watch(&conn);
+        let (_dir, db, conn) = watched_ledger();
         let mut cp = Checkpointer::start(conn.path().unwrap()).unwrap();
-        let insert = || {
-            conn.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
-                .unwrap();
-            wal_pages()
-        };
+        let insert = || insert_page(&conn);
         let mut longest = 0;
         while longest < EVERY_PAGES {
             longest = longest.max(insert());
@@ -229,18 +238,11 @@ mod tests {
 
     #[test]
     fn without_a_checkpointer_the_writer_checkpoints_at_the_backstop() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("l.db");
-        let conn = crate::ledger::schema::open_rw(&db).unwrap();
-        conn.execute_batch("PRAGMA synchronous = OFF; CREATE TABLE t(x BLOB)")
-            .unwrap();
-        watch(&conn);
+        let (_dir, _db, conn) = watched_ledger();
         let mut longest = 0;
         let mut restarted = false;
         for _ in 0..3000 {
-            conn.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
-                .unwrap();
-            let pages = wal_pages();
+            let pages = insert_page(&conn);
             restarted |= pages < longest;
             longest = longest.max(pages);
         }
