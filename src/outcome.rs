@@ -149,8 +149,6 @@ impl Outcome {
     }
 }
 
-/// Logs a row's state change made after the till was answered (a backlog item redeemed,
-/// an offline acceptance refused by WeChat, ...).
 /// The first change of row `id` on `settled` that `done` accepts, within `within`; `None`
 /// when none came in time (or the channel closed). Subscribe before the change is made.
 pub async fn settled_within(
@@ -171,6 +169,8 @@ pub async fn settled_within(
     tokio::time::timeout(within, wait).await.ok().flatten()
 }
 
+/// Logs a row's state change made after the till was answered (a backlog item redeemed,
+/// an offline acceptance refused by WeChat, ...).
 pub fn log_settled(row: &Row) {
     tracing::info!(
         event = "settled",

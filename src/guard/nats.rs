@@ -192,9 +192,10 @@ pub async fn find_last_of_subject(
 
 /// The last message on `subject` in `stream`, read with JetStream's direct get: answered by
 /// the stream itself (and by a store's mirror of it, which has `mirror_direct`) rather than
-/// by the JetStream API, whose answer is JSON with the message in base64. A till's lookups
-/// take this shorter way. `None` when the stream holds nothing on the subject, or is not
-/// there yet (nobody answers for it).
+/// by the JetStream API, whose answer is JSON with the message in base64. `None` when the
+/// stream holds nothing on the subject, or the server has no JetStream to answer at all. A
+/// stream that is not there leaves the request unanswered until its timeout: a till asks
+/// this way only once it knows the stream is there (`guard::last_value`).
 pub async fn direct_last_of_subject(
     client: &async_nats::Client,
     stream: &str,

@@ -52,37 +52,38 @@ impl Orders {
             Ok(row) => row,
             Err(refused) => return Ok(Err(refused)),
         };
-        let queued = row.state == State::Queued;
-        let row = if queued {
-            let _ = self.bus.settled.send(row.clone());
-            let _ = self.new_rows.send(NewRow {
-                row: row.clone(),
-                check: None,
-                again: true,
-            });
-            let ended = settled_within(&mut settled, id, self.online_wait, |r| {
-                r.state != State::Queued
-            });
-            ended.await.unwrap_or(row)
-        } else {
-            row
-        };
-        if queued {
-            durable.wait().await?;
+        if row.state != State::Queued {
+            // Used with this order already (a POS asking again): answered as it is.
+            let outcome = told(&row);
+            return Ok(Ok((row, outcome)));
         }
-        let outcome = match row.state {
-            State::Redeemed => TillOutcome::Redeemed,
-            State::Queued => TillOutcome::AcceptedOffline,
-            _ => TillOutcome::Rejected,
-        };
-        if queued {
-            // The till's screens (the kiosk, the POS's event stream) hear how the sale's
-            // coupon ended, as for a scan.
-            let now = self.clock.now_ms();
-            let told = Outcome::from_row(&row, outcome, &row.scanner, row.scanned_at, now);
-            told.log(&self.till);
-            let _ = self.bus.outcomes.send(told);
-        }
+        let _ = self.bus.settled.send(row.clone());
+        let _ = self.new_rows.send(NewRow {
+            row: row.clone(),
+            check: None,
+            again: true,
+        });
+        let ended = settled_within(&mut settled, id, self.online_wait, |r| {
+            r.state != State::Queued
+        });
+        let row = ended.await.unwrap_or(row);
+        durable.wait().await?;
+        let outcome = told(&row);
+        // The till's screens (the kiosk, the POS's event stream) hear how the sale's coupon
+        // ended, as for a scan.
+        let now = self.clock.now_ms();
+        let o = Outcome::from_row(&row, outcome, &row.scanner, row.scanned_at, now);
+        o.log(&self.till);
+        let _ = self.bus.outcomes.send(o);
         Ok(Ok((row, outcome)))
+    }
+}
+
+/// What the POS is told of a held coupon's row after its order.
+fn told(row: &Row) -> TillOutcome {
+    match row.state {
+        State::Redeemed => TillOutcome::Redeemed,
+        State::Queued => TillOutcome::AcceptedOffline,
+        _ => TillOutcome::Rejected,
     }
 }
