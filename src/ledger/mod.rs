@@ -203,7 +203,7 @@ impl Ledger {
                     }
                     run_synced(&mut conn, &mut durability, batch);
                     if let Some(c) = &mut checkpointer {
-                        c.after_commit();
+                        c.after_commit(&conn);
                     }
                     // Even while work keeps coming, a deferred fsync waits no longer.
                     durability.sync_if_due(&conn);
