@@ -40,6 +40,12 @@ impl Daemon {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stop_sources_tx, stop_sources_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        // Row changes fill the chain's outbox only on a till that publishes to one; set
+        // before anything can write a row.
+        let publishing = self.config.store.is_some();
+        self.ledger
+            .call(move |c| crate::ledger::events::set_publishing(c, publishing))
+            .await?;
         let catalog = Arc::new(Catalog::load(&self.ledger).await?);
         let ctx = Ctx {
             ledger: self.ledger.clone(),
@@ -120,11 +126,6 @@ impl Daemon {
         let (_ev_tx, ev_rx) = mpsc::channel(256);
         // Rows whose cashier died with the last process are settled before anything sends.
         refuse_unanswered(&self.ledger, config.clone(), self.clock.now_ms(), &self.bus).await?;
-        // Row changes fill the chain's outbox only on a till that publishes to one.
-        let publishing = self.config.store.is_some();
-        self.ledger
-            .call(move |c| crate::ledger::events::set_publishing(c, publishing))
-            .await?;
         let sources = scanner::spawn_all(
             &config.scanners,
             _ev_tx.clone(),

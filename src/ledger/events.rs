@@ -72,7 +72,8 @@ pub fn outbox_len(conn: &Connection) -> Result<i64> {
 
 /// Whether this till publishes to a chain: when it does, every row change fills the
 /// outbox. Turned on, every row goes in the outbox at its latest version (a till that joins
-/// a chain sends its history once); turned off, the outbox is emptied (nothing drains it).
+/// a chain sends its history once); turned off, the outbox is emptied (nothing drains it),
+/// and a new row costs nothing for the chain.
 pub fn set_publishing(conn: &mut Connection, on: bool) -> Result<()> {
     let tx = super::sql::immediate(conn)?;
     let was: bool = tx.query_row("SELECT publishing FROM chain_state WHERE id = 1", [], |r| {
@@ -88,7 +89,32 @@ pub fn set_publishing(conn: &mut Connection, on: bool) -> Result<()> {
         tx.execute("DELETE FROM event_outbox", [])?;
     }
     tx.execute("UPDATE chain_state SET publishing = ?1 WHERE id = 1", [on])?;
+    follow_inserts(&tx, on)?;
     tx.commit()
+}
+
+/// Puts a new row in the outbox, by a trigger that exists only while the till publishes (a
+/// change of a row is put there by `events_change`, whose WHEN asks `chain_state`).
+fn follow_inserts(conn: &Connection, on: bool) -> Result<()> {
+    if on {
+        conn.execute_batch(
+            "CREATE TRIGGER IF NOT EXISTS events_new AFTER INSERT ON redemptions
+             BEGIN
+                 DELETE FROM event_outbox WHERE row_id = NEW.id;
+                 INSERT INTO event_outbox (row_id, version) VALUES (NEW.id, NEW.version);
+             END;",
+        )
+    } else {
+        conn.execute_batch("DROP TRIGGER IF EXISTS events_new")
+    }
+}
+
+/// [`follow_inserts`] as `chain_state` says, after the schema's migrations.
+pub(super) fn follow_inserts_as_set(conn: &Connection) -> Result<()> {
+    let on: bool = conn.query_row("SELECT publishing FROM chain_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
+    follow_inserts(conn, on)
 }
 
 /// How many rows wait for a person.
@@ -234,5 +260,30 @@ mod tests {
         c.execute("UPDATE redemptions SET scans = 2 WHERE id = ?1", [b])
             .unwrap();
         assert_eq!(entries(&c), vec![(a, 2, true), (b, 2, true)]);
+        let d = insert(&c, "D1234567890");
+        assert_eq!(entries(&c), vec![(a, 2, true), (b, 2, true), (d, 1, true)]);
+    }
+
+    /// Outside a chain a new row invokes no trigger at all; inside, the trigger is there.
+    #[test]
+    fn the_new_row_trigger_exists_only_while_the_till_publishes() {
+        let trigger = |c: &Connection| -> bool {
+            c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'events_new'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let mut c = ledger();
+        assert!(trigger(&c), "a new ledger publishes until told otherwise");
+        set_publishing(&mut c, false).unwrap();
+        assert!(!trigger(&c));
+        set_publishing(&mut c, false).unwrap();
+        assert!(!trigger(&c));
+        set_publishing(&mut c, true).unwrap();
+        assert!(trigger(&c));
+        set_publishing(&mut c, true).unwrap();
+        assert!(trigger(&c));
     }
 }

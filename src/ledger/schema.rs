@@ -508,6 +508,12 @@ BEGIN
         WHERE (SELECT publishing FROM chain_state WHERE id = 1);
 END;
 "#,
+    // 13: a new row's trigger exists only on a till that publishes: invoking a trigger costs
+    // every insert, even one whose WHEN says no. `events::set_publishing` creates and drops it
+    // from here on; this migration leaves it as `chain_state` says (`migrate`).
+    r#"
+DROP TRIGGER events_new;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -764,6 +770,9 @@ fn migrate_in_transaction(conn: &mut Connection) -> Result<(), MigrateError> {
     for sql in &MIGRATIONS[found as usize..] {
         tx.execute_batch(sql).map_err(MigrateError::Sqlite)?;
     }
+    if found < SCHEMA_VERSION {
+        super::events::follow_inserts_as_set(&tx).map_err(MigrateError::Sqlite)?;
+    }
     let broken: Option<String> = tx
         .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
         .optional()
@@ -782,6 +791,40 @@ fn migrate_in_transaction(conn: &mut Connection) -> Result<(), MigrateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Migration 13 keeps a new row's trigger only on a ledger that publishes, and a row
+    /// inserted after it reaches the outbox exactly then.
+    #[test]
+    fn migration_13_keeps_the_new_row_trigger_as_chain_state_says() {
+        for publishing in [false, true] {
+            let mut conn = Connection::open_in_memory().unwrap();
+            for sql in &MIGRATIONS[..12] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch("PRAGMA user_version = 12").unwrap();
+            conn.execute("UPDATE chain_state SET publishing = ?1", [publishing])
+                .unwrap();
+            migrate(&mut conn).map_err(|_| "migrating").unwrap();
+            let triggers: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'events_new'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(triggers, i64::from(publishing));
+            conn.execute(
+                "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
+                 VALUES ('C1234567890', 'card', 'queued', 's', 't', 1, 1)",
+                [],
+            )
+            .unwrap();
+            let outbox: i64 = conn
+                .query_row("SELECT count(*) FROM event_outbox", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(outbox, i64::from(publishing), "publishing: {publishing}");
+        }
+    }
 
     /// Migration 7 rebuilds the table (the `returned` state): every row, its scans and its
     /// attempts survive, with their ids, and the new state is accepted.
