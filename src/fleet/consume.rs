@@ -23,6 +23,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MIRROR_EVERY: Duration = Duration::from_secs(30);
 /// How often a missing mirror is tried again.
 const MIRROR_RETRY: Duration = Duration::from_secs(2);
+/// The longest one try at a store's mirrors waits for answers. A request sent while the
+/// store's link is coming up can go unanswered; the client's own timeout (10 s) would put
+/// the next try that far off.
+const MIRROR_ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// Skipped messages logged one by one per batch; the rest in one line.
 const LOGGED_SKIPS: usize = 5;
 
@@ -252,29 +256,41 @@ pub async fn keep_mirrors(
             if check.due > now {
                 continue;
             }
-            let mut mirrored = Ok(());
-            for bucket in &buckets {
-                // The hub's bucket first: a mirror made before its source waits for the
-                // server's own retry to find it.
-                let made = match bucket.ensure_at_hub(&client).await {
-                    Ok(()) => ensure_mirror(&client, store, &hub_domain, &bucket.stream()).await,
-                    Err(e) => Err(e),
-                };
-                mirrored = mirrored.and(made);
-            }
+            let tried = tokio::time::timeout(MIRROR_ANSWER_WAIT, async {
+                let mut mirrored = Ok(());
+                for bucket in &buckets {
+                    // The hub's bucket first: a mirror made before its source waits for the
+                    // server's own retry to find it.
+                    let made = match bucket.ensure_at_hub(&client).await {
+                        Ok(()) => {
+                            ensure_mirror(&client, store, &hub_domain, &bucket.stream()).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    mirrored = mirrored.and(made);
+                }
+                mirrored
+            })
+            .await;
+            let mirrored = tried.unwrap_or_else(|_| {
+                Err(format!(
+                    "store {store}: no answer within {MIRROR_ANSWER_WAIT:?}"
+                ))
+            });
             match mirrored {
                 Ok(()) => {
-                    if check.missing {
+                    if check.missing.is_some() {
                         tracing::info!(event = "fleet_mirror_ready", store = %store, "the store has its copy of HQ's buckets");
                     }
                     *check = MirrorCheck::there(Instant::now());
                     metrics.set_mirror(store, true);
                 }
                 Err(e) => {
-                    if !check.missing {
+                    // Said again only when the reason changes.
+                    if check.missing.as_deref() != Some(e.as_str()) {
                         tracing::warn!(event = "fleet_mirror_missing", store = %store, error = %e, "the store has no copy of HQ's buckets yet (its link to HQ is down?); trying again");
                     }
-                    check.missed(Instant::now());
+                    check.missed(Instant::now(), e);
                     metrics.set_mirror(store, false);
                 }
             }
@@ -318,30 +334,28 @@ impl Mirrored {
 }
 
 /// When a store's mirrors are next checked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct MirrorCheck {
     due: Instant,
-    missing: bool,
+    /// Why the last try failed, while the mirrors are missing.
+    missing: Option<String>,
 }
 
 impl MirrorCheck {
     fn due_at(due: Instant) -> MirrorCheck {
-        MirrorCheck {
-            due,
-            missing: false,
-        }
+        MirrorCheck { due, missing: None }
     }
 
     fn there(now: Instant) -> MirrorCheck {
         MirrorCheck {
             due: now + MIRROR_EVERY,
-            missing: false,
+            missing: None,
         }
     }
 
-    fn missed(&mut self, now: Instant) {
+    fn missed(&mut self, now: Instant, why: String) {
         self.due = now + MIRROR_RETRY;
-        self.missing = true;
+        self.missing = Some(why);
     }
 }
 
@@ -366,11 +380,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = MirrorCheck::due_at(t0);
         for _ in 0..5 {
-            c.missed(t0);
+            c.missed(t0, "no responders".into());
             assert_eq!((c.due - t0).as_secs(), 2);
         }
-        assert!(c.missing);
+        assert_eq!(c.missing.as_deref(), Some("no responders"));
         let c = MirrorCheck::there(t0);
-        assert_eq!(((c.due - t0).as_secs(), c.missing), (30, false));
+        assert_eq!(((c.due - t0).as_secs(), c.missing), (30, None));
     }
 }
