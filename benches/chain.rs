@@ -546,7 +546,7 @@ fn notifications(sizes: &Sizes) {
     };
     s.hub = start_server(&s.hub_config);
     let (signer, der) = generate_key().expect("WeChat Pay's key");
-    let spki = redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&der)
+    let spki = redeemd::wechatpay::pay_sign::Signer::from_pkcs8_der(&der)
         .and_then(|k| k.public_spki_der())
         .expect("spki");
     let (mut fleet, url) = start_fleet_notify(dir.path(), &s.hub_url, &spki);

@@ -8,7 +8,7 @@ use crate::scanner::frame::{Framer, MAX_CODE_BYTES};
 use crate::scanner::hidpos::HidPosDecoder;
 use crate::scanner::keyboard::KeyboardDecoder;
 use crate::wechat::card::{Answer, ConsumeReply, GetReply, parse_reply};
-use crate::wechat::pay_sign::{SignedHeaders, Signer, Verifier, parse_authorization};
+use crate::wechatpay::pay_sign::{SignedHeaders, Signer, Verifier, parse_authorization};
 use std::sync::OnceLock;
 
 fn check_frames(frames: Vec<Frame>) {

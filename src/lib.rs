@@ -17,7 +17,8 @@
 //!   ([`redeem::aimd`]); one try per row ([`redeem::card`], [`redeem::coupon`]) whose answers
 //!   the pure decision tables ([`redeem::card_rules`], [`redeem::coupon_rules`]) turn into
 //!   verdicts.
-//! - [`wechat`]: the card API, WeChat Pay v3 (signing, verification, failover) and tokens.
+//! - [`wechat`]: the card API and its tokens; [`wechatpay`]: WeChat Pay v3 (signing,
+//!   verification, failover, notifications).
 //! - [`outcome`]: what the till is told, on channels the till's HTTP API (SSE, pages) and the
 //!   scanners' beeps read; [`metrics`] renders all of `/metrics`.
 //! - [`chain`]: the till's row versions and status, published for headquarters.
@@ -26,9 +27,9 @@
 //!
 //! Around them: [`daemon`] starts them in order (what sends to WeChat last) and stops them
 //! in order; the binary's `src/cli/` is one file per command; [`config`] is read once, one file per section,
-//! below every part. Headquarters' [`fleet`] reads the chain's streams; it shares only
-//! [`http`] (host policy, bounded connections, CSV, page headers, tokens) with the till's
-//! API. [`sim`] is the simulated WeChat for the demo and the tests.
+//! below every part. Headquarters' [`fleet`] reads the chain's streams and listens to WeChat
+//! Pay ([`wechatpay`]); it shares only [`http`] (host policy, bounded connections, CSV, page
+//! headers, tokens) with the till's API. [`sim`] is the simulated WeChat for the demo and the tests.
 
 pub(crate) mod api;
 pub mod chain;
@@ -53,3 +54,4 @@ pub mod scanner;
 pub(crate) mod secrets;
 pub mod sim;
 pub mod wechat;
+pub mod wechatpay;

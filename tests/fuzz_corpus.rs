@@ -31,7 +31,7 @@ fn every_fuzz_corpus_replays_cleanly() {
 fn the_signed_seed_really_verifies() {
     // The pay_headers corpus starts from a response really signed with the test key, so the
     // fuzzer explores the verification path past the signature check too.
-    use redeemd::wechat::pay_sign::{SignedHeaders, Signer, Verifier};
+    use redeemd::wechatpay::pay_sign::{SignedHeaders, Signer, Verifier};
     let data =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pay_headers/valid"))
             .unwrap();

@@ -19,8 +19,8 @@ use redeemd::redeem::product_coupon::ProductCouponApi;
 use redeemd::redeem::store_guard::StoreGuard;
 use redeemd::sim::pay::{generate_key, pem};
 use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon, SimStock};
-use redeemd::wechat::pay::{PayApi, PayApiParts};
-use redeemd::wechat::pay_sign::{Caller, RequestAuth, Verifier};
+use redeemd::wechatpay::pay::{PayApi, PayApiParts};
+use redeemd::wechatpay::pay_sign::{Caller, RequestAuth, Verifier};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -126,7 +126,7 @@ pub async fn bench(dir: &Path, n: usize, nats: &str) -> (Online, Online, Vec<f64
             auth: RequestAuth {
                 caller: Caller::Brand(BRAND_ID.into()),
                 serial_no: SERIAL.into(),
-                signer: redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&brand_der).unwrap(),
+                signer: redeemd::wechatpay::pay_sign::Signer::from_pkcs8_der(&brand_der).unwrap(),
             },
             verifier,
             public_key_id: Some(KEY_ID.into()),

@@ -13,7 +13,7 @@ use redeemd::sim::nats_servers::{self, hub_config, leaf_config};
 use redeemd::sim::notifier::Notifier;
 use redeemd::sim::pay::pem;
 use redeemd::sim::product_coupon::{BrandIdentity, ProductCouponSim, SimProductCoupon, SimStock};
-use redeemd::wechat::pay_sign::Signer;
+use redeemd::wechatpay::pay_sign::Signer;
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -7,11 +7,11 @@ use crate::config::wechat::PayMode;
 use crate::config::wechat::{WechatConfig, WechatPayConfig};
 use crate::daemon::load::PayKeys;
 use crate::redeem::product_coupon::ProductCouponApi;
-use crate::wechat::USER_AGENT;
 use crate::wechat::card::CardApi;
-use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::{Caller, RequestAuth, Signer, Verifier};
 use crate::wechat::token::{TokenManager, TokenSource};
+use crate::wechatpay::USER_AGENT;
+use crate::wechatpay::pay::{PayApi, PayApiParts};
+use crate::wechatpay::pay_sign::{Caller, RequestAuth, Signer, Verifier};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use crate::config::wechat::WechatPayConfig;
 use crate::ledger::schema;
 use crate::model::claim_key::CodeKey;
 use crate::secrets::{read_private_file, read_secret_file};
-use crate::wechat::pay_sign::{Signer, Verifier, read_public_file};
+use crate::wechatpay::pay_sign::{Signer, Verifier, read_public_file};
 use std::path::Path;
 use std::sync::Arc;
 

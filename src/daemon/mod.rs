@@ -27,7 +27,7 @@ use crate::redeem::intake::Intake;
 use crate::redeem::product_coupon::ProductCouponApi;
 use crate::scanner::SourceEvent;
 use crate::wechat::card::CardApi;
-use crate::wechat::pay::PayApi;
+use crate::wechatpay::pay::PayApi;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};

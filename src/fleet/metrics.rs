@@ -80,7 +80,7 @@ impl FleetMetrics {
         }
     }
 
-    /// A notification refused (`reason`: `wechat::notify::Refused::reason`, or
+    /// A notification refused (`reason`: `wechatpay::notify::Refused::reason`, or
     /// `not_recorded` when the hub did not acknowledge it in time).
     pub fn count_notify_refused(&self, reason: &'static str) {
         if let Ok(mut m) = self.notify_refused.lock() {
@@ -278,7 +278,7 @@ impl FleetMetrics {
             "counter",
             "WeChat Pay notifications refused since start, by reason (too_large, missing_header, unknown_serial, stale, signtest, bad_signature, malformed, undecryptable, not_recorded).",
         );
-        for reason in crate::wechat::notify::Refused::ALL
+        for reason in crate::wechatpay::notify::Refused::ALL
             .iter()
             .map(|r| r.reason())
             .chain([NOT_RECORDED])

@@ -23,9 +23,9 @@ use crate::config::notify::{NotifyConfig, NotifyMode};
 use crate::guard::nats::Access;
 use crate::model::claim_key::CodeKey;
 use crate::secrets::read_private_file;
-use crate::wechat::notify::ApiV3Key;
-use crate::wechat::pay::{PayApi, PayApiParts};
-use crate::wechat::pay_sign::{Caller, RequestAuth, Signer, Verifier, read_public_file};
+use crate::wechatpay::notify::ApiV3Key;
+use crate::wechatpay::pay::{PayApi, PayApiParts};
+use crate::wechatpay::pay_sign::{Caller, RequestAuth, Signer, Verifier, read_public_file};
 use metrics::FleetMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,7 +144,7 @@ fn product_coupon_api(
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .user_agent(crate::wechat::USER_AGENT)
+        .user_agent(crate::wechatpay::USER_AGENT)
         .build()
         .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
     Ok(PayApi::new(PayApiParts {

@@ -1,7 +1,7 @@
 //! `POST /v1/wechatpay/notify`: WeChat Pay's notifications, on a listener of their own
 //! (store IT puts it behind HTTPS; the fleet page stays inside).
 //!
-//! A notification is trusted (`wechat::notify::open`: signature, age, resource) and then made
+//! A notification is trusted (`wechatpay::notify::open`: signature, age, resource) and then made
 //! durable before WeChat Pay hears 2xx: published to the hub's `REDEEMD_NOTIFY` with
 //! `Nats-Msg-Id` = its `id`, and acknowledged. A repeat within the stream's duplicate window
 //! is acknowledged as a duplicate and changes nothing. The message is the body as received,
@@ -13,8 +13,8 @@ use super::metrics::{FleetMetrics, NOT_RECORDED};
 use super::streams::notify_subject;
 use crate::config::notify::NotifyConfig;
 use crate::http::serve::{Limits, bind};
-use crate::wechat::notify::{ApiV3Key, MAX_NOTIFY_BODY, Notification, Refused, open};
-use crate::wechat::pay_sign::{SignedHeaders, Verifier};
+use crate::wechatpay::notify::{ApiV3Key, MAX_NOTIFY_BODY, Notification, Refused, open};
+use crate::wechatpay::pay_sign::{SignedHeaders, Verifier};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};

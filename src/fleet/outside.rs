@@ -15,7 +15,7 @@ use super::streams::{
 use crate::clock::Millis;
 use crate::model::claim_key::CodeKey;
 use crate::model::code::Code;
-use crate::wechat::notify::{ApiV3Key, resource_of};
+use crate::wechatpay::notify::{ApiV3Key, resource_of};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use rusqlite::Connection;
 use serde::Deserialize;

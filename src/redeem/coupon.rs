@@ -11,7 +11,7 @@ use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};
 use crate::redeem::catalog::stock_key;
 use crate::redeem::coupon_rules::{self as rules, confirmation, record};
 use crate::redeem::verdict::Health;
-use crate::wechat::pay::{PayAnswer, PayApi, UseRequest};
+use crate::wechatpay::pay::{PayAnswer, PayApi, UseRequest};
 
 pub async fn try_coupon(ctx: &Ctx, api: &PayApi, row: Row) -> Result<TryEnd, LedgerError> {
     let trail = &mut Trail::new(ctx, &row);

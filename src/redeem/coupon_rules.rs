@@ -11,7 +11,7 @@ use crate::model::call::CallRecord;
 use crate::model::call::Confirmation;
 use crate::model::state::{Settle, State};
 use crate::redeem::verdict::{Health, PauseFor, Step, Verdict};
-use crate::wechat::pay::PayAnswer;
+use crate::wechatpay::pay::PayAnswer;
 use std::time::Duration;
 
 /// A clock further off than this is what a 401 SIGN_ERROR is about.
@@ -209,7 +209,7 @@ mod tests {
     use super::*;
     use crate::model::state::Schedule::{Backoff, Never, Throttled};
     use crate::redeem::verdict::table::{Outcome, out, run, snap};
-    use crate::wechat::pay::UseReply;
+    use crate::wechatpay::pay::UseReply;
     use Health::{Congested, Down, Healthy};
     use State::{Cancelled, Queued, Redeemed, Rejected, Review};
 

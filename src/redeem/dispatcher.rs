@@ -18,7 +18,7 @@ use crate::redeem::product_coupon::{ProductCouponApi, try_product_coupon};
 use crate::redeem::verdict::Health;
 use crate::redeem::{Ctx, NewRow, NewRowsRx};
 use crate::wechat::card::CardApi;
-use crate::wechat::pay::PayApi;
+use crate::wechatpay::pay::PayApi;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use crate::redeem::Ctx;
 use crate::redeem::attempt::{Effect, Trail, TryEnd, conclude, finish, logged};
 use crate::redeem::coupon_rules::before_use;
 use crate::redeem::product_coupon_rules::{self as rules, confirmation, record};
-use crate::wechat::pay::{AssociatedOrder, PayApi, ProductCouponPath, ProductCouponUseRequest};
+use crate::wechatpay::pay::{AssociatedOrder, PayApi, ProductCouponPath, ProductCouponUseRequest};
 
 /// WeChat Pay as the till uses product coupons: signed as the brand, or as the service
 /// provider naming the brand in each body.

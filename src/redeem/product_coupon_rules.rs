@@ -12,7 +12,7 @@ use crate::model::product_coupon::{USE_REFUSED, USED_BY_ANOTHER_REQUEST};
 use crate::model::state::Settle;
 use crate::redeem::coupon_rules::{self, refusal_reason};
 use crate::redeem::verdict::{Health, Verdict};
-use crate::wechat::pay::{CouponEntity, PayAnswer};
+use crate::wechatpay::pay::{CouponEntity, PayAnswer};
 
 /// What a use's answer means. `unconfirmed_before`: the row's flag as the try read it;
 /// `out_request_no`: the use's request number (a reply showing another one is not ours);
@@ -94,7 +94,7 @@ mod tests {
     use crate::model::state::Schedule::{Backoff, Never, Throttled};
     use crate::model::state::State::{Cancelled, Queued, Redeemed, Review};
     use crate::redeem::verdict::table::{Outcome, out, run, snap};
-    use crate::wechat::pay::UsageDetail;
+    use crate::wechatpay::pay::UsageDetail;
     use Health::{Congested, Down, Healthy};
 
     const NOW: i64 = 1_764_000_000;

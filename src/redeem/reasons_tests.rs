@@ -13,8 +13,8 @@ use crate::redeem::card_rules::{self, Check};
 use crate::redeem::coupon_rules;
 use crate::redeem::verdict::{Step, Verdict};
 use crate::wechat::card::{Answer, ConsumeReply, GetReply};
-use crate::wechat::pay::{PayAnswer, UseReply};
 use crate::wechat::token::TokenError;
+use crate::wechatpay::pay::{PayAnswer, UseReply};
 use std::time::Duration;
 
 /// The reasons a verdict writes on a row, settled from each starting point.
@@ -337,7 +337,7 @@ fn every_reason_redeemd_can_write_has_a_stable_code() {
     }
     // A product coupon's use, sent once its sale was paid: every answer, fresh and repeated.
     {
-        use crate::wechat::pay::{CouponEntity, UsageDetail};
+        use crate::wechatpay::pay::{CouponEntity, UsageDetail};
         let answers: Vec<PayAnswer<CouponEntity>> = vec![
             PayAnswer::Used {
                 status: 200,

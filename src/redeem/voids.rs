@@ -13,7 +13,7 @@ use crate::redeem::attempt::timed;
 use crate::redeem::coupon_rules::{record, refusal_reason};
 use crate::redeem::product_coupon::ProductCouponApi;
 use crate::redeem::product_coupon_rules;
-use crate::wechat::pay::{
+use crate::wechatpay::pay::{
     PayAnswer, PayApi, ProductCouponPath, ProductCouponReturnRequest, ReturnRequest,
 };
 use std::sync::Arc;
@@ -200,7 +200,7 @@ enum Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::pay::ReturnReply;
+    use crate::wechatpay::pay::ReturnReply;
 
     #[test]
     fn the_return_table() {

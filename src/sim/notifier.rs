@@ -4,8 +4,8 @@
 //! notification again on anything but 2xx, or silence, as WeChat Pay does (on a schedule
 //! the caller gives: WeChat Pay's own runs over a day).
 
-use crate::wechat::notify::ApiV3Key;
-use crate::wechat::pay_sign::{Signer, response_message};
+use crate::wechatpay::notify::ApiV3Key;
+use crate::wechatpay::pay_sign::{Signer, response_message};
 use serde_json::json;
 use std::time::Duration;
 

@@ -11,8 +11,8 @@
 mod returns;
 
 use super::http::{Handler, Reply, SimRequest, SimServer};
-use crate::wechat::pay::{RETURN_PATH, STOCKS_PATH, USE_PATH};
-use crate::wechat::pay_sign::{
+use crate::wechatpay::pay::{RETURN_PATH, STOCKS_PATH, USE_PATH};
+use crate::wechatpay::pay_sign::{
     self, MAX_RESPONSE_SKEW_S, Signer, parse_authorization, request_message, response_message,
     verify_signature,
 };

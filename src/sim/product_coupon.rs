@@ -9,12 +9,12 @@
 
 use super::http::{Handler, Reply, SimRequest, SimServer};
 use super::pay::signed_reply_headers;
-use crate::wechat::pay::{
+use crate::wechatpay::pay::{
     AssociatedOrder, AssociatedStore, AssociatedStores, ConfirmRequest, CouponEntity, DisplayInfo,
     NormalCouponRule, ProductCouponInfo, ProductCouponReturnRequest, ProductCouponUseRequest,
     SingleUsageRule, StockInfo, UsageDetail,
 };
-use crate::wechat::pay_sign::{
+use crate::wechatpay::pay_sign::{
     Caller, MAX_RESPONSE_SKEW_S, Signer, parse_any_authorization, request_message, verify_signature,
 };
 use bytes::Bytes;
@@ -735,8 +735,8 @@ impl Handler for ProductCouponSim {
 mod tests {
     use super::*;
     use crate::sim::pay::generate_key;
-    use crate::wechat::pay::{PayAnswer, PayApi, PayApiParts, ProductCouponPath};
-    use crate::wechat::pay_sign::{RequestAuth, Verifier};
+    use crate::wechatpay::pay::{PayAnswer, PayApi, PayApiParts, ProductCouponPath};
+    use crate::wechatpay::pay_sign::{RequestAuth, Verifier};
 
     const KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
 

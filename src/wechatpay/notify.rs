@@ -205,7 +205,7 @@ pub fn resource_of(key: &ApiV3Key, body: &[u8]) -> Result<Notification, Refused>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::pay_sign::{Signer, response_message};
+    use crate::wechatpay::pay_sign::{Signer, response_message};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789ABCDEF";
     const TEST_KEY: &[u8] = include_bytes!("../../tests/data/wechat-test-key.pem");

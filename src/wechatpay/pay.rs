@@ -6,10 +6,10 @@
 //! reached), verify, and say what came back. What it means for a redemption is decided in
 //! `redeem::coupon`.
 
+use super::pay_sign::{RequestAuth, SignedHeaders, Verifier};
 use crate::clock::SharedClock;
 use crate::model::catalog::{Meta, yuan};
 use crate::model::code::Code;
-use crate::wechat::pay_sign::{RequestAuth, SignedHeaders, Verifier};
 use crate::wechat::token::describe_transport;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

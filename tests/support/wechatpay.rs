@@ -49,12 +49,12 @@ impl Keys {
                 public_key_id: WECHATPAY_KEY_ID.into(),
             },
             Self::public(&self.brand),
-            redeemd::wechat::pay_sign::Signer::from_pkcs8_der(&self.wechatpay).expect("signer"),
+            redeemd::wechatpay::pay_sign::Signer::from_pkcs8_der(&self.wechatpay).expect("signer"),
         )
     }
 
     pub fn public(der: &[u8]) -> Vec<u8> {
-        redeemd::wechat::pay_sign::Signer::from_pkcs8_der(der)
+        redeemd::wechatpay::pay_sign::Signer::from_pkcs8_der(der)
             .and_then(|s| s.public_spki_der())
             .expect("a public key")
     }
@@ -95,7 +95,7 @@ impl Keys {
 
 /// WeChat Pay's notifier, signing with `key` (PKCS#8).
 pub fn wechatpay_notifier(key: &[u8], apiv3: &[u8], url: &str) -> Notifier {
-    let signer = redeemd::wechat::pay_sign::Signer::from_pkcs8_der(key).expect("signer");
+    let signer = redeemd::wechatpay::pay_sign::Signer::from_pkcs8_der(key).expect("signer");
     Notifier::new(signer, WECHATPAY_KEY_ID, apiv3, url).expect("notifier")
 }
 
