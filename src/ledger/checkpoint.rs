@@ -142,9 +142,7 @@ impl Checkpointer {
         let round = self.latest.lock().ok().and_then(|mut r| r.take());
         if round.is_some_and(|r| finish(pages, r)) {
             // Busy while the checkpointer runs another round: it copies these pages then.
-            if let Err(e) = checkpoint(conn) {
-                tracing::warn!(event = "ledger_checkpoint_failed", error = %e, "a checkpoint of the ledger's WAL failed; the next one tries again");
-            }
+            checkpoint(conn);
             return;
         }
         if pages < self.asked {
@@ -164,12 +162,17 @@ impl Checkpointer {
     }
 }
 
-/// One PASSIVE checkpoint; `None` when another checkpoint was running.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<Option<Round>> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+/// One PASSIVE checkpoint; `None` when another checkpoint was running, or this one failed
+/// (logged; the next one tries again).
+fn checkpoint(conn: &Connection) -> Option<Round> {
+    let ran = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         let busy: i64 = r.get(0)?;
         let (log, copied) = (r.get(1)?, r.get(2)?);
         Ok((busy == 0).then_some(Round { log, copied }))
+    });
+    ran.unwrap_or_else(|e| {
+        tracing::warn!(event = "ledger_checkpoint_failed", error = %e, "a checkpoint of the ledger's WAL failed; the next one tries again");
+        None
     })
 }
 
@@ -178,20 +181,14 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<Option<Round>> {
 /// to the writer in `latest`.
 fn catch_up(conn: &Connection, latest: &Mutex<Option<Round>>) {
     for _ in 0..CATCH_UP_ROUNDS {
-        match checkpoint(conn) {
-            Ok(Some(round)) => {
-                if let Ok(mut l) = latest.lock() {
-                    *l = Some(round);
-                }
-                if round.copied >= round.log {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(event = "ledger_checkpoint_failed", error = %e, "a checkpoint of the ledger's WAL failed; the next one tries again");
-                return;
-            }
+        let Some(round) = checkpoint(conn) else {
+            return;
+        };
+        if let Ok(mut l) = latest.lock() {
+            *l = Some(round);
+        }
+        if round.copied >= round.log {
+            return;
         }
     }
 }
@@ -341,7 +338,7 @@ mod tests {
             insert_page(&conn);
         }
         let other = Connection::open(&db).unwrap();
-        let round = checkpoint(&other).unwrap().unwrap();
+        let round = checkpoint(&other).unwrap();
         reader.execute_batch("COMMIT").unwrap();
         assert!(round.copied < round.log, "{round:?}");
         // Left alone, the WAL grows on: not everything in it was copied.
