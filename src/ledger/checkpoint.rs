@@ -38,6 +38,52 @@ const CATCH_UP_ROUNDS: usize = 8;
 /// start over.
 pub const FINISH_PAGES: i64 = 256;
 
+/// Frames an empty WAL is given room for when the ledger opens: a checkpoint's worth and the
+/// few the writer adds before the WAL starts over.
+pub const ROOM_FRAMES: i64 = EVERY_PAGES + FINISH_PAGES;
+
+/// A WAL frame's header, before its page; the WAL's own header is [`WAL_HEADER`] bytes.
+const FRAME_HEADER: u64 = 24;
+const WAL_HEADER: u64 = 32;
+
+/// Gives the empty WAL of the database at `db` room for [`ROOM_FRAMES`] pages of
+/// `page_size`: zeros, written and synced, so that the commits after a start write inside
+/// the file instead of growing it (each growing commit's fsync also writes the file's new
+/// size). SQLite reads zeros as no WAL at all, and stops reading frames at the first one
+/// that is not of the WAL's current generation, so the room holds nothing it would read. A
+/// WAL that holds anything (frames a crash left behind: they are the ledger's) is left
+/// alone. Without the space (a full disk) the WAL is left empty, to grow as commits need.
+pub fn make_room(db: &Path, page_size: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut path = db.as_os_str().to_owned();
+    path.push("-wal");
+    let mut wal = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    if wal.metadata()?.len() > 0 {
+        return Ok(());
+    }
+    let frames = u64::try_from(ROOM_FRAMES).unwrap_or(0);
+    let page = u64::try_from(page_size).unwrap_or(0);
+    let mut left = WAL_HEADER + frames * (FRAME_HEADER + page);
+    let zeros = [0u8; 64 * 1024];
+    let mut fill = || {
+        while left > 0 {
+            let n = left.min(zeros.len() as u64);
+            wal.write_all(&zeros[..n as usize])?;
+            left -= n;
+        }
+        wal.sync_all()
+    };
+    fill().inspect_err(|_| {
+        let _ = wal.set_len(0);
+    })
+}
+
 /// A checkpoint the checkpointer ran: the WAL's length then, and how much of it is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
@@ -367,5 +413,53 @@ mod tests {
         // Past it by no more than the commit that crossed it (a row of three pages).
         assert!(longest < BACKSTOP_PAGES + 4, "{longest} pages");
         assert!(longest >= BACKSTOP_PAGES, "{longest} pages");
+    }
+
+    /// The WAL's room in bytes, for the ledger's page size.
+    fn room() -> u64 {
+        WAL_HEADER + ROOM_FRAMES as u64 * (FRAME_HEADER + crate::ledger::schema::PAGE_SIZE as u64)
+    }
+
+    #[test]
+    fn a_new_ledgers_wal_has_room_and_commits_until_it_starts_over_do_not_grow_it() {
+        let (_dir, db, conn) = watched_ledger();
+        assert_eq!(wal_len(&db), room());
+        let mut rows = 0;
+        while insert_page(&conn) < EVERY_PAGES {
+            rows += 1;
+        }
+        assert_eq!(wal_len(&db), room(), "{rows} commits wrote inside the room");
+        drop(conn);
+        // The room was never read as frames: the rows are all there, and only they.
+        let conn = crate::ledger::schema::open_rw(&db).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, rows + 1);
+    }
+
+    #[test]
+    fn a_wal_a_crash_left_is_left_alone_and_its_commits_are_kept() {
+        let (dir, db, conn) = watched_ledger();
+        for _ in 0..20 {
+            insert_page(&conn);
+        }
+        // What the disk holds after a crash: the database file and the WAL's commits, which
+        // a close would have copied away.
+        let wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
+        let end = crate::ledger::durability_tests::commit_ends(&wal)
+            .last()
+            .copied()
+            .unwrap();
+        let crashed = dir.path().join("crashed.db");
+        std::fs::copy(&db, &crashed).unwrap();
+        std::fs::write(format!("{}-wal", crashed.display()), &wal[..end]).unwrap();
+        make_room(&crashed, crate::ledger::schema::PAGE_SIZE).unwrap();
+        assert_eq!(wal_len(&crashed), end as u64, "left alone");
+        let conn = crate::ledger::schema::open_rw(&crashed).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 20);
     }
 }

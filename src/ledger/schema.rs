@@ -1,5 +1,6 @@
 //! Opening the ledger: pragmas and versioned migrations.
 
+use super::checkpoint;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
@@ -627,6 +628,12 @@ fn open_created(path: &Path, p: &str, existed: bool) -> Result<Connection, OpenE
         .map_err(wrap)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(wrap)?;
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .map_err(wrap)?;
+    if let Err(e) = checkpoint::make_room(path, page_size) {
+        tracing::warn!(event = "ledger_wal_room_failed", error = %e, "could not make room for the ledger's WAL; it grows as commits need instead, each growing commit somewhat slower");
+    }
     // Room for every statement the writer repeats (store.rs runs them through the cache).
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn).map_err(|e| match e {
