@@ -24,7 +24,7 @@ mod sync;
 pub mod tries;
 pub mod voids;
 
-use checkpoint::Checkpointer;
+use checkpoint::Checkpoints;
 use rusqlite::Connection;
 use schema::{OpenError, open_ro, open_rw};
 use std::path::Path;
@@ -157,7 +157,7 @@ impl Ledger {
             .spawn(move || {
                 let mut durability = Durability::with_sync(share_wait, sync_data);
                 checkpoint::watch(&conn);
-                let mut checkpointer = conn.path().and_then(Checkpointer::start);
+                let mut checkpoints = Checkpoints::default();
                 // Who asked the thread to stop, once somebody has.
                 let mut closing: Option<oneshot::Sender<()>> = None;
                 // Ends when told to close, when every handle is dropped, or after a failed
@@ -202,13 +202,10 @@ impl Ledger {
                         }
                     }
                     run_synced(&mut conn, &mut durability, batch);
-                    if let Some(c) = &mut checkpointer {
-                        c.after_commit(&conn);
-                    }
+                    checkpoints.after_commit(&conn);
                     // Even while work keeps coming, a deferred fsync waits no longer.
                     durability.sync_if_due(&conn);
                 }
-                drop(checkpointer);
                 let _ = durability.sync(&conn);
                 if let (Some(why), Ok(mut t)) = (durability.failed(), failure.lock()) {
                     *t = Some(why.to_string());
