@@ -2,8 +2,8 @@
 //!
 //! One thread owns the SQLite connection (rusqlite's `Connection` is not `Sync`, and one
 //! writer means no lock contention); async code talks to it through [`Ledger`], which ships
-//! closures over a channel and awaits their results; a second connection only checkpoints
-//! the WAL, off the writer's path (`checkpoint`). The SQL is in one file per aggregate:
+//! closures over a channel and awaits their results; the same thread checkpoints the WAL
+//! after answering (`checkpoint`). The SQL is in one file per aggregate:
 //! [`scans`], [`tries`], [`voids`], [`catalog`], [`queries`], [`review`], [`claims`] and
 //! [`events`], over the helpers of `sql`.
 
