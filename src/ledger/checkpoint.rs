@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::Wal;
 use std::cell::Cell;
 use std::os::raw::c_int;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A checkpoint runs every this many WAL pages: 4 MiB of the ledger's 2 KiB pages, as much
 /// as SQLite's own default (1,000 pages) is with its default page size.
@@ -40,6 +40,13 @@ pub const ROOM_FRAMES: i64 = EVERY_PAGES + RETRY_PAGES;
 const FRAME_HEADER: u64 = 24;
 const WAL_HEADER: u64 = 32;
 
+/// The WAL file of the database at `db`.
+pub(super) fn wal_of(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
 /// Gives the empty WAL of the database at `db` room for [`ROOM_FRAMES`] pages of
 /// `page_size`: zeros, written and synced, so that the commits after a start write inside
 /// the file instead of growing it (each growing commit's fsync also writes the file's new
@@ -50,14 +57,12 @@ const WAL_HEADER: u64 = 32;
 pub fn make_room(db: &Path, page_size: i64) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut path = db.as_os_str().to_owned();
-    path.push("-wal");
     let mut wal = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)?;
+        .open(wal_of(db))?;
     if wal.metadata()?.len() > 0 {
         return Ok(());
     }
@@ -106,12 +111,21 @@ fn wal_pages() -> i64 {
 }
 
 /// The writer's count towards its next checkpoint.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoints {
-    /// The WAL's length the count starts from.
-    from: i64,
+    /// The WAL's length at which the next checkpoint is due.
+    due_at: i64,
     /// The WAL's length after the latest commit.
     last: i64,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Checkpoints {
+            due_at: EVERY_PAGES,
+            last: 0,
+        }
+    }
 }
 
 impl Checkpoints {
@@ -124,21 +138,22 @@ impl Checkpoints {
         }
     }
 
-    /// A commit left the WAL `pages` long: whether a checkpoint is due. One is, every
-    /// [`EVERY_PAGES`] counted from the WAL's start or from the last checkpoint's retry point.
+    /// A commit left the WAL `pages` long: whether a checkpoint is due. One is at
+    /// [`EVERY_PAGES`] from the WAL's start, and again [`RETRY_PAGES`] after one after which
+    /// the WAL did not start over.
     pub fn committed(&mut self, pages: i64) -> bool {
         if pages < self.last {
             // The WAL started over.
-            self.from = 0;
+            self.due_at = EVERY_PAGES;
         }
         self.last = pages;
-        pages - self.from >= EVERY_PAGES
+        pages >= self.due_at
     }
 
     /// A checkpoint ran: unless the WAL starts over at the next commit, the next one is due
     /// [`RETRY_PAGES`] later.
     pub fn checkpointed(&mut self) {
-        self.from = self.last - EVERY_PAGES + RETRY_PAGES;
+        self.due_at = self.last + RETRY_PAGES;
     }
 }
 
@@ -224,9 +239,7 @@ mod tests {
     }
 
     fn wal_len(db: &Path) -> u64 {
-        std::fs::metadata(format!("{}-wal", db.display()))
-            .map(|m| m.len())
-            .unwrap_or(0)
+        std::fs::metadata(wal_of(db)).map(|m| m.len()).unwrap_or(0)
     }
 
     /// Commits one row at a time, each followed by the writer's checkpoint step, until the
@@ -333,14 +346,14 @@ mod tests {
         }
         // What the disk holds after a crash: the database file and the WAL's commits, which
         // a close would have copied away.
-        let wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
+        let wal = std::fs::read(wal_of(&db)).unwrap();
         let end = crate::ledger::durability_tests::commit_ends(&wal)
             .last()
             .copied()
             .unwrap();
         let crashed = dir.path().join("crashed.db");
         std::fs::copy(&db, &crashed).unwrap();
-        std::fs::write(format!("{}-wal", crashed.display()), &wal[..end]).unwrap();
+        std::fs::write(wal_of(&crashed), &wal[..end]).unwrap();
         make_room(&crashed, crate::ledger::schema::PAGE_SIZE).unwrap();
         assert_eq!(wal_len(&crashed), end as u64, "left alone");
         let conn = crate::ledger::schema::open_rw(&crashed).unwrap();

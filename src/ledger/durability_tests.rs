@@ -14,6 +14,7 @@ use crate::model::call::Confirmation;
 
 use crate::ledger::scans::NewScan;
 
+use super::checkpoint::wal_of;
 use super::{Ledger, open_rw};
 use crate::model::api::Api;
 use crate::model::call::Retry;
@@ -165,12 +166,6 @@ impl Till {
         let wal = std::fs::read(wal_of(&self.path)).unwrap_or_default();
         commit_ends(&wal).last().copied().unwrap_or(0)
     }
-}
-
-fn wal_of(db: &Path) -> PathBuf {
-    let mut p = db.as_os_str().to_owned();
-    p.push("-wal");
-    PathBuf::from(p)
 }
 
 /// A ledger whose waits are short, so that a case runs in milliseconds.

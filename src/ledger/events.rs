@@ -117,6 +117,17 @@ pub(super) fn follow_inserts_as_set(conn: &Connection) -> Result<()> {
     follow_inserts(conn, on)
 }
 
+/// Whether a new row's trigger is there.
+#[cfg(test)]
+pub(super) fn follows_inserts(conn: &Connection) -> bool {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'events_new'",
+        [],
+        |r| r.get(0),
+    )
+    .expect("reading sqlite_master")
+}
+
 /// How many rows wait for a person.
 pub fn review_count(conn: &Connection) -> Result<i64> {
     conn.prepare_cached(
@@ -267,23 +278,18 @@ mod tests {
     /// Outside a chain a new row invokes no trigger at all; inside, the trigger is there.
     #[test]
     fn the_new_row_trigger_exists_only_while_the_till_publishes() {
-        let trigger = |c: &Connection| -> bool {
-            c.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'events_new'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
         let mut c = ledger();
-        assert!(trigger(&c), "a new ledger publishes until told otherwise");
+        assert!(
+            follows_inserts(&c),
+            "a new ledger publishes until told otherwise"
+        );
         set_publishing(&mut c, false).unwrap();
-        assert!(!trigger(&c));
+        assert!(!follows_inserts(&c));
         set_publishing(&mut c, false).unwrap();
-        assert!(!trigger(&c));
+        assert!(!follows_inserts(&c));
         set_publishing(&mut c, true).unwrap();
-        assert!(trigger(&c));
+        assert!(follows_inserts(&c));
         set_publishing(&mut c, true).unwrap();
-        assert!(trigger(&c));
+        assert!(follows_inserts(&c));
     }
 }

@@ -812,14 +812,7 @@ mod tests {
             conn.execute("UPDATE chain_state SET publishing = ?1", [publishing])
                 .unwrap();
             migrate(&mut conn).map_err(|_| "migrating").unwrap();
-            let triggers: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE name = 'events_new'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(triggers, i64::from(publishing));
+            assert_eq!(crate::ledger::events::follows_inserts(&conn), publishing);
             conn.execute(
                 "INSERT INTO redemptions (code, api, state, scanner, till, scanned_at, updated_at) \
                  VALUES ('C1234567890', 'card', 'queued', 's', 't', 1, 1)",

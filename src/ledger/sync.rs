@@ -24,6 +24,7 @@
 
 use rusqlite::Connection;
 use std::fs::File;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -133,7 +134,7 @@ impl Durability {
             return Ok(()); // in memory: nothing on disk
         };
         if self.wal.is_none() {
-            match File::open(format!("{db}-wal")) {
+            match File::open(super::checkpoint::wal_of(Path::new(db))) {
                 Ok(f) => self.wal = Some(f),
                 // No WAL yet, or a checkpoint removed it and synced the database file.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
